@@ -1,0 +1,584 @@
+//! The berth TOML schema (v1), shared by PID 1 and `berth build`.
+//!
+//! Parsing is strict: unknown keys and wrong types are errors that name the file, line and
+//! column. Semantic checks (duplicate names, bad binds) point at the offending value too.
+//! `docs/config.md` documents every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use toml::Spanned;
+
+use crate::units;
+
+/// A whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[kernel]`: what kernel boots the image and with which command line.
+    #[serde(default)]
+    pub kernel: KernelConfig,
+    /// `[system]`: hostname, sysctls and what PID 1 does when the work is done.
+    #[serde(default)]
+    pub system: SystemConfig,
+    /// `[[onboot]]`: containers run one after another, each to completion, before services.
+    #[serde(default)]
+    pub onboot: Vec<ContainerConfig>,
+    /// `[[service]]`: long-running containers started after the onboot ones.
+    #[serde(default)]
+    pub service: Vec<ContainerConfig>,
+}
+
+/// `[kernel]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// The kernel command line.
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+    /// Extra kernel modules to pack and load at boot (by module name, e.g. `"vfat"`).
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+fn default_cmdline() -> String {
+    "console=ttyS0".to_string()
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            cmdline: default_cmdline(),
+            modules: Vec::new(),
+        }
+    }
+}
+
+/// `[system]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SystemConfig {
+    /// The machine's hostname (default `berth`).
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// sysctls set at boot, by dotted name.
+    #[serde(default, deserialize_with = "de_sysctl")]
+    pub sysctl: BTreeMap<String, String>,
+    /// What PID 1 does once every onboot container has run and no service is left running.
+    #[serde(default)]
+    pub when_done: WhenDone,
+    /// How long a container gets between SIGTERM and SIGKILL at shutdown.
+    #[serde(default = "default_stop_timeout", with = "duration_text")]
+    pub stop_timeout: Duration,
+}
+
+fn default_hostname() -> String {
+    "berth".to_string()
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            hostname: default_hostname(),
+            sysctl: BTreeMap::new(),
+            when_done: WhenDone::default(),
+            stop_timeout: default_stop_timeout(),
+        }
+    }
+}
+
+/// `[system] when_done`: the action once all work is done.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenDone {
+    /// Keep running (an appliance waiting to be shut down). The default.
+    #[default]
+    Wait,
+    /// Power the machine off.
+    Poweroff,
+    /// Reboot the machine.
+    Reboot,
+}
+
+/// A container, as written in `[[onboot]]` or `[[service]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    /// Unique name: letters, digits, `_`, `.`, `-`; used for logs, events and the cgroup.
+    pub name: Spanned<String>,
+    /// Image reference: `oci:DIR[:TAG]`, `docker-archive:FILE`, or a registry reference.
+    pub image: Spanned<String>,
+    /// Replaces the image's `Cmd` (like arguments after `docker run IMAGE`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's `Entrypoint` (and, as in Docker, drops its `Cmd`).
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment, merged over the image's `Env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the image's `WorkingDir`, else `/`).
+    pub working_dir: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid` (default: the image's `User`, else root).
+    pub user: Option<String>,
+    /// Hostname inside the container (default: the container's name).
+    pub hostname: Option<String>,
+    /// Network mode.
+    #[serde(default)]
+    pub net: NetMode,
+    /// Memory limit, Docker's spelling (`"512m"`); written to `memory.max`.
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs (`1.5`); written to `cpu.max`.
+    #[serde(default, deserialize_with = "de_opt_cpus")]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes; written to `pids.max`.
+    pub pids_limit: Option<u64>,
+    /// Bind mounts from the machine: `"/src:/dst"` or `"/src:/dst:ro"`.
+    #[serde(default)]
+    pub binds: Vec<Spanned<String>>,
+    /// Mount the container's root read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// How a container is networked.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// A network namespace of its own with only `lo` (Docker's `--network none`). The default.
+    #[default]
+    None,
+    /// The machine's network namespace (Docker's `--network host`).
+    Host,
+}
+
+/// A parsed bind mount.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bind {
+    /// Path on the machine.
+    pub source: String,
+    /// Path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl Bind {
+    /// Parses Docker's `SRC:DST[:ro|rw]`.
+    pub fn parse(text: &str) -> Result<Bind, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [s, t] => (*s, *t, false),
+            [s, t, "ro"] => (*s, *t, true),
+            [s, t, "rw"] => (*s, *t, false),
+            _ => {
+                return Err(format!(
+                    "bind `{text}` must look like \"/source:/target\" or \"/source:/target:ro\""
+                ))
+            }
+        };
+        if !source.starts_with('/') || !target.starts_with('/') {
+            return Err(format!("bind `{text}`: both paths must be absolute"));
+        }
+        if target.split('/').any(|c| c == "..") {
+            return Err(format!("bind `{text}`: the target may not contain `..`"));
+        }
+        Ok(Bind {
+            source: source.to_string(),
+            target: target.to_string(),
+            read_only,
+        })
+    }
+}
+
+/// A config error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file's path as given.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
+            (Some(l), None) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based (line, column) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map(|i| before[i + 1..].chars().count())
+        .unwrap_or(before.chars().count())
+        + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            column: None,
+            message: format!("cannot read the config: {e}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let at = |offset: Option<usize>, message: String| {
+            let (line, column) = match offset {
+                Some(o) => {
+                    let (l, c) = line_col(text, o);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ConfigError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+        let config: Config = toml::from_str(text)
+            .map_err(|e| at(e.span().map(|s| s.start), e.message().trim().to_string()))?;
+        config
+            .validate()
+            .map_err(|(offset, message)| at(offset, message))?;
+        Ok(config)
+    }
+
+    /// All containers, onboot first, in declaration order.
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerConfig> {
+        self.onboot.iter().chain(self.service.iter())
+    }
+
+    fn validate(&self) -> Result<(), (Option<usize>, String)> {
+        validate_hostname(&self.system.hostname)
+            .map_err(|m| (None, format!("[system] hostname: {m}")))?;
+        for key in self.system.sysctl.keys() {
+            if key.is_empty() || key.contains('/') || key.contains("..") {
+                return Err((None, format!("[system] sysctl: `{key}` is not a sysctl name (write it dotted, like \"net.ipv4.ip_forward\")")));
+            }
+        }
+        let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+        for c in self.containers() {
+            let name = c.name.get_ref();
+            let name_at = Some(c.name.span().start);
+            validate_name(name).map_err(|m| (name_at, m))?;
+            if seen.insert(name, ()).is_some() {
+                return Err((
+                    name_at,
+                    format!("two containers are named `{name}`; names must be unique"),
+                ));
+            }
+            if c.image.get_ref().trim().is_empty() {
+                return Err((Some(c.image.span().start), "`image` is empty".to_string()));
+            }
+            if let Some(h) = &c.hostname {
+                validate_hostname(h)
+                    .map_err(|m| (name_at, format!("container `{name}`: hostname: {m}")))?;
+            }
+            for key in c.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    return Err((
+                        name_at,
+                        format!(
+                            "container `{name}`: env key `{key}` may not be empty or contain `=`"
+                        ),
+                    ));
+                }
+            }
+            if let Some(args) = &c.command {
+                if args.iter().any(|a| a.contains('\0')) {
+                    return Err((
+                        name_at,
+                        format!("container `{name}`: command contains a NUL byte"),
+                    ));
+                }
+            }
+            if let Some(dir) = &c.working_dir {
+                if !dir.starts_with('/') {
+                    return Err((
+                        name_at,
+                        format!("container `{name}`: working_dir `{dir}` must be absolute"),
+                    ));
+                }
+            }
+            if matches!(c.memory, Some(m) if m < 6 << 20) {
+                return Err((
+                    name_at,
+                    format!("container `{name}`: memory must be at least 6m, as in Docker"),
+                ));
+            }
+            if c.pids_limit == Some(0) {
+                return Err((
+                    name_at,
+                    format!("container `{name}`: pids_limit must be at least 1"),
+                ));
+            }
+            for b in &c.binds {
+                Bind::parse(b.get_ref()).map_err(|m| (Some(b.span().start), m))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ContainerConfig {
+    /// The parsed bind mounts (validated at load time).
+    pub fn parsed_binds(&self) -> Vec<Bind> {
+        self.binds
+            .iter()
+            .filter_map(|b| Bind::parse(b.get_ref()).ok())
+            .collect()
+    }
+}
+
+/// Checks a container name: it becomes a cgroup directory and a log prefix.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok_first || !ok_rest || name.len() > 63 {
+        return Err(format!(
+            "container name `{name}` must start with a letter or digit and use only letters, digits, `_`, `.` and `-` (at most 63)"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_hostname(h: &str) -> Result<(), String> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{h}` is not a valid hostname (letters, digits and `-`, dot-separated, at most 64)"
+        ))
+    }
+}
+
+fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("expected a size like \"512m\" or a number of bytes")
+    })? {
+        Raw::Int(n) => Ok(Some(n)),
+        Raw::Text(t) => units::parse_bytes(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_opt_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+    let value = match Raw::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a number of CPUs like 1.5"))?
+    {
+        Raw::Int(n) => n as f64,
+        Raw::Float(f) => f,
+        Raw::Text(t) => t.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("`{t}` is not a number of CPUs; write it like 1.5"))
+        })?,
+    };
+    if !(value.is_finite() && value >= 0.01) {
+        return Err(serde::de::Error::custom("cpus must be at least 0.01"));
+    }
+    Ok(Some(value))
+}
+
+fn de_sysctl<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Int(i64),
+        Bool(bool),
+        Text(String),
+    }
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Int(n) => n.to_string(),
+                Value::Bool(b) => (b as u8).to_string(),
+                Value::Text(t) => t,
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+/// Serde adapter: a `Duration` written as Docker-style text (`"10s"`).
+pub mod duration_text {
+    use super::*;
+
+    /// Writes the duration as milliseconds (`"1500ms"`), which reads back exactly.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    /// Reads `"10s"`, `"500ms"`, `"2m"` or a bare number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a duration like \"10s\""))?
+        {
+            Raw::Int(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => units::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[system]
+hostname = "edge-01"
+sysctl = { "net.ipv4.ip_forward" = 1, "kernel.panic" = "10" }
+when_done = "poweroff"
+
+[[onboot]]
+name = "migrate"
+image = "oci:images/app:1.4"
+command = ["/app/migrate"]
+
+[[service]]
+name = "db"
+image = "docker-archive:images/postgres.tar"
+memory = "512m"
+cpus = 1.5
+pids_limit = 100
+binds = ["/var/data:/data:ro"]
+env = { A = "b" }
+user = "1000:1000"
+net = "host"
+read_only = true
+"#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(GOOD, "a.toml").unwrap();
+        assert_eq!(c.system.hostname, "edge-01");
+        assert_eq!(c.system.sysctl["net.ipv4.ip_forward"], "1");
+        assert_eq!(c.system.when_done, WhenDone::Poweroff);
+        assert_eq!(c.onboot[0].name.get_ref(), "migrate");
+        let db = &c.service[0];
+        assert_eq!(db.memory, Some(512 << 20));
+        assert_eq!(db.cpus, Some(1.5));
+        assert_eq!(db.net, NetMode::Host);
+        assert_eq!(
+            db.parsed_binds(),
+            vec![Bind {
+                source: "/var/data".into(),
+                target: "/data".into(),
+                read_only: true
+            }]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nmemroy = \"1g\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(4), Some(1)), "{e}");
+        assert!(e.to_string().starts_with("x.toml:4:1: "), "{e}");
+        assert!(e.message.contains("memroy"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\ncpus = true\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let text = "[system]\nhostname = 5\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(12)), "{e}");
+    }
+
+    #[test]
+    fn bad_memory_and_net() {
+        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nmemory = \"lots\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("512m"), "{e}");
+        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nnet = \"bridge\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert!(e.message.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_binds() {
+        let text = "[[onboot]]\nname = \"a\"\nimage = \"oci:x\"\n[[service]]\nname = \"a\"\nimage = \"oci:y\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nbinds = [\"rel:/x\"]\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn bad_names() {
+        assert!(validate_name("ok-1.a_b").is_ok());
+        assert!(validate_name("-no").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("").is_err());
+    }
+}

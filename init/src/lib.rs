@@ -1,0 +1,7 @@
+//! berth-init: the config schema shared with `berth build`, the boot plan, console events,
+//! and (in the binary) PID 1 itself.
+
+pub mod config;
+pub mod events;
+pub mod plan;
+pub mod units;

@@ -1,0 +1,173 @@
+//! The boot plan: the config after `berth build` resolved every image.
+//!
+//! `berth build` writes it into the initramfs at [`PLAN_PATH`]; PID 1 reads it at boot. Every
+//! container carries its final process (Docker's merge of image config and TOML overrides) and
+//! the digests of its layers, which are unpacked under [`LAYERS_DIR`], one directory per digest.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Bind, NetMode, SystemConfig};
+
+/// Where the plan lives in the initramfs.
+pub const PLAN_PATH: &str = "/berth/plan.toml";
+/// Where unpacked layers live in the initramfs: `LAYERS_DIR/<sha256 hex>/`.
+pub const LAYERS_DIR: &str = "/berth/layers";
+/// The plan format version this code reads and writes.
+pub const PLAN_VERSION: u32 = 1;
+
+/// Everything PID 1 needs to boot the machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Always [`PLAN_VERSION`].
+    pub version: u32,
+    /// Hostname, sysctls, stop timeout, action when done.
+    pub system: SystemConfig,
+    /// Kernel modules to load, as paths in the initramfs, dependencies first.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Run one after another, each to completion.
+    #[serde(default)]
+    pub onboot: Vec<PlannedContainer>,
+    /// Started after the onboot containers.
+    #[serde(default)]
+    pub service: Vec<PlannedContainer>,
+}
+
+/// One container, fully resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedContainer {
+    /// Unique name.
+    pub name: String,
+    /// The image reference as written in the config.
+    pub image: String,
+    /// Digest of the image's manifest (`sha256:…`).
+    pub image_digest: String,
+    /// The image's layers, bottom first.
+    pub layers: Vec<PlannedLayer>,
+    /// argv: the merged entrypoint and command.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs, image env overridden by the config.
+    pub env: Vec<String>,
+    /// Absolute working directory.
+    pub working_dir: String,
+    /// Numeric user id.
+    pub uid: u32,
+    /// Numeric group id.
+    pub gid: u32,
+    /// Supplementary groups (from the image's `/etc/group`).
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// Hostname inside the container.
+    pub hostname: String,
+    /// Network mode.
+    pub net: NetMode,
+    /// `memory.max` in bytes.
+    pub memory: Option<u64>,
+    /// CPUs for `cpu.max`.
+    pub cpus: Option<f64>,
+    /// `pids.max`.
+    pub pids_limit: Option<u64>,
+    /// Bind mounts from the machine.
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+    /// Read-only root.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// One unpacked layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedLayer {
+    /// Digest of the layer blob as stored (`sha256:…`).
+    pub digest: String,
+    /// Directories (relative to the layer root) that hide everything below them in lower layers
+    /// (OCI opaque whiteouts). The cpio format has no xattrs, so PID 1 marks them
+    /// `trusted.overlay.opaque=y` at boot.
+    #[serde(default)]
+    pub opaque_dirs: Vec<String>,
+}
+
+impl PlannedLayer {
+    /// The directory the layer is unpacked into, inside the booted system.
+    pub fn dir(&self) -> String {
+        format!("{}/{}", LAYERS_DIR, layer_dir_name(&self.digest))
+    }
+}
+
+/// The directory name of a layer under [`LAYERS_DIR`]: the hex of its digest.
+pub fn layer_dir_name(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+impl Plan {
+    /// Serializes the plan as TOML.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// Parses a plan; the error says what is wrong.
+    pub fn from_toml(text: &str) -> Result<Plan, String> {
+        let plan: Plan = toml::from_str(text).map_err(|e| e.to_string())?;
+        if plan.version != PLAN_VERSION {
+            return Err(format!(
+                "plan version {} is not supported by this init (it reads version {PLAN_VERSION}); rebuild the image with the matching berth",
+                plan.version
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// All containers, onboot first.
+    pub fn containers(&self) -> impl Iterator<Item = &PlannedContainer> {
+        self.onboot.iter().chain(self.service.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let plan = Plan {
+            version: PLAN_VERSION,
+            system: SystemConfig::default(),
+            modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
+            onboot: vec![],
+            service: vec![PlannedContainer {
+                name: "hello".into(),
+                image: "oci:x".into(),
+                image_digest: "sha256:00".into(),
+                layers: vec![PlannedLayer {
+                    digest: "sha256:ab".into(),
+                    opaque_dirs: vec!["etc/x".into()],
+                }],
+                args: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()],
+                env: vec!["PATH=/bin".into()],
+                working_dir: "/".into(),
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                hostname: "hello".into(),
+                net: NetMode::None,
+                memory: Some(64 << 20),
+                cpus: Some(0.5),
+                pids_limit: None,
+                binds: vec![],
+                read_only: false,
+            }],
+        };
+        let text = plan.to_toml().unwrap();
+        assert_eq!(Plan::from_toml(&text).unwrap(), plan);
+        assert_eq!(plan.service[0].layers[0].dir(), "/berth/layers/ab");
+    }
+
+    #[test]
+    fn rejects_other_versions() {
+        let text = "version = 9\n[system]\n";
+        assert!(Plan::from_toml(text).unwrap_err().contains("version 9"));
+    }
+}
