@@ -1,1 +1,18 @@
-//! placeholder
+//! berth-runtime: launches one container from a [`ContainerSpec`].
+//!
+//! The container gets new pid, mount, uts, ipc and cgroup namespaces (and a new network
+//! namespace unless it shares the host's), a root that is an overlay of read-only image layers
+//! under a tmpfs writable layer, `pivot_root`, a minimal `/dev`, and a cgroup v2 group with its
+//! limits. Every failing step in the child comes back as a [`StepError`] naming the step and the
+//! errno; see [`launch`] for the order of the system calls.
+
+pub mod cgroup;
+mod child;
+pub mod error;
+pub mod launch;
+pub mod spec;
+
+pub use cgroup::{Cgroup, CgroupLimits};
+pub use error::StepError;
+pub use launch::{launch, Container, ExitInfo};
+pub use spec::{BindMount, ContainerSpec, Stdio};

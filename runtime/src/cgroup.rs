@@ -1,0 +1,206 @@
+//! A cgroup v2 group per container: creation, limits, OOM detection, removal.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::error::StepError;
+
+/// The `cpu.max` period, as Docker uses (100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Resource limits, Docker's meaning.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupLimits {
+    /// `memory.max` in bytes.
+    pub memory: Option<u64>,
+    /// CPUs, written as `cpu.max` = cpus × period.
+    pub cpus: Option<f64>,
+    /// `pids.max`.
+    pub pids: Option<u64>,
+}
+
+/// One cgroup v2 directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    path: PathBuf,
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), StepError> {
+    fs::write(path, value)
+        .map_err(|e| StepError::io(format!("write {}", path.display()), &e, value.to_string()))
+}
+
+/// Enables in `dir`'s `cgroup.subtree_control` every controller its `cgroup.controllers` offers,
+/// one at a time so that one refusal does not stop the others. Returns the enabled set.
+pub fn enable_controllers(dir: &Path) -> io::Result<Vec<String>> {
+    let available = fs::read_to_string(dir.join("cgroup.controllers"))?;
+    let mut enabled = Vec::new();
+    for c in available.split_whitespace() {
+        if fs::write(dir.join("cgroup.subtree_control"), format!("+{c}")).is_ok() {
+            enabled.push(c.to_string());
+        }
+    }
+    Ok(enabled)
+}
+
+impl Cgroup {
+    /// Creates (or reuses) the group at `path` — an absolute path inside a mounted cgroup2
+    /// hierarchy — enabling controllers in each ancestor below the hierarchy root, and writes the
+    /// limits. `memory.oom.group` is set so an OOM kill takes the whole container down, as it
+    /// would take a Docker container.
+    pub fn create(path: &Path, limits: &CgroupLimits) -> Result<Cgroup, StepError> {
+        let parent = path.parent().ok_or_else(|| {
+            StepError::new("create cgroup", Errno::EINVAL, path.display().to_string())
+        })?;
+        if !parent.join("cgroup.controllers").exists() {
+            return Err(StepError::new(
+                "create cgroup",
+                Errno::ENOENT,
+                format!(
+                    "{} is not inside a mounted cgroup2 hierarchy",
+                    path.display()
+                ),
+            ));
+        }
+        // Ancestors from the top: each must pass its controllers down.
+        let mut chain: Vec<&Path> = Vec::new();
+        let mut p = Some(parent);
+        while let Some(dir) = p {
+            if !dir.join("cgroup.controllers").exists() {
+                break;
+            }
+            chain.push(dir);
+            p = dir.parent();
+        }
+        for dir in chain.iter().rev() {
+            if !dir.exists() {
+                fs::create_dir(dir)
+                    .map_err(|e| StepError::io("create cgroup", &e, dir.display().to_string()))?;
+            }
+            // Best effort: a controller that cannot be enabled shows up below as a missing
+            // limit file, with its name.
+            let _ = enable_controllers(dir);
+        }
+        match fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StepError::io(
+                    "create cgroup",
+                    &e,
+                    path.display().to_string(),
+                ))
+            }
+        }
+        let cg = Cgroup {
+            path: path.to_path_buf(),
+        };
+        cg.apply(limits)?;
+        Ok(cg)
+    }
+
+    /// An existing group, without touching it.
+    pub fn at(path: &Path) -> Cgroup {
+        Cgroup {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The group's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn limit_file(&self, name: &str, controller: &str) -> Result<PathBuf, StepError> {
+        let file = self.path.join(name);
+        if file.exists() {
+            Ok(file)
+        } else {
+            Err(StepError::new(
+                format!("set {name}"),
+                Errno::ENOENT,
+                format!(
+                    "the `{controller}` cgroup controller is not enabled for {}",
+                    self.path.display()
+                ),
+            ))
+        }
+    }
+
+    /// Writes the limits (and resets the unset ones to `max`, so a reused group carries no
+    /// stale limit).
+    pub fn apply(&self, limits: &CgroupLimits) -> Result<(), StepError> {
+        if let Some(bytes) = limits.memory {
+            write_file(
+                &self.limit_file("memory.max", "memory")?,
+                &bytes.to_string(),
+            )?;
+            let _ = fs::write(self.path.join("memory.swap.max"), "0");
+        } else if self.path.join("memory.max").exists() {
+            write_file(&self.path.join("memory.max"), "max")?;
+        }
+        if self.path.join("memory.oom.group").exists() {
+            write_file(&self.path.join("memory.oom.group"), "1")?;
+        }
+        if let Some(cpus) = limits.cpus {
+            let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
+            write_file(
+                &self.limit_file("cpu.max", "cpu")?,
+                &format!("{quota} {CPU_PERIOD_US}"),
+            )?;
+        } else if self.path.join("cpu.max").exists() {
+            write_file(&self.path.join("cpu.max"), &format!("max {CPU_PERIOD_US}"))?;
+        }
+        if let Some(pids) = limits.pids {
+            write_file(&self.limit_file("pids.max", "pids")?, &pids.to_string())?;
+        } else if self.path.join("pids.max").exists() {
+            write_file(&self.path.join("pids.max"), "max")?;
+        }
+        Ok(())
+    }
+
+    /// An `O_PATH` descriptor of the directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn open_dir(&self) -> Result<OwnedFd, StepError> {
+        open(
+            &self.path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(|fd| {
+            // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        })
+        .map_err(|e| StepError::new("open cgroup", e, self.path.display().to_string()))
+    }
+
+    /// Whether the kernel's OOM killer killed anything in this group.
+    pub fn oom_killed(&self) -> bool {
+        fs::read_to_string(self.path.join("memory.events"))
+            .map(|text| {
+                text.lines().any(|l| {
+                    let mut it = l.split_whitespace();
+                    matches!((it.next(), it.next()), (Some("oom_kill" | "oom_group_kill"), Some(n)) if n != "0")
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    /// Kills every process left in the group (`cgroup.kill`).
+    pub fn kill_all(&self) -> io::Result<()> {
+        fs::write(self.path.join("cgroup.kill"), "1")
+    }
+
+    /// Removes the group; `EBUSY` while processes (or unreaped zombies) remain in it.
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}

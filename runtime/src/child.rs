@@ -1,0 +1,241 @@
+//! The container child between `clone3` and `execve`.
+//!
+//! The parent may be multi-threaded (tests, the CLI), and `clone3` bypasses libc's fork
+//! handlers, so the child must not allocate or take locks: everything it needs is prepared by the
+//! parent as a [`ChildPlan`] of raw steps over `CString`s, and the child only makes system calls.
+//! On failure it writes `(step index, errno)` to the error pipe and `_exit`s; the parent turns
+//! the index back into the step's description.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::ptr;
+
+/// One system call (or a short fixed sequence) the child performs.
+pub(crate) enum Step {
+    /// Reset the signal mask and every handler to the default (PID 1 blocks signals for its
+    /// signalfd; a container must not inherit that).
+    ResetSignals,
+    /// Start a new session: the container is nobody's job-control child.
+    Setsid,
+    /// Put these caller descriptors on 0, 1, 2 and mark every other descriptor close-on-exec.
+    Stdio([RawFd; 3]),
+    /// `mount(2)`.
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// `mkdir(2)`, `EEXIST` ignored.
+    Mkdir { path: CString, mode: libc::mode_t },
+    /// Create an empty file if missing (a bind-mount target for a file).
+    Touch { path: CString },
+    /// `mknod(2)` then `chmod` (the umask would narrow the mode).
+    Mknod {
+        path: CString,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    },
+    /// `symlink(2)`, `EEXIST` ignored.
+    Symlink { target: CString, link: CString },
+    /// Bring `lo` up in the new network namespace.
+    LoopbackUp,
+    /// `sethostname(2)`.
+    Hostname(CString),
+    /// `chdir(new_root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`, `chdir("/")`:
+    /// the old root is stacked under the new one and detached, with no directory needed for it.
+    PivotRoot(CString),
+    /// `setgroups`, `setgid`, `setuid`, in that order (groups need the privilege uid 0 has).
+    Identity {
+        gid: libc::gid_t,
+        uid: libc::uid_t,
+        groups: Vec<libc::gid_t>,
+    },
+    /// `chdir(2)`.
+    Chdir(CString),
+    /// `execve` each candidate path in turn (the `PATH` search done in advance).
+    Exec {
+        candidates: Vec<CString>,
+        argv: Vec<*const libc::c_char>,
+        envp: Vec<*const libc::c_char>,
+    },
+}
+
+/// Steps in order, with a description of each for error messages.
+pub(crate) struct ChildPlan {
+    pub steps: Vec<(Step, String, String)>,
+    /// Keeps the strings `argv`/`envp` point into alive.
+    pub _strings: Vec<CString>,
+}
+
+fn errno() -> i32 {
+    // SAFETY: `__errno_location` returns this thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Runs the plan; never returns. `err_fd` is the write end of the close-on-exec error pipe.
+///
+/// # Safety
+/// Must only be called in the child right after `clone3`, in a process whose only thread is the
+/// caller. It performs raw system calls on pointers the parent prepared in `plan`.
+pub(crate) unsafe fn run(plan: &ChildPlan, err_fd: RawFd) -> ! {
+    for (index, (step, _, _)) in plan.steps.iter().enumerate() {
+        if let Err(e) = unsafe { perform(step) } {
+            report(err_fd, index as u32, e);
+        }
+    }
+    // The last step is Exec, which only returns on failure.
+    report(err_fd, plan.steps.len() as u32, libc::ENOEXEC)
+}
+
+fn report(err_fd: RawFd, index: u32, errno: i32) -> ! {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&index.to_le_bytes());
+    buf[4..].copy_from_slice(&errno.to_le_bytes());
+    // SAFETY: writing a stack buffer to a pipe descriptor and exiting without running any
+    // destructor or atexit handler of the parent's copy.
+    unsafe {
+        libc::write(err_fd, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127)
+    }
+}
+
+fn check(ret: libc::c_int) -> Result<(), i32> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn opt_ptr(s: &Option<CString>) -> *const libc::c_char {
+    s.as_ref().map(|c| c.as_ptr()).unwrap_or(ptr::null())
+}
+
+/// Performs one step.
+///
+/// # Safety
+/// See [`run`]: only in the freshly cloned child; all pointers come from live `CString`s.
+unsafe fn perform(step: &Step) -> Result<(), i32> {
+    unsafe {
+        match step {
+            Step::ResetSignals => {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                check(libc::sigprocmask(libc::SIG_SETMASK, &set, ptr::null_mut()))?;
+                for sig in 1..libc::SIGRTMAX() {
+                    if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                        libc::signal(sig, libc::SIG_DFL);
+                    }
+                }
+                Ok(())
+            }
+            Step::Setsid => check(libc::setsid()),
+            Step::Stdio(fds) => {
+                // Move the sources out of the way first so that a source that is itself 0..2
+                // is not overwritten before it is used.
+                let mut high = [0; 3];
+                for (i, fd) in fds.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                    check(high[i])?;
+                }
+                for (i, fd) in high.iter().enumerate() {
+                    check(libc::dup2(*fd, i as i32))?;
+                }
+                // Everything else closes at exec. Older kernels lack close_range's flag; PID 1
+                // opens all its descriptors close-on-exec anyway.
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                Ok(())
+            }
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => check(libc::mount(
+                opt_ptr(source),
+                target.as_ptr(),
+                opt_ptr(fstype),
+                *flags,
+                data.as_ref()
+                    .map(|d| d.as_ptr().cast())
+                    .unwrap_or(ptr::null()),
+            )),
+            Step::Mkdir { path, mode } => match check(libc::mkdir(path.as_ptr(), *mode)) {
+                Err(libc::EEXIST) => Ok(()),
+                other => other,
+            },
+            Step::Touch { path } => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                check(fd)?;
+                libc::close(fd);
+                Ok(())
+            }
+            Step::Mknod { path, mode, dev } => {
+                check(libc::mknod(path.as_ptr(), *mode, *dev))?;
+                check(libc::chmod(path.as_ptr(), *mode & 0o7777))
+            }
+            Step::Symlink { target, link } => {
+                match check(libc::symlink(target.as_ptr(), link.as_ptr())) {
+                    Err(libc::EEXIST) => Ok(()),
+                    other => other,
+                }
+            }
+            Step::LoopbackUp => {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                check(fd)?;
+                let mut ifr: libc::ifreq = std::mem::zeroed();
+                for (i, b) in b"lo\0".iter().enumerate() {
+                    ifr.ifr_name[i] = *b as libc::c_char;
+                }
+                let r = check(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr)).and_then(|_| {
+                    ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                    check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr))
+                });
+                libc::close(fd);
+                r
+            }
+            Step::Hostname(name) => check(libc::sethostname(name.as_ptr(), name.as_bytes().len())),
+            Step::PivotRoot(new_root) => {
+                let dot = c".".as_ptr();
+                check(libc::chdir(new_root.as_ptr()))?;
+                check(libc::syscall(libc::SYS_pivot_root, dot, dot) as libc::c_int)?;
+                check(libc::umount2(dot, libc::MNT_DETACH))?;
+                check(libc::chdir(c"/".as_ptr()))
+            }
+            Step::Identity { gid, uid, groups } => {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(*gid))?;
+                check(libc::setuid(*uid))
+            }
+            Step::Chdir(dir) => check(libc::chdir(dir.as_ptr())),
+            Step::Exec {
+                candidates,
+                argv,
+                envp,
+            } => {
+                // Like execvp: remember an error more telling than ENOENT (EACCES, ENOEXEC…).
+                let mut err = libc::ENOENT;
+                for path in candidates {
+                    libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    let e = errno();
+                    if e != libc::ENOENT && e != libc::ENOTDIR {
+                        err = e;
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+}
