@@ -1,1 +1,23 @@
-//! placeholder
+//! Boots berth images in QEMU.
+//!
+//! - [`kvm_usable`] probes whether KVM really runs guests here (it often does not: then TCG).
+//! - [`Vm`] starts `qemu-system-x86_64` from a [`VmConfig`], captures the serial console line by
+//!   line, parses PID 1's console [`Event`]s and waits for lines, events or the exit of QEMU.
+//! - [`Qmp`] talks to QEMU's machine protocol (`system_powerdown`, `quit`, …).
+//!
+//! Everything that waits takes a timeout; [`default_timeout`] is the one tests use.
+
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+mod console;
+mod error;
+mod kvm;
+mod qmp;
+mod spawn;
+mod vm;
+
+pub use berth_init::events::Event;
+pub use error::{Error, Result};
+pub use kvm::{kvm_usable, probe_kvm};
+pub use qmp::Qmp;
+pub use vm::{default_timeout, Accel, GuestShutdown, Machine, Vm, VmConfig};

@@ -192,20 +192,7 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                     other => other,
                 }
             }
-            Step::LoopbackUp => {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-                check(fd)?;
-                let mut ifr: libc::ifreq = std::mem::zeroed();
-                for (i, b) in b"lo\0".iter().enumerate() {
-                    ifr.ifr_name[i] = *b as libc::c_char;
-                }
-                let r = check(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr)).and_then(|_| {
-                    ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-                    check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr))
-                });
-                libc::close(fd);
-                r
-            }
+            Step::LoopbackUp => crate::net::loopback_up(),
             Step::Hostname(name) => check(libc::sethostname(name.as_ptr(), name.as_bytes().len())),
             Step::PivotRoot(new_root) => {
                 let dot = c".".as_ptr();

@@ -10,6 +10,7 @@ pub mod cgroup;
 mod child;
 pub mod error;
 pub mod launch;
+pub mod net;
 pub mod spec;
 
 pub use cgroup::{Cgroup, CgroupLimits};

@@ -1,0 +1,113 @@
+//! PID 1's output: human log lines, machine-readable events, container output.
+//!
+//! * Events ([`emit`]) and container output ([`container_line`]) go straight to the console
+//!   (PID 1's stdout): tests and `berth run` parse them, so they are never filtered or
+//!   rate-limited.
+//! * Human log lines ([`info`], [`warn`], [`error`]) go to `/dev/kmsg` with their level, so `dmesg`
+//!   keeps them. The kernel echoes a kmsg record to the console when its level is below the
+//!   console log level; for the others PID 1 writes the line to the console itself, so each
+//!   line shows exactly once. Without `/dev/kmsg`, everything goes to the console.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+use berth_init::events::Event;
+
+static KMSG: Mutex<Option<File>> = Mutex::new(None);
+/// The console log level (first field of /proc/sys/kernel/printk); -1 = unknown.
+static CONSOLE_LEVEL: AtomicI32 = AtomicI32::new(-1);
+
+/// Milliseconds since boot (CLOCK_BOOTTIME), the clock of every event.
+pub fn now_ms() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(t) => t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
+/// Writes all of `bytes` to the console (fd 1), retrying on EINTR; errors are dropped (there is
+/// nowhere else to report them).
+pub fn console_write(bytes: &[u8]) {
+    // SAFETY: fd 1 is PID 1's console, kept open for its whole life; ManuallyDrop prevents
+    // closing it.
+    let mut out = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    let _ = out.write_all(bytes);
+}
+
+/// Opens `/dev/kmsg` (after /dev is mounted) and reads the console log level.
+pub fn open_kmsg() {
+    if let Ok(f) = OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = nix::fcntl::fcntl(
+            f.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        if let Ok(mut guard) = KMSG.lock() {
+            *guard = Some(f);
+        }
+    }
+    // Our own records are not to be rate-limited away.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
+    if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/printk") {
+        if let Some(level) = text.split_whitespace().next().and_then(|l| l.parse().ok()) {
+            CONSOLE_LEVEL.store(level, Ordering::Relaxed);
+        }
+    }
+}
+
+fn log_at(level: i32, message: &str) {
+    let mut on_console = true;
+    if let Ok(mut guard) = KMSG.lock() {
+        if let Some(kmsg) = guard.as_mut() {
+            for line in message.lines() {
+                let _ = kmsg.write_all(format!("<{level}>berth: {line}\n").as_bytes());
+            }
+            let console_level = CONSOLE_LEVEL.load(Ordering::Relaxed);
+            on_console = console_level < 0 || level >= console_level;
+        }
+    }
+    if on_console {
+        let mut text = String::new();
+        for line in message.lines() {
+            text.push_str(&format!("berth: {line}\n"));
+        }
+        console_write(text.as_bytes());
+    }
+}
+
+/// An informational line.
+pub fn info(message: &str) {
+    log_at(6, message);
+}
+
+/// A warning: something did not work, boot goes on.
+pub fn warn(message: &str) {
+    log_at(4, message);
+}
+
+/// An error.
+pub fn error(message: &str) {
+    log_at(3, message);
+}
+
+/// Prints an event line (see `berth_init::events`).
+pub fn emit(event: Event) {
+    console_write(format!("{event}\n").as_bytes());
+}
+
+/// A new event stamped now.
+pub fn event(name: &str) -> Event {
+    Event::new(now_ms(), name)
+}
+
+/// One line of a container's output, Compose-style: `name | text`.
+pub fn container_line(name: &str, line: &[u8]) {
+    let mut out = Vec::with_capacity(name.len() + 3 + line.len() + 1);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b" | ");
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    console_write(&out);
+}

@@ -1,0 +1,256 @@
+//! PID 1: boot steps, the event loop, shutdown.
+//!
+//! Boot order: leave the initramfs → kernel filesystems → kmsg logging → Ctrl-Alt-Del to SIGINT
+//! → read the plan → kernel modules → cgroup controllers → opaque layer dirs → hostname, sysctls,
+//! `lo` → onboot containers one by one → services → event loop.
+//!
+//! PID 1 must never exit or panic (the kernel would panic). Every step reports failures and goes
+//! on; a plan that cannot be read leaves the machine up with no containers, waiting for a
+//! shutdown request (event `boot.failed`). A bug that panics lands in [`emergency_loop`], which
+//! only reaps children and obeys shutdown signals.
+
+pub mod log;
+pub mod mounts;
+pub mod shutdown;
+pub mod supervisor;
+pub mod system;
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use berth_init::config::SystemConfig;
+use berth_init::plan::{Plan, PLAN_PATH, PLAN_VERSION};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use shutdown::Action;
+use supervisor::{Request, Supervisor};
+
+/// Signals PID 1 handles through its signalfd. Meanings (docs/events.md):
+/// SIGCHLD reap; SIGTERM, SIGUSR2, SIGPWR power off; SIGINT (Ctrl-Alt-Del) reboot.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPWR,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn shutdown_action(sig: Signal) -> Option<Action> {
+    match sig {
+        Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::Poweroff),
+        Signal::SIGINT => Some(Action::Reboot),
+        _ => None,
+    }
+}
+
+/// PID 1's entry point. Never returns.
+pub fn run() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        log::console_write(format!("berth: PID 1 bug: {info}\n").as_bytes());
+    }));
+    let mask = handled_signals();
+    let _ = mask.thread_block();
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| boot(signals.as_ref())));
+    if let Err(_panic) = result {
+        log::emit(log::event("boot.failed").with(
+            "error",
+            "PID 1 hit a bug (see the line above); emergency mode",
+        ));
+    }
+    emergency_loop()
+}
+
+/// The plan PID 1 runs when the real one cannot be read: no containers, wait for shutdown.
+fn empty_plan() -> Plan {
+    Plan {
+        version: PLAN_VERSION,
+        system: SystemConfig::default(),
+        modules: Vec::new(),
+        onboot: Vec::new(),
+        service: Vec::new(),
+    }
+}
+
+fn stage(name: &str) {
+    log::emit(log::event("boot.stage").with("stage", name));
+}
+
+fn boot(signals: Option<&SignalFd>) {
+    stage("init");
+    if let Err(e) = mounts::leave_initramfs() {
+        log::console_write(
+            format!(
+                "berth: cannot leave the initramfs ({e}); containers will fail to pivot_root\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let failures = mounts::mount_kernel_filesystems();
+    log::open_kmsg();
+    for f in failures {
+        log::warn(&f);
+    }
+    stage("mounts");
+    // Ctrl-Alt-Del becomes SIGINT to PID 1 instead of an immediate reboot.
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+
+    let plan = match std::fs::read_to_string(PLAN_PATH)
+        .map_err(|e| format!("cannot read {PLAN_PATH}: {e}"))
+        .and_then(|t| {
+            Plan::from_toml(&t).map_err(|e| format!("{PLAN_PATH} is not a valid boot plan: {e}"))
+        }) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&format!("{e}\nthe machine stays up without containers; rebuild the image with `berth build`"));
+            log::emit(log::event("boot.failed").with("error", &e));
+            empty_plan()
+        }
+    };
+
+    for f in system::load_modules(&plan.modules) {
+        log::warn(&f);
+    }
+    stage("modules");
+    let cgroups = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if cgroups {
+        let _ = supervisor_cgroup_parent();
+    } else {
+        log::warn("the cgroup2 hierarchy is not mounted: containers run without resource limits");
+    }
+    for f in system::mark_opaque_dirs(&plan) {
+        log::warn(&f);
+    }
+    if let Err(e) = system::set_hostname(&plan.system.hostname) {
+        log::warn(&e);
+    }
+    for f in system::apply_sysctls(&plan) {
+        log::warn(&f);
+    }
+    if let Err(e) = system::loopback_up() {
+        log::warn(&e);
+    }
+    stage("system");
+
+    let mut sup = Supervisor::new(plan, cgroups);
+    stage("containers");
+    let first = sup.start();
+    event_loop(&mut sup, signals, first)
+}
+
+/// Enables the controllers for containers: in the root group and in `berth/`.
+fn supervisor_cgroup_parent() -> std::io::Result<()> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    berth_runtime::cgroup::enable_controllers(root)?;
+    let parent = std::path::Path::new(supervisor::CGROUP_PARENT);
+    let _ = std::fs::create_dir(parent);
+    berth_runtime::cgroup::enable_controllers(parent)?;
+    Ok(())
+}
+
+fn event_loop(sup: &mut Supervisor, signals: Option<&SignalFd>, first: Request) -> ! {
+    let mut action: Option<Action> = None;
+    let mut pending = first;
+    loop {
+        if let Request::Shutdown(a) = pending {
+            request_shutdown(sup, &mut action, a, "done");
+        }
+        pending = Request::None;
+        if let Some(a) = action {
+            if sup.stopped() {
+                sup.drain_logs(None);
+                shutdown::finish(a);
+            }
+        }
+
+        let log_fds = sup.log_fds();
+        let timeout = match sup.deadline() {
+            Some(d) => {
+                let ms = d
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as u16;
+                PollTimeout::from(ms)
+            }
+            None => PollTimeout::NONE,
+        };
+        let mut fds: Vec<PollFd> = Vec::with_capacity(log_fds.len() + 1);
+        if let Some(sfd) = signals {
+            fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+        }
+        for fd in &log_fds {
+            // SAFETY: the descriptors belong to `sup` and stay open until after this poll.
+            fds.push(PollFd::new(
+                unsafe { BorrowedFd::borrow_raw(*fd) },
+                PollFlags::POLLIN,
+            ));
+        }
+        let _ = poll(&mut fds, timeout);
+        drop(fds);
+
+        sup.drain_logs(None);
+        if let Some(sfd) = signals {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                if sig == Signal::SIGCHLD {
+                    continue;
+                }
+                if let Some(a) = shutdown_action(sig) {
+                    request_shutdown(sup, &mut action, a, sig.as_str());
+                }
+            }
+        } else {
+            // Without a signalfd, at least keep reaping.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let r = sup.reap();
+        if r != Request::None {
+            pending = r;
+        }
+        sup.deadline_passed();
+    }
+}
+
+fn request_shutdown(sup: &mut Supervisor, action: &mut Option<Action>, a: Action, reason: &str) {
+    if action.is_some() {
+        log::warn("second shutdown request: killing the containers now");
+        sup.escalate();
+        return;
+    }
+    *action = Some(a);
+    log::emit(
+        log::event("shutdown.begin")
+            .with("action", a.as_str())
+            .with("reason", reason.trim_start_matches("SIG").to_lowercase()),
+    );
+    sup.begin_stop();
+}
+
+/// After a PID 1 bug: reap children and obey shutdown signals, nothing else.
+fn emergency_loop() -> ! {
+    let mask = handled_signals();
+    loop {
+        let _ = nix::sys::wait::waitpid(
+            None::<nix::unistd::Pid>,
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        if let Ok(sig) = mask.wait() {
+            if let Some(a) = shutdown_action(sig) {
+                shutdown::finish(a);
+            }
+        }
+    }
+}

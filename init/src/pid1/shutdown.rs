@@ -1,0 +1,72 @@
+//! The end of the machine: kill what is left, sync, unmount, `reboot(2)`.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::reboot::{reboot, RebootMode};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::pid1::{log, mounts};
+
+/// What the machine does at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Power off.
+    Poweroff,
+    /// Reboot.
+    Reboot,
+}
+
+impl Action {
+    /// Its name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Poweroff => "poweroff",
+            Action::Reboot => "reboot",
+        }
+    }
+}
+
+/// Reaps children until none is left or `timeout` passes.
+fn reap_all(timeout: Duration) {
+    let end = Instant::now() + timeout;
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if Instant::now() >= end {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return, // ECHILD: nobody left
+        }
+    }
+}
+
+/// Called once every container has stopped: signals every other process, syncs, unmounts and
+/// ends the machine. Never returns; if `reboot(2)` fails PID 1 stays alive, idle.
+pub fn finish(action: Action) -> ! {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    reap_all(Duration::from_secs(2));
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    reap_all(Duration::from_secs(1));
+    nix::unistd::sync();
+    mounts::unmount_all();
+    nix::unistd::sync();
+    log::emit(log::event("shutdown.complete").with("action", action.as_str()));
+    // Let the serial line carry the last event before the machine stops.
+    let _ = nix::sys::termios::tcdrain(std::io::stdout());
+    let mode = match action {
+        Action::Poweroff => RebootMode::RB_POWER_OFF,
+        Action::Reboot => RebootMode::RB_AUTOBOOT,
+    };
+    let err = reboot(mode).err();
+    log::error(&format!("reboot(2) failed: {err:?}; PID 1 stays up, idle"));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+        reap_all(Duration::ZERO);
+    }
+}

@@ -1,0 +1,438 @@
+//! Runs the plan's containers: onboot ones in order, each to completion, then the services;
+//! reaps every child (orphans too), forwards container output, and decides when the work is done.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use berth_init::config::{NetMode, WhenDone};
+use berth_init::plan::{Plan, PlannedContainer};
+use berth_runtime::{launch, BindMount, CgroupLimits, Container, ContainerSpec, Stdio};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::pid1::log;
+use crate::pid1::shutdown::Action;
+
+/// Where containers' private state directories are made.
+const STATE_ROOT: &str = "/run/berth/containers";
+/// The cgroup under which each container gets `NAME/`.
+pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/berth";
+
+/// Which list a container comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `[[onboot]]`.
+    Onboot,
+    /// `[[service]]`.
+    Service,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Onboot => "onboot",
+            Kind::Service => "service",
+        }
+    }
+}
+
+/// A container PID 1 started and has not reaped yet.
+struct Running {
+    name: String,
+    container: Container,
+}
+
+/// The read end of a container's stdout/stderr pipe and the partial line read so far.
+pub struct LogPipe {
+    name: String,
+    fd: OwnedFd,
+    partial: Vec<u8>,
+}
+
+/// Where the boot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Running onboot container N (or about to).
+    Onboot(usize),
+    /// All services started.
+    Running,
+    /// Shutting down: containers were sent SIGTERM; SIGKILL at the deadline.
+    Stopping { deadline: Instant, killed: bool },
+}
+
+/// What the supervisor asks of the main loop after handling something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Nothing.
+    None,
+    /// Begin shutting down with this action.
+    Shutdown(Action),
+}
+
+/// The container supervisor.
+pub struct Supervisor {
+    plan: Plan,
+    phase: Phase,
+    running: BTreeMap<Pid, Running>,
+    logs: Vec<LogPipe>,
+    /// Cgroups whose removal was busy; retried after each reap.
+    stale_cgroups: Vec<Container>,
+    cgroups: bool,
+    devnull: Option<OwnedFd>,
+}
+
+impl Supervisor {
+    /// A supervisor for `plan`; `cgroups` says whether the cgroup2 hierarchy is usable.
+    pub fn new(plan: Plan, cgroups: bool) -> Supervisor {
+        let devnull = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .map(|fd| {
+            // SAFETY: `open` returned a fresh descriptor nothing else owns.
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        });
+        Supervisor {
+            plan,
+            phase: Phase::Onboot(0),
+            running: BTreeMap::new(),
+            logs: Vec::new(),
+            stale_cgroups: Vec::new(),
+            cgroups,
+            devnull,
+        }
+    }
+
+    /// Starts the boot: onboot containers, then services.
+    pub fn start(&mut self) -> Request {
+        self.advance()
+    }
+
+    /// The log pipes to poll.
+    pub fn log_fds(&self) -> Vec<i32> {
+        self.logs.iter().map(|l| l.fd.as_raw_fd()).collect()
+    }
+
+    /// When the main loop must wake up next, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Stopping {
+                deadline,
+                killed: false,
+            } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether a shutdown has stopped every container.
+    pub fn stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. }) && self.running.is_empty()
+    }
+
+    fn advance(&mut self) -> Request {
+        while let Phase::Onboot(i) = self.phase {
+            let Some(c) = self.plan.onboot.get(i).cloned() else {
+                self.phase = Phase::Running;
+                log::emit(log::event("boot.stage").with("stage", "services"));
+                for s in self.plan.service.clone() {
+                    self.start_container(&s, Kind::Service);
+                }
+                return self.check_done();
+            };
+            if self.start_container(&c, Kind::Onboot) {
+                return Request::None;
+            }
+            self.phase = Phase::Onboot(i + 1);
+        }
+        Request::None
+    }
+
+    fn check_done(&mut self) -> Request {
+        if self.phase != Phase::Running || !self.running.is_empty() {
+            return Request::None;
+        }
+        let action = self.plan.system.when_done;
+        log::emit(
+            log::event("system.done").with("when_done", format!("{action:?}").to_lowercase()),
+        );
+        match action {
+            WhenDone::Wait => {
+                log::info("every container has exited; waiting for a shutdown request (when_done = \"wait\")");
+                Request::None
+            }
+            WhenDone::Poweroff => Request::Shutdown(Action::Poweroff),
+            WhenDone::Reboot => Request::Shutdown(Action::Reboot),
+        }
+    }
+
+    fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> ContainerSpec {
+        let stdin = self
+            .devnull
+            .as_ref()
+            .map(|f| f.as_raw_fd())
+            .unwrap_or(stdout);
+        let limits = CgroupLimits {
+            memory: c.memory,
+            cpus: c.cpus,
+            pids: c.pids_limit,
+        };
+        let mut env = c.env.clone();
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.push(format!("HOSTNAME={}", c.hostname));
+        }
+        ContainerSpec {
+            name: c.name.clone(),
+            hostname: c.hostname.clone(),
+            layers: c.layers.iter().map(|l| PathBuf::from(l.dir())).collect(),
+            state_dir: PathBuf::from(STATE_ROOT).join(&c.name),
+            args: c.args.clone(),
+            env,
+            working_dir: c.working_dir.clone(),
+            uid: c.uid,
+            gid: c.gid,
+            additional_gids: c.additional_gids.clone(),
+            new_net: c.net == NetMode::None,
+            binds: c
+                .binds
+                .iter()
+                .map(|b| BindMount {
+                    source: PathBuf::from(&b.source),
+                    target: b.target.clone(),
+                    read_only: b.read_only,
+                })
+                .collect(),
+            read_only: c.read_only,
+            cgroup: self
+                .cgroups
+                .then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
+            stdio: Stdio::Fds([stdin, stdout, stdout]),
+        }
+    }
+
+    /// Launches one container; false (after reporting) if it could not start.
+    fn start_container(&mut self, c: &PlannedContainer, kind: Kind) -> bool {
+        if !self.cgroups && (c.memory.is_some() || c.cpus.is_some() || c.pids_limit.is_some()) {
+            let msg = "resource limits need the cgroup2 hierarchy, which is not mounted";
+            log::error(&format!("container {}: {msg}", c.name));
+            log::emit(
+                log::event("container.failed")
+                    .with("name", &c.name)
+                    .with("kind", kind.as_str())
+                    .with("error", msg),
+            );
+            return false;
+        }
+        let (read, write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error(&format!("container {}: log pipe: {e}", c.name));
+                return false;
+            }
+        };
+        // The child's end must block: a container writing faster than the console is slowed
+        // down, not handed EAGAIN.
+        let _ = nix::fcntl::fcntl(
+            write.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()),
+        );
+        let spec = self.spec_for(c, write.as_raw_fd());
+        let result = launch(&spec);
+        drop(write);
+        match result {
+            Ok(container) => {
+                log::emit(
+                    log::event("container.started")
+                        .with("name", &c.name)
+                        .with("kind", kind.as_str())
+                        .with("pid", container.pid)
+                        .with("image", &c.image_digest),
+                );
+                self.logs.push(LogPipe {
+                    name: c.name.clone(),
+                    fd: read,
+                    partial: Vec::new(),
+                });
+                self.running.insert(
+                    container.pid,
+                    Running {
+                        name: c.name.clone(),
+                        container,
+                    },
+                );
+                true
+            }
+            Err(e) => {
+                log::error(&format!("container {} failed to start: {e}", c.name));
+                log::emit(
+                    log::event("container.failed")
+                        .with("name", &c.name)
+                        .with("kind", kind.as_str())
+                        .with("error", e.to_string()),
+                );
+                false
+            }
+        }
+    }
+
+    /// Reads what the container pipes hold; a closed pipe is flushed and dropped.
+    pub fn drain_logs(&mut self, only: Option<&str>) {
+        let mut closed = Vec::new();
+        for (index, pipe) in self.logs.iter_mut().enumerate() {
+            if only.is_some_and(|n| n != pipe.name) {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match nix::unistd::read(pipe.fd.as_raw_fd(), &mut buf) {
+                    Ok(0) => {
+                        closed.push(index);
+                        break;
+                    }
+                    Ok(n) => {
+                        pipe.partial.extend_from_slice(&buf[..n]);
+                        while let Some(pos) = pipe.partial.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = pipe.partial.drain(..=pos).collect();
+                            log::container_line(
+                                &pipe.name,
+                                line[..line.len() - 1]
+                                    .strip_suffix(b"\r")
+                                    .unwrap_or(&line[..line.len() - 1]),
+                            );
+                        }
+                        if pipe.partial.len() >= 4096 {
+                            log::container_line(&pipe.name, &pipe.partial);
+                            pipe.partial.clear();
+                        }
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        for index in closed.into_iter().rev() {
+            let pipe = self.logs.remove(index);
+            if !pipe.partial.is_empty() {
+                log::container_line(&pipe.name, &pipe.partial);
+            }
+        }
+    }
+
+    /// Reaps every child that has exited (containers and adopted orphans).
+    pub fn reap(&mut self) -> Request {
+        let mut request = Request::None;
+        loop {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+                Ok(s) => s,
+            };
+            let Some(pid) = status.pid() else { continue };
+            if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                continue;
+            }
+            let Some(run) = self.running.remove(&pid) else {
+                continue;
+            }; // an orphan: reaped
+            let r = self.exited(run, status);
+            if r != Request::None {
+                request = r;
+            }
+        }
+        self.stale_cgroups.retain(|c| c.cleanup().is_err());
+        request
+    }
+
+    fn exited(&mut self, run: Running, status: WaitStatus) -> Request {
+        let info = run.container.exit_info(status);
+        // Output written before the exit comes before the exit event.
+        self.drain_logs(Some(&run.name));
+        let mut ev = log::event("container.exited").with("name", &run.name);
+        if let Some(code) = info.code {
+            ev = ev.with("code", code);
+        }
+        if let Some(sig) = info.signal {
+            ev = ev.with("signal", sig.as_str().trim_start_matches("SIG"));
+        }
+        if info.oom_killed {
+            ev = ev.with("oom_killed", "true");
+        }
+        log::emit(ev);
+        if info.oom_killed {
+            log::warn(&format!(
+                "container {} was killed by the kernel's OOM killer: it exceeded its memory limit",
+                run.name
+            ));
+        }
+        if run.container.cleanup().is_err() {
+            self.stale_cgroups.push(run.container);
+        }
+        match self.phase {
+            Phase::Onboot(i) if self.plan.onboot.get(i).is_some_and(|c| c.name == run.name) => {
+                self.phase = Phase::Onboot(i + 1);
+                self.advance()
+            }
+            Phase::Running => self.check_done(),
+            _ => Request::None,
+        }
+    }
+
+    /// Begins stopping: SIGTERM to every container, newest first; SIGKILL after the stop timeout.
+    pub fn begin_stop(&mut self) {
+        let timeout: Duration = self.plan.system.stop_timeout;
+        self.phase = Phase::Stopping {
+            deadline: Instant::now() + timeout,
+            killed: false,
+        };
+        for (pid, run) in self.running.iter().rev() {
+            log::emit(
+                log::event("container.stopping")
+                    .with("name", &run.name)
+                    .with("signal", "TERM"),
+            );
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Called when the deadline passed: SIGKILL what is left.
+    pub fn deadline_passed(&mut self) {
+        if let Phase::Stopping {
+            deadline,
+            killed: false,
+        } = self.phase
+        {
+            if Instant::now() >= deadline {
+                for (pid, run) in &self.running {
+                    log::emit(
+                        log::event("container.stopping")
+                            .with("name", &run.name)
+                            .with("signal", "KILL"),
+                    );
+                    let _ = kill(*pid, Signal::SIGKILL);
+                }
+                self.phase = Phase::Stopping {
+                    deadline,
+                    killed: true,
+                };
+            }
+        }
+    }
+
+    /// A second shutdown request while stopping: do not wait for the timeout.
+    pub fn escalate(&mut self) {
+        if let Phase::Stopping { killed: false, .. } = self.phase {
+            self.phase = Phase::Stopping {
+                deadline: Instant::now(),
+                killed: false,
+            };
+            self.deadline_passed();
+        }
+    }
+}

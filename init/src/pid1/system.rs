@@ -1,0 +1,85 @@
+//! Machine-wide settings: kernel modules, hostname, sysctls, loopback, layer markers.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use berth_init::plan::Plan;
+
+/// Loads each module (paths in load order); "already loaded" is fine. Returns failures.
+pub fn load_modules(paths: &[String]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for path in paths {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                failures.push(format!("module {path}: {e}"));
+                continue;
+            }
+        };
+        // SAFETY: finit_module reads the module from a descriptor we own, with empty params.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), 0) };
+        if ret < 0 {
+            let e = nix::errno::Errno::last();
+            if e != nix::errno::Errno::EEXIST {
+                failures.push(format!("load module {path}: {e}"));
+            }
+        }
+    }
+    failures
+}
+
+/// Sets the hostname.
+pub fn set_hostname(name: &str) -> Result<(), String> {
+    nix::unistd::sethostname(name).map_err(|e| format!("sethostname {name}: {e}"))
+}
+
+/// Writes each sysctl under /proc/sys; returns failures naming the key.
+pub fn apply_sysctls(plan: &Plan) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (key, value) in &plan.system.sysctl {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        if let Err(e) = std::fs::write(&path, value) {
+            failures.push(format!("sysctl {key} = {value}: {e}"));
+        }
+    }
+    failures
+}
+
+/// Marks the opaque directories of every layer (the cpio format cannot carry the xattr).
+pub fn mark_opaque_dirs(plan: &Plan) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    for layer in plan.containers().flat_map(|c| c.layers.iter()) {
+        if !done.insert(layer.digest.clone()) {
+            continue;
+        }
+        for dir in &layer.opaque_dirs {
+            let path = format!("{}/{}", layer.dir(), dir);
+            let Ok(c_path) = CString::new(path.clone()) else {
+                continue;
+            };
+            // SAFETY: setxattr on NUL-terminated strings that outlive the call.
+            let ret = unsafe {
+                libc::setxattr(
+                    c_path.as_ptr(),
+                    c"trusted.overlay.opaque".as_ptr(),
+                    b"y".as_ptr().cast(),
+                    1,
+                    0,
+                )
+            };
+            if ret < 0 {
+                failures.push(format!("mark {path} opaque: {}", nix::errno::Errno::last()));
+            }
+        }
+    }
+    failures
+}
+
+/// Brings `lo` up.
+pub fn loopback_up() -> Result<(), String> {
+    berth_runtime::net::loopback_up()
+        .map_err(|e| format!("bring lo up: {}", nix::errno::Errno::from_raw(e)))
+}
