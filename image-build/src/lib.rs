@@ -1,1 +1,17 @@
-//! placeholder
+//! berth-image-build: turns a berth config into bootable images.
+//!
+//! Image sources ([`reference`], [`source`], [`blobs`]) → layers as entry streams ([`layer`]) →
+//! process merge ([`image_config`]) → kernel and modules ([`kernel`], [`modules`]) → initramfs
+//! ([`cpio`]) → outputs ([`build`]). [`import`] makes OCI images from root filesystems.
+
+pub mod blobs;
+pub mod build;
+pub mod cpio;
+pub mod image_config;
+pub mod import;
+pub mod init_binary;
+pub mod kernel;
+pub mod layer;
+pub mod modules;
+pub mod reference;
+pub mod source;

@@ -1,1 +1,222 @@
-fn main() {}
+//! `berth`: build bootable images from a config file, import images, boot images in QEMU.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_image_build::build::{self, BuildOptions};
+use berth_image_build::import::{import_rootfs, ImportOptions};
+use berth_image_build::kernel::default_cache_dir;
+use berth_qemu::{Accel, Vm, VmConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// berth: one TOML file → a bootable Linux image that runs your containers.
+#[derive(Parser)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build kernel + initrd from a config file.
+    Build {
+        /// The config file (see docs/config.md).
+        config: PathBuf,
+        /// Output directory: gets vmlinuz, initrd.img and cmdline.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The PID 1 binary to pack (default: $BERTH_INIT, or the static build next to berth).
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Cache for blobs and kernels (default: $BERTH_CACHE_DIR, $XDG_CACHE_HOME/berth, ~/.cache/berth).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Work with images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Boot a built image in QEMU with the serial console on this terminal.
+    Run {
+        /// A directory made by `berth build`.
+        dir: PathBuf,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory: u32,
+        /// Guest CPUs.
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Accelerator: auto uses KVM when it really works here, else TCG.
+        #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+        accel: AccelArg,
+        /// Stop the VM after this many seconds (default: wait until it shuts down).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Extra text appended to the kernel command line.
+        #[arg(long)]
+        append: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Make an OCI image from a root filesystem directory (like `docker import`).
+    Import {
+        /// The root filesystem directory.
+        rootfs: PathBuf,
+        /// The tag to record in the layout's index.json.
+        #[arg(long)]
+        tag: String,
+        /// The OCI image layout directory to create or add to.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The image's Cmd, one argument per flag (`--cmd /bin/sh --cmd -c --cmd 'echo hi'`).
+        #[arg(long = "cmd")]
+        cmd: Vec<String>,
+        /// The image's Entrypoint, one argument per flag.
+        #[arg(long = "entrypoint")]
+        entrypoint: Vec<String>,
+        /// An environment variable `KEY=VALUE` (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// The image's WorkingDir.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The image's User.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Build {
+            config,
+            output,
+            init,
+            cache_dir,
+        } => {
+            let opts = BuildOptions {
+                config,
+                output: output.clone(),
+                init,
+                cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
+            };
+            let report = build::build(&opts)?;
+            let n = report.plan.onboot.len() + report.plan.service.len();
+            eprintln!(
+                "berth: built {} (kernel {}, initrd {:.1} MiB, {} container{})",
+                output.display(),
+                report.kernel_version,
+                report.initrd_bytes as f64 / (1 << 20) as f64,
+                n,
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image {
+            command:
+                ImageCommand::Import {
+                    rootfs,
+                    tag,
+                    output,
+                    cmd,
+                    entrypoint,
+                    env,
+                    workdir,
+                    user,
+                },
+        } => {
+            let opts = ImportOptions {
+                entrypoint: (!entrypoint.is_empty()).then_some(entrypoint),
+                cmd: (!cmd.is_empty()).then_some(cmd),
+                env,
+                working_dir: workdir,
+                user,
+                source_date_epoch: None,
+            };
+            let digest = import_rootfs(&rootfs, &output, &tag, &opts)?;
+            println!("{digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            dir,
+            memory,
+            cpus,
+            accel,
+            timeout,
+            append,
+        } => {
+            let read = |name: &str| -> Result<PathBuf> {
+                let p = dir.join(name);
+                if p.is_file() {
+                    Ok(p)
+                } else {
+                    anyhow::bail!(
+                        "{} is missing: is {} a directory made by `berth build`?",
+                        p.display(),
+                        dir.display()
+                    )
+                }
+            };
+            let kernel = read(build::VMLINUZ)?;
+            let initrd = read(build::INITRD)?;
+            let mut cmdline = std::fs::read_to_string(read(build::CMDLINE)?)
+                .context("reading cmdline")?
+                .trim()
+                .to_string();
+            if let Some(extra) = append {
+                cmdline = format!("{cmdline} {extra}");
+            }
+            let mut cfg = VmConfig::new(kernel, initrd, &cmdline);
+            cfg.memory_mib = memory;
+            cfg.cpus = cpus;
+            cfg.accel = match accel {
+                AccelArg::Auto => Accel::Auto,
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            };
+            cfg.console_stdout = true;
+            let mut vm = Vm::start(cfg)?;
+            let limit = timeout
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::from_secs(u64::MAX / 4));
+            match vm.wait_exit(limit) {
+                Ok(status) => {
+                    let clean = status.success() && vm.guest_shutdown().is_some();
+                    Ok(if clean {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                Err(e) => {
+                    vm.kill();
+                    Err(e.into())
+                }
+            }
+        }
+    }
+}

@@ -223,8 +223,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// 1-based (line, column) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+impl ConfigError {
+    /// An error at byte `offset` of `text` (the content of `file`).
+    pub fn at(file: &str, text: &str, offset: usize, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_col(text, offset);
+        ConfigError {
+            file: file.to_string(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based (line, column) of a byte offset in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;

@@ -1,0 +1,409 @@
+//! `berth build`: a config file in, `vmlinuz` + `initrd.img` + `cmdline` out.
+//!
+//! Steps: parse the config (errors carry file:line:column) → resolve every image (verified
+//! blobs) → merge each container's process with its image config, Docker's way, and resolve
+//! its user → pick the init binary (must be static) → the kernel and the modules the system
+//! needs → write the initramfs (newc cpio, gzip) → publish the outputs.
+//!
+//! Nothing is written to the output directory until everything succeeded: the outputs are made
+//! in a staging directory beside it and renamed into place. The same inputs give byte-identical
+//! outputs: entries are written in a fixed order, every mtime is `SOURCE_DATE_EPOCH` (or 0), the
+//! gzip header carries no time or name.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_init::config::{Config, ConfigError, ContainerConfig};
+use berth_init::plan::{
+    layer_dir_name, Plan, PlannedContainer, PlannedLayer, LAYERS_DIR, PLAN_PATH, PLAN_VERSION,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::blobs::BlobCache;
+use crate::cpio::CpioWriter;
+use crate::image_config::merge_process;
+use crate::init_binary;
+use crate::kernel;
+use crate::layer::{self, EntryKind, LayerSummary};
+use crate::modules;
+use crate::reference::ImageRef;
+use crate::source::{self, LayerBlob, ResolvedImage};
+
+/// Modules every berth system needs (container roots are overlays).
+pub const BASE_MODULES: &[&str] = &["overlay"];
+
+/// Names of the files `berth build` writes.
+pub const VMLINUZ: &str = "vmlinuz";
+/// The initramfs.
+pub const INITRD: &str = "initrd.img";
+/// The kernel command line, one line.
+pub const CMDLINE: &str = "cmdline";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The config file.
+    pub config: PathBuf,
+    /// The output directory.
+    pub output: PathBuf,
+    /// The PID 1 binary (`None`: found next to `berth`, see [`init_binary::find`]).
+    pub init: Option<PathBuf>,
+    /// Blob and kernel cache.
+    pub cache_dir: PathBuf,
+}
+
+/// What was built.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The kernel's release.
+    pub kernel_version: String,
+    /// Size of `initrd.img` in bytes.
+    pub initrd_bytes: u64,
+    /// The boot plan written into the initramfs.
+    pub plan: Plan,
+}
+
+/// Progress on a terminal, silence elsewhere.
+struct Progress(ProgressBar);
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress(bar)
+    }
+
+    fn step(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        if !self.0.is_hidden() {
+            self.0.println(format!("  {msg}"));
+        }
+        self.0.set_message(msg);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// The config file's text and name, for locating errors.
+struct Source<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error_at(&self, offset: usize, message: String) -> anyhow::Error {
+        anyhow!(ConfigError::at(&self.file, self.text, offset, message))
+    }
+}
+
+/// The `SOURCE_DATE_EPOCH` convention: every timestamp in the outputs.
+pub fn source_date_epoch() -> u32 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Builds the image. On error nothing is left in the output directory.
+pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    let progress = Progress::new();
+    let file = opts.config.display().to_string();
+    let text = fs::read_to_string(&opts.config)
+        .with_context(|| format!("{file}: cannot read the config"))?;
+    let config = Config::parse(&text, &file)?;
+    let src = Source { file, text: &text };
+    let base_dir = opts
+        .config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
+
+    // Images, each resolved once.
+    let cache = BlobCache::new(opts.cache_dir.clone());
+    let mut images: BTreeMap<String, ResolvedImage> = BTreeMap::new();
+    for c in config.containers() {
+        let reference = c.image.get_ref().clone();
+        if images.contains_key(&reference) {
+            continue;
+        }
+        progress.step(format!("resolving image {reference}"));
+        let at = c.image.span().start;
+        let image_ref = ImageRef::parse(&reference, &base_dir).map_err(|e| {
+            src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref()))
+        })?;
+        let resolved = source::resolve(&image_ref, &cache).map_err(|e| {
+            src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref()))
+        })?;
+        images.insert(reference, resolved);
+    }
+
+    // Layer summaries (opaque dirs, hard links, account files), once per layer.
+    let mut summaries: BTreeMap<String, LayerSummary> = BTreeMap::new();
+    for image in images.values() {
+        for l in &image.layers {
+            if !summaries.contains_key(&l.digest) {
+                progress.step(format!("reading layer {}", short(&l.digest)));
+                let s = layer::scan_layer(l).with_context(|| format!("layer {}", l.digest))?;
+                summaries.insert(l.digest.clone(), s);
+            }
+        }
+    }
+
+    let plan_container = |c: &ContainerConfig| -> Result<PlannedContainer> {
+        let image = &images[c.image.get_ref()];
+        let name = c.name.get_ref().clone();
+        let at = c.name.span().start;
+        let merged = merge_process(
+            &image.config,
+            c.entrypoint.as_deref(),
+            c.command.as_deref(),
+            &c.env,
+            c.working_dir.as_deref(),
+            c.user.as_deref(),
+        )
+        .map_err(|e| src.error_at(at, format!("container `{name}`: {e}")))?;
+        let layer_summaries: Vec<LayerSummary> = image
+            .layers
+            .iter()
+            .map(|l| summaries[&l.digest].clone())
+            .collect();
+        let (uid, gid, additional_gids) = layer::resolve_user_in(&layer_summaries, &merged.user)
+            .map_err(|e| src.error_at(at, format!("container `{name}`: user: {e}")))?;
+        Ok(PlannedContainer {
+            hostname: c.hostname.clone().unwrap_or_else(|| name.clone()),
+            name,
+            image: c.image.get_ref().clone(),
+            image_digest: image.manifest_digest.clone(),
+            layers: image
+                .layers
+                .iter()
+                .map(|l| PlannedLayer {
+                    digest: l.digest.clone(),
+                    opaque_dirs: summaries[&l.digest].opaque_dirs.clone(),
+                })
+                .collect(),
+            args: merged.args,
+            env: merged.env,
+            working_dir: merged.working_dir,
+            uid,
+            gid,
+            additional_gids,
+            net: c.net,
+            memory: c.memory,
+            cpus: c.cpus,
+            pids_limit: c.pids_limit,
+            binds: c.parsed_binds(),
+            read_only: c.read_only,
+        })
+    };
+    let onboot = config
+        .onboot
+        .iter()
+        .map(plan_container)
+        .collect::<Result<Vec<_>>>()?;
+    let service = config
+        .service
+        .iter()
+        .map(plan_container)
+        .collect::<Result<Vec<_>>>()?;
+
+    let init = init_binary::find(opts.init.as_deref())?;
+
+    progress.step("kernel");
+    let kernel = kernel::debian_cloud_kernel(&opts.cache_dir, &|m| progress.step(m.to_string()))?;
+    let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
+    wanted.extend(config.kernel.modules.iter().cloned());
+    let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
+    let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.version, rel);
+
+    let plan = Plan {
+        version: PLAN_VERSION,
+        system: config.system.clone(),
+        modules: module_files
+            .iter()
+            .map(|m| format!("/{}", module_dest(&m.rel_path)))
+            .collect(),
+        onboot,
+        service,
+    };
+
+    // Stage the outputs beside the output directory, then publish.
+    let parent = opts
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".berth-build-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+
+    progress.step("writing the initramfs");
+    let initrd_path = staging.path().join(INITRD);
+    {
+        let out = BufWriter::new(
+            fs::File::create(&initrd_path)
+                .with_context(|| format!("creating {}", initrd_path.display()))?,
+        );
+        let gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(out, flate2::Compression::default());
+        let mut cpio = CpioWriter::new(gz, source_date_epoch());
+        for dir in [
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "tmp",
+            "etc",
+            "root",
+            "berth",
+            LAYERS_DIR.trim_start_matches('/'),
+        ] {
+            cpio.dir(dir, 0o755, 0, 0)?;
+        }
+        cpio.char_dev("dev/console", 0o600, 0, 0, 5, 1)?;
+        let init_file =
+            fs::File::open(&init).with_context(|| format!("opening {}", init.display()))?;
+        let init_len = init_file.metadata()?.len();
+        cpio.file("init", 0o755, 0, 0, init_len, init_file)?;
+        for m in &module_files {
+            let f =
+                fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
+            let len = f.metadata()?.len();
+            cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;
+        }
+        let mut written = std::collections::BTreeSet::new();
+        for c in plan.containers() {
+            for l in &c.layers {
+                if !written.insert(l.digest.clone()) {
+                    continue;
+                }
+                progress.step(format!("packing layer {}", short(&l.digest)));
+                let blob = find_blob(&images, &l.digest)?;
+                write_layer(&mut cpio, blob, &summaries[&l.digest])?;
+            }
+        }
+        let plan_text = plan.to_toml().context("serializing the boot plan")?;
+        cpio.file(
+            PLAN_PATH.trim_start_matches('/'),
+            0o644,
+            0,
+            0,
+            plan_text.len() as u64,
+            plan_text.as_bytes(),
+        )?;
+        let gz = cpio.finish()?;
+        let mut out = gz.finish().context("compressing the initramfs")?;
+        out.flush()?;
+        out.into_inner()
+            .map_err(|e| anyhow!("writing the initramfs: {}", e.error()))?
+            .sync_all()?;
+    }
+    fs::copy(&kernel.vmlinuz, staging.path().join(VMLINUZ))
+        .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
+    fs::write(
+        staging.path().join(CMDLINE),
+        format!("{}\n", config.kernel.cmdline.trim()),
+    )?;
+
+    publish(staging, &opts.output)?;
+    let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
+    Ok(BuildReport {
+        kernel_version: kernel.version,
+        initrd_bytes,
+        plan,
+    })
+}
+
+fn short(digest: &str) -> &str {
+    let hex = layer_dir_name(digest);
+    &hex[..hex.len().min(12)]
+}
+
+fn find_blob<'a>(
+    images: &'a BTreeMap<String, ResolvedImage>,
+    digest: &str,
+) -> Result<&'a LayerBlob> {
+    images
+        .values()
+        .flat_map(|i| i.layers.iter())
+        .find(|l| l.digest == digest)
+        .ok_or_else(|| anyhow!("internal: layer {digest} vanished"))
+}
+
+/// Writes one layer under `berth/layers/<hex>/`, whiteouts as 0:0 character devices.
+fn write_layer<W: Write>(
+    cpio: &mut CpioWriter<W>,
+    blob: &LayerBlob,
+    summary: &LayerSummary,
+) -> Result<()> {
+    let prefix = format!(
+        "{}/{}",
+        LAYERS_DIR.trim_start_matches('/'),
+        layer_dir_name(&blob.digest)
+    );
+    cpio.dir(&prefix, 0o755, 0, 0)?;
+    for target in &summary.hardlink_targets {
+        cpio.expect_hardlink_target(&format!("{prefix}/{target}"))?;
+    }
+    layer::for_each_entry(blob, |e, data| {
+        let path = format!("{prefix}/{}", e.path);
+        match &e.kind {
+            EntryKind::Dir => cpio.dir(&path, e.mode, e.uid, e.gid)?,
+            EntryKind::File => cpio.file(&path, e.mode, e.uid, e.gid, e.size, data)?,
+            EntryKind::Symlink(target) => cpio.symlink(&path, target, e.uid, e.gid)?,
+            EntryKind::Hardlink(target) => cpio.hardlink(&path, &format!("{prefix}/{target}"))?,
+            EntryKind::CharDev(major, minor) => {
+                cpio.char_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?
+            }
+            EntryKind::BlockDev(major, minor) => {
+                cpio.block_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?
+            }
+            EntryKind::Fifo => cpio.fifo(&path, e.mode, e.uid, e.gid)?,
+        }
+        Ok(())
+    })
+    .with_context(|| format!("packing layer {}", blob.digest))
+}
+
+/// Moves the staged files into `output`: the whole directory when it does not exist yet,
+/// otherwise file by file (each rename atomic).
+fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
+    if !output.exists() {
+        let path = staging.keep();
+        fs::rename(&path, output)
+            .with_context(|| format!("moving the build into {}", output.display()))?;
+        return Ok(());
+    }
+    if !output.is_dir() {
+        bail!("{} exists and is not a directory", output.display());
+    }
+    for name in [VMLINUZ, INITRD, CMDLINE] {
+        fs::rename(staging.path().join(name), output.join(name))
+            .with_context(|| format!("writing {}", output.join(name).display()))?;
+    }
+    Ok(())
+}
