@@ -113,10 +113,10 @@ impl LayerSummary {
 
 /// Wraps a reader of a compressed stream in its decompressor (gzip with multiple members,
 /// zstd with multiple frames).
-pub fn decompress<'a, R: Read + 'a>(
+pub fn decompress<'a, R: Read + Send + 'a>(
     compression: Compression,
     reader: R,
-) -> io::Result<Box<dyn Read + 'a>> {
+) -> io::Result<Box<dyn Read + Send + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(reader))),
@@ -127,8 +127,8 @@ pub fn decompress<'a, R: Read + 'a>(
 /// Opens a layer blob as its decompressed tar stream. The compression is recognized from the
 /// blob's magic bytes (a media type that lies about it does not matter). The stream is not
 /// checked against the diff id; [`scan_layer`] and [`for_each_entry`] do that.
-pub fn open_layer(blob: &LayerBlob) -> Result<Box<dyn Read>> {
-    let open = || -> io::Result<Box<dyn Read>> {
+pub fn open_layer(blob: &LayerBlob) -> Result<Box<dyn Read + Send>> {
+    let open = || -> io::Result<Box<dyn Read + Send>> {
         let mut file = File::open(&blob.path)?;
         let mut head = [0u8; 4];
         let mut n = 0;

@@ -1,0 +1,163 @@
+//! Containers that fail are reported precisely and the others go on: an OOM kill, a non-zero
+//! exit code, a death by signal, a command missing from the image (a clear console error, no
+//! kernel panic). Then the shutdown path: Ctrl-Alt-Del reboots, a container that ignores SIGTERM
+//! is killed at its stop timeout.
+
+mod common;
+
+use berth_qemu::{default_timeout, GuestShutdown};
+use serde_json::json;
+
+const FAILURES: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+when_done = "poweroff"
+
+[[onboot]]
+name = "code"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo exiting with 3; exit 3"]
+
+[[onboot]]
+name = "missing"
+image = "oci:images/busybox:latest"
+command = ["/bin/nope"]
+
+[[service]]
+name = "oom"
+image = "oci:images/busybox:latest"
+memory = "16m"
+command = ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=64; echo survived"]
+
+[[service]]
+name = "crash"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "f() { f; }; f"]
+
+[[service]]
+name = "survivor"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "sleep 3; echo still here"]
+"#;
+
+#[test]
+fn failures_are_reported_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "failures", FAILURES);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+
+    let code = vm
+        .wait_for_event("container.exited", |e| e.get("name") == Some("code"), t)
+        .unwrap();
+    assert_eq!(code.get("code"), Some("3"));
+    let missing = vm
+        .wait_for_event("container.failed", |e| e.get("name") == Some("missing"), t)
+        .unwrap();
+    let error = missing.get("error").unwrap_or_default().to_string();
+    assert!(error.starts_with("exec /bin/nope: ENOENT"), "{error}");
+    let oom = vm
+        .wait_for_event("container.exited", |e| e.get("name") == Some("oom"), t)
+        .unwrap();
+    assert_eq!(
+        (oom.get("signal"), oom.get("oom_killed")),
+        (Some("KILL"), Some("true")),
+        "{oom:?}"
+    );
+    let crash = vm
+        .wait_for_event("container.exited", |e| e.get("name") == Some("crash"), t)
+        .unwrap();
+    assert_eq!(crash.get("signal"), Some("SEGV"), "{crash:?}");
+    let survivor = vm
+        .wait_for_event("container.exited", |e| e.get("name") == Some("survivor"), t)
+        .unwrap();
+    assert_eq!(survivor.get("code"), Some("0"));
+
+    let status = vm.wait_exit(t).unwrap();
+    assert!(status.success());
+    let console = vm.console_text();
+    assert!(console.contains("code | exiting with 3"), "{console}");
+    assert!(console.contains("survivor | still here"), "{console}");
+    assert!(!console.contains("oom | survived"), "{console}");
+    assert!(
+        console.contains("berth: container missing failed to start: exec /bin/nope: ENOENT (No such file or directory)"),
+        "no clear console error for the missing command:\n{console}"
+    );
+    assert!(!console.contains("Kernel panic"), "{console}");
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
+}
+
+const STOPPING: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+stop_timeout = "3s"
+
+[[service]]
+name = "polite"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 1; done"]
+
+[[service]]
+name = "stubborn"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo ready; exec sleep 1000"]
+"#;
+
+#[test]
+fn ctrl_alt_del_stops_containers_then_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "stopping", STOPPING);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    vm.wait_for_line(|l| l.starts_with("polite | ready"), t)
+        .unwrap();
+    vm.wait_for_line(|l| l.starts_with("stubborn | ready"), t)
+        .unwrap();
+
+    vm.qmp().unwrap().execute("send-key", json!({"keys": [{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]})).unwrap();
+
+    let begin = vm.wait_for_event("shutdown.begin", |_| true, t).unwrap();
+    assert_eq!(
+        (begin.get("action"), begin.get("reason")),
+        (Some("reboot"), Some("int")),
+        "{begin:?}"
+    );
+    let polite = vm
+        .wait_for_event("container.exited", |e| e.get("name") == Some("polite"), t)
+        .unwrap();
+    assert_eq!(polite.get("code"), Some("0"));
+    let stubborn = vm
+        .wait_for_event("container.exited", |e| e.get("name") == Some("stubborn"), t)
+        .unwrap();
+    assert_eq!(stubborn.get("signal"), Some("KILL"), "{stubborn:?}");
+    assert!(
+        stubborn.ms >= begin.ms + 3000,
+        "SIGKILL came before the stop timeout: {} → {}",
+        begin.ms,
+        stubborn.ms
+    );
+    assert!(vm.console_text().contains("polite | got TERM"));
+    vm.wait_exit(t).unwrap();
+    assert_eq!(
+        vm.guest_shutdown(),
+        Some(GuestShutdown::Reboot),
+        "{}",
+        vm.console_text()
+    );
+    common::assert_in_order(
+        &common::event_names(&vm),
+        &[
+            "shutdown.begin",
+            "container.stopping:stubborn",
+            "container.exited:polite",
+            "container.exited:stubborn",
+            "shutdown.complete",
+        ],
+    );
+}

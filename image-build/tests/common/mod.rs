@@ -1,0 +1,132 @@
+//! Shared by the build and boot tests: the berth binary, the static init, a busybox image,
+//! building a config, booting the result.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use berth_qemu::{Vm, VmConfig};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `berth` binary under test.
+pub fn berth() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// The static PID 1 binary: `$BERTH_INIT`, else built once with cargo.
+pub fn init_binary() -> PathBuf {
+    static INIT: OnceLock<PathBuf> = OnceLock::new();
+    INIT.get_or_init(|| {
+        if let Some(p) = std::env::var_os("BERTH_INIT").filter(|v| !v.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "berth-init",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the static init failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"));
+        target.join("x86_64-unknown-linux-gnu/release/berth-init")
+    })
+    .clone()
+}
+
+/// Runs `berth` with the static init and returns its output.
+pub fn run_berth(args: &[&str]) -> Output {
+    Command::new(berth())
+        .env("BERTH_INIT", init_binary())
+        .args(args)
+        .output()
+        .expect("run berth")
+}
+
+/// Makes the busybox OCI image at `dir/images/busybox` (tag `latest`).
+pub fn busybox_image(dir: &Path) {
+    let out = Command::new(workspace().join("scripts/busybox-image.sh"))
+        .env("BERTH", berth())
+        .arg(dir.join("images/busybox"))
+        .output()
+        .expect("run busybox-image.sh");
+    assert!(
+        out.status.success(),
+        "busybox-image.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes `config` as `dir/NAME.toml` and builds it into `dir/NAME.out`; panics with berth's
+/// stderr on failure.
+pub fn build(dir: &Path, name: &str, config: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    let out_dir = dir.join(format!("{name}.out"));
+    let out = run_berth(&[
+        "build",
+        file.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "berth build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out_dir
+}
+
+/// Boots a build output (kernel command line from its `cmdline` file).
+pub fn boot(out_dir: &Path) -> Vm {
+    let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
+    let mut cfg = VmConfig::new(
+        out_dir.join("vmlinuz"),
+        out_dir.join("initrd.img"),
+        cmdline.trim(),
+    );
+    cfg.console_log = Some(out_dir.join("console.log"));
+    Vm::start(cfg).expect("start qemu")
+}
+
+/// Names of the events seen, in order.
+pub fn event_names(vm: &Vm) -> Vec<String> {
+    vm.events()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}{}",
+                e.name,
+                e.get("name").map(|n| format!(":{n}")).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Asserts that `wanted` occur in `seen` in this order (other events may come between).
+pub fn assert_in_order(seen: &[String], wanted: &[&str]) {
+    let mut it = seen.iter();
+    for w in wanted {
+        assert!(
+            it.any(|s| s == w),
+            "event {w} missing or out of order in {seen:#?}"
+        );
+    }
+}
