@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what berth's build, tests and example need on Debian (run as root). Idempotent.
+set -euo pipefail
+packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+export DEBIAN_FRONTEND=noninteractive
+# `berth build` fetches the Debian kernel with `apt-get download`, which needs package lists.
+if [ "${#missing[@]}" -gt 0 ] || [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+  apt-get update -q
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup.sh: cargo is missing: install a Rust toolchain (rustup, stable, 1.80 or newer) and run this again" >&2
+  exit 1
+fi
