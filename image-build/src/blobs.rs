@@ -59,10 +59,8 @@ pub enum BlobError {
 
 /// Checks that `digest` is `sha256:<64 lowercase hex>` and returns the hex part.
 pub fn validate_digest(digest: &str) -> Result<&str, BlobError> {
-    let invalid = |reason: &str| BlobError::InvalidDigest {
-        digest: digest.to_string(),
-        reason: reason.to_string(),
-    };
+    let invalid =
+        |reason: &str| BlobError::InvalidDigest { digest: digest.to_string(), reason: reason.to_string() };
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err(invalid("expected `sha256:<64 hex digits>`"));
     };
@@ -71,11 +69,7 @@ pub fn validate_digest(digest: &str) -> Result<&str, BlobError> {
             "unsupported digest algorithm {algorithm:?}: berth only supports sha256"
         )));
     }
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(invalid("a sha256 digest is 64 lowercase hex digits"));
     }
     Ok(hex)
@@ -101,10 +95,7 @@ pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
 
 /// The `sha256:<hex>` digest of a file's contents.
 pub fn sha256_file(path: &Path) -> Result<String, BlobError> {
-    let io_err = |source| BlobError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| BlobError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
     sha256_reader(file).map(|(d, _)| d).map_err(io_err)
 }
@@ -119,11 +110,7 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), size: 0 }
     }
 
     /// Returns the inner writer, the `sha256:<hex>` digest and the byte count.
@@ -188,13 +175,8 @@ impl BlobCache {
     ///
     /// On a mismatch nothing is stored. If the blob is already stored, the reader is still
     /// hashed (so a corrupt source is reported) but nothing is written.
-    pub fn insert_from_reader(
-        &self,
-        expected_digest: &str,
-        reader: impl Read,
-    ) -> Result<PathBuf, BlobError> {
-        self.insert_verified(expected_digest, None, reader)
-            .map(|(path, _)| path)
+    pub fn insert_from_reader(&self, expected_digest: &str, reader: impl Read) -> Result<PathBuf, BlobError> {
+        self.insert_verified(expected_digest, None, reader).map(|(path, _)| path)
     }
 
     /// Like [`BlobCache::insert_from_reader`], also checking the size when `expected_size` is
@@ -213,10 +195,7 @@ impl BlobCache {
         let check = |digest: &str, size: u64| -> Result<(), BlobError> {
             if let Some(expected) = expected_size {
                 if expected != size {
-                    return Err(BlobError::SizeMismatch {
-                        expected,
-                        actual: size,
-                    });
+                    return Err(BlobError::SizeMismatch { expected, actual: size });
                 }
             }
             if digest != expected_digest {
@@ -228,17 +207,14 @@ impl BlobCache {
             Ok(())
         };
         if final_path.is_file() {
-            let (digest, size) = sha256_reader(&mut limited).map_err(|source| BlobError::Io {
-                path: final_path.clone(),
-                source,
-            })?;
+            let (digest, size) = sha256_reader(&mut limited)
+                .map_err(|source| BlobError::Io { path: final_path.clone(), source })?;
             check(&digest, size)?;
             return Ok((final_path, size));
         }
         let mut writer = self.writer()?;
         let temp = writer.temp_path().to_path_buf();
-        io::copy(&mut limited, &mut writer)
-            .map_err(|source| BlobError::Io { path: temp, source })?;
+        io::copy(&mut limited, &mut writer).map_err(|source| BlobError::Io { path: temp, source })?;
         check(&writer.digest(), writer.size())?;
         let (_, path, size) = writer.commit(Some(expected_digest))?;
         Ok((path, size))
@@ -246,14 +222,10 @@ impl BlobCache {
 
     /// Stores everything `reader` yields under its computed digest; returns
     /// `(digest, path, size)`.
-    pub fn insert_computing(
-        &self,
-        mut reader: impl Read,
-    ) -> Result<(String, PathBuf, u64), BlobError> {
+    pub fn insert_computing(&self, mut reader: impl Read) -> Result<(String, PathBuf, u64), BlobError> {
         let mut writer = self.writer()?;
         let temp = writer.temp_path().to_path_buf();
-        io::copy(&mut reader, &mut writer)
-            .map_err(|source| BlobError::Io { path: temp, source })?;
+        io::copy(&mut reader, &mut writer).map_err(|source| BlobError::Io { path: temp, source })?;
         writer.commit(None)
     }
 
@@ -261,21 +233,12 @@ impl BlobCache {
     /// Nothing is stored until [`BlobWriter::commit`]; dropping the writer deletes the file.
     pub fn writer(&self) -> Result<BlobWriter, BlobError> {
         let dir = self.blob_dir();
-        fs::create_dir_all(&dir).map_err(|source| BlobError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&dir).map_err(|source| BlobError::Io { path: dir.clone(), source })?;
         let temp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&dir)
-            .map_err(|source| BlobError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        Ok(BlobWriter {
-            inner: HashingWriter::new(temp),
-            dir,
-        })
+            .map_err(|source| BlobError::Io { path: dir.clone(), source })?;
+        Ok(BlobWriter { inner: HashingWriter::new(temp), dir })
     }
 }
 
@@ -308,17 +271,11 @@ impl BlobWriter {
         let (mut temp, digest, size) = self.inner.finish();
         if let Some(expected) = expected {
             if digest != expected {
-                return Err(BlobError::DigestMismatch {
-                    expected: expected.to_string(),
-                    actual: digest,
-                });
+                return Err(BlobError::DigestMismatch { expected: expected.to_string(), actual: digest });
             }
         }
         let temp_path = temp.path().to_path_buf();
-        let io_err = |source| BlobError::Io {
-            path: temp_path.clone(),
-            source,
-        };
+        let io_err = |source| BlobError::Io { path: temp_path.clone(), source };
         temp.flush().map_err(io_err)?;
         temp.as_file().sync_all().map_err(io_err)?;
         let hex = validate_digest(&digest)?;
@@ -327,10 +284,7 @@ impl BlobWriter {
         let mut perms = temp.as_file().metadata().map_err(io_err)?.permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
         temp.as_file().set_permissions(perms).map_err(io_err)?;
-        temp.persist(&final_path).map_err(|e| BlobError::Io {
-            path: final_path.clone(),
-            source: e.error,
-        })?;
+        temp.persist(&final_path).map_err(|e| BlobError::Io { path: final_path.clone(), source: e.error })?;
         Ok((digest, final_path, size))
     }
 }
@@ -375,9 +329,7 @@ mod tests {
         cache.insert_from_reader(HELLO, &b"hello"[..]).unwrap();
         let err = cache.insert_from_reader(HELLO, &b"hellO"[..]).unwrap_err();
         assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
-        let err = cache
-            .insert_verified(HELLO, Some(4), &b"hello"[..])
-            .unwrap_err();
+        let err = cache.insert_verified(HELLO, Some(4), &b"hello"[..]).unwrap_err();
         assert!(matches!(err, BlobError::SizeMismatch { .. }), "{err}");
         // Only the final blob is left in the directory.
         let names: Vec<_> = fs::read_dir(cache.blob_dir()).unwrap().collect();

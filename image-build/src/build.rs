@@ -114,30 +114,18 @@ impl Source<'_> {
 
 /// The `SOURCE_DATE_EPOCH` convention: every timestamp in the outputs.
 pub fn source_date_epoch() -> u32 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Builds the image. On error nothing is left in the output directory.
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let progress = Progress::new();
     let file = opts.config.display().to_string();
-    let text = fs::read_to_string(&opts.config)
-        .with_context(|| format!("{file}: cannot read the config"))?;
+    let text = fs::read_to_string(&opts.config).with_context(|| format!("{file}: cannot read the config"))?;
     let config = Config::parse(&text, &file)?;
     let src = Source { file, text: &text };
-    let base_dir = opts
-        .config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let base_dir = if base_dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base_dir
-    };
+    let base_dir = opts.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
 
     // Images, each resolved once.
     let cache = BlobCache::new(opts.cache_dir.clone());
@@ -149,12 +137,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
         progress.step(format!("resolving image {reference}"));
         let at = c.image.span().start;
-        let image_ref = ImageRef::parse(&reference, &base_dir).map_err(|e| {
-            src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref()))
-        })?;
-        let resolved = source::resolve(&image_ref, &cache).map_err(|e| {
-            src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref()))
-        })?;
+        let image_ref = ImageRef::parse(&reference, &base_dir)
+            .map_err(|e| src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref())))?;
+        let resolved = source::resolve(&image_ref, &cache)
+            .map_err(|e| src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref())))?;
         images.insert(reference, resolved);
     }
 
@@ -183,11 +169,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             c.user.as_deref(),
         )
         .map_err(|e| src.error_at(at, format!("container `{name}`: {e}")))?;
-        let layer_summaries: Vec<LayerSummary> = image
-            .layers
-            .iter()
-            .map(|l| summaries[&l.digest].clone())
-            .collect();
+        let layer_summaries: Vec<LayerSummary> =
+            image.layers.iter().map(|l| summaries[&l.digest].clone()).collect();
         let (uid, gid, additional_gids) = layer::resolve_user_in(&layer_summaries, &merged.user)
             .map_err(|e| src.error_at(at, format!("container `{name}`: user: {e}")))?;
         Ok(PlannedContainer {
@@ -217,16 +200,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             read_only: c.read_only,
         })
     };
-    let onboot = config
-        .onboot
-        .iter()
-        .map(plan_container)
-        .collect::<Result<Vec<_>>>()?;
-    let service = config
-        .service
-        .iter()
-        .map(plan_container)
-        .collect::<Result<Vec<_>>>()?;
+    let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
+    let service = config.service.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
 
     let init = init_binary::find(opts.init.as_deref())?;
 
@@ -240,20 +215,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let plan = Plan {
         version: PLAN_VERSION,
         system: config.system.clone(),
-        modules: module_files
-            .iter()
-            .map(|m| format!("/{}", module_dest(&m.rel_path)))
-            .collect(),
+        modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,
         service,
     };
 
     // Stage the outputs beside the output directory, then publish.
-    let parent = opts
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(".berth-build-")
@@ -264,34 +232,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let initrd_path = staging.path().join(INITRD);
     {
         let out = BufWriter::new(
-            fs::File::create(&initrd_path)
-                .with_context(|| format!("creating {}", initrd_path.display()))?,
+            fs::File::create(&initrd_path).with_context(|| format!("creating {}", initrd_path.display()))?,
         );
-        let gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(out, flate2::Compression::default());
+        let gz = flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::default());
         let mut cpio = CpioWriter::new(gz, source_date_epoch());
-        for dir in [
-            "dev",
-            "proc",
-            "sys",
-            "run",
-            "tmp",
-            "etc",
-            "root",
-            "berth",
-            LAYERS_DIR.trim_start_matches('/'),
-        ] {
+        for dir in
+            ["dev", "proc", "sys", "run", "tmp", "etc", "root", "berth", LAYERS_DIR.trim_start_matches('/')]
+        {
             cpio.dir(dir, 0o755, 0, 0)?;
         }
         cpio.char_dev("dev/console", 0o600, 0, 0, 5, 1)?;
-        let init_file =
-            fs::File::open(&init).with_context(|| format!("opening {}", init.display()))?;
+        let init_file = fs::File::open(&init).with_context(|| format!("opening {}", init.display()))?;
         let init_len = init_file.metadata()?.len();
         cpio.file("init", 0o755, 0, 0, init_len, init_file)?;
         for m in &module_files {
-            let f =
-                fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
+            let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
             let len = f.metadata()?.len();
             cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;
         }
@@ -306,7 +261,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 write_layer(&mut cpio, blob, &summaries[&l.digest])?;
             }
         }
-        let plan_text = plan.to_toml().context("serializing the boot plan")?;
+        let plan_text = plan.to_json().context("serializing the boot plan")?;
         cpio.file(
             PLAN_PATH.trim_start_matches('/'),
             0o644,
@@ -318,24 +273,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let gz = cpio.finish()?;
         let mut out = gz.finish().context("compressing the initramfs")?;
         out.flush()?;
-        out.into_inner()
-            .map_err(|e| anyhow!("writing the initramfs: {}", e.error()))?
-            .sync_all()?;
+        out.into_inner().map_err(|e| anyhow!("writing the initramfs: {}", e.error()))?.sync_all()?;
     }
     fs::copy(&kernel.vmlinuz, staging.path().join(VMLINUZ))
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
-    fs::write(
-        staging.path().join(CMDLINE),
-        format!("{}\n", config.kernel.cmdline.trim()),
-    )?;
+    fs::write(staging.path().join(CMDLINE), format!("{}\n", config.kernel.cmdline.trim()))?;
 
     publish(staging, &opts.output)?;
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
-    Ok(BuildReport {
-        kernel_version: kernel.version,
-        initrd_bytes,
-        plan,
-    })
+    Ok(BuildReport { kernel_version: kernel.version, initrd_bytes, plan })
 }
 
 fn short(digest: &str) -> &str {
@@ -343,10 +289,7 @@ fn short(digest: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-fn find_blob<'a>(
-    images: &'a BTreeMap<String, ResolvedImage>,
-    digest: &str,
-) -> Result<&'a LayerBlob> {
+fn find_blob<'a>(images: &'a BTreeMap<String, ResolvedImage>, digest: &str) -> Result<&'a LayerBlob> {
     images
         .values()
         .flat_map(|i| i.layers.iter())
@@ -355,16 +298,8 @@ fn find_blob<'a>(
 }
 
 /// Writes one layer under `berth/layers/<hex>/`, whiteouts as 0:0 character devices.
-fn write_layer<W: Write>(
-    cpio: &mut CpioWriter<W>,
-    blob: &LayerBlob,
-    summary: &LayerSummary,
-) -> Result<()> {
-    let prefix = format!(
-        "{}/{}",
-        LAYERS_DIR.trim_start_matches('/'),
-        layer_dir_name(&blob.digest)
-    );
+fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &LayerSummary) -> Result<()> {
+    let prefix = format!("{}/{}", LAYERS_DIR.trim_start_matches('/'), layer_dir_name(&blob.digest));
     cpio.dir(&prefix, 0o755, 0, 0)?;
     for target in &summary.hardlink_targets {
         cpio.expect_hardlink_target(&format!("{prefix}/{target}"))?;
@@ -376,9 +311,7 @@ fn write_layer<W: Write>(
             EntryKind::File => cpio.file(&path, e.mode, e.uid, e.gid, e.size, data)?,
             EntryKind::Symlink(target) => cpio.symlink(&path, target, e.uid, e.gid)?,
             EntryKind::Hardlink(target) => cpio.hardlink(&path, &format!("{prefix}/{target}"))?,
-            EntryKind::CharDev(major, minor) => {
-                cpio.char_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?
-            }
+            EntryKind::CharDev(major, minor) => cpio.char_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?,
             EntryKind::BlockDev(major, minor) => {
                 cpio.block_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?
             }
@@ -394,8 +327,7 @@ fn write_layer<W: Write>(
 fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
     if !output.exists() {
         let path = staging.keep();
-        fs::rename(&path, output)
-            .with_context(|| format!("moving the build into {}", output.display()))?;
+        fs::rename(&path, output).with_context(|| format!("moving the build into {}", output.display()))?;
         return Ok(());
     }
     if !output.is_dir() {

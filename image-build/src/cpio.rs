@@ -166,14 +166,7 @@ impl<W: Write> CpioWriter<W> {
     /// Write a directory. Writing an existing directory again updates its mode and owner.
     pub fn dir(&mut self, path: &str, mode: u32, uid: u32, gid: u32) -> Result<(), CpioError> {
         let path = self.prepare(path)?;
-        self.entry_header(
-            &path,
-            S_IFDIR | (mode & PERMISSION_BITS),
-            uid,
-            gid,
-            0,
-            (0, 0),
-        )?;
+        self.entry_header(&path, S_IFDIR | (mode & PERMISSION_BITS), uid, gid, 0, (0, 0))?;
         self.dirs.insert(path);
         Ok(())
     }
@@ -209,26 +202,14 @@ impl<W: Write> CpioWriter<W> {
             rdev_minor: 0,
         };
         self.write_header(&path, &header)?;
-        let copied = io::copy(&mut reader.take(size), &mut self.counted())
-            .map_err(|source| io_err(&path, source))?;
+        let copied =
+            io::copy(&mut reader.take(size), &mut self.counted()).map_err(|source| io_err(&path, source))?;
         if copied != size {
-            return Err(CpioError::ShortRead {
-                path,
-                expected: size,
-                actual: copied,
-            });
+            return Err(CpioError::ShortRead { path, expected: size, actual: copied });
         }
         self.pad4(&path)?;
         if linkable {
-            self.linkable.insert(
-                path,
-                LinkableInode {
-                    ino,
-                    mode,
-                    uid,
-                    gid,
-                },
-            );
+            self.linkable.insert(path, LinkableInode { ino, mode, uid, gid });
         } else {
             // A plain file replacing an earlier linkable one is no longer a link target.
             self.linkable.remove(&path);
@@ -238,13 +219,7 @@ impl<W: Write> CpioWriter<W> {
 
     /// Write a symbolic link at `path` pointing to `target` (stored verbatim; may be relative or
     /// absolute). Symlinks always have mode 0777.
-    pub fn symlink(
-        &mut self,
-        path: &str,
-        target: &str,
-        uid: u32,
-        gid: u32,
-    ) -> Result<(), CpioError> {
+    pub fn symlink(&mut self, path: &str, target: &str, uid: u32, gid: u32) -> Result<(), CpioError> {
         let path = self.prepare(path)?;
         if target.is_empty() || target.len() > PATH_MAX || target.contains('\0') {
             return Err(CpioError::InvalidPath {
@@ -334,11 +309,7 @@ impl<W: Write> CpioWriter<W> {
             } else {
                 "the target was not written as a hard-link target"
             };
-            return Err(CpioError::BadLinkTarget {
-                path,
-                target,
-                reason,
-            });
+            return Err(CpioError::BadLinkTarget { path, target, reason });
         };
         if path == target {
             return Err(CpioError::BadLinkTarget {
@@ -366,16 +337,8 @@ impl<W: Write> CpioWriter<W> {
     /// return the underlying writer (not flushed beyond what `write_all` does).
     pub fn finish(mut self) -> Result<W, CpioError> {
         const TRAILER: &str = "TRAILER!!!";
-        let header = Header {
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            size: 0,
-            rdev_major: 0,
-            rdev_minor: 0,
-        };
+        let header =
+            Header { ino: 0, mode: 0, uid: 0, gid: 0, nlink: 1, size: 0, rdev_major: 0, rdev_minor: 0 };
         // The trailer carries mtime 0, as GNU cpio writes it.
         self.mtime = 0;
         self.write_header(TRAILER, &header)?;
@@ -405,12 +368,8 @@ impl<W: Write> CpioWriter<W> {
         // gone after it; forget them so later children re-create their parents.
         if self.dirs.contains(&path) {
             let prefix = format!("{path}/");
-            let stale: Vec<String> = self
-                .dirs
-                .range(prefix.clone()..)
-                .take_while(|d| d.starts_with(&prefix))
-                .cloned()
-                .collect();
+            let stale: Vec<String> =
+                self.dirs.range(prefix.clone()..).take_while(|d| d.starts_with(&prefix)).cloned().collect();
             for d in stale {
                 self.dirs.remove(&d);
             }
@@ -489,10 +448,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     fn counted(&mut self) -> Counted<'_, W> {
-        Counted {
-            out: &mut self.out,
-            offset: &mut self.offset,
-        }
+        Counted { out: &mut self.out, offset: &mut self.offset }
     }
 }
 
@@ -515,19 +471,13 @@ impl<W: Write> Write for Counted<'_, W> {
 }
 
 fn io_err(path: &str, source: io::Error) -> CpioError {
-    CpioError::Io {
-        path: path.to_string(),
-        source,
-    }
+    CpioError::Io { path: path.to_string(), source }
 }
 
 /// Check an archive path: relative, no empty, `.` or `..` components, no NUL, fits `PATH_MAX`.
 /// A single trailing `/` is dropped.
 fn normalize(path: &str) -> Result<String, CpioError> {
-    let invalid = |reason| CpioError::InvalidPath {
-        path: path.to_string(),
-        reason,
-    };
+    let invalid = |reason| CpioError::InvalidPath { path: path.to_string(), reason };
     let p = path.strip_suffix('/').unwrap_or(path);
     if p.is_empty() {
         return Err(invalid("the path is empty"));
@@ -539,9 +489,7 @@ fn normalize(path: &str) -> Result<String, CpioError> {
         return Err(invalid("paths cannot contain NUL"));
     }
     if p.len() + 1 > PATH_MAX {
-        return Err(invalid(
-            "the kernel skips names longer than PATH_MAX (4096)",
-        ));
+        return Err(invalid("the kernel skips names longer than PATH_MAX (4096)"));
     }
     if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         return Err(invalid("paths cannot have empty, `.` or `..` components"));

@@ -135,8 +135,7 @@ pub fn merge_process(
     let args: Vec<String> = entrypoint.iter().chain(cmd).cloned().collect();
     if args.is_empty() {
         return Err(
-            "no command: the image has no Entrypoint/Cmd and the config gives no `command`"
-                .to_string(),
+            "no command: the image has no Entrypoint/Cmd and the config gives no `command`".to_string()
         );
     }
 
@@ -167,11 +166,7 @@ pub fn merge_process(
 
     let working_dir = match working_dir.filter(|w| !w.is_empty()) {
         Some(w) if w.starts_with('/') => w.to_string(),
-        Some(w) => {
-            return Err(format!(
-                "working directory {w:?} is invalid: it must be an absolute path"
-            ))
-        }
+        Some(w) => return Err(format!("working directory {w:?} is invalid: it must be an absolute path")),
         None if image.working_dir.is_empty() => "/".to_string(),
         // Docker's builder always stores an absolute path; be lenient with hand-made images.
         None if !image.working_dir.starts_with('/') => format!("/{}", image.working_dir),
@@ -179,16 +174,9 @@ pub fn merge_process(
     };
 
     // Docker: an empty user override counts as absent.
-    let user = user
-        .filter(|u| !u.is_empty())
-        .map_or_else(|| image.user.clone(), str::to_string);
+    let user = user.filter(|u| !u.is_empty()).map_or_else(|| image.user.clone(), str::to_string);
 
-    Ok(MergedProcess {
-        args,
-        env: merged,
-        working_dir,
-        user,
-    })
+    Ok(MergedProcess { args, env: merged, working_dir, user })
 }
 
 #[cfg(test)]
@@ -209,30 +197,16 @@ mod tests {
         }
     }
 
-    fn merge(
-        img: &ImageConfig,
-        ep: Option<&[&str]>,
-        cmd: Option<&[&str]>,
-    ) -> Result<MergedProcess, String> {
+    fn merge(img: &ImageConfig, ep: Option<&[&str]>, cmd: Option<&[&str]>) -> Result<MergedProcess, String> {
         let ep = ep.map(v);
         let cmd = cmd.map(v);
-        merge_process(
-            img,
-            ep.as_deref(),
-            cmd.as_deref(),
-            &BTreeMap::new(),
-            None,
-            None,
-        )
+        merge_process(img, ep.as_deref(), cmd.as_deref(), &BTreeMap::new(), None, None)
     }
 
     #[test]
     fn image_defaults() {
         let m = merge(&image(), None, None).unwrap();
-        assert_eq!(
-            m.args,
-            v(&["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"])
-        );
+        assert_eq!(m.args, v(&["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]));
         assert_eq!(m.env, v(&["PATH=/usr/bin:/bin", "NGINX_VERSION=1.27"]));
         assert_eq!(m.working_dir, "/srv");
         assert_eq!(m.user, "nginx");
@@ -261,14 +235,7 @@ mod tests {
     #[test]
     fn empty_command_counts_as_absent() {
         let m = merge(&image(), None, Some(&[])).unwrap();
-        assert_eq!(
-            m.args,
-            image()
-                .entrypoint
-                .into_iter()
-                .chain(image().cmd)
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(m.args, image().entrypoint.into_iter().chain(image().cmd).collect::<Vec<_>>());
     }
 
     #[test]
@@ -276,40 +243,20 @@ mod tests {
         let err = merge(&ImageConfig::default(), None, None).unwrap_err();
         assert!(err.contains("no command"), "{err}");
         // Entrypoint override with an image that only has Cmd: Cmd is dropped, ep alone runs.
-        let img = ImageConfig {
-            cmd: v(&["sh"]),
-            ..Default::default()
-        };
-        assert_eq!(
-            merge(&img, Some(&["true"]), None).unwrap().args,
-            v(&["true"])
-        );
+        let img = ImageConfig { cmd: v(&["sh"]), ..Default::default() };
+        assert_eq!(merge(&img, Some(&["true"]), None).unwrap().args, v(&["true"]));
         assert!(merge(&img, Some(&[]), Some(&[])).unwrap().args == v(&["sh"]));
     }
 
     #[test]
     fn env_override_order_and_default_path() {
-        let img = ImageConfig {
-            cmd: v(&["sh"]),
-            env: v(&["B=1", "A=2", "FLAG"]),
-            ..Default::default()
-        };
+        let img = ImageConfig { cmd: v(&["sh"]), env: v(&["B=1", "A=2", "FLAG"]), ..Default::default() };
         let env: BTreeMap<String, String> = [("Z", "z"), ("A", "new"), ("C", "c")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let m = merge_process(&img, None, None, &env, None, None).unwrap();
-        assert_eq!(
-            m.env,
-            v(&[
-                &format!("PATH={DEFAULT_PATH}"),
-                "B=1",
-                "A=new",
-                "FLAG",
-                "C=c",
-                "Z=z"
-            ])
-        );
+        assert_eq!(m.env, v(&[&format!("PATH={DEFAULT_PATH}"), "B=1", "A=new", "FLAG", "C=c", "Z=z"]));
         assert!(!m.env.iter().any(|e| e.starts_with("HOSTNAME=")));
         // A PATH from the config replaces the default.
         let env: BTreeMap<String, String> = [("PATH".to_string(), "/x".to_string())].into();
@@ -321,25 +268,11 @@ mod tests {
 
     #[test]
     fn working_dir_and_user() {
-        let img = ImageConfig {
-            cmd: v(&["sh"]),
-            ..Default::default()
-        };
+        let img = ImageConfig { cmd: v(&["sh"]), ..Default::default() };
         let m = merge_process(&img, None, None, &BTreeMap::new(), None, None).unwrap();
         assert_eq!((m.working_dir.as_str(), m.user.as_str()), ("/", ""));
-        let m = merge_process(
-            &image(),
-            None,
-            None,
-            &BTreeMap::new(),
-            Some("/app"),
-            Some("1000:10"),
-        )
-        .unwrap();
-        assert_eq!(
-            (m.working_dir.as_str(), m.user.as_str()),
-            ("/app", "1000:10")
-        );
+        let m = merge_process(&image(), None, None, &BTreeMap::new(), Some("/app"), Some("1000:10")).unwrap();
+        assert_eq!((m.working_dir.as_str(), m.user.as_str()), ("/app", "1000:10"));
         assert!(merge_process(&img, None, None, &BTreeMap::new(), Some("rel"), None).is_err());
     }
 

@@ -52,29 +52,22 @@ struct Item {
 /// (created if needed; an existing image with the same tag is replaced in `index.json`, others
 /// are kept). Returns the manifest digest. Every file is written to a temporary file and
 /// renamed. Concurrent imports into the same layout may lose one's `index.json` update.
-pub fn import_rootfs(
-    rootfs: &Path,
-    layout_dir: &Path,
-    tag: &str,
-    opts: &ImportOptions,
-) -> Result<String> {
+pub fn import_rootfs(rootfs: &Path, layout_dir: &Path, tag: &str, opts: &ImportOptions) -> Result<String> {
     validate_tag(tag)?;
     if !rootfs.is_dir() {
-        bail!(
-            "{}: not a directory (give the root filesystem to import)",
-            rootfs.display()
-        );
+        bail!("{}: not a directory (give the root filesystem to import)", rootfs.display());
     }
-    let epoch =
-        match opts.source_date_epoch {
-            Some(e) => Some(e),
-            None => match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(v) => Some(v.trim().parse::<u64>().with_context(|| {
-                    format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
-                })?),
-                Err(_) => None,
-            },
-        };
+    let epoch = match opts.source_date_epoch {
+        Some(e) => Some(e),
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+            ),
+            Err(_) => None,
+        },
+    };
     fs::create_dir_all(layout_dir).with_context(|| format!("creating {}", layout_dir.display()))?;
     let root_abs = fs::canonicalize(rootfs)?;
     let layout_abs = fs::canonicalize(layout_dir)?;
@@ -131,22 +124,14 @@ pub fn import_rootfs(
 }
 
 fn descriptor(media_type: &str, digest: String, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size,
-        platform: None,
-        annotations: None,
-    }
+    Descriptor { media_type: media_type.to_string(), digest, size, platform: None, annotations: None }
 }
 
 /// Tags must be addressable as `oci:DIR:TAG`: Docker's tag grammar.
 fn validate_tag(tag: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && !tag.starts_with(['.', '-']);
     if !ok {
         bail!("invalid tag {tag:?}: use letters, digits, `_`, `.` and `-` (at most 128, not starting with `.` or `-`)");
@@ -163,18 +148,10 @@ fn collect(dir: &Path, prefix: &str, items: &mut Vec<Item>) -> Result<()> {
         let Some(name) = name.to_str() else {
             bail!("{}: the name is not UTF-8", abs.display());
         };
-        let rel = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
+        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
         let meta = fs::symlink_metadata(&abs).with_context(|| format!("{}", abs.display()))?;
         let is_dir = meta.is_dir();
-        items.push(Item {
-            rel: rel.clone(),
-            abs: abs.clone(),
-            meta,
-        });
+        items.push(Item { rel: rel.clone(), abs: abs.clone(), meta });
         if is_dir {
             collect(&abs, &rel, items)?;
         }
@@ -186,9 +163,7 @@ fn collect(dir: &Path, prefix: &str, items: &mut Vec<Item>) -> Result<()> {
 fn write_layer(cache: &BlobCache, items: &[Item], mtime: u64) -> Result<(String, u64, String)> {
     let blob = cache.writer()?;
     // The builder's defaults: no file name, mtime 0; fix the OS byte explicitly too.
-    let gzip = flate2::GzBuilder::new()
-        .operating_system(255)
-        .write(blob, flate2::Compression::default());
+    let gzip = flate2::GzBuilder::new().operating_system(255).write(blob, flate2::Compression::default());
     let mut tar = tar::Builder::new(HashingWriter::new(gzip));
     let mut first_link: HashMap<(u64, u64), String> = HashMap::new();
     for item in items {
@@ -232,10 +207,7 @@ fn append<W: Write>(
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(meta.len());
         let file = File::open(&item.abs)?;
-        let reader = ExactReader {
-            inner: file.take(meta.len()),
-            remaining: meta.len(),
-        };
+        let reader = ExactReader { inner: file.take(meta.len()), remaining: meta.len() };
         tar.append_data(&mut header, &item.rel, reader)?;
     } else if file_type.is_symlink() {
         header.set_entry_type(tar::EntryType::Symlink);
@@ -300,9 +272,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut perms = tmp.as_file().metadata()?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
     tmp.as_file().set_permissions(perms)?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -312,11 +282,7 @@ fn write_oci_layout(layout_dir: &Path) -> Result<()> {
         let existing: OciLayoutFile = serde_json::from_slice(&fs::read(&path)?)
             .with_context(|| format!("{}: not an oci-layout file", path.display()))?;
         if !existing.image_layout_version.starts_with("1.") {
-            bail!(
-                "{}: unsupported imageLayoutVersion {:?}",
-                path.display(),
-                existing.image_layout_version
-            );
+            bail!("{}: unsupported imageLayoutVersion {:?}", path.display(), existing.image_layout_version);
         }
         return Ok(());
     }
@@ -370,12 +336,7 @@ fn rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -24,10 +24,7 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
         if let Some(dir) = exe.parent() {
             candidates.push(dir.join("berth-init"));
             // target/{debug,release}[/deps] → target/<triple>/release/berth-init
-            for up in [dir.parent(), dir.parent().and_then(Path::parent)]
-                .into_iter()
-                .flatten()
-            {
+            for up in [dir.parent(), dir.parent().and_then(Path::parent)].into_iter().flatten() {
                 candidates.push(up.join(INIT_TARGET).join("release").join("berth-init"));
             }
         }
@@ -52,11 +49,7 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     bail!(
         "no init binary found (looked at {}); {BUILD_HINT}",
-        candidates
-            .iter()
-            .map(|c| c.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -70,18 +63,11 @@ pub fn check_static(path: &Path) -> Result<()> {
         bail!("{} is not an x86-64 binary", path.display());
     }
     if file.section_by_name(".interp").is_some() {
-        bail!(
-            "{} is dynamically linked (it has a program interpreter)",
-            path.display()
-        );
+        bail!("{} is dynamically linked (it has a program interpreter)", path.display());
     }
     if let Ok(Some(libs)) = needed_libraries(&data) {
         if !libs.is_empty() {
-            bail!(
-                "{} needs shared libraries ({})",
-                path.display(),
-                libs.join(", ")
-            );
+            bail!("{} needs shared libraries ({})", path.display(), libs.join(", "));
         }
     }
     Ok(())

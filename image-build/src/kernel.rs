@@ -44,11 +44,7 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(dir) = var("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("berth");
     }
-    var("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache")
-        .join("berth")
+    var("HOME").map(PathBuf::from).unwrap_or_default().join(".cache").join("berth")
 }
 
 /// Return the Debian cloud kernel (`linux-image-cloud-amd64`), from the cache under
@@ -60,11 +56,7 @@ pub fn default_cache_dir() -> PathBuf {
 /// it runs (`running apt-get download …`).
 pub fn debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
     if let Some(kernel) = cached_debian_kernel(cache_dir)? {
-        progress(&format!(
-            "using cached kernel {} from {}",
-            kernel.version,
-            kernel_cache_root(&kernel)
-        ));
+        progress(&format!("using cached kernel {} from {}", kernel.version, kernel_cache_root(&kernel)));
         return Ok(kernel);
     }
     fetch_debian_cloud_kernel(cache_dir, progress)
@@ -77,9 +69,7 @@ pub fn cached_debian_kernel(cache_dir: &Path) -> Result<Option<Kernel>> {
     let entries = match fs::read_dir(&kernels) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(e).with_context(|| format!("reading kernel cache {}", kernels.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("reading kernel cache {}", kernels.display())),
     };
     let mut versions = Vec::new();
     for entry in entries {
@@ -107,16 +97,11 @@ pub fn cached_debian_kernel(cache_dir: &Path) -> Result<Option<Kernel>> {
 /// it, the newest by Debian version order that has both parts is used.
 pub fn kernel_from_dir(dir: &Path) -> Result<Kernel> {
     let boot = dir.join("boot");
-    let entries =
-        fs::read_dir(&boot).with_context(|| format!("reading kernel tree {}", boot.display()))?;
+    let entries = fs::read_dir(&boot).with_context(|| format!("reading kernel tree {}", boot.display()))?;
     let mut versions = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("reading {}", boot.display()))?;
-        if let Some(version) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_prefix("vmlinuz-"))
-        {
+        if let Some(version) = entry.file_name().to_str().and_then(|n| n.strip_prefix("vmlinuz-")) {
             if modules_dir_in_tree(dir, version).is_some() {
                 versions.push(version.to_string());
             }
@@ -147,8 +132,7 @@ pub fn debian_version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
     let (ea, ra) = split_epoch(a);
     let (eb, rb) = split_epoch(b);
-    ea.cmp(&eb)
-        .then_with(|| verrevcmp(ra.as_bytes(), rb.as_bytes()))
+    ea.cmp(&eb).then_with(|| verrevcmp(ra.as_bytes(), rb.as_bytes()))
 }
 
 /// dpkg's `verrevcmp`.
@@ -211,10 +195,7 @@ fn kernel_cache_root(kernel: &Kernel) -> String {
 
 /// `<root>/lib/modules/<version>` or `<root>/usr/lib/modules/<version>` (merged /usr).
 fn modules_dir_in_tree(root: &Path, version: &str) -> Option<PathBuf> {
-    ["lib/modules", "usr/lib/modules"]
-        .iter()
-        .map(|base| root.join(base).join(version))
-        .find(|p| p.is_dir())
+    ["lib/modules", "usr/lib/modules"].iter().map(|base| root.join(base).join(version)).find(|p| p.is_dir())
 }
 
 /// The kernel `version` inside the extracted tree `root`, checking both parts exist.
@@ -224,36 +205,22 @@ fn kernel_in_tree(root: &Path, version: &str) -> Result<Kernel> {
         bail!("kernel image {} is missing", vmlinuz.display());
     }
     let modules_dir = modules_dir_in_tree(root, version).ok_or_else(|| {
-        anyhow!(
-            "kernel {version} in {} has no lib/modules/{version}/ directory",
-            root.display()
-        )
+        anyhow!("kernel {version} in {} has no lib/modules/{version}/ directory", root.display())
     })?;
-    Ok(Kernel {
-        version: version.to_string(),
-        vmlinuz,
-        modules_dir,
-    })
+    Ok(Kernel { version: version.to_string(), vmlinuz, modules_dir })
 }
 
 /// Download the cloud kernel into the cache and return it.
 fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
     let kernels = cache_dir.join("kernels");
-    fs::create_dir_all(&kernels)
-        .with_context(|| format!("creating kernel cache {}", kernels.display()))?;
+    fs::create_dir_all(&kernels).with_context(|| format!("creating kernel cache {}", kernels.display()))?;
     let download = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(&kernels)
         .with_context(|| format!("creating a temporary directory in {}", kernels.display()))?;
 
     let meta_deb = apt_get_download(DEBIAN_CLOUD_META_PACKAGE, None, download.path(), progress)?;
-    let depends = run(
-        Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&meta_deb)
-            .arg("Depends"),
-        &|_| None,
-    )?;
+    let depends = run(Command::new("dpkg-deb").arg("-f").arg(&meta_deb).arg("Depends"), &|_| None)?;
     let (package, constraint) = kernel_package_from_depends(&depends).ok_or_else(|| {
         anyhow!(
             "{} (from {}) depends on no linux-image-<version> package: Depends: {}",
@@ -276,10 +243,7 @@ fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Resul
     }
 
     let deb = apt_get_download(&package, constraint.as_deref(), download.path(), progress)?;
-    let package_version = run(
-        Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"),
-        &|_| None,
-    )?;
+    let package_version = run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"), &|_| None)?;
     let digest = sha256_file(&deb)?;
 
     let staging = tempfile::Builder::new()
@@ -287,24 +251,12 @@ fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Resul
         .tempdir_in(&kernels)
         .with_context(|| format!("creating a temporary directory in {}", kernels.display()))?;
     progress(&format!("running dpkg-deb -x {}", display_name(&deb)));
-    run(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(staging.path()),
-        &|_| None,
-    )?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(staging.path()), &|_| None)?;
     kernel_in_tree(staging.path(), &version)
         .with_context(|| format!("checking the contents of {}", deb.display()))?;
     let marker = staging.path().join(COMPLETE_MARKER);
-    fs::write(
-        &marker,
-        format!(
-            "package={package}\nversion={}\nsha256={digest}\n",
-            package_version.trim()
-        ),
-    )
-    .with_context(|| format!("writing {}", marker.display()))?;
+    fs::write(&marker, format!("package={package}\nversion={}\nsha256={digest}\n", package_version.trim()))
+        .with_context(|| format!("writing {}", marker.display()))?;
 
     // A leftover incomplete directory (from an older, non-atomic layout) is in the way.
     if target.exists() && !target.join(COMPLETE_MARKER).is_file() {
@@ -316,8 +268,7 @@ fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Resul
         // Lost a race with another fetch: use its copy if it is complete.
         let _ = fs::remove_dir_all(&staged);
         if !target.join(COMPLETE_MARKER).is_file() {
-            return Err(e)
-                .with_context(|| format!("moving {} to {}", staged.display(), target.display()));
+            return Err(e).with_context(|| format!("moving {} to {}", staged.display(), target.display()));
         }
     }
     progress(&format!("cached kernel {version} in {}", target.display()));
@@ -336,13 +287,7 @@ fn apt_get_download(
         None => package.to_string(),
     };
     progress(&format!("running apt-get download {spec}"));
-    run(
-        Command::new("apt-get")
-            .arg("download")
-            .arg(&spec)
-            .current_dir(dir),
-        &apt_hint,
-    )?;
+    run(Command::new("apt-get").arg("download").arg(&spec).current_dir(dir), &apt_hint)?;
     let prefix = format!("{package}_");
     let mut debs: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -354,10 +299,7 @@ fn apt_get_download(
         .collect();
     debs.sort();
     debs.pop().ok_or_else(|| {
-        anyhow!(
-            "`apt-get download {spec}` succeeded but left no {prefix}*.deb in {}",
-            dir.display()
-        )
+        anyhow!("`apt-get download {spec}` succeeded but left no {prefix}*.deb in {}", dir.display())
     })
 }
 
@@ -415,10 +357,7 @@ fn run(cmd: &mut Command, hint: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     let shown = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
     );
     let output = cmd.output().with_context(|| {
         format!("could not run `{shown}` (is it installed? it comes with apt and dpkg on Debian)")
@@ -444,7 +383,5 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }

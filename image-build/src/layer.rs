@@ -101,13 +101,9 @@ impl LayerSummary {
     /// Whether this layer hides `path` of the layers below: a whiteout of it or of a parent
     /// directory, or an opaque parent directory.
     pub fn hides(&self, path: &str) -> bool {
-        let is_ancestor_or_self =
-            |p: &str| p == path || p.is_empty() || path.starts_with(&format!("{p}/"));
+        let is_ancestor_or_self = |p: &str| p == path || p.is_empty() || path.starts_with(&format!("{p}/"));
         self.whiteouts.iter().any(|w| is_ancestor_or_self(w))
-            || self
-                .opaque_dirs
-                .iter()
-                .any(|d| d != path && is_ancestor_or_self(d))
+            || self.opaque_dirs.iter().any(|d| d != path && is_ancestor_or_self(d))
     }
 }
 
@@ -231,10 +227,7 @@ enum Item {
 /// Reads the layer, converts every tar entry, calls `f`, then verifies the diff id.
 fn walk(blob: &LayerBlob, mut f: impl FnMut(Item, &mut dyn Read) -> Result<()>) -> Result<()> {
     let context = || format!("layer {} ({})", blob.digest, blob.path.display());
-    let reader = HashingReader {
-        inner: open_layer(blob)?,
-        hasher: Sha256::new(),
-    };
+    let reader = HashingReader { inner: open_layer(blob)?, hasher: Sha256::new() };
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().with_context(context)?;
     for entry in entries {
@@ -284,9 +277,7 @@ pub fn normalize_path(raw: &str) -> Result<String> {
     for part in raw.split('/') {
         match part {
             "" | "." => {}
-            ".." => bail!(
-                "path {raw:?} contains `..`; refusing a layer entry that could escape the root"
-            ),
+            ".." => bail!("path {raw:?} contains `..`; refusing a layer entry that could escape the root"),
             p => parts.push(p),
         }
     }
@@ -321,21 +312,14 @@ fn convert<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Item>> {
     let mut gid = numeric(header.gid(), &old.gid, "gid")?;
     let mut mtime = numeric(header.mtime(), &old.mtime, "mtime")?;
     let device = || -> Result<(u32, u32)> {
-        Ok((
-            header.device_major()?.unwrap_or(0),
-            header.device_minor()?.unwrap_or(0),
-        ))
+        Ok((header.device_major()?.unwrap_or(0), header.device_minor()?.unwrap_or(0)))
     };
     let link = |what: &str| -> Result<String> {
-        let bytes = entry
-            .link_name_bytes()
-            .ok_or_else(|| anyhow!("{raw_path}: {what} without a target"))?;
+        let bytes = entry.link_name_bytes().ok_or_else(|| anyhow!("{raw_path}: {what} without a target"))?;
         utf8(&bytes, "link target")
     };
     let mut kind = match entry_type {
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-            EntryKind::File
-        }
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => EntryKind::File,
         tar::EntryType::Directory => EntryKind::Dir,
         tar::EntryType::Symlink => EntryKind::Symlink(link("symlink")?),
         tar::EntryType::Link => {
@@ -362,11 +346,7 @@ fn convert<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Item>> {
     if path.is_empty() {
         return Ok(None);
     }
-    let size = if kind == EntryKind::File {
-        entry.size()
-    } else {
-        0
-    };
+    let size = if kind == EntryKind::File { entry.size() } else { 0 };
 
     // PAX records override the header's numeric fields (large ids, precise times).
     if let Some(extensions) = entry.pax_extensions().context("bad PAX header")? {
@@ -401,23 +381,11 @@ fn convert<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Item>> {
             log::debug!("skipping aufs metadata {raw_path:?}");
             return Ok(None);
         }
-        path = if parent.is_empty() {
-            hidden.to_string()
-        } else {
-            format!("{parent}/{hidden}")
-        };
+        path = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
         kind = EntryKind::CharDev(0, 0);
         mode = 0;
     }
-    Ok(Some(Item::Entry(LayerEntry {
-        path,
-        kind,
-        mode,
-        uid,
-        gid,
-        mtime,
-        size,
-    })))
+    Ok(Some(Item::Entry(LayerEntry { path, kind, mode, uid, gid, mtime, size })))
 }
 
 /// A zstd decoder that reads every frame of the stream (ruzstd's decoder stops after one).
@@ -428,9 +396,7 @@ struct ZstdReader<R: BufRead> {
 impl<R: BufRead> ZstdReader<R> {
     fn new(reader: R) -> io::Result<Self> {
         let decoder = ruzstd::decoding::StreamingDecoder::new(reader).map_err(io::Error::other)?;
-        Ok(ZstdReader {
-            decoder: Some(decoder),
-        })
+        Ok(ZstdReader { decoder: Some(decoder) })
     }
 }
 
@@ -506,13 +472,7 @@ fn parse_group(bytes: &[u8]) -> Vec<GroupEntry> {
             gid: parse_id(f.get(2).copied()),
             members: f
                 .get(3)
-                .map(|m| {
-                    m.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),
         })
         .collect()
@@ -522,9 +482,7 @@ fn check_range(id: i64, what: &str, spec: &str) -> Result<u32, String> {
     if (0..=MAX_ID).contains(&id) {
         Ok(id as u32)
     } else {
-        Err(format!(
-            "user {spec:?}: {what} {id} is out of range (0..={MAX_ID})"
-        ))
+        Err(format!("user {spec:?}: {what} {id} is out of range (0..={MAX_ID})"))
     }
 }
 
@@ -537,11 +495,7 @@ pub fn resolve_user(layers: &[LayerBlob], user: &str) -> Result<(u32, u32, Vec<u
     if let Some((u, g)) = user.split_once(':') {
         if let (Ok(uid), Ok(gid)) = (u.parse::<i64>(), g.parse::<i64>()) {
             if !g.contains(':') {
-                return Ok((
-                    check_range(uid, "uid", user)?,
-                    check_range(gid, "gid", user)?,
-                    Vec::new(),
-                ));
+                return Ok((check_range(uid, "uid", user)?, check_range(gid, "gid", user)?, Vec::new()));
             }
         }
     }
@@ -580,10 +534,7 @@ fn merged_file<'a>(
 /// - without an explicit group, the additional gids are the groups of `/etc/group` listing the
 ///   matched user name (so `""` in an image whose `/etc/group` lists `root` in `wheel` gets
 ///   `wheel`, as with `docker run`).
-pub fn resolve_user_in(
-    summaries: &[LayerSummary],
-    user: &str,
-) -> Result<(u32, u32, Vec<u32>), String> {
+pub fn resolve_user_in(summaries: &[LayerSummary], user: &str) -> Result<(u32, u32, Vec<u32>), String> {
     let passwd = merged_file(summaries, "etc/passwd", |s| s.passwd.as_ref()).map(parse_passwd);
     let group = merged_file(summaries, "etc/group", |s| s.group.as_ref()).map(parse_group);
 
@@ -671,9 +622,9 @@ mod tests {
         }
     }
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nsvc:x:1001:50::/:/bin/false\n";
-    const GROUP: &str =
-        "root:x:0:\nwheel:x:10:root,app\napp:x:1000:\nstaff:x:50:\naudio:x:29:app\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nsvc:x:1001:50::/:/bin/false\n";
+    const GROUP: &str = "root:x:0:\nwheel:x:10:root,app\napp:x:1000:\nstaff:x:50:\naudio:x:29:app\n";
 
     fn resolve(user: &str) -> Result<(u32, u32, Vec<u32>), String> {
         resolve_user_in(&[summary(Some(PASSWD), Some(GROUP))], user)
@@ -707,23 +658,11 @@ mod tests {
     #[test]
     fn top_layer_wins_and_whiteouts_delete() {
         let lower = summary(Some(PASSWD), Some(GROUP));
-        let upper = summary(
-            Some("root:x:0:0::/:/bin/sh\napp:x:2000:2000::/:/bin/sh\n"),
-            None,
-        );
-        assert_eq!(
-            resolve_user_in(&[lower.clone(), upper], "app").unwrap(),
-            (2000, 2000, vec![10, 29])
-        );
-        let deleting = LayerSummary {
-            whiteouts: vec!["etc/passwd".into()],
-            ..Default::default()
-        };
+        let upper = summary(Some("root:x:0:0::/:/bin/sh\napp:x:2000:2000::/:/bin/sh\n"), None);
+        assert_eq!(resolve_user_in(&[lower.clone(), upper], "app").unwrap(), (2000, 2000, vec![10, 29]));
+        let deleting = LayerSummary { whiteouts: vec!["etc/passwd".into()], ..Default::default() };
         assert!(resolve_user_in(&[lower.clone(), deleting], "app").is_err());
-        let opaque = LayerSummary {
-            opaque_dirs: vec!["etc".into()],
-            ..Default::default()
-        };
+        let opaque = LayerSummary { opaque_dirs: vec!["etc".into()], ..Default::default() };
         assert!(resolve_user_in(&[lower.clone(), opaque], "app").is_err());
         let unrelated = LayerSummary {
             whiteouts: vec!["etc/passwd-".into()],

@@ -112,12 +112,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Build {
-            config,
-            output,
-            init,
-            cache_dir,
-        } => {
+        Command::Build { config, output, init, cache_dir } => {
             let opts = BuildOptions {
                 config,
                 output: output.clone(),
@@ -137,17 +132,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Image {
-            command:
-                ImageCommand::Import {
-                    rootfs,
-                    tag,
-                    output,
-                    cmd,
-                    entrypoint,
-                    env,
-                    workdir,
-                    user,
-                },
+            command: ImageCommand::Import { rootfs, tag, output, cmd, entrypoint, env, workdir, user },
         } => {
             let opts = ImportOptions {
                 entrypoint: (!entrypoint.is_empty()).then_some(entrypoint),
@@ -161,14 +146,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{digest}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            dir,
-            memory,
-            cpus,
-            accel,
-            timeout,
-            append,
-        } => {
+        Command::Run { dir, memory, cpus, accel, timeout, append } => {
             let read = |name: &str| -> Result<PathBuf> {
                 let p = dir.join(name);
                 if p.is_file() {
@@ -183,10 +161,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let kernel = read(build::VMLINUZ)?;
             let initrd = read(build::INITRD)?;
-            let mut cmdline = std::fs::read_to_string(read(build::CMDLINE)?)
-                .context("reading cmdline")?
-                .trim()
-                .to_string();
+            let mut cmdline =
+                std::fs::read_to_string(read(build::CMDLINE)?).context("reading cmdline")?.trim().to_string();
             if let Some(extra) = append {
                 cmdline = format!("{cmdline} {extra}");
             }
@@ -200,17 +176,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             cfg.console_stdout = true;
             let mut vm = Vm::start(cfg)?;
-            let limit = timeout
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::from_secs(u64::MAX / 4));
+            let limit = timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
             match vm.wait_exit(limit) {
                 Ok(status) => {
                     let clean = status.success() && vm.guest_shutdown().is_some();
-                    Ok(if clean {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    })
+                    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
                 }
                 Err(e) => {
                     vm.kill();

@@ -80,10 +80,7 @@ pub enum ModuleError {
 /// A wanted module built into the kernel (listed in `modules_dir/modules.builtin`) is skipped
 /// silently; a missing `modules.builtin` means nothing is built in. A module that is neither a
 /// file under `modules_dir/kernel` nor built in is an error ([`ModuleError::NotFound`]).
-pub fn resolve_modules(
-    modules_dir: &Path,
-    wanted: &[String],
-) -> Result<Vec<ModuleFile>, ModuleError> {
+pub fn resolve_modules(modules_dir: &Path, wanted: &[String]) -> Result<Vec<ModuleFile>, ModuleError> {
     let version = modules_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -141,10 +138,7 @@ impl Resolver {
             });
         };
         if !module.rel_path.ends_with(".ko") {
-            return Err(ModuleError::Compressed {
-                name: name.to_string(),
-                path: module.path,
-            });
+            return Err(ModuleError::Compressed { name: name.to_string(), path: module.path });
         }
         self.in_progress.push(name.to_string());
         for dep in module_depends(&module.path)? {
@@ -160,32 +154,16 @@ impl Resolver {
 /// The module names in the `depends=` field of a module's `.modinfo` section, in the order
 /// written there, normalized with [`module_name`].
 pub fn module_depends(path: &Path) -> Result<Vec<String>, ModuleError> {
-    let data = fs::read(path).map_err(|source| ModuleError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |reason: String| ModuleError::BadModule {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let data = fs::read(path).map_err(|source| ModuleError::Io { path: path.to_path_buf(), source })?;
+    let bad = |reason: String| ModuleError::BadModule { path: path.to_path_buf(), reason };
     let file = object::File::parse(&*data).map_err(|e| bad(format!("not an ELF object: {e}")))?;
-    let section = file
-        .section_by_name(".modinfo")
-        .ok_or_else(|| bad("no .modinfo section".to_string()))?;
-    let modinfo = section
-        .data()
-        .map_err(|e| bad(format!("unreadable .modinfo section: {e}")))?;
+    let section = file.section_by_name(".modinfo").ok_or_else(|| bad("no .modinfo section".to_string()))?;
+    let modinfo = section.data().map_err(|e| bad(format!("unreadable .modinfo section: {e}")))?;
     let mut depends = Vec::new();
     for field in modinfo.split(|&b| b == 0) {
         if let Some(value) = field.strip_prefix(b"depends=") {
             let value = String::from_utf8_lossy(value);
-            depends.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|d| !d.is_empty())
-                    .map(module_name),
-            );
+            depends.extend(value.split(',').map(str::trim).filter(|d| !d.is_empty()).map(module_name));
         }
     }
     Ok(depends)
@@ -208,15 +186,10 @@ fn index_modules(modules_dir: &Path) -> Result<BTreeMap<String, ModuleFile>, Mod
             Err(source) => return Err(ModuleError::Io { path: dir, source }),
         };
         for entry in entries {
-            let entry = entry.map_err(|source| ModuleError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            let entry = entry.map_err(|source| ModuleError::Io { path: dir.clone(), source })?;
             let path = entry.path();
-            let file_type = entry.file_type().map_err(|source| ModuleError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let file_type =
+                entry.file_type().map_err(|source| ModuleError::Io { path: path.clone(), source })?;
             if file_type.is_dir() {
                 stack.push(path);
                 continue;
@@ -232,21 +205,10 @@ fn index_modules(modules_dir: &Path) -> Result<BTreeMap<String, ModuleFile>, Mod
             let Ok(rel) = path.strip_prefix(modules_dir) else {
                 continue;
             };
-            let rel_path = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
+            let rel_path =
+                rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             let name = module_name(stem);
-            found.push((
-                name.clone(),
-                ModuleFile {
-                    name,
-                    path,
-                    rel_path,
-                },
-                rank,
-            ));
+            found.push((name.clone(), ModuleFile { name, path, rel_path }, rank));
         }
     }
     found.sort_by(|a, b| {
@@ -271,10 +233,7 @@ fn read_builtin(modules_dir: &Path) -> Result<HashSet<String>, ModuleError> {
     let mut names = HashSet::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let file_name = line.rsplit('/').next().unwrap_or(line);
-        let stem = MODULE_SUFFIXES
-            .iter()
-            .find_map(|s| file_name.strip_suffix(s))
-            .unwrap_or(file_name);
+        let stem = MODULE_SUFFIXES.iter().find_map(|s| file_name.strip_suffix(s)).unwrap_or(file_name);
         names.insert(module_name(stem));
     }
     Ok(names)

@@ -10,14 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// Transports of containers-image that berth recognizes but does not read; naming them gives a
 /// clear error rather than a confusing registry lookup.
-const UNSUPPORTED_TRANSPORTS: &[&str] = &[
-    "oci-archive",
-    "dir",
-    "containers-storage",
-    "docker-daemon",
-    "ostree",
-    "sif",
-];
+const UNSUPPORTED_TRANSPORTS: &[&str] =
+    &["oci-archive", "dir", "containers-storage", "docker-daemon", "ostree", "sif"];
 
 /// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +43,7 @@ impl ImageRef {
         if let Some(rest) = text.strip_prefix("oci:") {
             let (dir, tag) = split_tag(rest);
             if dir.is_empty() {
-                return Err(format!(
-                    "{text:?}: `oci:` needs a directory, as in `oci:images/app:1.0`"
-                ));
+                return Err(format!("{text:?}: `oci:` needs a directory, as in `oci:images/app:1.0`"));
             }
             if let Some(tag) = tag {
                 if tag.is_empty() {
@@ -60,10 +52,7 @@ impl ImageRef {
                     ));
                 }
             }
-            return Ok(ImageRef::OciLayout {
-                dir: base_dir.join(dir),
-                tag: tag.map(str::to_string),
-            });
+            return Ok(ImageRef::OciLayout { dir: base_dir.join(dir), tag: tag.map(str::to_string) });
         }
         if let Some(file) = text.strip_prefix("docker-archive:") {
             if file.is_empty() {
@@ -71,9 +60,7 @@ impl ImageRef {
                     "{text:?}: `docker-archive:` needs a file, as in `docker-archive:images/app.tar`"
                 ));
             }
-            return Ok(ImageRef::DockerArchive {
-                file: base_dir.join(file),
-            });
+            return Ok(ImageRef::DockerArchive { file: base_dir.join(file) });
         }
         let registry = text.strip_prefix("docker://").unwrap_or(text);
         if let Some((transport, _)) = registry.split_once(':') {
@@ -84,11 +71,7 @@ impl ImageRef {
                 ));
             }
         }
-        if registry.is_empty()
-            || registry
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if registry.is_empty() || registry.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("{text:?}: not a valid registry reference"));
         }
         Ok(ImageRef::Registry(registry.to_string()))
@@ -108,10 +91,7 @@ impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageRef::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
-            ImageRef::OciLayout {
-                dir,
-                tag: Some(tag),
-            } => write!(f, "oci:{}:{tag}", dir.display()),
+            ImageRef::OciLayout { dir, tag: Some(tag) } => write!(f, "oci:{}:{tag}", dir.display()),
             ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
             ImageRef::Registry(r) => f.write_str(r),
         }
@@ -130,73 +110,45 @@ mod tests {
     fn oci_layout() {
         assert_eq!(
             parse("oci:images/app:1.4").unwrap(),
-            ImageRef::OciLayout {
-                dir: "/cfg/images/app".into(),
-                tag: Some("1.4".into())
-            }
+            ImageRef::OciLayout { dir: "/cfg/images/app".into(), tag: Some("1.4".into()) }
         );
         assert_eq!(
             parse("oci:images/app").unwrap(),
-            ImageRef::OciLayout {
-                dir: "/cfg/images/app".into(),
-                tag: None
-            }
+            ImageRef::OciLayout { dir: "/cfg/images/app".into(), tag: None }
         );
         // The last `:` part contains a `/`: it is part of the directory.
-        assert_eq!(
-            parse("oci:a:b/c").unwrap(),
-            ImageRef::OciLayout {
-                dir: "/cfg/a:b/c".into(),
-                tag: None
-            }
-        );
+        assert_eq!(parse("oci:a:b/c").unwrap(), ImageRef::OciLayout { dir: "/cfg/a:b/c".into(), tag: None });
         assert_eq!(
             parse("oci:/abs/dir:latest").unwrap(),
-            ImageRef::OciLayout {
-                dir: "/abs/dir".into(),
-                tag: Some("latest".into())
-            }
+            ImageRef::OciLayout { dir: "/abs/dir".into(), tag: Some("latest".into()) }
         );
         assert!(parse("oci:").is_err());
         assert!(parse("oci::tag").is_err());
         assert!(parse("oci:dir:").is_err());
-        assert_eq!(
-            parse("oci:images/app:1.4").unwrap().to_string(),
-            "oci:/cfg/images/app:1.4"
-        );
+        assert_eq!(parse("oci:images/app:1.4").unwrap().to_string(), "oci:/cfg/images/app:1.4");
     }
 
     #[test]
     fn docker_archive() {
         assert_eq!(
             parse("docker-archive:images/pg.tar").unwrap(),
-            ImageRef::DockerArchive {
-                file: "/cfg/images/pg.tar".into()
-            }
+            ImageRef::DockerArchive { file: "/cfg/images/pg.tar".into() }
         );
         assert_eq!(
             parse("docker-archive:/x/pg.tar").unwrap(),
-            ImageRef::DockerArchive {
-                file: "/x/pg.tar".into()
-            }
+            ImageRef::DockerArchive { file: "/x/pg.tar".into() }
         );
         assert!(parse("docker-archive:").is_err());
     }
 
     #[test]
     fn registry() {
-        assert_eq!(
-            parse("nginx:1.27").unwrap(),
-            ImageRef::Registry("nginx:1.27".into())
-        );
+        assert_eq!(parse("nginx:1.27").unwrap(), ImageRef::Registry("nginx:1.27".into()));
         assert_eq!(
             parse("registry.local:5000/team/app:1.4").unwrap(),
             ImageRef::Registry("registry.local:5000/team/app:1.4".into())
         );
-        assert_eq!(
-            parse("docker://busybox").unwrap(),
-            ImageRef::Registry("busybox".into())
-        );
+        assert_eq!(parse("docker://busybox").unwrap(), ImageRef::Registry("busybox".into()));
         assert!(parse("").is_err());
         assert!(parse("a b").is_err());
         let err = parse("oci-archive:x.tar").unwrap_err();

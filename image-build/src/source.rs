@@ -212,9 +212,7 @@ fn list(items: &[String]) -> String {
 pub fn resolve(image: &ImageRef, cache: &BlobCache) -> Result<ResolvedImage, ImageError> {
     let reference = image.to_string();
     match image {
-        ImageRef::OciLayout { dir, tag } => {
-            oci_layout::resolve(&reference, dir, tag.as_deref(), cache)
-        }
+        ImageRef::OciLayout { dir, tag } => oci_layout::resolve(&reference, dir, tag.as_deref(), cache),
         ImageRef::DockerArchive { file } => docker_archive::resolve(&reference, file, cache),
         // A registry client will plug in here: fetch the manifest and blobs over HTTP into
         // `cache`, verifying digests with `BlobCache::insert_verified`, then build the same
@@ -224,20 +222,11 @@ pub fn resolve(image: &ImageRef, cache: &BlobCache) -> Result<ResolvedImage, Ima
 }
 
 /// Checks the configuration's platform and diff id count; shared by the sources.
-fn check_config(
-    reference: &str,
-    config: &ConfigFile,
-    layer_count: usize,
-) -> Result<(), ImageError> {
-    let invalid = |message: String| ImageError::Invalid {
-        reference: reference.to_string(),
-        message,
-    };
+fn check_config(reference: &str, config: &ConfigFile, layer_count: usize) -> Result<(), ImageError> {
+    let invalid = |message: String| ImageError::Invalid { reference: reference.to_string(), message };
     if let Some(os) = config.os.as_deref().filter(|s| !s.is_empty()) {
         if os != "linux" {
-            return Err(invalid(format!(
-                "the image is for os {os:?}; berth runs linux/amd64 images"
-            )));
+            return Err(invalid(format!("the image is for os {os:?}; berth runs linux/amd64 images")));
         }
     }
     if let Some(arch) = config.architecture.as_deref().filter(|s| !s.is_empty()) {
@@ -254,8 +243,7 @@ fn check_config(
         )));
     }
     for (i, diff_id) in config.rootfs.diff_ids.iter().enumerate() {
-        crate::blobs::validate_digest(diff_id)
-            .map_err(|e| invalid(format!("rootfs.diff_ids[{i}]: {e}")))?;
+        crate::blobs::validate_digest(diff_id).map_err(|e| invalid(format!("rootfs.diff_ids[{i}]: {e}")))?;
     }
     Ok(())
 }

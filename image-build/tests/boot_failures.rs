@@ -50,30 +50,16 @@ fn failures_are_reported_and_others_go_on() {
     let mut vm = common::boot(&out);
     let t = default_timeout();
 
-    let code = vm
-        .wait_for_event("container.exited", |e| e.get("name") == Some("code"), t)
-        .unwrap();
+    let code = vm.wait_for_event("container.exited", |e| e.get("name") == Some("code"), t).unwrap();
     assert_eq!(code.get("code"), Some("3"));
-    let missing = vm
-        .wait_for_event("container.failed", |e| e.get("name") == Some("missing"), t)
-        .unwrap();
+    let missing = vm.wait_for_event("container.failed", |e| e.get("name") == Some("missing"), t).unwrap();
     let error = missing.get("error").unwrap_or_default().to_string();
     assert!(error.starts_with("exec /bin/nope: ENOENT"), "{error}");
-    let oom = vm
-        .wait_for_event("container.exited", |e| e.get("name") == Some("oom"), t)
-        .unwrap();
-    assert_eq!(
-        (oom.get("signal"), oom.get("oom_killed")),
-        (Some("KILL"), Some("true")),
-        "{oom:?}"
-    );
-    let crash = vm
-        .wait_for_event("container.exited", |e| e.get("name") == Some("crash"), t)
-        .unwrap();
+    let oom = vm.wait_for_event("container.exited", |e| e.get("name") == Some("oom"), t).unwrap();
+    assert_eq!((oom.get("signal"), oom.get("oom_killed")), (Some("KILL"), Some("true")), "{oom:?}");
+    let crash = vm.wait_for_event("container.exited", |e| e.get("name") == Some("crash"), t).unwrap();
     assert_eq!(crash.get("signal"), Some("SEGV"), "{crash:?}");
-    let survivor = vm
-        .wait_for_event("container.exited", |e| e.get("name") == Some("survivor"), t)
-        .unwrap();
+    let survivor = vm.wait_for_event("container.exited", |e| e.get("name") == Some("survivor"), t).unwrap();
     assert_eq!(survivor.get("code"), Some("0"));
 
     let status = vm.wait_exit(t).unwrap();
@@ -83,7 +69,9 @@ fn failures_are_reported_and_others_go_on() {
     assert!(console.contains("survivor | still here"), "{console}");
     assert!(!console.contains("oom | survived"), "{console}");
     assert!(
-        console.contains("berth: container missing failed to start: exec /bin/nope: ENOENT (No such file or directory)"),
+        console.contains(
+            "berth: container missing failed to start: exec /bin/nope: ENOENT (No such file or directory)"
+        ),
         "no clear console error for the missing command:\n{console}"
     );
     assert!(!console.contains("Kernel panic"), "{console}");
@@ -115,26 +103,16 @@ fn ctrl_alt_del_stops_containers_then_reboots() {
     let out = common::build(dir.path(), "stopping", STOPPING);
     let mut vm = common::boot(&out);
     let t = default_timeout();
-    vm.wait_for_line(|l| l.starts_with("polite | ready"), t)
-        .unwrap();
-    vm.wait_for_line(|l| l.starts_with("stubborn | ready"), t)
-        .unwrap();
+    vm.wait_for_line(|l| l.starts_with("polite | ready"), t).unwrap();
+    vm.wait_for_line(|l| l.starts_with("stubborn | ready"), t).unwrap();
 
     vm.qmp().unwrap().execute("send-key", json!({"keys": [{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]})).unwrap();
 
     let begin = vm.wait_for_event("shutdown.begin", |_| true, t).unwrap();
-    assert_eq!(
-        (begin.get("action"), begin.get("reason")),
-        (Some("reboot"), Some("int")),
-        "{begin:?}"
-    );
-    let polite = vm
-        .wait_for_event("container.exited", |e| e.get("name") == Some("polite"), t)
-        .unwrap();
+    assert_eq!((begin.get("action"), begin.get("reason")), (Some("reboot"), Some("int")), "{begin:?}");
+    let polite = vm.wait_for_event("container.exited", |e| e.get("name") == Some("polite"), t).unwrap();
     assert_eq!(polite.get("code"), Some("0"));
-    let stubborn = vm
-        .wait_for_event("container.exited", |e| e.get("name") == Some("stubborn"), t)
-        .unwrap();
+    let stubborn = vm.wait_for_event("container.exited", |e| e.get("name") == Some("stubborn"), t).unwrap();
     assert_eq!(stubborn.get("signal"), Some("KILL"), "{stubborn:?}");
     assert!(
         stubborn.ms >= begin.ms + 3000,
@@ -144,12 +122,7 @@ fn ctrl_alt_del_stops_containers_then_reboots() {
     );
     assert!(vm.console_text().contains("polite | got TERM"));
     vm.wait_exit(t).unwrap();
-    assert_eq!(
-        vm.guest_shutdown(),
-        Some(GuestShutdown::Reboot),
-        "{}",
-        vm.console_text()
-    );
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::Reboot), "{}", vm.console_text());
     common::assert_in_order(
         &common::event_names(&vm),
         &[

@@ -13,13 +13,8 @@ fn hello_example_boots_runs_and_powers_off() {
     let out = common::build(dir.path(), "hello", &example);
     let mut vm = common::boot(&out);
 
-    let exited = vm
-        .wait_for_event(
-            "container.exited",
-            |e| e.get("name") == Some("hello"),
-            default_timeout(),
-        )
-        .unwrap();
+    let exited =
+        vm.wait_for_event("container.exited", |e| e.get("name") == Some("hello"), default_timeout()).unwrap();
     assert_eq!(exited.get("code"), Some("0"), "{}", vm.console_text());
     let console = vm.console_text();
     for line in [
@@ -28,20 +23,12 @@ fn hello_example_boots_runs_and_powers_off() {
         "hello | memory limit: 67108864",
         "hello | root filesystem: overlay",
     ] {
-        assert!(
-            console.lines().any(|l| l.trim_end() == line),
-            "missing `{line}` in:\n{console}"
-        );
+        assert!(console.lines().any(|l| l.trim_end() == line), "missing `{line}` in:\n{console}");
     }
 
     let status = vm.wait_exit(default_timeout()).unwrap();
     assert!(status.success(), "qemu: {status:?}");
-    assert_eq!(
-        vm.guest_shutdown(),
-        Some(GuestShutdown::PowerOff),
-        "{}",
-        vm.console_text()
-    );
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{}", vm.console_text());
     let seen = common::event_names(&vm);
     common::assert_in_order(
         &seen,
@@ -60,21 +47,8 @@ fn hello_example_boots_runs_and_powers_off() {
         .filter(|e| e.name == "boot.stage")
         .filter_map(|e| e.get("stage").map(String::from))
         .collect();
-    assert_eq!(
-        stages,
-        [
-            "init",
-            "mounts",
-            "modules",
-            "system",
-            "containers",
-            "services"
-        ]
-    );
+    assert_eq!(stages, ["init", "mounts", "modules", "system", "containers", "services"]);
     let times: Vec<u64> = vm.events().iter().map(|e| e.ms).collect();
-    assert!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "event times go backwards: {times:?}"
-    );
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "event times go backwards: {times:?}");
     assert!(!vm.console_text().contains("Kernel panic"));
 }

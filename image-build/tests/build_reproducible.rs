@@ -13,10 +13,7 @@ fn two_builds_are_byte_identical() {
     common::busybox_image(dir2.path());
     let b = common::build(dir2.path(), "a", &example);
     for name in ["vmlinuz", "initrd.img", "cmdline"] {
-        let (x, y) = (
-            std::fs::read(a.join(name)).unwrap(),
-            std::fs::read(b.join(name)).unwrap(),
-        );
+        let (x, y) = (std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap());
         assert!(!x.is_empty(), "{name} is empty");
         assert!(x == y, "{name} differs between two builds");
     }

@@ -29,11 +29,8 @@ poweroff -f
 "#;
 
 fn tool_available(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
 }
 
 fn initramfs(busybox: &Path) -> Vec<u8> {
@@ -41,20 +38,16 @@ fn initramfs(busybox: &Path) -> Vec<u8> {
     let mut w = CpioWriter::new(Vec::new(), 0);
     w.char_dev("dev/console", 0o600, 0, 0, 5, 1).unwrap();
     w.block_dev("dev/vda", 0o660, 0, 6, 254, 16).unwrap();
-    w.file("bin/busybox", 0o755, 0, 0, bb.len() as u64, &bb[..])
-        .unwrap();
+    w.file("bin/busybox", 0o755, 0, 0, bb.len() as u64, &bb[..]).unwrap();
     w.symlink("sbin", "bin", 0, 0).unwrap();
-    w.file("init", 0o755, 0, 0, INIT.len() as u64, INIT.as_bytes())
-        .unwrap();
+    w.file("init", 0o755, 0, 0, INIT.len() as u64, INIT.as_bytes()).unwrap();
     w.expect_hardlink_target("usr/bin/tool").unwrap();
-    w.file("usr/bin/tool", 0o750, 0, 0, 5, &b"tool!"[..])
-        .unwrap();
+    w.file("usr/bin/tool", 0o750, 0, 0, 5, &b"tool!"[..]).unwrap();
     w.hardlink("usr/sbin/tool2", "usr/bin/tool").unwrap();
     w.hardlink("usr/bin/tool-alias", "usr/bin/tool").unwrap();
     w.file("etc/motd", 0o644, 0, 0, 3, &b"old"[..]).unwrap();
     w.file("etc/motd", 0o600, 0, 0, 3, &b"new"[..]).unwrap();
-    w.file("home/app/data", 0o640, 1000, 1001, 1, &b"x"[..])
-        .unwrap();
+    w.file("home/app/data", 0o640, 1000, 1001, 1, &b"x"[..]).unwrap();
     w.dir("home/app", 0o700, 1000, 1001).unwrap();
     w.dir("deep/a/b", 0o711, 0, 0).unwrap();
     w.finish().unwrap()
@@ -62,10 +55,8 @@ fn initramfs(busybox: &Path) -> Vec<u8> {
 
 #[test]
 fn kernel_unpacks_the_archive() {
-    let (Some(qemu), Some(busybox)) = (
-        tool_available("qemu-system-x86_64"),
-        tool_available("busybox"),
-    ) else {
+    let (Some(qemu), Some(busybox)) = (tool_available("qemu-system-x86_64"), tool_available("busybox"))
+    else {
         eprintln!("skipping: needs qemu-system-x86_64 and a static busybox");
         return;
     };
@@ -73,15 +64,10 @@ fn kernel_unpacks_the_archive() {
         .expect("Debian cloud kernel");
     let dir = tempfile::tempdir().unwrap();
     let initrd = dir.path().join("initrd.cpio");
-    std::fs::File::create(&initrd)
-        .unwrap()
-        .write_all(&initramfs(&busybox))
-        .unwrap();
+    std::fs::File::create(&initrd).unwrap().write_all(&initramfs(&busybox)).unwrap();
 
     let mut child = Command::new(qemu)
-        .args([
-            "-accel", "tcg", "-m", "256", "-display", "none", "-monitor", "none",
-        ])
+        .args(["-accel", "tcg", "-m", "256", "-display", "none", "-monitor", "none"])
         .args(["-serial", "stdio", "-no-reboot", "-nodefaults"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -123,21 +109,13 @@ fn kernel_unpacks_the_archive() {
         lines
             .iter()
             .find_map(|l| l.strip_prefix(&format!("BT {key} ")))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no `BT {key}` line in console output:\n{}",
-                    lines.join("\n")
-                )
-            })
+            .unwrap_or_else(|| panic!("no `BT {key}` line in console output:\n{}", lines.join("\n")))
             .to_string()
     };
 
     let inos: Vec<String> = get("ino").split(' ').map(str::to_string).collect();
     assert_eq!(inos.len(), 3);
-    assert!(
-        inos[0] == inos[1] && inos[1] == inos[2],
-        "hard links: {inos:?}"
-    );
+    assert!(inos[0] == inos[1] && inos[1] == inos[2], "hard links: {inos:?}");
     assert_eq!(get("nlink"), "3");
     assert_eq!(get("data"), "tool!");
     assert_eq!(get("motd"), "new 600", "the later entry of a path wins");

@@ -16,19 +16,16 @@ fn is_root() -> bool {
 fn write_tree(mtime: u32) -> Vec<u8> {
     let mut w = CpioWriter::new(Vec::new(), mtime);
     w.dir("etc", 0o755, 0, 0).unwrap();
-    w.file("etc/hostname", 0o644, 0, 0, 8, &b"edge-01\n"[..])
-        .unwrap();
+    w.file("etc/hostname", 0o644, 0, 0, 8, &b"edge-01\n"[..]).unwrap();
     // Parents `usr` and `usr/bin` are emitted by the writer.
     w.expect_hardlink_target("usr/bin/tool").unwrap();
     let tool = b"#!/bin/sh\necho tool\n";
-    w.file("usr/bin/tool", 0o755, 0, 0, tool.len() as u64, &tool[..])
-        .unwrap();
+    w.file("usr/bin/tool", 0o755, 0, 0, tool.len() as u64, &tool[..]).unwrap();
     w.hardlink("usr/bin/tool-alias", "usr/bin/tool").unwrap();
     w.hardlink("usr/sbin/tool2", "usr/bin/tool").unwrap();
     w.symlink("bin", "usr/bin", 0, 0).unwrap();
     w.file("usr/bin/su", 0o4755, 0, 0, 3, &b"su\n"[..]).unwrap();
-    w.file("home/app/data", 0o600, 1000, 1001, 5, &b"hello"[..])
-        .unwrap();
+    w.file("home/app/data", 0o600, 1000, 1001, 5, &b"hello"[..]).unwrap();
     w.dir("home/app", 0o700, 1000, 1001).unwrap();
     w.char_dev("dev/console", 0o600, 0, 5, 5, 1).unwrap();
     w.char_dev("dev/whiteout", 0o000, 0, 0, 0, 0).unwrap();
@@ -38,8 +35,7 @@ fn write_tree(mtime: u32) -> Vec<u8> {
     w.file("empty", 0o644, 0, 0, 0, std::io::empty()).unwrap();
     // The same path twice: the later entry wins.
     w.file("etc/motd", 0o644, 0, 0, 3, &b"old"[..]).unwrap();
-    w.file("etc/motd", 0o640, 0, 0, 9, &b"new motd\n"[..])
-        .unwrap();
+    w.file("etc/motd", 0o640, 0, 0, 9, &b"new motd\n"[..]).unwrap();
     w.finish().unwrap()
 }
 
@@ -54,11 +50,7 @@ fn extract(archive: &[u8], dest: &Path) {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(archive).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "cpio -i failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cpio -i failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -79,17 +71,8 @@ fn round_trips_through_gnu_cpio() {
             c.wait_with_output()
         })
         .unwrap();
-    let names: Vec<String> = String::from_utf8(listing.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let pos = |n: &str| {
-        names
-            .iter()
-            .position(|x| x == n)
-            .unwrap_or_else(|| panic!("{n} in {names:?}"))
-    };
+    let names: Vec<String> = String::from_utf8(listing.stdout).unwrap().lines().map(str::to_string).collect();
+    let pos = |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} in {names:?}"));
     assert!(pos("usr") < pos("usr/bin"));
     assert!(pos("usr/bin") < pos("usr/bin/tool"));
     assert!(pos("usr/sbin") < pos("usr/sbin/tool2"));
@@ -107,30 +90,21 @@ fn round_trips_through_gnu_cpio() {
     let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
     assert_eq!(fs::read(root.join("etc/hostname")).unwrap(), b"edge-01\n");
     assert_eq!(meta("etc/hostname").mtime(), 1_700_000_000);
-    assert_eq!(
-        fs::read(root.join("usr/bin/tool")).unwrap(),
-        b"#!/bin/sh\necho tool\n"
-    );
+    assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"#!/bin/sh\necho tool\n");
 
     // Hard links: one inode, three names, data intact.
     let tool = meta("usr/bin/tool");
     for alias in ["usr/bin/tool-alias", "usr/sbin/tool2"] {
         let m = meta(alias);
         assert_eq!(m.ino(), tool.ino(), "{alias} is a hard link");
-        assert_eq!(
-            fs::read(root.join(alias)).unwrap(),
-            b"#!/bin/sh\necho tool\n"
-        );
+        assert_eq!(fs::read(root.join(alias)).unwrap(), b"#!/bin/sh\necho tool\n");
     }
     assert_eq!(tool.nlink(), 3);
     assert_eq!(tool.mode() & 0o7777, 0o755);
 
     // Symlink.
     assert!(meta("bin").file_type().is_symlink());
-    assert_eq!(
-        fs::read_link(root.join("bin")).unwrap().to_str(),
-        Some("usr/bin")
-    );
+    assert_eq!(fs::read_link(root.join("bin")).unwrap().to_str(), Some("usr/bin"));
 
     // Setuid bit, owners.
     assert_eq!(meta("usr/bin/su").mode() & 0o7777, 0o4755);
@@ -149,10 +123,7 @@ fn round_trips_through_gnu_cpio() {
     // Device nodes and a fifo.
     let console = meta("dev/console");
     assert!(console.file_type().is_char_device());
-    assert_eq!(
-        (libc::major(console.rdev()), libc::minor(console.rdev())),
-        (5, 1)
-    );
+    assert_eq!((libc::major(console.rdev()), libc::minor(console.rdev())), (5, 1));
     assert_eq!(console.gid(), 5);
     let whiteout = meta("dev/whiteout");
     assert!(whiteout.file_type().is_char_device());
@@ -208,14 +179,8 @@ fn hardlink_to_an_undeclared_file_is_refused() {
 fn invalid_paths_and_short_reads_are_errors() {
     let mut w = CpioWriter::new(Vec::new(), 0);
     for bad in ["/abs", "", "a/../b", "a//b", "./a", "TRAILER!!!"] {
-        assert!(
-            matches!(w.dir(bad, 0o755, 0, 0), Err(CpioError::InvalidPath { .. })),
-            "{bad:?} accepted"
-        );
+        assert!(matches!(w.dir(bad, 0o755, 0, 0), Err(CpioError::InvalidPath { .. })), "{bad:?} accepted");
     }
     let err = w.file("short", 0o644, 0, 0, 10, &b"abc"[..]).unwrap_err();
-    assert!(
-        matches!(err, CpioError::ShortRead { actual: 3, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CpioError::ShortRead { actual: 3, .. }), "{err}");
 }

@@ -6,8 +6,8 @@ use std::fs;
 use std::sync::{Mutex, OnceLock};
 
 use berth_image_build::kernel::{
-    debian_cloud_kernel, debian_version_cmp, default_cache_dir, kernel_from_dir,
-    kernel_package_from_depends, Kernel,
+    debian_cloud_kernel, debian_version_cmp, default_cache_dir, kernel_from_dir, kernel_package_from_depends,
+    Kernel,
 };
 use berth_image_build::modules::{module_depends, resolve_modules, ModuleError, ModuleFile};
 
@@ -29,16 +29,10 @@ fn names(modules: &[ModuleFile]) -> Vec<&str> {
 #[test]
 fn kernel_is_a_cloud_bzimage() {
     let k = kernel();
-    assert!(
-        k.version.starts_with("6.1.") && k.version.ends_with("-cloud-amd64"),
-        "{}",
-        k.version
-    );
+    assert!(k.version.starts_with("6.1.") && k.version.ends_with("-cloud-amd64"), "{}", k.version);
     let image = fs::read(&k.vmlinuz).unwrap();
     assert_eq!(&image[0x202..0x206], b"HdrS", "bzImage setup header magic");
-    assert!(k
-        .modules_dir
-        .ends_with(format!("lib/modules/{}", k.version)));
+    assert!(k.modules_dir.ends_with(format!("lib/modules/{}", k.version)));
     assert!(k.modules_dir.join("kernel").is_dir());
 }
 
@@ -46,20 +40,12 @@ fn kernel_is_a_cloud_bzimage() {
 fn second_call_uses_the_cache_without_apt_get() {
     let first = kernel().clone();
     let lines = RefCell::new(Vec::<String>::new());
-    let again = debian_cloud_kernel(&default_cache_dir(), &|l| {
-        lines.borrow_mut().push(l.to_string())
-    })
-    .unwrap();
+    let again =
+        debian_cloud_kernel(&default_cache_dir(), &|l| lines.borrow_mut().push(l.to_string())).unwrap();
     assert_eq!(again, first);
     let lines = lines.into_inner();
-    assert!(
-        lines.iter().all(|l| !l.contains("apt-get")),
-        "ran apt-get: {lines:?}"
-    );
-    assert!(
-        lines.iter().any(|l| l.starts_with("using cached kernel")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().all(|l| !l.contains("apt-get")), "ran apt-get: {lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("using cached kernel")), "{lines:?}");
 
     // The cached tree is also usable as a plain extracted kernel.
     let root = first.vmlinuz.parent().unwrap().parent().unwrap();
@@ -80,12 +66,8 @@ fn dependencies_come_first() {
     // virtio_net -> virtio_ring, virtio, net_failover -> failover (checked with modinfo).
     let vnet = resolve_modules(dir, &["virtio-net".to_string()]).unwrap();
     let order = names(&vnet);
-    let pos = |n: &str| {
-        order
-            .iter()
-            .position(|x| *x == n)
-            .unwrap_or_else(|| panic!("{n} missing in {order:?}"))
-    };
+    let pos =
+        |n: &str| order.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing in {order:?}"));
     assert_eq!(order.last(), Some(&"virtio_net"));
     assert!(pos("failover") < pos("net_failover"));
     assert!(pos("net_failover") < pos("virtio_net"));
@@ -99,20 +81,14 @@ fn dependencies_come_first() {
     }
 
     // Several wanted modules: shared dependencies once, order deterministic.
-    let wanted: Vec<String> = ["virtio_net", "virtio_blk", "overlay", "virtio_net"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let wanted: Vec<String> =
+        ["virtio_net", "virtio_blk", "overlay", "virtio_net"].iter().map(|s| s.to_string()).collect();
     let many = resolve_modules(dir, &wanted).unwrap();
     let many_names = names(&many);
     let mut unique = many_names.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(
-        unique.len(),
-        many_names.len(),
-        "duplicates in {many_names:?}"
-    );
+    assert_eq!(unique.len(), many_names.len(), "duplicates in {many_names:?}");
     assert_eq!(many, resolve_modules(dir, &wanted).unwrap());
     assert!(many_names.contains(&"virtio_blk") && many_names.contains(&"overlay"));
 }
@@ -134,9 +110,7 @@ fn unknown_module_is_an_error() {
 fn builtin_modules_are_skipped() {
     // The real kernel: ext4 is built in.
     let dir = &kernel().modules_dir;
-    assert!(resolve_modules(dir, &["ext4".to_string()])
-        .unwrap()
-        .is_empty());
+    assert!(resolve_modules(dir, &["ext4".to_string()]).unwrap().is_empty());
 
     // A fake modules directory with only a modules.builtin.
     let tmp = tempfile::tempdir().unwrap();
@@ -150,10 +124,7 @@ fn builtin_modules_are_skipped() {
     let got = resolve_modules(&fake, &["overlay".to_string(), "virtio-net".to_string()]).unwrap();
     assert!(got.is_empty(), "{got:?}");
     let err = resolve_modules(&fake, &["veth".to_string()]).unwrap_err();
-    assert!(
-        err.to_string().contains("kernel 6.1.0-99-cloud-amd64"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("kernel 6.1.0-99-cloud-amd64"), "{err}");
 }
 
 #[test]
@@ -161,16 +132,10 @@ fn compressed_modules_are_refused_when_needed() {
     let tmp = tempfile::tempdir().unwrap();
     let fake = tmp.path().join("6.1.0-99-cloud-amd64");
     fs::create_dir_all(fake.join("kernel/fs/overlayfs")).unwrap();
-    fs::write(
-        fake.join("kernel/fs/overlayfs/overlay.ko.xz"),
-        b"not really xz",
-    )
-    .unwrap();
+    fs::write(fake.join("kernel/fs/overlayfs/overlay.ko.xz"), b"not really xz").unwrap();
     let err = resolve_modules(&fake, &["overlay".to_string()]).unwrap_err();
     assert!(matches!(err, ModuleError::Compressed { .. }), "{err}");
-    assert!(err
-        .to_string()
-        .contains("compressed modules are not supported yet"));
+    assert!(err.to_string().contains("compressed modules are not supported yet"));
     // Not needed: no error.
     assert!(resolve_modules(&fake, &[]).unwrap().is_empty());
 }
@@ -179,10 +144,7 @@ fn compressed_modules_are_refused_when_needed() {
 fn depends_field_parsing() {
     assert_eq!(
         kernel_package_from_depends("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)"),
-        Some((
-            "linux-image-6.1.0-56-cloud-amd64".to_string(),
-            Some("6.1.192-2".to_string())
-        ))
+        Some(("linux-image-6.1.0-56-cloud-amd64".to_string(), Some("6.1.192-2".to_string())))
     );
     assert_eq!(
         kernel_package_from_depends(
@@ -190,23 +152,14 @@ fn depends_field_parsing() {
         ),
         Some(("linux-image-6.12.9-cloud-amd64".to_string(), None))
     );
-    assert_eq!(
-        kernel_package_from_depends("linux-image-cloud-amd64, foo"),
-        None
-    );
+    assert_eq!(kernel_package_from_depends("linux-image-cloud-amd64, foo"), None);
 }
 
 #[test]
 fn debian_version_order() {
     use std::cmp::Ordering::*;
-    assert_eq!(
-        debian_version_cmp("6.1.0-40-cloud-amd64", "6.1.0-9-cloud-amd64"),
-        Greater
-    );
-    assert_eq!(
-        debian_version_cmp("6.1.0-56-cloud-amd64", "6.12.0-1-cloud-amd64"),
-        Less
-    );
+    assert_eq!(debian_version_cmp("6.1.0-40-cloud-amd64", "6.1.0-9-cloud-amd64"), Greater);
+    assert_eq!(debian_version_cmp("6.1.0-56-cloud-amd64", "6.12.0-1-cloud-amd64"), Less);
     assert_eq!(debian_version_cmp("1.0~rc1", "1.0"), Less);
     assert_eq!(debian_version_cmp("1:0.9", "1.0"), Greater);
     assert_eq!(debian_version_cmp("1.0a", "1.0+"), Less);

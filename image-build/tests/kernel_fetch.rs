@@ -12,13 +12,7 @@ use berth_image_build::kernel::{debian_cloud_kernel, COMPLETE_MARKER};
 
 const VERSION: &str = "6.1.0-99-cloud-amd64";
 
-fn build_deb(
-    out_dir: &Path,
-    package: &str,
-    version: &str,
-    depends: Option<&str>,
-    files: &[(&str, &[u8])],
-) {
+fn build_deb(out_dir: &Path, package: &str, version: &str, depends: Option<&str>, files: &[(&str, &[u8])]) {
     let root = tempfile::tempdir().unwrap();
     fs::create_dir(root.path().join("DEBIAN")).unwrap();
     let mut control = format!(
@@ -40,11 +34,7 @@ fn build_deb(
         .arg(&deb)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -76,10 +66,7 @@ fn fetches_extracts_caches_and_reports_apt_errors() {
         None,
         &[
             (&format!("boot/vmlinuz-{VERSION}"), &image),
-            (
-                &format!("lib/modules/{VERSION}/modules.builtin"),
-                b"kernel/fs/ext4/ext4.ko\n",
-            ),
+            (&format!("lib/modules/{VERSION}/modules.builtin"), b"kernel/fs/ext4/ext4.ko\n"),
         ],
     );
     // `apt-get download PKG[=VER]`: copy PKG_VER_amd64.deb here, or fail like apt-get does.
@@ -97,37 +84,23 @@ fn fetches_extracts_caches_and_reports_apt_errors() {
     let apt = bin.join("apt-get");
     fs::write(&apt, script).unwrap();
     fs::set_permissions(&apt, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     std::env::set_var("PATH", path);
 
     // A fresh cache: downloads the meta package, then the versioned one (pinned), extracts.
     let cache = tmp.path().join("cache");
     let kernel = debian_cloud_kernel(&cache, &|l| eprintln!("kernel: {l}")).unwrap();
     assert_eq!(kernel.version, VERSION);
-    assert_eq!(
-        kernel.vmlinuz,
-        cache.join(format!("kernels/{VERSION}/boot/vmlinuz-{VERSION}"))
-    );
-    assert_eq!(
-        kernel.modules_dir,
-        cache.join(format!("kernels/{VERSION}/lib/modules/{VERSION}"))
-    );
-    let marker =
-        fs::read_to_string(cache.join("kernels").join(VERSION).join(COMPLETE_MARKER)).unwrap();
+    assert_eq!(kernel.vmlinuz, cache.join(format!("kernels/{VERSION}/boot/vmlinuz-{VERSION}")));
+    assert_eq!(kernel.modules_dir, cache.join(format!("kernels/{VERSION}/lib/modules/{VERSION}")));
+    let marker = fs::read_to_string(cache.join("kernels").join(VERSION).join(COMPLETE_MARKER)).unwrap();
     assert!(marker.contains("version=6.1.999-1"), "{marker}");
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
         format!("download linux-image-cloud-amd64\ndownload linux-image-{VERSION}=6.1.999-1\n")
     );
     // No temporary directories are left behind.
-    let left: Vec<_> = fs::read_dir(cache.join("kernels"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = fs::read_dir(cache.join("kernels")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, [VERSION]);
 
     // Cached: no apt-get at all.
@@ -140,27 +113,15 @@ fn fetches_extracts_caches_and_reports_apt_errors() {
     fs::create_dir_all(newer.join("boot")).unwrap();
     fs::create_dir_all(newer.join("lib/modules/6.1.0-100-cloud-amd64")).unwrap();
     fs::write(newer.join("boot/vmlinuz-6.1.0-100-cloud-amd64"), &image).unwrap();
-    assert_eq!(
-        debian_cloud_kernel(&cache, &|_| {}).unwrap().version,
-        VERSION
-    );
+    assert_eq!(debian_cloud_kernel(&cache, &|_| {}).unwrap().version, VERSION);
     fs::write(newer.join(COMPLETE_MARKER), "").unwrap();
-    assert_eq!(
-        debian_cloud_kernel(&cache, &|_| {}).unwrap().version,
-        "6.1.0-100-cloud-amd64"
-    );
+    assert_eq!(debian_cloud_kernel(&cache, &|_| {}).unwrap().version, "6.1.0-100-cloud-amd64");
 
     // apt-get cannot find the package: the error names the command, its stderr and the fix.
     fs::remove_file(repo.join("linux-image-cloud-amd64_6.1.999-1_amd64.deb")).unwrap();
     let err = debian_cloud_kernel(&tmp.path().join("empty-cache"), &|_| {}).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("`apt-get download linux-image-cloud-amd64` failed"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("E: Unable to locate package linux-image-cloud-amd64"),
-        "{msg}"
-    );
+    assert!(msg.contains("`apt-get download linux-image-cloud-amd64` failed"), "{msg}");
+    assert!(msg.contains("E: Unable to locate package linux-image-cloud-amd64"), "{msg}");
     assert!(msg.contains("run `apt-get update`"), "{msg}");
 }

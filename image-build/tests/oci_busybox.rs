@@ -24,16 +24,9 @@ fn make_rootfs(root: &Path) {
     }
     // A hard link that sorts after its first name.
     fs::hard_link(root.join("bin/busybox"), root.join("usr/bin/busybox-link")).unwrap();
-    fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        root.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
-    )
-    .unwrap();
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+        .unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n").unwrap();
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::write(root.join("bin/suid"), "#!/bin/sh\n").unwrap();
     fs::set_permissions(root.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
@@ -42,11 +35,7 @@ fn make_rootfs(root: &Path) {
     // SAFETY: plain libc calls on valid NUL-terminated paths (the tests run as root).
     unsafe {
         assert_eq!(
-            libc::mknod(
-                c(&root.join("dev/null")).as_ptr(),
-                libc::S_IFCHR | 0o666,
-                libc::makedev(1, 3)
-            ),
+            libc::mknod(c(&root.join("dev/null")).as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)),
             0
         );
         assert_eq!(libc::mkfifo(c(&root.join("dev/fifo")).as_ptr(), 0o600), 0);
@@ -67,10 +56,7 @@ fn blob_files(layout: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                fs::read(e.path()).unwrap(),
-            )
+            (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap())
         })
         .collect()
 }
@@ -92,19 +78,10 @@ fn import_resolve_and_read() {
     // Reproducible: a second import elsewhere gives identical blobs and the same digest, and
     // re-importing into the same layout replaces the tag in place.
     let layout2 = tmp.path().join("images/again");
-    assert_eq!(
-        import_rootfs(&rootfs, &layout2, "1.0", &options()).unwrap(),
-        digest
-    );
+    assert_eq!(import_rootfs(&rootfs, &layout2, "1.0", &options()).unwrap(), digest);
     assert_eq!(blob_files(&layout), blob_files(&layout2));
-    assert_eq!(
-        fs::read(layout.join("index.json")).unwrap(),
-        fs::read(layout2.join("index.json")).unwrap()
-    );
-    assert_eq!(
-        import_rootfs(&rootfs, &layout, "1.0", &options()).unwrap(),
-        digest
-    );
+    assert_eq!(fs::read(layout.join("index.json")).unwrap(), fs::read(layout2.join("index.json")).unwrap());
+    assert_eq!(import_rootfs(&rootfs, &layout, "1.0", &options()).unwrap(), digest);
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
@@ -123,15 +100,7 @@ fn import_resolve_and_read() {
     assert_eq!(layer.size, fs::metadata(&layer.path).unwrap().len());
     assert!(layer.diff_id.is_some());
 
-    let process = merge_process(
-        &resolved.config,
-        None,
-        None,
-        &BTreeMap::new(),
-        None,
-        Some("app"),
-    )
-    .unwrap();
+    let process = merge_process(&resolved.config, None, None, &BTreeMap::new(), None, Some("app")).unwrap();
     assert_eq!(process.args, vec!["/bin/sh".to_string()]);
     assert_eq!(process.env, vec!["PATH=/bin:/usr/bin".to_string()]);
 
@@ -139,11 +108,7 @@ fn import_resolve_and_read() {
     let summary = scan_layer(layer).unwrap();
     assert!(summary.hardlink_targets.contains("bin/busybox"));
     assert!(summary.opaque_dirs.is_empty());
-    assert!(summary
-        .passwd
-        .as_deref()
-        .unwrap()
-        .starts_with(b"root:x:0:0"));
+    assert!(summary.passwd.as_deref().unwrap().starts_with(b"root:x:0:0"));
 
     // Pass 2.
     let original = fs::read(BUSYBOX).unwrap();
@@ -169,25 +134,16 @@ fn import_resolve_and_read() {
     assert_eq!(busybox.mode, 0o755);
     assert_eq!(busybox.mtime, 1_700_000_000);
     assert_eq!(entries["bin/sh"].kind, EntryKind::Symlink("busybox".into()));
-    assert_eq!(
-        entries["usr/bin/busybox-link"].kind,
-        EntryKind::Hardlink("bin/busybox".into())
-    );
+    assert_eq!(entries["usr/bin/busybox-link"].kind, EntryKind::Hardlink("bin/busybox".into()));
     assert_eq!(entries["bin/suid"].mode, 0o4755);
     assert_eq!(entries["tmp"].mode, 0o1777);
     assert_eq!(entries["tmp"].kind, EntryKind::Dir);
-    assert_eq!(
-        (entries["home/app"].uid, entries["home/app"].gid),
-        (1000, 1000)
-    );
+    assert_eq!((entries["home/app"].uid, entries["home/app"].gid), (1000, 1000));
     assert_eq!(entries["dev/null"].kind, EntryKind::CharDev(1, 3));
     assert_eq!(entries["dev/fifo"].kind, EntryKind::Fifo);
 
     // Users.
-    assert_eq!(
-        resolve_user(&resolved.layers, "app").unwrap(),
-        (1000, 1000, vec![10])
-    );
+    assert_eq!(resolve_user(&resolved.layers, "app").unwrap(), (1000, 1000, vec![10]));
     assert_eq!(resolve_user(&resolved.layers, "").unwrap(), (0, 0, vec![]));
     let err = resolve_user(&resolved.layers, "nobody").unwrap_err();
     assert!(err.contains("nobody"), "{err}");
@@ -224,10 +180,7 @@ fn corrupted_blob_is_named() {
     let mut wrong = good.layers[0].clone();
     wrong.diff_id = Some(format!("sha256:{}", "0".repeat(64)));
     let err = for_each_entry(&wrong, |_, _| Ok(())).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("uncompressed layer has digest"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("uncompressed layer has digest"), "{err:#}");
 }
 
 #[test]
@@ -237,10 +190,7 @@ fn layout_errors_name_the_fix() {
     let missing = ImageRef::parse("oci:images/busybox", tmp.path()).unwrap();
     let err = resolve(&missing, &cache).unwrap_err().to_string();
     assert!(err.contains("no such directory"), "{err}");
-    assert!(
-        err.contains("berth image import ROOTFS --tag NAME -o"),
-        "{err}"
-    );
+    assert!(err.contains("berth image import ROOTFS --tag NAME -o"), "{err}");
 
     let rootfs = tmp.path().join("rootfs");
     make_rootfs(&rootfs);
@@ -248,27 +198,17 @@ fn layout_errors_name_the_fix() {
     import_rootfs(&rootfs, &layout, "one", &options()).unwrap();
     import_rootfs(&rootfs, &layout, "two", &ImportOptions::default()).unwrap();
 
-    let err = resolve(&oci(&layout, "three"), &cache)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("\"three\"") && err.contains("one, two"),
-        "{err}"
-    );
+    let err = resolve(&oci(&layout, "three"), &cache).unwrap_err().to_string();
+    assert!(err.contains("\"three\"") && err.contains("one, two"), "{err}");
     let untagged = ImageRef::parse(&format!("oci:{}", layout.display()), Path::new("/")).unwrap();
     let err = resolve(&untagged, &cache).unwrap_err().to_string();
-    assert!(
-        err.contains("holds 2 images") && err.contains("one, two"),
-        "{err}"
-    );
+    assert!(err.contains("holds 2 images") && err.contains("one, two"), "{err}");
     assert!(resolve(&oci(&layout, "two"), &cache).is_ok());
 
     let registry = ImageRef::parse("nginx:1.27", tmp.path()).unwrap();
     let err = resolve(&registry, &cache).unwrap_err().to_string();
     assert!(
-        err.contains(
-            "pulling from a registry is not supported yet; use oci:DIR or docker-archive:FILE"
-        ),
+        err.contains("pulling from a registry is not supported yet; use oci:DIR or docker-archive:FILE"),
         "{err}"
     );
 }

@@ -26,11 +26,7 @@ fn layer_tar() -> Vec<u8> {
         b.append_data(&mut h, path, data).unwrap();
     };
     add("bin/hello", b"#!/bin/sh\necho hello\n", 0o755);
-    add(
-        "etc/passwd",
-        b"root:x:0:0::/root:/bin/sh\nweb:x:33:33::/srv:/bin/sh\n",
-        0o644,
-    );
+    add("etc/passwd", b"root:x:0:0::/root:/bin/sh\nweb:x:33:33::/srv:/bin/sh\n", 0o644);
     add("etc/group", b"root:x:0:\nweb:x:33:\nlog:x:4:web\n", 0o644);
     b.into_inner().unwrap()
 }
@@ -89,11 +85,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn resolve_file(path: &Path, cache: &BlobCache) -> Result<ResolvedImage, ImageError> {
-    let image = ImageRef::parse(
-        &format!("docker-archive:{}", path.display()),
-        Path::new("/"),
-    )
-    .unwrap();
+    let image = ImageRef::parse(&format!("docker-archive:{}", path.display()), Path::new("/")).unwrap();
     resolve(&image, cache)
 }
 
@@ -113,10 +105,7 @@ fn check_image(image: &ResolvedImage) {
     })
     .unwrap();
     assert_eq!(paths, vec!["bin/hello", "etc/passwd", "etc/group"]);
-    assert_eq!(
-        resolve_user(&image.layers, &image.config.user).unwrap(),
-        (33, 33, vec![4])
-    );
+    assert_eq!(resolve_user(&image.layers, &image.config.user).unwrap(), (33, 33, vec![4]));
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -232,11 +221,7 @@ fn newer_docker_layout_gzip_layers_and_compressed_archive() {
 
 #[test]
 fn zstd_layer_with_several_frames() {
-    let Ok(status) = Command::new("zstd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-    else {
+    let Ok(status) = Command::new("zstd").arg("--version").stdout(Stdio::null()).status() else {
         eprintln!("zstd not installed: skipping");
         return;
     };
@@ -273,24 +258,12 @@ fn zstd_layer_with_several_frames() {
 fn archive_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = BlobCache::new(tmp.path().join("cache"));
-    let err = resolve_file(&tmp.path().join("missing.tar"), &cache)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("no such file") && err.contains("docker save"),
-        "{err}"
-    );
+    let err = resolve_file(&tmp.path().join("missing.tar"), &cache).unwrap_err().to_string();
+    assert!(err.contains("no such file") && err.contains("docker save"), "{err}");
 
-    let oci = write(
-        tmp.path(),
-        "oci.tar",
-        &archive(&[Member::File("index.json", b"{}")]),
-    );
+    let oci = write(tmp.path(), "oci.tar", &archive(&[Member::File("index.json", b"{}")]));
     let err = resolve_file(&oci, &cache).unwrap_err().to_string();
-    assert!(
-        err.contains("no manifest.json") && err.contains("oci:DIR"),
-        "{err}"
-    );
+    assert!(err.contains("no manifest.json") && err.contains("oci:DIR"), "{err}");
 
     let layer = layer_tar();
     let config = config_json(&sha256_bytes(&layer));
@@ -305,19 +278,13 @@ fn archive_errors() {
         ]),
     );
     let err = resolve_file(&path, &cache).unwrap_err().to_string();
-    assert!(
-        err.contains("2 images") && err.contains("a:1, b:2"),
-        "{err}"
-    );
+    assert!(err.contains("2 images") && err.contains("a:1, b:2"), "{err}");
 
     let missing_layer = r#"[{"Config":"c.json","Layers":["nope.tar"]}]"#;
     let path = write(
         tmp.path(),
         "incomplete.tar",
-        &archive(&[
-            Member::File("manifest.json", missing_layer.as_bytes()),
-            Member::File("c.json", &config),
-        ]),
+        &archive(&[Member::File("manifest.json", missing_layer.as_bytes()), Member::File("c.json", &config)]),
     );
     let err = resolve_file(&path, &cache).unwrap_err().to_string();
     assert!(err.contains("nope.tar"), "{err}");

@@ -81,15 +81,9 @@ fn whiteouts_and_opaque_dirs() {
     file(&mut b, "a/.wh..wh.plnk", b"");
     let long_dir = "x".repeat(120);
     let long_name = format!("{long_dir}/{}", "y".repeat(150));
-    pax(
-        &mut b,
-        &[("path", &format!("{long_dir}/")), ("uid", "3000000")],
-    );
+    pax(&mut b, &[("path", &format!("{long_dir}/")), ("uid", "3000000")]);
     dir(&mut b, "short-dir-name");
-    pax(
-        &mut b,
-        &[("path", &long_name), ("linkpath", &"t".repeat(200))],
-    );
+    pax(&mut b, &[("path", &long_name), ("linkpath", &"t".repeat(200))]);
     let mut h = header(tar::EntryType::Symlink, 0o777, 0);
     h.set_link_name("short").unwrap();
     b.append_data(&mut h, "short-link-name", &[][..]).unwrap();
@@ -97,25 +91,14 @@ fn whiteouts_and_opaque_dirs() {
 
     let summary = scan_layer(&blob).unwrap();
     assert_eq!(summary.opaque_dirs, vec!["dir".to_string()]);
-    assert_eq!(
-        summary.whiteouts,
-        vec!["file".to_string(), "a/b".to_string()]
-    );
+    assert_eq!(summary.whiteouts, vec!["file".to_string(), "a/b".to_string()]);
     assert!(summary.hides("dir/old") && summary.hides("file") && !summary.hides("dir"));
 
     let list = entries(&blob).unwrap();
     let by_path: BTreeMap<&str, &LayerEntry> = list.iter().map(|e| (e.path.as_str(), e)).collect();
     assert_eq!(
         list.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
-        vec![
-            "file",
-            "dir",
-            "dir/kept",
-            "a",
-            "a/b",
-            long_dir.as_str(),
-            long_name.as_str()
-        ]
+        vec!["file", "dir", "dir/kept", "a", "a/b", long_dir.as_str(), long_name.as_str()]
     );
     for whiteout in ["file", "a/b"] {
         let e = by_path[whiteout];
@@ -125,10 +108,7 @@ fn whiteouts_and_opaque_dirs() {
     }
     assert_eq!(by_path[long_dir.as_str()].kind, EntryKind::Dir);
     assert_eq!(by_path[long_dir.as_str()].uid, 3_000_000);
-    assert_eq!(
-        by_path[long_name.as_str()].kind,
-        EntryKind::Symlink("t".repeat(200))
-    );
+    assert_eq!(by_path[long_name.as_str()].kind, EntryKind::Symlink("t".repeat(200)));
     assert_eq!(by_path["dir/kept"].size, 3);
     assert_eq!(by_path["dir/kept"].mtime, 42);
 }

@@ -50,10 +50,7 @@ fn default_cmdline() -> String {
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        KernelConfig {
-            cmdline: default_cmdline(),
-            modules: Vec::new(),
-        }
+        KernelConfig { cmdline: default_cmdline(), modules: Vec::new() }
     }
 }
 
@@ -190,11 +187,7 @@ impl Bind {
         if target.split('/').any(|c| c == "..") {
             return Err(format!("bind `{text}`: the target may not contain `..`"));
         }
-        Ok(Bind {
-            source: source.to_string(),
-            target: target.to_string(),
-            read_only,
-        })
+        Ok(Bind { source: source.to_string(), target: target.to_string(), read_only })
     }
 }
 
@@ -241,11 +234,8 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map(|i| before[i + 1..].chars().count())
-        .unwrap_or(before.chars().count())
-        + 1;
+    let col =
+        before.rfind('\n').map(|i| before[i + 1..].chars().count()).unwrap_or(before.chars().count()) + 1;
     (line, col)
 }
 
@@ -271,18 +261,11 @@ impl Config {
                 }
                 None => (None, None),
             };
-            ConfigError {
-                file: file.to_string(),
-                line,
-                column,
-                message,
-            }
+            ConfigError { file: file.to_string(), line, column, message }
         };
         let config: Config = toml::from_str(text)
             .map_err(|e| at(e.span().map(|s| s.start), e.message().trim().to_string()))?;
-        config
-            .validate()
-            .map_err(|(offset, message)| at(offset, message))?;
+        config.validate().map_err(|(offset, message)| at(offset, message))?;
         Ok(config)
     }
 
@@ -292,8 +275,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
-        validate_hostname(&self.system.hostname)
-            .map_err(|m| (None, format!("[system] hostname: {m}")))?;
+        validate_hostname(&self.system.hostname).map_err(|m| (None, format!("[system] hostname: {m}")))?;
         for key in self.system.sysctl.keys() {
             if key.is_empty() || key.contains('/') || key.contains("..") {
                 return Err((None, format!("[system] sysctl: `{key}` is not a sysctl name (write it dotted, like \"net.ipv4.ip_forward\")")));
@@ -305,34 +287,25 @@ impl Config {
             let name_at = Some(c.name.span().start);
             validate_name(name).map_err(|m| (name_at, m))?;
             if seen.insert(name, ()).is_some() {
-                return Err((
-                    name_at,
-                    format!("two containers are named `{name}`; names must be unique"),
-                ));
+                return Err((name_at, format!("two containers are named `{name}`; names must be unique")));
             }
             if c.image.get_ref().trim().is_empty() {
                 return Err((Some(c.image.span().start), "`image` is empty".to_string()));
             }
             if let Some(h) = &c.hostname {
-                validate_hostname(h)
-                    .map_err(|m| (name_at, format!("container `{name}`: hostname: {m}")))?;
+                validate_hostname(h).map_err(|m| (name_at, format!("container `{name}`: hostname: {m}")))?;
             }
             for key in c.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
                     return Err((
                         name_at,
-                        format!(
-                            "container `{name}`: env key `{key}` may not be empty or contain `=`"
-                        ),
+                        format!("container `{name}`: env key `{key}` may not be empty or contain `=`"),
                     ));
                 }
             }
             if let Some(args) = &c.command {
                 if args.iter().any(|a| a.contains('\0')) {
-                    return Err((
-                        name_at,
-                        format!("container `{name}`: command contains a NUL byte"),
-                    ));
+                    return Err((name_at, format!("container `{name}`: command contains a NUL byte")));
                 }
             }
             if let Some(dir) = &c.working_dir {
@@ -350,10 +323,7 @@ impl Config {
                 ));
             }
             if c.pids_limit == Some(0) {
-                return Err((
-                    name_at,
-                    format!("container `{name}`: pids_limit must be at least 1"),
-                ));
+                return Err((name_at, format!("container `{name}`: pids_limit must be at least 1")));
             }
             for b in &c.binds {
                 Bind::parse(b.get_ref()).map_err(|m| (Some(b.span().start), m))?;
@@ -366,22 +336,14 @@ impl Config {
 impl ContainerConfig {
     /// The parsed bind mounts (validated at load time).
     pub fn parsed_binds(&self) -> Vec<Bind> {
-        self.binds
-            .iter()
-            .filter_map(|b| Bind::parse(b.get_ref()).ok())
-            .collect()
+        self.binds.iter().filter_map(|b| Bind::parse(b.get_ref()).ok()).collect()
     }
 }
 
 /// Checks a container name: it becomes a cgroup directory and a log prefix.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok_first || !ok_rest || name.len() > 63 {
         return Err(format!(
             "container name `{name}` must start with a letter or digit and use only letters, digits, `_`, `.` and `-` (at most 63)"
@@ -394,16 +356,12 @@ fn validate_hostname(h: &str) -> Result<(), String> {
     let ok = !h.is_empty()
         && h.len() <= 64
         && h.split('.').all(|l| {
-            !l.is_empty()
-                && !l.starts_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{h}` is not a valid hostname (letters, digits and `-`, dot-separated, at most 64)"
-        ))
+        Err(format!("`{h}` is not a valid hostname (letters, digits and `-`, dot-separated, at most 64)"))
     }
 }
 
@@ -414,13 +372,11 @@ fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         Int(u64),
         Text(String),
     }
-    match Raw::deserialize(d).map_err(|_| {
-        serde::de::Error::custom("expected a size like \"512m\" or a number of bytes")
-    })? {
+    match Raw::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a size like \"512m\" or a number of bytes"))?
+    {
         Raw::Int(n) => Ok(Some(n)),
-        Raw::Text(t) => units::parse_bytes(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+        Raw::Text(t) => units::parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -486,9 +442,7 @@ pub mod duration_text {
             Int(u64),
             Text(String),
         }
-        match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a duration like \"10s\""))?
-        {
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a duration like \"10s\""))? {
             Raw::Int(n) => Ok(Duration::from_secs(n)),
             Raw::Text(t) => units::parse_duration(&t).map_err(serde::de::Error::custom),
         }
@@ -539,11 +493,7 @@ read_only = true
         assert_eq!(db.net, NetMode::Host);
         assert_eq!(
             db.parsed_binds(),
-            vec![Bind {
-                source: "/var/data".into(),
-                target: "/data".into(),
-                read_only: true
-            }]
+            vec![Bind { source: "/var/data".into(), target: "/data".into(), read_only: true }]
         );
     }
 
@@ -579,7 +529,8 @@ read_only = true
 
     #[test]
     fn duplicate_names_and_bad_binds() {
-        let text = "[[onboot]]\nname = \"a\"\nimage = \"oci:x\"\n[[service]]\nname = \"a\"\nimage = \"oci:y\"\n";
+        let text =
+            "[[onboot]]\nname = \"a\"\nimage = \"oci:x\"\n[[service]]\nname = \"a\"\nimage = \"oci:y\"\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
         let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nbinds = [\"rel:/x\"]\n";

@@ -30,11 +30,7 @@ pub struct Event {
 impl Event {
     /// A new event with no fields.
     pub fn new(ms: u64, name: &str) -> Event {
-        Event {
-            ms,
-            name: name.to_string(),
-            fields: Vec::new(),
-        }
+        Event { ms, name: name.to_string(), fields: Vec::new() }
     }
 
     /// Adds a field.
@@ -45,10 +41,7 @@ impl Event {
 
     /// The value of a field.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Parses one console line; `None` if it is not an event line. Leading garbage before
@@ -103,19 +96,12 @@ impl Event {
         if k1 != "ms" || k2 != "event" {
             return None;
         }
-        Some(Event {
-            ms: ms.parse().ok()?,
-            name,
-            fields: it.collect(),
-        })
+        Some(Event { ms: ms.parse().ok()?, name, fields: it.collect() })
     }
 }
 
 fn write_value(f: &mut fmt::Formatter<'_>, v: &str) -> fmt::Result {
-    let plain = !v.is_empty()
-        && !v
-            .chars()
-            .any(|c| matches!(c, ' ' | '"' | '\\' | '=' | '\n' | '\r'));
+    let plain = !v.is_empty() && !v.chars().any(|c| matches!(c, ' ' | '"' | '\\' | '=' | '\n' | '\r'));
     if plain {
         return f.write_str(v);
     }
@@ -155,10 +141,7 @@ mod tests {
             .with("error", "exec \"/bin/nope\": ENOENT = gone\\x")
             .with("empty", "");
         let line = e.to_string();
-        assert!(
-            line.starts_with("@berth ms=42 event=container.failed name=hello error=\""),
-            "{line}"
-        );
+        assert!(line.starts_with("@berth ms=42 event=container.failed name=hello error=\""), "{line}");
         assert_eq!(Event::parse(&line), Some(e.clone()));
         assert_eq!(Event::parse(&format!("\r\x1b[0m{line}\r\n")), Some(e));
     }

@@ -15,13 +15,12 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (&t[..], 1),
     };
-    let value: f64 = num.trim().parse().map_err(|_| {
-        format!("`{text}` is not a size; write it like \"512m\", \"1g\" or \"65536\"")
-    })?;
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write it like \"512m\", \"1g\" or \"65536\""))?;
     if !(value.is_finite() && value >= 0.0) {
-        return Err(format!(
-            "`{text}` is not a size; it must be a positive number"
-        ));
+        return Err(format!("`{text}` is not a size; it must be a positive number"));
     }
     let bytes = value * mult as f64;
     if bytes > u64::MAX as f64 {
@@ -45,9 +44,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (t, 1.0)
     };
-    let value: f64 = num.trim().parse().map_err(|_| {
-        format!("`{text}` is not a duration; write it like \"10s\", \"500ms\" or \"2m\"")
-    })?;
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write it like \"10s\", \"500ms\" or \"2m\""))?;
     if !(value.is_finite() && value >= 0.0) {
         return Err(format!("`{text}` is not a duration; it must be positive"));
     }

@@ -55,10 +55,7 @@ impl State {
         if let Some(stripped) = bytes.strip_suffix(b"\r") {
             bytes = stripped;
         }
-        let line: String = String::from_utf8_lossy(bytes)
-            .chars()
-            .filter(|&c| c != '\r')
-            .collect();
+        let line: String = String::from_utf8_lossy(bytes).chars().filter(|&c| c != '\r').collect();
         if let Some(event) = Event::parse(&line) {
             self.events.push(event);
         }
@@ -151,10 +148,7 @@ impl Console {
                 return Ok(found);
             }
             if st.eof {
-                return Err(Error::Exited {
-                    what: what.to_string(),
-                    tail: tail_of(&st, TAIL_LINES),
-                });
+                return Err(Error::Exited { what: what.to_string(), tail: tail_of(&st, TAIL_LINES) });
             }
             let now = Instant::now();
             if now >= deadline {
@@ -174,8 +168,7 @@ impl Console {
 
     /// Waits until the console has ended, at most `timeout`; whether it did.
     pub(crate) fn wait_eof(&self, timeout: Duration) -> bool {
-        self.wait_until("the end of the console", timeout, |st| st.eof.then_some(()))
-            .is_ok()
+        self.wait_until("the end of the console", timeout, |st| st.eof.then_some(())).is_ok()
     }
 }
 
@@ -230,10 +223,7 @@ mod tests {
         c.feed(b"[    1.0] hello\r\n@berth ms=5 ev");
         c.feed(b"ent=boot.done step=x\r\r\npartial");
         let st = c.lock();
-        assert_eq!(
-            st.lines,
-            ["[    1.0] hello", "@berth ms=5 event=boot.done step=x"]
-        );
+        assert_eq!(st.lines, ["[    1.0] hello", "@berth ms=5 event=boot.done step=x"]);
         assert_eq!(st.events.len(), 1);
         assert_eq!(st.events[0].get("step"), Some("x"));
         drop(st);
@@ -258,20 +248,12 @@ mod tests {
         let c = Console::default();
         c.feed(b"one\ntwo\n");
         c.push_stderr("qemu: oops".into());
-        let err = c
-            .wait_until("never", Duration::from_millis(50), |_| None::<()>)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("timed out") && err.contains("one\ntwo\n"),
-            "{err}"
-        );
+        let err = c.wait_until("never", Duration::from_millis(50), |_| None::<()>).unwrap_err().to_string();
+        assert!(err.contains("timed out") && err.contains("one\ntwo\n"), "{err}");
         assert!(err.contains("qemu: oops"), "{err}");
         c.finish();
         let start = Instant::now();
-        let err = c
-            .wait_until("never", Duration::from_secs(30), |_| None::<()>)
-            .unwrap_err();
+        let err = c.wait_until("never", Duration::from_secs(30), |_| None::<()>).unwrap_err();
         assert!(matches!(err, Error::Exited { .. }), "{err}");
         assert!(start.elapsed() < Duration::from_secs(1));
     }

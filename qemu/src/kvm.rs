@@ -108,16 +108,14 @@ fn probe_qemu() -> Result<(), String> {
     std::fs::write(&bios, &image).map_err(|e| format!("writing {}: {e}", bios.display()))?;
     let program = std::env::var_os("BERTH_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into());
     let mut cmd = Command::new(&program);
-    cmd.args([
-        "-machine", "pc", "-accel", "kvm", "-cpu", "host", "-m", "16",
-    ])
-    .args(["-nodefaults", "-no-user-config", "-display", "none"])
-    .args(["-serial", "none", "-monitor", "none"])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios"])
-    .arg(&bios)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(["-machine", "pc", "-accel", "kvm", "-cpu", "host", "-m", "16"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "none", "-monitor", "none"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios"])
+        .arg(&bios)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = crate::spawn::spawn_guarded(cmd)
         .map_err(|e| format!("starting {}: {e}", program.to_string_lossy()))?;
     let start = Instant::now();
@@ -176,11 +174,7 @@ fn probe_ioctls() -> Result<(), String> {
             }
             if libc::WIFEXITED(status) {
                 let code = libc::WEXITSTATUS(status);
-                return if code == 0 {
-                    Ok(())
-                } else {
-                    Err(describe_failure(code).into())
-                };
+                return if code == 0 { Ok(()) } else { Err(describe_failure(code).into()) };
             }
             return Err(format!("the probe child died with wait status {status:#x}"));
         }
@@ -286,12 +280,7 @@ fn run_probe() -> libc::c_int {
             return 18;
         }
         sregs[0] = 0; // cs.base
-        sregs
-            .as_mut_ptr()
-            .cast::<u8>()
-            .add(12)
-            .cast::<u16>()
-            .write(0); // cs.selector
+        sregs.as_mut_ptr().cast::<u8>().add(12).cast::<u16>().write(0); // cs.selector
         if libc::ioctl(vcpu, KVM_SET_SREGS, sregs.as_ptr()) < 0 {
             return 19;
         }

@@ -39,24 +39,14 @@ impl Qmp {
                 Ok(s) => break s,
                 Err(e)
                     if Instant::now() < deadline
-                        && matches!(
-                            e.kind(),
-                            ErrorKind::NotFound | ErrorKind::ConnectionRefused
-                        ) =>
+                        && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) =>
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("connecting to QMP socket {}", path.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::io(format!("connecting to QMP socket {}", path.display()), e)),
             }
         };
-        let writer = stream
-            .try_clone()
-            .map_err(|e| Error::io("cloning the QMP socket", e))?;
+        let writer = stream.try_clone().map_err(|e| Error::io("cloning the QMP socket", e))?;
         let mut qmp = Qmp {
             reader: BufReader::new(stream),
             writer,
@@ -68,9 +58,7 @@ impl Qmp {
         let left = deadline.saturating_duration_since(Instant::now());
         let greeting = qmp.read_message(left.max(Duration::from_secs(1)))?;
         if greeting.get("QMP").is_none() {
-            return Err(Error::QmpProtocol(format!(
-                "unexpected greeting: {greeting}"
-            )));
+            return Err(Error::QmpProtocol(format!("unexpected greeting: {greeting}")));
         }
         qmp.greeting = greeting;
         qmp.execute("qmp_capabilities", Value::Null)?;
@@ -132,10 +120,7 @@ impl Qmp {
                 }
                 Err(Error::QmpProtocol(m)) if m == CLOSED => return Ok(()),
                 Err(Error::Io { source, .. })
-                    if matches!(
-                        source.kind(),
-                        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
-                    ) =>
+                    if matches!(source.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) =>
                 {
                     return Ok(())
                 }
@@ -184,9 +169,7 @@ impl Qmp {
         }
         let mut line = msg.to_string();
         line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| Error::io(format!("sending QMP command {cmd}"), e))
+        self.writer.write_all(line.as_bytes()).map_err(|e| Error::io(format!("sending QMP command {cmd}"), e))
     }
 
     /// Interprets one message while waiting for the reply to command `id`: keeps events,
@@ -211,9 +194,7 @@ impl Qmp {
                 desc: text("desc"),
             }));
         }
-        Some(Err(Error::QmpProtocol(format!(
-            "unexpected message: {msg}"
-        ))))
+        Some(Err(Error::QmpProtocol(format!("unexpected message: {msg}"))))
     }
 
     /// Reads one JSON message, waiting at most `timeout`.
@@ -232,8 +213,7 @@ impl Qmp {
                 Err(e) => return Err(Error::io("reading from the QMP socket", e)),
             }
         }
-        serde_json::from_str(&line)
-            .map_err(|e| Error::QmpProtocol(format!("invalid JSON {line:?}: {e}")))
+        serde_json::from_str(&line).map_err(|e| Error::QmpProtocol(format!("invalid JSON {line:?}: {e}")))
     }
 }
 
@@ -289,16 +269,10 @@ mod tests {
         let status = qmp.execute("query-status", json!({})).unwrap();
         assert_eq!(status["status"], "running");
         let err = qmp.execute("bogus", json!({"a": 1})).unwrap_err();
-        assert!(
-            matches!(&err, Error::QmpCommand { class, .. } if class == "CommandNotFound"),
-            "{err}"
-        );
+        assert!(matches!(&err, Error::QmpCommand { class, .. } if class == "CommandNotFound"), "{err}");
         // The fake closes the connection without answering: quit still succeeds.
         qmp.quit().unwrap();
-        assert_eq!(
-            qmp.wait_event("POWERDOWN", Duration::ZERO).unwrap()["event"],
-            "POWERDOWN"
-        );
+        assert_eq!(qmp.wait_event("POWERDOWN", Duration::ZERO).unwrap()["event"], "POWERDOWN");
         let seen = server.join().unwrap();
         assert_eq!(seen[2]["arguments"]["a"], 1);
         assert!(seen[0].get("arguments").is_none());

@@ -34,27 +34,20 @@ pub(crate) fn spawn_guarded(mut cmd: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Request>();
-        let started = std::thread::Builder::new()
-            .name("berth-qemu-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            });
+        let started = std::thread::Builder::new().name("berth-qemu-spawner".into()).spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
         if let Err(e) = started {
             log::warn!("cannot start the spawner thread: {e}");
         }
         Mutex::new(tx)
     });
     let (reply_tx, reply_rx) = mpsc::channel();
-    let sent = sender
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((cmd, reply_tx));
+    let sent = sender.lock().unwrap_or_else(|e| e.into_inner()).send((cmd, reply_tx));
     match sent {
-        Ok(()) => reply_rx
-            .recv()
-            .unwrap_or_else(|_| Err(io::Error::other("the spawner thread is gone"))),
+        Ok(()) => reply_rx.recv().unwrap_or_else(|_| Err(io::Error::other("the spawner thread is gone"))),
         // No spawner thread: spawn here (the death signal then follows this thread).
         Err(mpsc::SendError((mut cmd, _))) => cmd.spawn(),
     }

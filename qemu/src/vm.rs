@@ -243,10 +243,7 @@ impl Vm {
         let args = cfg.args(accel, &qmp_socket);
         log::debug!("starting {program:?} {args:?}");
         let mut cmd = Command::new(&program);
-        cmd.args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
 
         let mut tees: Vec<Box<dyn Write + Send>> = Vec::new();
         if let Some(path) = &cfg.console_log {
@@ -294,14 +291,7 @@ impl Vm {
                 })
                 .map_err(|e| Error::io("starting the console reader thread", e))?;
         }
-        Ok(Vm {
-            child,
-            status: None,
-            stdin: Mutex::new(stdin),
-            console,
-            dir,
-            accel,
-        })
+        Ok(Vm { child, status: None, stdin: Mutex::new(stdin), console, dir, accel })
     }
 
     /// QEMU's process id (also its process group id).
@@ -324,15 +314,14 @@ impl Vm {
     /// or when QEMU exits first; the error contains the last 40 console lines.
     pub fn wait_for_line(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Result<String> {
         let mut next = 0;
-        self.console
-            .wait_until("a matching console line", timeout, |st| {
-                let found = (next.max(st.first)..st.end())
-                    .map(|i| &st.lines[i - st.first])
-                    .find(|line| pred(line))
-                    .cloned();
-                next = st.end();
-                found
-            })
+        self.console.wait_until("a matching console line", timeout, |st| {
+            let found = (next.max(st.first)..st.end())
+                .map(|i| &st.lines[i - st.first])
+                .find(|line| pred(line))
+                .cloned();
+            next = st.end();
+            found
+        })
     }
 
     /// Waits for an event named `name` for which `pred` is true (among all events so far and
@@ -344,15 +333,11 @@ impl Vm {
         timeout: Duration,
     ) -> Result<Event> {
         let mut next = 0;
-        self.console
-            .wait_until(&format!("event {name}"), timeout, |st| {
-                let found = st.events[next..]
-                    .iter()
-                    .find(|e| e.name == name && pred(e))
-                    .cloned();
-                next = st.events.len();
-                found
-            })
+        self.console.wait_until(&format!("event {name}"), timeout, |st| {
+            let found = st.events[next..].iter().find(|e| e.name == name && pred(e)).cloned();
+            next = st.events.len();
+            found
+        })
     }
 
     /// Every event parsed from the console so far, in order.
@@ -384,9 +369,7 @@ impl Vm {
                 std::io::Error::from(std::io::ErrorKind::BrokenPipe),
             ));
         };
-        pipe.write_all(bytes)
-            .and_then(|()| pipe.flush())
-            .map_err(|e| Error::io("writing to the console", e))
+        pipe.write_all(bytes).and_then(|()| pipe.flush()).map_err(|e| Error::io("writing to the console", e))
     }
 
     /// Waits until QEMU exits (the guest powered off — or rebooted, since QEMU runs with
@@ -419,10 +402,7 @@ impl Vm {
     /// QEMU's exit status if it has exited (reaping it), `None` while it runs.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .map_err(|e| Error::io("waiting for QEMU", e))?;
+            self.status = self.child.try_wait().map_err(|e| Error::io("waiting for QEMU", e))?;
         }
         Ok(self.status)
     }
@@ -474,27 +454,15 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect();
         let joined = args.join(" ");
-        assert!(
-            joined.starts_with("-machine pc -nodefaults -no-user-config"),
-            "{joined}"
-        );
+        assert!(joined.starts_with("-machine pc -nodefaults -no-user-config"), "{joined}");
         assert!(joined.contains("-accel tcg -cpu max"), "{joined}");
-        assert!(
-            joined.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"),
-            "{joined}"
-        );
+        assert!(joined.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"), "{joined}");
         assert!(joined.contains("-kernel /k -append"), "{joined}");
         assert!(args.contains(&"console=ttyS0 quiet".to_string()));
-        assert!(
-            joined.ends_with("-initrd /i -device virtio-net-pci"),
-            "{joined}"
-        );
+        assert!(joined.ends_with("-initrd /i -device virtio-net-pci"), "{joined}");
         assert!(joined.contains("-m 512 -smp 1"), "{joined}");
 
-        let disk = VmConfig {
-            machine: Machine::Q35,
-            ..VmConfig::default()
-        };
+        let disk = VmConfig { machine: Machine::Q35, ..VmConfig::default() };
         let joined: Vec<String> = disk
             .args(Accel::Kvm, std::path::Path::new("/q"))
             .into_iter()
@@ -503,10 +471,7 @@ mod tests {
         let joined = joined.join(" ");
         assert!(joined.contains("-machine q35"), "{joined}");
         assert!(joined.contains("-accel kvm -cpu host"), "{joined}");
-        assert!(
-            !joined.contains("-kernel") && !joined.contains("-initrd"),
-            "{joined}"
-        );
+        assert!(!joined.contains("-kernel") && !joined.contains("-initrd"), "{joined}");
     }
 
     #[test]

@@ -12,12 +12,7 @@ use berth_qemu::{default_timeout, GuestShutdown, Vm, VmConfig};
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
 }
 
 /// The cached Debian cloud kernel, downloaded on first use.
@@ -27,8 +22,9 @@ fn kernel() -> PathBuf {
         .get_or_init(|| {
             let dir = match std::env::var_os("BERTH_CACHE_DIR") {
                 Some(d) => PathBuf::from(d).join("test-kernel"),
-                None => PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                    .join(".cache/berth/test-kernel"),
+                None => {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/berth/test-kernel")
+                }
             };
             let vmlinuz = dir.join("vmlinuz");
             if vmlinuz.exists() {
@@ -37,9 +33,7 @@ fn kernel() -> PathBuf {
             std::fs::create_dir_all(&dir).unwrap();
             let work = tempfile::tempdir_in(&dir).unwrap();
             let download = |pkg: &str| {
-                run(Command::new("apt-get")
-                    .args(["download", pkg])
-                    .current_dir(work.path()));
+                run(Command::new("apt-get").args(["download", pkg]).current_dir(work.path()));
                 std::fs::read_dir(work.path())
                     .unwrap()
                     .map(|e| e.unwrap().path())
@@ -50,12 +44,7 @@ fn kernel() -> PathBuf {
                     .unwrap_or_else(|| panic!("apt-get download {pkg} left no .deb"))
             };
             let meta = download("linux-image-cloud-amd64");
-            let out = Command::new("dpkg-deb")
-                .arg("-f")
-                .arg(&meta)
-                .arg("Depends")
-                .output()
-                .unwrap();
+            let out = Command::new("dpkg-deb").arg("-f").arg(&meta).arg("Depends").output().unwrap();
             let depends = String::from_utf8(out.stdout).unwrap();
             let image = depends
                 .split([',', '|'])
@@ -84,11 +73,7 @@ fn initramfs(dir: &Path, init_script: &str) -> PathBuf {
     std::fs::write(root.join("init"), init_script).unwrap();
     run(Command::new("chmod").arg("755").arg(root.join("init")));
     let cpio = dir.join("initrd.cpio");
-    let list = Command::new("find")
-        .arg(".")
-        .current_dir(&root)
-        .output()
-        .unwrap();
+    let list = Command::new("find").arg(".").current_dir(&root).output().unwrap();
     let mut child = Command::new("cpio")
         .args(["-o", "-H", "newc", "--quiet"])
         .current_dir(&root)
@@ -115,11 +100,7 @@ while :; do /bin/busybox sleep 1000; done
 ";
 
 fn boot(dir: &Path, init_script: &str) -> Vm {
-    let cfg = VmConfig::new(
-        kernel(),
-        initramfs(dir, init_script),
-        "console=ttyS0 quiet panic=-1",
-    );
+    let cfg = VmConfig::new(kernel(), initramfs(dir, init_script), "console=ttyS0 quiet panic=-1");
     Vm::start(cfg).unwrap()
 }
 
@@ -128,9 +109,7 @@ fn boots_to_init_and_powers_off() {
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let mut vm = boot(dir.path(), READY_THEN_POWEROFF);
-    let ready = vm
-        .wait_for_event("test.ready", |_| true, default_timeout())
-        .unwrap();
+    let ready = vm.wait_for_event("test.ready", |_| true, default_timeout()).unwrap();
     let at = start.elapsed();
     let status = vm.wait_exit(default_timeout()).unwrap();
     eprintln!(
@@ -150,17 +129,13 @@ fn boots_to_init_and_powers_off() {
 fn qmp_powerdown_is_accepted_and_quit_ends_qemu() {
     let dir = tempfile::tempdir().unwrap();
     let mut vm = boot(dir.path(), READY_THEN_SLEEP);
-    vm.wait_for_event("test.ready", |_| true, default_timeout())
-        .unwrap();
+    vm.wait_for_event("test.ready", |_| true, default_timeout()).unwrap();
     let mut qmp = vm.qmp().unwrap();
     assert!(qmp.greeting()["QMP"]["version"]["qemu"]["major"].is_number());
-    let status = qmp
-        .execute("query-status", serde_json::Value::Null)
-        .unwrap();
+    let status = qmp.execute("query-status", serde_json::Value::Null).unwrap();
     assert_eq!(status["status"], "running");
     qmp.system_powerdown().unwrap();
-    qmp.wait_event("POWERDOWN", Duration::from_secs(10))
-        .unwrap();
+    qmp.wait_event("POWERDOWN", Duration::from_secs(10)).unwrap();
     // busybox as PID 1 ignores the power button: QEMU still runs.
     std::thread::sleep(Duration::from_millis(300));
     assert!(vm.try_wait().unwrap().is_none());
@@ -173,8 +148,7 @@ fn qmp_powerdown_is_accepted_and_quit_ends_qemu() {
 fn dropping_the_vm_kills_qemu() {
     let dir = tempfile::tempdir().unwrap();
     let vm = boot(dir.path(), READY_THEN_SLEEP);
-    vm.wait_for_event("test.ready", |_| true, default_timeout())
-        .unwrap();
+    vm.wait_for_event("test.ready", |_| true, default_timeout()).unwrap();
     let pid = vm.pid();
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap();
@@ -191,13 +165,10 @@ fn dropping_the_vm_kills_qemu() {
 fn wait_for_line_timeout_shows_the_console_tail() {
     let dir = tempfile::tempdir().unwrap();
     let vm = boot(dir.path(), READY_THEN_SLEEP);
-    vm.wait_for_line(|l| l.contains("event=test.ready"), default_timeout())
-        .unwrap();
+    vm.wait_for_line(|l| l.contains("event=test.ready"), default_timeout()).unwrap();
     let start = Instant::now();
-    let err = vm
-        .wait_for_line(|l| l.contains("no such line"), Duration::from_secs(1))
-        .unwrap_err()
-        .to_string();
+    let err =
+        vm.wait_for_line(|l| l.contains("no such line"), Duration::from_secs(1)).unwrap_err().to_string();
     assert!(start.elapsed() >= Duration::from_secs(1));
     assert!(err.contains("timed out"), "{err}");
     assert!(err.contains("@berth ms=1 event=test.ready"), "{err}");
@@ -208,10 +179,7 @@ fn waiting_stops_early_when_qemu_exits() {
     let dir = tempfile::tempdir().unwrap();
     let vm = boot(dir.path(), READY_THEN_POWEROFF);
     let start = Instant::now();
-    let err = vm
-        .wait_for_line(|l| l.contains("no such line"), default_timeout())
-        .unwrap_err()
-        .to_string();
+    let err = vm.wait_for_line(|l| l.contains("no such line"), default_timeout()).unwrap_err().to_string();
     assert!(err.contains("QEMU exited"), "{err}");
     assert!(err.contains("reboot: Power down"), "{err}");
     assert!(start.elapsed() < default_timeout() / 2);
@@ -221,12 +189,6 @@ fn waiting_stops_early_when_qemu_exits() {
 fn qemu_start_errors_are_reported() {
     let cfg = VmConfig::new("/nonexistent/vmlinuz", "", "console=ttyS0");
     let vm = Vm::start(cfg).unwrap();
-    let err = vm
-        .wait_for_line(|_| true, default_timeout())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("QEMU exited") && err.contains("nonexistent"),
-        "{err}"
-    );
+    let err = vm.wait_for_line(|_| true, default_timeout()).unwrap_err().to_string();
+    assert!(err.contains("QEMU exited") && err.contains("nonexistent"), "{err}");
 }

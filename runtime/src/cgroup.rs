@@ -36,12 +36,22 @@ fn write_file(path: &Path, value: &str) -> Result<(), StepError> {
         .map_err(|e| StepError::io(format!("write {}", path.display()), &e, value.to_string()))
 }
 
-/// Enables in `dir`'s `cgroup.subtree_control` every controller its `cgroup.controllers` offers,
-/// one at a time so that one refusal does not stop the others. Returns the enabled set.
+/// The controllers berth's limits use. Only these are enabled for containers: every enabled
+/// controller costs work on each cgroup created.
+pub const CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+
+/// Enables the [`CONTROLLERS`] that `dir`'s `cgroup.controllers` offers in its
+/// `cgroup.subtree_control`: all in one write, and if the kernel refuses that, one at a time so
+/// that one refusal does not stop the others. Returns the enabled set.
 pub fn enable_controllers(dir: &Path) -> io::Result<Vec<String>> {
     let available = fs::read_to_string(dir.join("cgroup.controllers"))?;
+    let wanted: Vec<&str> = available.split_whitespace().filter(|c| CONTROLLERS.contains(c)).collect();
+    let line = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+    if wanted.is_empty() || fs::write(dir.join("cgroup.subtree_control"), &line).is_ok() {
+        return Ok(wanted.iter().map(|c| c.to_string()).collect());
+    }
     let mut enabled = Vec::new();
-    for c in available.split_whitespace() {
+    for c in wanted {
         if fs::write(dir.join("cgroup.subtree_control"), format!("+{c}")).is_ok() {
             enabled.push(c.to_string());
         }
@@ -49,67 +59,58 @@ pub fn enable_controllers(dir: &Path) -> io::Result<Vec<String>> {
     Ok(enabled)
 }
 
+/// Whether `dir` already passes every controller `dir` has of [`CONTROLLERS`] to its children.
+fn passes_controllers(dir: &Path) -> bool {
+    let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+    let (available, enabled) = (read("cgroup.controllers"), read("cgroup.subtree_control"));
+    let enabled: Vec<&str> = enabled.split_whitespace().collect();
+    available.split_whitespace().filter(|c| CONTROLLERS.contains(c)).all(|c| enabled.contains(&c))
+}
+
 impl Cgroup {
-    /// Creates (or reuses) the group at `path` — an absolute path inside a mounted cgroup2
-    /// hierarchy — enabling controllers in each ancestor below the hierarchy root, and writes the
+    /// Creates (or reuses) the group at `path` — whose parent must be an existing group of a
+    /// mounted cgroup2 hierarchy — enabling controllers in the ancestors if needed, and writes the
     /// limits. `memory.oom.group` is set so an OOM kill takes the whole container down, as it
     /// would take a Docker container.
     pub fn create(path: &Path, limits: &CgroupLimits) -> Result<Cgroup, StepError> {
-        let parent = path.parent().ok_or_else(|| {
-            StepError::new("create cgroup", Errno::EINVAL, path.display().to_string())
-        })?;
+        let parent = path
+            .parent()
+            .ok_or_else(|| StepError::new("create cgroup", Errno::EINVAL, path.display().to_string()))?;
         if !parent.join("cgroup.controllers").exists() {
             return Err(StepError::new(
                 "create cgroup",
                 Errno::ENOENT,
-                format!(
-                    "{} is not inside a mounted cgroup2 hierarchy",
-                    path.display()
-                ),
+                format!("{} is not inside a mounted cgroup2 hierarchy", path.display()),
             ));
         }
-        // Ancestors from the top: each must pass its controllers down.
-        let mut chain: Vec<&Path> = Vec::new();
-        let mut p = Some(parent);
-        while let Some(dir) = p {
-            if !dir.join("cgroup.controllers").exists() {
-                break;
+        // Each ancestor below the hierarchy root must pass the controllers down; usually the
+        // parent already does (PID 1 set it up), and then nothing is written.
+        if !passes_controllers(parent) {
+            let mut chain: Vec<&Path> = Vec::new();
+            let mut p = Some(parent);
+            while let Some(dir) = p.filter(|d| d.join("cgroup.controllers").exists()) {
+                chain.push(dir);
+                p = dir.parent();
             }
-            chain.push(dir);
-            p = dir.parent();
-        }
-        for dir in chain.iter().rev() {
-            if !dir.exists() {
-                fs::create_dir(dir)
-                    .map_err(|e| StepError::io("create cgroup", &e, dir.display().to_string()))?;
+            for dir in chain.iter().rev() {
+                // Best effort: a controller that cannot be enabled shows up below as a missing
+                // limit file, with its name.
+                let _ = enable_controllers(dir);
             }
-            // Best effort: a controller that cannot be enabled shows up below as a missing
-            // limit file, with its name.
-            let _ = enable_controllers(dir);
         }
         match fs::create_dir(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(StepError::io(
-                    "create cgroup",
-                    &e,
-                    path.display().to_string(),
-                ))
-            }
+            Err(e) => return Err(StepError::io("create cgroup", &e, path.display().to_string())),
         }
-        let cg = Cgroup {
-            path: path.to_path_buf(),
-        };
+        let cg = Cgroup { path: path.to_path_buf() };
         cg.apply(limits)?;
         Ok(cg)
     }
 
     /// An existing group, without touching it.
     pub fn at(path: &Path) -> Cgroup {
-        Cgroup {
-            path: path.to_path_buf(),
-        }
+        Cgroup { path: path.to_path_buf() }
     }
 
     /// The group's directory.
@@ -125,10 +126,7 @@ impl Cgroup {
             Err(StepError::new(
                 format!("set {name}"),
                 Errno::ENOENT,
-                format!(
-                    "the `{controller}` cgroup controller is not enabled for {}",
-                    self.path.display()
-                ),
+                format!("the `{controller}` cgroup controller is not enabled for {}", self.path.display()),
             ))
         }
     }
@@ -137,10 +135,7 @@ impl Cgroup {
     /// stale limit).
     pub fn apply(&self, limits: &CgroupLimits) -> Result<(), StepError> {
         if let Some(bytes) = limits.memory {
-            write_file(
-                &self.limit_file("memory.max", "memory")?,
-                &bytes.to_string(),
-            )?;
+            write_file(&self.limit_file("memory.max", "memory")?, &bytes.to_string())?;
             let _ = fs::write(self.path.join("memory.swap.max"), "0");
         } else if self.path.join("memory.max").exists() {
             write_file(&self.path.join("memory.max"), "max")?;
@@ -150,10 +145,7 @@ impl Cgroup {
         }
         if let Some(cpus) = limits.cpus {
             let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
-            write_file(
-                &self.limit_file("cpu.max", "cpu")?,
-                &format!("{quota} {CPU_PERIOD_US}"),
-            )?;
+            write_file(&self.limit_file("cpu.max", "cpu")?, &format!("{quota} {CPU_PERIOD_US}"))?;
         } else if self.path.join("cpu.max").exists() {
             write_file(&self.path.join("cpu.max"), &format!("max {CPU_PERIOD_US}"))?;
         }
@@ -167,16 +159,12 @@ impl Cgroup {
 
     /// An `O_PATH` descriptor of the directory, for `clone3(CLONE_INTO_CGROUP)`.
     pub fn open_dir(&self) -> Result<OwnedFd, StepError> {
-        open(
-            &self.path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map(|fd| {
-            // SAFETY: `open` returned a fresh descriptor that nothing else owns.
-            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-        })
-        .map_err(|e| StepError::new("open cgroup", e, self.path.display().to_string()))
+        open(&self.path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map(|fd| {
+                // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            })
+            .map_err(|e| StepError::new("open cgroup", e, self.path.display().to_string()))
     }
 
     /// Whether the kernel's OOM killer killed anything in this group.

@@ -32,11 +32,7 @@ pub(crate) enum Step {
     /// Create an empty file if missing (a bind-mount target for a file).
     Touch { path: CString },
     /// `mknod(2)` then `chmod` (the umask would narrow the mode).
-    Mknod {
-        path: CString,
-        mode: libc::mode_t,
-        dev: libc::dev_t,
-    },
+    Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t },
     /// `symlink(2)`, `EEXIST` ignored.
     Symlink { target: CString, link: CString },
     /// Bring `lo` up in the new network namespace.
@@ -47,19 +43,11 @@ pub(crate) enum Step {
     /// the old root is stacked under the new one and detached, with no directory needed for it.
     PivotRoot(CString),
     /// `setgroups`, `setgid`, `setuid`, in that order (groups need the privilege uid 0 has).
-    Identity {
-        gid: libc::gid_t,
-        uid: libc::uid_t,
-        groups: Vec<libc::gid_t>,
-    },
+    Identity { gid: libc::gid_t, uid: libc::uid_t, groups: Vec<libc::gid_t> },
     /// `chdir(2)`.
     Chdir(CString),
     /// `execve` each candidate path in turn (the `PATH` search done in advance).
-    Exec {
-        candidates: Vec<CString>,
-        argv: Vec<*const libc::c_char>,
-        envp: Vec<*const libc::c_char>,
-    },
+    Exec { candidates: Vec<CString>, argv: Vec<*const libc::c_char>, envp: Vec<*const libc::c_char> },
 }
 
 /// Steps in order, with a description of each for error messages.
@@ -145,39 +133,22 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 }
                 // Everything else closes at exec. Older kernels lack close_range's flag; PID 1
                 // opens all its descriptors close-on-exec anyway.
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
                 Ok(())
             }
-            Step::Mount {
-                source,
-                target,
-                fstype,
-                flags,
-                data,
-            } => check(libc::mount(
+            Step::Mount { source, target, fstype, flags, data } => check(libc::mount(
                 opt_ptr(source),
                 target.as_ptr(),
                 opt_ptr(fstype),
                 *flags,
-                data.as_ref()
-                    .map(|d| d.as_ptr().cast())
-                    .unwrap_or(ptr::null()),
+                data.as_ref().map(|d| d.as_ptr().cast()).unwrap_or(ptr::null()),
             )),
             Step::Mkdir { path, mode } => match check(libc::mkdir(path.as_ptr(), *mode)) {
                 Err(libc::EEXIST) => Ok(()),
                 other => other,
             },
             Step::Touch { path } => {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
+                let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
                 check(fd)?;
                 libc::close(fd);
                 Ok(())
@@ -186,12 +157,10 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 check(libc::mknod(path.as_ptr(), *mode, *dev))?;
                 check(libc::chmod(path.as_ptr(), *mode & 0o7777))
             }
-            Step::Symlink { target, link } => {
-                match check(libc::symlink(target.as_ptr(), link.as_ptr())) {
-                    Err(libc::EEXIST) => Ok(()),
-                    other => other,
-                }
-            }
+            Step::Symlink { target, link } => match check(libc::symlink(target.as_ptr(), link.as_ptr())) {
+                Err(libc::EEXIST) => Ok(()),
+                other => other,
+            },
             Step::LoopbackUp => crate::net::loopback_up(),
             Step::Hostname(name) => check(libc::sethostname(name.as_ptr(), name.as_bytes().len())),
             Step::PivotRoot(new_root) => {
@@ -207,11 +176,7 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 check(libc::setuid(*uid))
             }
             Step::Chdir(dir) => check(libc::chdir(dir.as_ptr())),
-            Step::Exec {
-                candidates,
-                argv,
-                envp,
-            } => {
+            Step::Exec { candidates, argv, envp } => {
                 // Like execvp: remember an error more telling than ENOENT (EACCES, ENOEXEC…).
                 let mut err = libc::ENOENT;
                 for path in candidates {

@@ -18,23 +18,12 @@ pub struct StepError {
 impl StepError {
     /// A step error with details.
     pub fn new(step: impl Into<String>, errno: Errno, detail: impl Into<String>) -> StepError {
-        StepError {
-            step: step.into(),
-            errno,
-            detail: detail.into(),
-        }
+        StepError { step: step.into(), errno, detail: detail.into() }
     }
 
     /// A step error from the last `io::Error`.
-    pub fn io(
-        step: impl Into<String>,
-        err: &std::io::Error,
-        detail: impl Into<String>,
-    ) -> StepError {
-        let errno = err
-            .raw_os_error()
-            .map(Errno::from_raw)
-            .unwrap_or(Errno::EIO);
+    pub fn io(step: impl Into<String>, err: &std::io::Error, detail: impl Into<String>) -> StepError {
+        let errno = err.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO);
         StepError::new(step, errno, detail)
     }
 }
@@ -58,9 +47,6 @@ mod tests {
     #[test]
     fn names_step_and_errno() {
         let e = StepError::new("mount overlay", Errno::ENOENT, "lowerdir=/x");
-        assert_eq!(
-            e.to_string(),
-            "mount overlay: ENOENT (No such file or directory) [lowerdir=/x]"
-        );
+        assert_eq!(e.to_string(), "mount overlay: ENOENT (No such file or directory) [lowerdir=/x]");
     }
 }

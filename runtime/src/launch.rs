@@ -75,21 +75,9 @@ impl Container {
     pub fn exit_info(&self, status: WaitStatus) -> ExitInfo {
         let oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         match status {
-            WaitStatus::Exited(_, code) => ExitInfo {
-                code: Some(code),
-                signal: None,
-                oom_killed,
-            },
-            WaitStatus::Signaled(_, sig, _) => ExitInfo {
-                code: None,
-                signal: Some(sig),
-                oom_killed,
-            },
-            _ => ExitInfo {
-                code: None,
-                signal: None,
-                oom_killed,
-            },
+            WaitStatus::Exited(_, code) => ExitInfo { code: Some(code), signal: None, oom_killed },
+            WaitStatus::Signaled(_, sig, _) => ExitInfo { code: None, signal: Some(sig), oom_killed },
+            _ => ExitInfo { code: None, signal: None, oom_killed },
         }
     }
 
@@ -97,9 +85,7 @@ impl Container {
     pub fn wait(&self) -> Result<ExitInfo, StepError> {
         loop {
             match waitpid(self.pid, None) {
-                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    return Ok(self.exit_info(s))
-                }
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return Ok(self.exit_info(s)),
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(StepError::new("wait", e, self.pid.to_string())),
@@ -119,13 +105,8 @@ impl Container {
 }
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString, StepError> {
-    CString::new(s.as_ref().to_vec()).map_err(|_| {
-        StepError::new(
-            "prepare",
-            Errno::EINVAL,
-            format!("{what} contains a NUL byte"),
-        )
-    })
+    CString::new(s.as_ref().to_vec())
+        .map_err(|_| StepError::new("prepare", Errno::EINVAL, format!("{what} contains a NUL byte")))
 }
 
 fn path_cstr(p: &Path) -> Result<CString, StepError> {
@@ -138,11 +119,7 @@ fn in_root(root: &Path, path: &str) -> Result<PathBuf, StepError> {
     let mut out = root.to_path_buf();
     for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
         if comp == ".." {
-            return Err(StepError::new(
-                "prepare",
-                Errno::EINVAL,
-                format!("path `{path}` contains `..`"),
-            ));
+            return Err(StepError::new("prepare", Errno::EINVAL, format!("path `{path}` contains `..`")));
         }
         out.push(comp);
     }
@@ -186,14 +163,7 @@ impl PlanBuilder {
     }
 
     fn mkdir(&mut self, path: &Path, mode: libc::mode_t) -> Result<(), StepError> {
-        self.push(
-            Step::Mkdir {
-                path: path_cstr(path)?,
-                mode,
-            },
-            "mkdir",
-            path.display().to_string(),
-        );
+        self.push(Step::Mkdir { path: path_cstr(path)?, mode }, "mkdir", path.display().to_string());
         Ok(())
     }
 
@@ -210,10 +180,7 @@ impl PlanBuilder {
 
 /// Builds the child's steps from the spec.
 fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
-    let mut b = PlanBuilder {
-        steps: Vec::new(),
-        strings: Vec::new(),
-    };
+    let mut b = PlanBuilder { steps: Vec::new(), strings: Vec::new() };
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
     b.push(Step::ResetSignals, "reset signals", "");
@@ -221,14 +188,7 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     if let Stdio::Fds(fds) = spec.stdio {
         b.push(Step::Stdio(fds), "set up stdio", format!("{fds:?}"));
     }
-    b.mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-        "make mounts private",
-    )?;
+    b.mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None, "make mounts private")?;
     if spec.new_net {
         b.push(Step::LoopbackUp, "bring lo up", "");
     }
@@ -243,20 +203,12 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
         Some("mode=0700"),
         "mount state tmpfs",
     )?;
-    let (upper, work, root) = (
-        state.join("upper"),
-        state.join("work"),
-        state.join("rootfs"),
-    );
+    let (upper, work, root) = (state.join("upper"), state.join("work"), state.join("rootfs"));
     for d in [&upper, &work, &root] {
         b.mkdir(d, 0o755)?;
     }
     if spec.layers.is_empty() {
-        return Err(StepError::new(
-            "prepare",
-            Errno::EINVAL,
-            "the container has no image layers",
-        ));
+        return Err(StepError::new("prepare", Errno::EINVAL, "the container has no image layers"));
     }
     for l in &spec.layers {
         if !l.is_dir() {
@@ -267,39 +219,16 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
             ));
         }
     }
-    let lower: Vec<String> = spec
-        .layers
-        .iter()
-        .rev()
-        .map(|l| l.display().to_string())
-        .collect();
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
-    b.mount(
-        Some("overlay"),
-        &root,
-        Some("overlay"),
-        0,
-        Some(&options),
-        "mount overlay",
-    )?;
+    let lower: Vec<String> = spec.layers.iter().rev().map(|l| l.display().to_string()).collect();
+    let options =
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+    b.mount(Some("overlay"), &root, Some("overlay"), 0, Some(&options), "mount overlay")?;
 
     // Kernel filesystems and /dev.
     for d in ["proc", "dev", "sys"] {
         b.mkdir(&root.join(d), 0o755)?;
     }
-    b.mount(
-        Some("proc"),
-        &root.join("proc"),
-        Some("proc"),
-        nosuid_nodev_noexec,
-        None,
-        "mount proc",
-    )?;
+    b.mount(Some("proc"), &root.join("proc"), Some("proc"), nosuid_nodev_noexec, None, "mount proc")?;
     let dev = root.join("dev");
     b.mount(
         Some("tmpfs"),
@@ -309,14 +238,9 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
         Some("mode=755,size=65536k"),
         "mount /dev",
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
         let p = dev.join(name);
         b.push(
             Step::Mknod {
@@ -337,10 +261,7 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     ] {
         let l = dev.join(link);
         b.push(
-            Step::Symlink {
-                target: cstr(target, "symlink")?,
-                link: path_cstr(&l)?,
-            },
+            Step::Symlink { target: cstr(target, "symlink")?, link: path_cstr(&l)? },
             "symlink",
             l.display().to_string(),
         );
@@ -404,22 +325,13 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
                 b.mkdir_all(&root, parent)?;
             }
             b.push(
-                Step::Touch {
-                    path: path_cstr(&target)?,
-                },
+                Step::Touch { path: path_cstr(&target)? },
                 "create bind target",
                 target.display().to_string(),
             );
         }
         let src = bind.source.display().to_string();
-        b.mount(
-            Some(&src),
-            &target,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-            "bind mount",
-        )?;
+        b.mount(Some(&src), &target, None, libc::MS_BIND | libc::MS_REC, None, "bind mount")?;
         if bind.read_only {
             b.mount(
                 None,
@@ -433,16 +345,8 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     }
     b.mkdir_all(&root, &spec.working_dir)?;
 
-    b.push(
-        Step::Hostname(cstr(&spec.hostname, "hostname")?),
-        "sethostname",
-        spec.hostname.clone(),
-    );
-    b.push(
-        Step::PivotRoot(path_cstr(&root)?),
-        "pivot_root",
-        root.display().to_string(),
-    );
+    b.push(Step::Hostname(cstr(&spec.hostname, "hostname")?), "sethostname", spec.hostname.clone());
+    b.push(Step::PivotRoot(path_cstr(&root)?), "pivot_root", root.display().to_string());
     if spec.read_only {
         b.mount(
             None,
@@ -454,22 +358,11 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
         )?;
     }
     b.push(
-        Step::Identity {
-            gid: spec.gid,
-            uid: spec.uid,
-            groups: spec.additional_gids.clone(),
-        },
+        Step::Identity { gid: spec.gid, uid: spec.uid, groups: spec.additional_gids.clone() },
         "set user",
-        format!(
-            "uid {} gid {} groups {:?}",
-            spec.uid, spec.gid, spec.additional_gids
-        ),
+        format!("uid {} gid {} groups {:?}", spec.uid, spec.gid, spec.additional_gids),
     );
-    b.push(
-        Step::Chdir(cstr(&spec.working_dir, "working_dir")?),
-        "chdir",
-        spec.working_dir.clone(),
-    );
+    b.push(Step::Chdir(cstr(&spec.working_dir, "working_dir")?), "chdir", spec.working_dir.clone());
 
     // execve: argv, envp and the PATH candidates.
     let arg0 = spec
@@ -490,40 +383,18 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
             .map(|d| cstr(format!("{}/{}", d.trim_end_matches('/'), arg0), "command"))
             .collect::<Result<_, _>>()?
     };
-    let args: Vec<CString> = spec
-        .args
-        .iter()
-        .map(|a| cstr(a, "argument"))
-        .collect::<Result<_, _>>()?;
-    let env: Vec<CString> = spec
-        .env
-        .iter()
-        .map(|e| cstr(e, "env"))
-        .collect::<Result<_, _>>()?;
+    let args: Vec<CString> = spec.args.iter().map(|a| cstr(a, "argument")).collect::<Result<_, _>>()?;
+    let env: Vec<CString> = spec.env.iter().map(|e| cstr(e, "env")).collect::<Result<_, _>>()?;
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let exec_detail = if arg0.contains('/') {
-        arg0.clone()
-    } else {
-        format!("{arg0} (searched PATH={path_var})")
-    };
-    b.push(
-        Step::Exec {
-            candidates,
-            argv,
-            envp,
-        },
-        &format!("exec {arg0}"),
-        exec_detail,
-    );
+    let exec_detail =
+        if arg0.contains('/') { arg0.clone() } else { format!("{arg0} (searched PATH={path_var})") };
+    b.push(Step::Exec { candidates, argv, envp }, &format!("exec {arg0}"), exec_detail);
     b.strings.extend(args);
     b.strings.extend(env);
-    Ok(ChildPlan {
-        steps: b.steps,
-        _strings: b.strings,
-    })
+    Ok(ChildPlan { steps: b.steps, _strings: b.strings })
 }
 
 /// Launches the container; returns once its process has `execve`d, or with the step that failed.
@@ -578,11 +449,7 @@ pub fn launch(spec: &ContainerSpec) -> Result<Container, StepError> {
     }
     if ret < 0 {
         let e = Errno::last();
-        return Err(StepError::new(
-            "clone3",
-            e,
-            format!("namespaces for container {}", spec.name),
-        ));
+        return Err(StepError::new("clone3", e, format!("namespaces for container {}", spec.name)));
     }
     let pid = Pid::from_raw(ret as i32);
     drop(err_write);
@@ -607,11 +474,7 @@ pub fn launch(spec: &ContainerSpec) -> Result<Container, StepError> {
         let _ = cg.remove();
     }
     if got < buf.len() {
-        return Err(StepError::new(
-            "container setup",
-            Errno::EIO,
-            "short report from the child",
-        ));
+        return Err(StepError::new("container setup", Errno::EIO, "short report from the child"));
     }
     let index = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let errno = Errno::from_raw(i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]));

@@ -16,9 +16,7 @@ fn busybox_layer(dir: &Path) -> PathBuf {
     fs::create_dir_all(root.join("bin")).unwrap();
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "cat", "echo", "hostname", "grep", "ls", "id", "pwd", "stat", "touch", "mount",
-    ] {
+    for applet in ["sh", "cat", "echo", "hostname", "grep", "ls", "id", "pwd", "stat", "touch", "mount"] {
         symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     fs::write(root.join("etc/hello"), "from the image\n").unwrap();
@@ -46,10 +44,7 @@ fn spec(dir: &Path, script: &str, stdout: i32) -> ContainerSpec {
 }
 
 /// Runs the spec to completion and returns (exit code, output).
-fn run(
-    spec: &ContainerSpec,
-    out: (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
-) -> (Option<i32>, String) {
+fn run(spec: &ContainerSpec, out: (std::os::fd::OwnedFd, std::os::fd::OwnedFd)) -> (Option<i32>, String) {
     let (r, w) = out;
     let c = launch(spec).unwrap_or_else(|e| panic!("launch failed: {e}"));
     drop(w);
@@ -96,11 +91,7 @@ fn read_only_root_and_binds() {
     let mut s = spec(dir.path(), "cat /mnt/data/f; touch /x 2>/dev/null && echo root-rw; touch /mnt/data/g 2>/dev/null && echo bind-rw; echo end", w.as_raw_fd());
     s.read_only = true;
     s.working_dir = "/".into();
-    s.binds = vec![BindMount {
-        source: data.clone(),
-        target: "/mnt/data".into(),
-        read_only: true,
-    }];
+    s.binds = vec![BindMount { source: data.clone(), target: "/mnt/data".into(), read_only: true }];
     let (code, out) = run(&s, (r, w));
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("bound\n"), "{out}");

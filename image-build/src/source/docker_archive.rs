@@ -51,16 +51,9 @@ struct Archive<'a> {
 }
 
 /// See [`super::resolve`].
-pub(super) fn resolve(
-    reference: &str,
-    path: &Path,
-    cache: &BlobCache,
-) -> Result<ResolvedImage, ImageError> {
+pub(super) fn resolve(reference: &str, path: &Path, cache: &BlobCache) -> Result<ResolvedImage, ImageError> {
     if !path.exists() {
-        return Err(ImageError::NoSuchFile {
-            reference: reference.to_string(),
-            file: path.to_path_buf(),
-        });
+        return Err(ImageError::NoSuchFile { reference: reference.to_string(), file: path.to_path_buf() });
     }
     let archive = Archive::open(reference, path, cache)?;
 
@@ -70,10 +63,8 @@ pub(super) fn resolve(
         [only] => only,
         [] => return Err(archive.invalid("manifest.json lists no images".to_string())),
         many => {
-            let tags: Vec<String> = many
-                .iter()
-                .flat_map(|m| m.repo_tags.clone().unwrap_or_default())
-                .collect();
+            let tags: Vec<String> =
+                many.iter().flat_map(|m| m.repo_tags.clone().unwrap_or_default()).collect();
             return Err(archive.invalid(format!(
                 "the archive holds {} images ({}); berth reads archives of one image: `docker save` only the one you need",
                 many.len(),
@@ -91,10 +82,7 @@ pub(super) fn resolve(
                 "config",
                 &expected,
                 &entry.config,
-                BlobError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: config_digest,
-                },
+                BlobError::DigestMismatch { expected: expected.clone(), actual: config_digest },
             ));
         }
     }
@@ -140,20 +128,13 @@ pub(super) fn resolve(
         .insert_from_reader(&manifest_digest, manifest_bytes.as_slice())
         .map_err(|source| archive.cache_error(source))?;
 
-    Ok(ResolvedImage {
-        manifest_digest,
-        config_digest,
-        config: config.config,
-        layers,
-    })
+    Ok(ResolvedImage { manifest_digest, config_digest, config: config.config, layers })
 }
 
 /// The digest a member name implies: `<64 hex>.json` or `blobs/sha256/<64 hex>`.
 /// (`<hex>/layer.tar` names a legacy layer id, not a digest.)
 fn digest_from_name(name: &str) -> Option<String> {
-    let hex = name
-        .strip_prefix("blobs/sha256/")
-        .or_else(|| name.strip_suffix(".json"))?;
+    let hex = name.strip_prefix("blobs/sha256/").or_else(|| name.strip_suffix(".json"))?;
     let digest = format!("sha256:{hex}");
     validate_digest(&digest).ok()?;
     Some(digest)
@@ -178,11 +159,8 @@ fn normalize(name: &str) -> Option<String> {
 impl<'a> Archive<'a> {
     fn open(reference: &'a str, path: &Path, cache: &BlobCache) -> Result<Self, ImageError> {
         let name = path.display().to_string();
-        let io_err = |source| ImageError::Io {
-            reference: reference.to_string(),
-            location: name.clone(),
-            source,
-        };
+        let io_err =
+            |source| ImageError::Io { reference: reference.to_string(), location: name.clone(), source };
         let mut file = File::open(path).map_err(io_err)?;
         let mut head = [0u8; 4];
         let n = read_head(&mut file, &mut head).map_err(io_err)?;
@@ -208,12 +186,7 @@ impl<'a> Archive<'a> {
                 tmp
             }
         };
-        let mut archive = Archive {
-            reference,
-            name,
-            file,
-            members: HashMap::new(),
-        };
+        let mut archive = Archive { reference, name, file, members: HashMap::new() };
         archive.index().map_err(|source| ImageError::Io {
             reference: reference.to_string(),
             location: format!("{} (reading the tar archive)", archive.name),
@@ -242,10 +215,9 @@ impl<'a> Archive<'a> {
                 continue;
             };
             let member = match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => Member::File {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                },
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    Member::File { offset: entry.raw_file_position(), size: entry.size() }
+                }
                 tar::EntryType::Symlink => {
                     let target = entry
                         .link_name_bytes()
@@ -286,17 +258,11 @@ impl<'a> Archive<'a> {
     }
 
     fn invalid(&self, message: String) -> ImageError {
-        ImageError::Invalid {
-            reference: self.reference.to_string(),
-            message,
-        }
+        ImageError::Invalid { reference: self.reference.to_string(), message }
     }
 
     fn cache_error(&self, source: BlobError) -> ImageError {
-        ImageError::Cache {
-            reference: self.reference.to_string(),
-            source: Box::new(source),
-        }
+        ImageError::Cache { reference: self.reference.to_string(), source: Box::new(source) }
     }
 
     fn bad(&self, what: &str, digest: &str, member: &str, source: BlobError) -> ImageError {
@@ -310,11 +276,7 @@ impl<'a> Archive<'a> {
     }
 
     fn io(&self, member: &str, source: io::Error) -> ImageError {
-        ImageError::Io {
-            reference: self.reference.to_string(),
-            location: self.location(member),
-            source,
-        }
+        ImageError::Io { reference: self.reference.to_string(), location: self.location(member), source }
     }
 
     /// Where a member's data is: `(offset, size)`, following links.
@@ -332,18 +294,14 @@ impl<'a> Archive<'a> {
                 }
             }
         }
-        Err(self.invalid(format!(
-            "{}: member {member:?}: too many levels of links",
-            self.name
-        )))
+        Err(self.invalid(format!("{}: member {member:?}: too many levels of links", self.name)))
     }
 
     /// A reader for a member's data.
     fn open_member(&self, member: &str) -> Result<(io::Take<&File>, u64), ImageError> {
         let (offset, size) = self.find(member)?;
         let mut file = &self.file;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| self.io(member, e))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| self.io(member, e))?;
         Ok((file.take(size), size))
     }
 
@@ -356,9 +314,7 @@ impl<'a> Archive<'a> {
             )));
         }
         let mut bytes = Vec::with_capacity(size as usize);
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.io(member, e))?;
+        reader.read_to_end(&mut bytes).map_err(|e| self.io(member, e))?;
         Ok(bytes)
     }
 
@@ -388,12 +344,7 @@ impl<'a> Archive<'a> {
         let mut writer = cache.writer().map_err(|e| self.cache_error(e))?;
         io::copy(&mut reader, &mut writer).map_err(|e| self.io(member, e))?;
         let temp = writer.temp_path().to_path_buf();
-        let temp_err = |source| {
-            self.cache_error(BlobError::Io {
-                path: temp.clone(),
-                source,
-            })
-        };
+        let temp_err = |source| self.cache_error(BlobError::Io { path: temp.clone(), source });
         let mut head = [0u8; 4];
         let mut temp_file = File::open(&temp).map_err(temp_err)?;
         let n = read_head(&mut temp_file, &mut head).map_err(temp_err)?;
@@ -403,8 +354,8 @@ impl<'a> Archive<'a> {
             Compression::None => stored_digest.clone(),
             _ => {
                 temp_file.seek(SeekFrom::Start(0)).map_err(temp_err)?;
-                let reader = crate::layer::decompress(compression, temp_file)
-                    .map_err(|e| self.io(member, e))?;
+                let reader =
+                    crate::layer::decompress(compression, temp_file).map_err(|e| self.io(member, e))?;
                 sha256_reader(reader).map_err(|e| self.io(member, e))?.0
             }
         };
@@ -413,29 +364,17 @@ impl<'a> Archive<'a> {
                 &format!("{what} (diff id)"),
                 diff_id,
                 member,
-                BlobError::DigestMismatch {
-                    expected: diff_id.to_string(),
-                    actual: uncompressed_digest,
-                },
+                BlobError::DigestMismatch { expected: diff_id.to_string(), actual: uncompressed_digest },
             ));
         }
         let expected = digest_from_name(member);
-        let (digest, path, size) =
-            writer
-                .commit(expected.as_deref())
-                .map_err(|source| match source {
-                    BlobError::DigestMismatch { .. } => {
-                        self.bad(&what, expected.as_deref().unwrap_or(""), member, source)
-                    }
-                    other => self.cache_error(other),
-                })?;
-        Ok(LayerBlob {
-            digest,
-            diff_id: Some(diff_id.to_string()),
-            compression,
-            path,
-            size,
-        })
+        let (digest, path, size) = writer.commit(expected.as_deref()).map_err(|source| match source {
+            BlobError::DigestMismatch { .. } => {
+                self.bad(&what, expected.as_deref().unwrap_or(""), member, source)
+            }
+            other => self.cache_error(other),
+        })?;
+        Ok(LayerBlob { digest, diff_id: Some(diff_id.to_string()), compression, path, size })
     }
 }
 
@@ -458,14 +397,8 @@ mod tests {
     #[test]
     fn names() {
         let hex = "a".repeat(64);
-        assert_eq!(
-            digest_from_name(&format!("{hex}.json")),
-            Some(format!("sha256:{hex}"))
-        );
-        assert_eq!(
-            digest_from_name(&format!("blobs/sha256/{hex}")),
-            Some(format!("sha256:{hex}"))
-        );
+        assert_eq!(digest_from_name(&format!("{hex}.json")), Some(format!("sha256:{hex}")));
+        assert_eq!(digest_from_name(&format!("blobs/sha256/{hex}")), Some(format!("sha256:{hex}")));
         assert_eq!(digest_from_name(&format!("{hex}/layer.tar")), None);
         assert_eq!(digest_from_name("config.json"), None);
         assert_eq!(normalize("./a//b/./c/").as_deref(), Some("a/b/c"));

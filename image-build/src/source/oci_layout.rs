@@ -4,9 +4,8 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    Compression, Descriptor, Index, Manifest, OciLayoutFile, MEDIA_DOCKER_CONFIG,
-    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX,
-    MEDIA_OCI_MANIFEST,
+    Compression, Descriptor, Index, Manifest, OciLayoutFile, MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LIST,
+    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
 use super::{check_config, ImageError, LayerBlob, ResolvedImage};
 use crate::blobs::{validate_digest, BlobCache};
@@ -33,16 +32,9 @@ pub(super) fn resolve(
     tag: Option<&str>,
     cache: &BlobCache,
 ) -> Result<ResolvedImage, ImageError> {
-    let layout = Layout {
-        reference,
-        dir,
-        cache,
-    };
+    let layout = Layout { reference, dir, cache };
     if !dir.exists() {
-        return Err(ImageError::NoSuchDirectory {
-            reference: reference.to_string(),
-            dir: dir.to_path_buf(),
-        });
+        return Err(ImageError::NoSuchDirectory { reference: reference.to_string(), dir: dir.to_path_buf() });
     }
     if !dir.is_dir() {
         return Err(layout.not_layout("it is not a directory"));
@@ -78,9 +70,7 @@ pub(super) fn resolve(
         }
         depth += 1;
         if depth > MAX_INDEX_DEPTH {
-            return Err(layout.invalid(format!(
-                "image indexes nested more than {MAX_INDEX_DEPTH} deep"
-            )));
+            return Err(layout.invalid(format!("image indexes nested more than {MAX_INDEX_DEPTH} deep")));
         }
         let nested: Index = layout.parse_json_str(&location, &bytes)?;
         desc = layout.select_platform(&desc.digest, &nested)?;
@@ -102,19 +92,12 @@ pub(super) fn resolve(
         }
     }
     let config_bytes = layout.fetch_json(&manifest.config, "config")?;
-    let config: ConfigFile = layout.parse_json_str(
-        &layout.blob_location(&manifest.config.digest),
-        &config_bytes,
-    )?;
+    let config: ConfigFile =
+        layout.parse_json_str(&layout.blob_location(&manifest.config.digest), &config_bytes)?;
     check_config(reference, &config, manifest.layers.len())?;
 
     let mut layers = Vec::with_capacity(manifest.layers.len());
-    for (i, (desc, diff_id)) in manifest
-        .layers
-        .iter()
-        .zip(&config.rootfs.diff_ids)
-        .enumerate()
-    {
+    for (i, (desc, diff_id)) in manifest.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
         let what = format!("layer {}", i + 1);
         let compression = Compression::from_layer_media_type(&desc.media_type).ok_or_else(|| {
             layout.invalid(format!(
@@ -155,10 +138,7 @@ impl Layout<'_> {
     }
 
     fn invalid(&self, message: String) -> ImageError {
-        ImageError::Invalid {
-            reference: self.reference.to_string(),
-            message,
-        }
+        ImageError::Invalid { reference: self.reference.to_string(), message }
     }
 
     fn read_file(&self, path: &Path) -> Result<Vec<u8>, ImageError> {
@@ -169,11 +149,7 @@ impl Layout<'_> {
         })
     }
 
-    fn parse_json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &Path,
-        bytes: &[u8],
-    ) -> Result<T, ImageError> {
+    fn parse_json<T: serde::de::DeserializeOwned>(&self, path: &Path, bytes: &[u8]) -> Result<T, ImageError> {
         self.parse_json_str(&path.display().to_string(), bytes)
     }
 
@@ -211,23 +187,19 @@ impl Layout<'_> {
         index: &Index,
         tag: Option<&str>,
     ) -> Result<Descriptor, ImageError> {
-        let available: Vec<String> = index
-            .manifests
-            .iter()
-            .filter_map(|d| d.ref_name().map(str::to_string))
-            .collect();
+        let available: Vec<String> =
+            index.manifests.iter().filter_map(|d| d.ref_name().map(str::to_string)).collect();
         match tag {
-            Some(tag) => index
-                .manifests
-                .iter()
-                .find(|d| d.ref_name() == Some(tag))
-                .cloned()
-                .ok_or_else(|| ImageError::TagNotFound {
-                    reference: self.reference.to_string(),
-                    index: index_path.to_path_buf(),
-                    tag: tag.to_string(),
-                    available,
-                }),
+            Some(tag) => {
+                index.manifests.iter().find(|d| d.ref_name() == Some(tag)).cloned().ok_or_else(|| {
+                    ImageError::TagNotFound {
+                        reference: self.reference.to_string(),
+                        index: index_path.to_path_buf(),
+                        tag: tag.to_string(),
+                        available,
+                    }
+                })
+            }
             None => match index.manifests.as_slice() {
                 [only] => Ok(only.clone()),
                 [] => Err(self.not_layout("index.json lists no images")),
@@ -243,11 +215,10 @@ impl Layout<'_> {
 
     /// Picks the linux/amd64 entry of a nested index.
     fn select_platform(&self, digest: &str, index: &Index) -> Result<Descriptor, ImageError> {
-        let found = index.manifests.iter().find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-        });
+        let found = index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"));
         match found {
             Some(d) => Ok(d.clone()),
             None => Err(ImageError::NoMatchingPlatform {
@@ -307,10 +278,7 @@ impl Layout<'_> {
                 })
             }
         };
-        let (cached, _) = self
-            .cache
-            .insert_verified(&desc.digest, Some(desc.size), file)
-            .map_err(bad)?;
+        let (cached, _) = self.cache.insert_verified(&desc.digest, Some(desc.size), file).map_err(bad)?;
         Ok(cached)
     }
 

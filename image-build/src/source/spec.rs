@@ -54,9 +54,7 @@ impl Compression {
             MEDIA_OCI_LAYER | MEDIA_DOCKER_LAYER => Some(Compression::None),
             MEDIA_OCI_LAYER_GZIP
             | MEDIA_DOCKER_LAYER_GZIP
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-                Some(Compression::Gzip)
-            }
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
             MEDIA_OCI_LAYER_ZSTD | MEDIA_DOCKER_LAYER_ZSTD => Some(Compression::Zstd),
             _ => None,
         }
@@ -118,10 +116,7 @@ pub struct Descriptor {
 impl Descriptor {
     /// The `org.opencontainers.image.ref.name` annotation, if any.
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations
-            .as_ref()
-            .and_then(|a| a.get(REF_NAME_ANNOTATION))
-            .map(String::as_str)
+        self.annotations.as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).map(String::as_str)
     }
 }
 

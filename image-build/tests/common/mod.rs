@@ -10,10 +10,7 @@ use berth_qemu::{Vm, VmConfig};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The `berth` binary under test.
@@ -32,14 +29,7 @@ pub fn init_binary() -> PathBuf {
         let status = Command::new(cargo)
             .current_dir(workspace())
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "berth-init",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ])
+            .args(["build", "--release", "-p", "berth-init", "--target", "x86_64-unknown-linux-gnu"])
             .status()
             .expect("run cargo");
         assert!(status.success(), "building the static init failed");
@@ -53,11 +43,7 @@ pub fn init_binary() -> PathBuf {
 
 /// Runs `berth` with the static init and returns its output.
 pub fn run_berth(args: &[&str]) -> Output {
-    Command::new(berth())
-        .env("BERTH_INIT", init_binary())
-        .args(args)
-        .output()
-        .expect("run berth")
+    Command::new(berth()).env("BERTH_INIT", init_binary()).args(args).output().expect("run berth")
 }
 
 /// Makes the busybox OCI image at `dir/images/busybox` (tag `latest`).
@@ -67,11 +53,7 @@ pub fn busybox_image(dir: &Path) {
         .arg(dir.join("images/busybox"))
         .output()
         .expect("run busybox-image.sh");
-    assert!(
-        out.status.success(),
-        "busybox-image.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Writes `config` as `dir/NAME.toml` and builds it into `dir/NAME.out`; panics with berth's
@@ -80,28 +62,15 @@ pub fn build(dir: &Path, name: &str, config: &str) -> PathBuf {
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, config).unwrap();
     let out_dir = dir.join(format!("{name}.out"));
-    let out = run_berth(&[
-        "build",
-        file.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "berth build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_berth(&["build", file.to_str().unwrap(), "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "berth build failed: {}", String::from_utf8_lossy(&out.stderr));
     out_dir
 }
 
 /// Boots a build output (kernel command line from its `cmdline` file).
 pub fn boot(out_dir: &Path) -> Vm {
     let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
-    let mut cfg = VmConfig::new(
-        out_dir.join("vmlinuz"),
-        out_dir.join("initrd.img"),
-        cmdline.trim(),
-    );
+    let mut cfg = VmConfig::new(out_dir.join("vmlinuz"), out_dir.join("initrd.img"), cmdline.trim());
     cfg.console_log = Some(out_dir.join("console.log"));
     Vm::start(cfg).expect("start qemu")
 }
@@ -110,13 +79,7 @@ pub fn boot(out_dir: &Path) -> Vm {
 pub fn event_names(vm: &Vm) -> Vec<String> {
     vm.events()
         .iter()
-        .map(|e| {
-            format!(
-                "{}{}",
-                e.name,
-                e.get("name").map(|n| format!(":{n}")).unwrap_or_default()
-            )
-        })
+        .map(|e| format!("{}{}", e.name, e.get("name").map(|n| format!(":{n}")).unwrap_or_default()))
         .collect()
 }
 
@@ -124,9 +87,6 @@ pub fn event_names(vm: &Vm) -> Vec<String> {
 pub fn assert_in_order(seen: &[String], wanted: &[&str]) {
     let mut it = seen.iter();
     for w in wanted {
-        assert!(
-            it.any(|s| s == w),
-            "event {w} missing or out of order in {seen:#?}"
-        );
+        assert!(it.any(|s| s == w), "event {w} missing or out of order in {seen:#?}");
     }
 }

@@ -40,10 +40,8 @@ pub fn console_write(bytes: &[u8]) {
 /// Opens `/dev/kmsg` (after /dev is mounted) and reads the console log level.
 pub fn open_kmsg() {
     if let Ok(f) = OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = nix::fcntl::fcntl(
-            f.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
+        let _ =
+            nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
         if let Ok(mut guard) = KMSG.lock() {
             *guard = Some(f);
         }

@@ -64,10 +64,9 @@ pub fn run() -> ! {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| boot(signals.as_ref())));
     if let Err(_panic) = result {
-        log::emit(log::event("boot.failed").with(
-            "error",
-            "PID 1 hit a bug (see the line above); emergency mode",
-        ));
+        log::emit(
+            log::event("boot.failed").with("error", "PID 1 hit a bug (see the line above); emergency mode"),
+        );
     }
     emergency_loop()
 }
@@ -91,10 +90,8 @@ fn boot(signals: Option<&SignalFd>) {
     stage("init");
     if let Err(e) = mounts::leave_initramfs() {
         log::console_write(
-            format!(
-                "berth: cannot leave the initramfs ({e}); containers will fail to pivot_root\n"
-            )
-            .as_bytes(),
+            format!("berth: cannot leave the initramfs ({e}); containers will fail to pivot_root\n")
+                .as_bytes(),
         );
     }
     let failures = mounts::mount_kernel_filesystems();
@@ -108,12 +105,13 @@ fn boot(signals: Option<&SignalFd>) {
 
     let plan = match std::fs::read_to_string(PLAN_PATH)
         .map_err(|e| format!("cannot read {PLAN_PATH}: {e}"))
-        .and_then(|t| {
-            Plan::from_toml(&t).map_err(|e| format!("{PLAN_PATH} is not a valid boot plan: {e}"))
-        }) {
+        .and_then(|t| Plan::from_json(&t).map_err(|e| format!("{PLAN_PATH} is not a valid boot plan: {e}")))
+    {
         Ok(p) => p,
         Err(e) => {
-            log::error(&format!("{e}\nthe machine stays up without containers; rebuild the image with `berth build`"));
+            log::error(&format!(
+                "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
+            ));
             log::emit(log::event("boot.failed").with("error", &e));
             empty_plan()
         }
@@ -177,10 +175,7 @@ fn event_loop(sup: &mut Supervisor, signals: Option<&SignalFd>, first: Request) 
         let log_fds = sup.log_fds();
         let timeout = match sup.deadline() {
             Some(d) => {
-                let ms = d
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .min(60_000) as u16;
+                let ms = d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
                 PollTimeout::from(ms)
             }
             None => PollTimeout::NONE,
@@ -191,10 +186,7 @@ fn event_loop(sup: &mut Supervisor, signals: Option<&SignalFd>, first: Request) 
         }
         for fd in &log_fds {
             // SAFETY: the descriptors belong to `sup` and stay open until after this poll.
-            fds.push(PollFd::new(
-                unsafe { BorrowedFd::borrow_raw(*fd) },
-                PollFlags::POLLIN,
-            ));
+            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
         }
         let _ = poll(&mut fds, timeout);
         drop(fds);
@@ -243,10 +235,7 @@ fn request_shutdown(sup: &mut Supervisor, action: &mut Option<Action>, a: Action
 fn emergency_loop() -> ! {
     let mask = handled_signals();
     loop {
-        let _ = nix::sys::wait::waitpid(
-            None::<nix::unistd::Pid>,
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
+        let _ = nix::sys::wait::waitpid(None::<nix::unistd::Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         if let Ok(sig) = mask.wait() {
             if let Some(a) = shutdown_action(sig) {
                 shutdown::finish(a);

@@ -6,16 +6,15 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, chroot};
 
-/// Whether the root is the initramfs (`rootfs`), read from `/proc/self/mountinfo`.
-fn root_is_initramfs() -> bool {
-    fs::read_to_string("/proc/self/mountinfo")
-        .map(|text| {
-            text.lines().any(|l| {
-                let fields: Vec<&str> = l.split(' ').collect();
-                let sep = fields.iter().position(|f| *f == "-");
-                fields.get(4) == Some(&"/")
-                    && sep.and_then(|i| fields.get(i + 1)) == Some(&"rootfs")
-            })
+/// `RAMFS_MAGIC` from linux/magic.h (libc does not export it).
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Whether the root is an in-memory filesystem (the initramfs is ramfs or tmpfs).
+fn root_is_in_memory() -> bool {
+    nix::sys::statfs::statfs("/")
+        .map(|s| {
+            let magic = s.filesystem_type().0 as i64;
+            magic == RAMFS_MAGIC || magic == libc::TMPFS_MAGIC as i64
         })
         .unwrap_or(false)
 }
@@ -29,20 +28,9 @@ fn root_is_initramfs() -> bool {
 /// with the same files, and `pivot_root` works below it. Must run before anything else is
 /// mounted (the bind is not recursive).
 pub fn leave_initramfs() -> Result<bool, String> {
-    let _ = fs::create_dir("/proc");
-    let proc_ok = mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .is_ok();
-    let initramfs = proc_ok && root_is_initramfs();
-    if proc_ok {
-        let _ = umount2("/proc", MntFlags::MNT_DETACH);
-    }
-    if !initramfs {
+    // PID 1 on an in-memory root runs from the initramfs (a tmpfs root mounted by something
+    // else merely gets a harmless extra bind mount).
+    if !root_is_in_memory() {
         return Ok(false);
     }
     let dir = "/.berth-root";
@@ -71,20 +59,8 @@ struct Fs {
 pub fn mount_kernel_filesystems() -> Vec<String> {
     let nsne = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let table = [
-        Fs {
-            source: "proc",
-            target: "/proc",
-            fstype: "proc",
-            flags: nsne,
-            data: None,
-        },
-        Fs {
-            source: "sysfs",
-            target: "/sys",
-            fstype: "sysfs",
-            flags: nsne,
-            data: None,
-        },
+        Fs { source: "proc", target: "/proc", fstype: "proc", flags: nsne, data: None },
+        Fs { source: "sysfs", target: "/sys", fstype: "sysfs", flags: nsne, data: None },
         Fs {
             source: "devtmpfs",
             target: "/dev",
@@ -131,13 +107,7 @@ pub fn mount_kernel_filesystems() -> Vec<String> {
     let mut failures = Vec::new();
     for fs in table {
         let _ = fs::create_dir_all(fs.target);
-        if let Err(e) = mount(
-            Some(fs.source),
-            fs.target,
-            Some(fs.fstype),
-            fs.flags,
-            fs.data,
-        ) {
+        if let Err(e) = mount(Some(fs.source), fs.target, Some(fs.fstype), fs.flags, fs.data) {
             // devtmpfs may already be there (CONFIG_DEVTMPFS_MOUNT) — that is fine.
             if !(e == nix::errno::Errno::EBUSY && fs.target == "/dev") {
                 failures.push(format!("mount {} on {}: {}", fs.fstype, fs.target, e));

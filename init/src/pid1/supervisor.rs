@@ -89,16 +89,13 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `plan`; `cgroups` says whether the cgroup2 hierarchy is usable.
     pub fn new(plan: Plan, cgroups: bool) -> Supervisor {
-        let devnull = nix::fcntl::open(
-            "/dev/null",
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok()
-        .map(|fd| {
-            // SAFETY: `open` returned a fresh descriptor nothing else owns.
-            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-        });
+        let devnull =
+            nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                .ok()
+                .map(|fd| {
+                    // SAFETY: `open` returned a fresh descriptor nothing else owns.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                });
         Supervisor {
             plan,
             phase: Phase::Onboot(0),
@@ -123,10 +120,7 @@ impl Supervisor {
     /// When the main loop must wake up next, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Stopping {
-                deadline,
-                killed: false,
-            } => Some(deadline),
+            Phase::Stopping { deadline, killed: false } => Some(deadline),
             _ => None,
         }
     }
@@ -159,12 +153,12 @@ impl Supervisor {
             return Request::None;
         }
         let action = self.plan.system.when_done;
-        log::emit(
-            log::event("system.done").with("when_done", format!("{action:?}").to_lowercase()),
-        );
+        log::emit(log::event("system.done").with("when_done", format!("{action:?}").to_lowercase()));
         match action {
             WhenDone::Wait => {
-                log::info("every container has exited; waiting for a shutdown request (when_done = \"wait\")");
+                log::info(
+                    "every container has exited; waiting for a shutdown request (when_done = \"wait\")",
+                );
                 Request::None
             }
             WhenDone::Poweroff => Request::Shutdown(Action::Poweroff),
@@ -173,16 +167,8 @@ impl Supervisor {
     }
 
     fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> ContainerSpec {
-        let stdin = self
-            .devnull
-            .as_ref()
-            .map(|f| f.as_raw_fd())
-            .unwrap_or(stdout);
-        let limits = CgroupLimits {
-            memory: c.memory,
-            cpus: c.cpus,
-            pids: c.pids_limit,
-        };
+        let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
+        let limits = CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit };
         let mut env = c.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -209,9 +195,7 @@ impl Supervisor {
                 })
                 .collect(),
             read_only: c.read_only,
-            cgroup: self
-                .cgroups
-                .then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
+            cgroup: self.cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
             stdio: Stdio::Fds([stdin, stdout, stdout]),
         }
     }
@@ -238,10 +222,7 @@ impl Supervisor {
         };
         // The child's end must block: a container writing faster than the console is slowed
         // down, not handed EAGAIN.
-        let _ = nix::fcntl::fcntl(
-            write.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()),
-        );
+        let _ = nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
         let spec = self.spec_for(c, write.as_raw_fd());
         let result = launch(&spec);
         drop(write);
@@ -254,18 +235,8 @@ impl Supervisor {
                         .with("pid", container.pid)
                         .with("image", &c.image_digest),
                 );
-                self.logs.push(LogPipe {
-                    name: c.name.clone(),
-                    fd: read,
-                    partial: Vec::new(),
-                });
-                self.running.insert(
-                    container.pid,
-                    Running {
-                        name: c.name.clone(),
-                        container,
-                    },
-                );
+                self.logs.push(LogPipe { name: c.name.clone(), fd: read, partial: Vec::new() });
+                self.running.insert(container.pid, Running { name: c.name.clone(), container });
                 true
             }
             Err(e) => {
@@ -301,9 +272,7 @@ impl Supervisor {
                             let line: Vec<u8> = pipe.partial.drain(..=pos).collect();
                             log::container_line(
                                 &pipe.name,
-                                line[..line.len() - 1]
-                                    .strip_suffix(b"\r")
-                                    .unwrap_or(&line[..line.len() - 1]),
+                                line[..line.len() - 1].strip_suffix(b"\r").unwrap_or(&line[..line.len() - 1]),
                             );
                         }
                         if pipe.partial.len() >= 4096 {
@@ -387,40 +356,24 @@ impl Supervisor {
     /// Begins stopping: SIGTERM to every container, newest first; SIGKILL after the stop timeout.
     pub fn begin_stop(&mut self) {
         let timeout: Duration = self.plan.system.stop_timeout;
-        self.phase = Phase::Stopping {
-            deadline: Instant::now() + timeout,
-            killed: false,
-        };
+        self.phase = Phase::Stopping { deadline: Instant::now() + timeout, killed: false };
         for (pid, run) in self.running.iter().rev() {
-            log::emit(
-                log::event("container.stopping")
-                    .with("name", &run.name)
-                    .with("signal", "TERM"),
-            );
+            log::emit(log::event("container.stopping").with("name", &run.name).with("signal", "TERM"));
             let _ = kill(*pid, Signal::SIGTERM);
         }
     }
 
     /// Called when the deadline passed: SIGKILL what is left.
     pub fn deadline_passed(&mut self) {
-        if let Phase::Stopping {
-            deadline,
-            killed: false,
-        } = self.phase
-        {
+        if let Phase::Stopping { deadline, killed: false } = self.phase {
             if Instant::now() >= deadline {
                 for (pid, run) in &self.running {
                     log::emit(
-                        log::event("container.stopping")
-                            .with("name", &run.name)
-                            .with("signal", "KILL"),
+                        log::event("container.stopping").with("name", &run.name).with("signal", "KILL"),
                     );
                     let _ = kill(*pid, Signal::SIGKILL);
                 }
-                self.phase = Phase::Stopping {
-                    deadline,
-                    killed: true,
-                };
+                self.phase = Phase::Stopping { deadline, killed: true };
             }
         }
     }
@@ -428,10 +381,7 @@ impl Supervisor {
     /// A second shutdown request while stopping: do not wait for the timeout.
     pub fn escalate(&mut self) {
         if let Phase::Stopping { killed: false, .. } = self.phase {
-            self.phase = Phase::Stopping {
-                deadline: Instant::now(),
-                killed: false,
-            };
+            self.phase = Phase::Stopping { deadline: Instant::now(), killed: false };
             self.deadline_passed();
         }
     }

@@ -18,8 +18,7 @@ pub fn load_modules(paths: &[String]) -> Vec<String> {
             }
         };
         // SAFETY: finit_module reads the module from a descriptor we own, with empty params.
-        let ret =
-            unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), 0) };
+        let ret = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), 0) };
         if ret < 0 {
             let e = nix::errno::Errno::last();
             if e != nix::errno::Errno::EEXIST {
@@ -80,6 +79,5 @@ pub fn mark_opaque_dirs(plan: &Plan) -> Vec<String> {
 
 /// Brings `lo` up.
 pub fn loopback_up() -> Result<(), String> {
-    berth_runtime::net::loopback_up()
-        .map_err(|e| format!("bring lo up: {}", nix::errno::Errno::from_raw(e)))
+    berth_runtime::net::loopback_up().map_err(|e| format!("bring lo up: {}", nix::errno::Errno::from_raw(e)))
 }
