@@ -134,3 +134,36 @@ fn ctrl_alt_del_stops_containers_then_reboots() {
         ],
     );
 }
+
+#[test]
+fn an_unreadable_boot_plan_leaves_a_defined_state() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "plain", STOPPING);
+    // A second archive appended to the initramfs replaces the plan with garbage.
+    let initrd = out.join("initrd.img");
+    let mut bytes = std::fs::read(&initrd).unwrap();
+    let gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::fast());
+    let mut cpio = berth_image_build::cpio::CpioWriter::new(gz, 0);
+    let garbage = b"{ this is not a plan";
+    cpio.file("berth/plan.json", 0o644, 0, 0, garbage.len() as u64, &garbage[..]).unwrap();
+    bytes.extend(cpio.finish().unwrap().finish().unwrap());
+    std::fs::File::create(&initrd).unwrap().write_all(&bytes).unwrap();
+
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    let failed = vm.wait_for_event("boot.failed", |_| true, t).unwrap();
+    assert!(
+        failed.get("error").unwrap_or_default().contains("/berth/plan.json is not a valid boot plan"),
+        "{failed:?}"
+    );
+    // The machine is up without containers and still obeys a shutdown request.
+    vm.qmp().unwrap().execute("send-key", json!({"keys": [{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]})).unwrap();
+    vm.wait_for_event("shutdown.complete", |e| e.get("action") == Some("reboot"), t).unwrap();
+    vm.wait_exit(t).unwrap();
+    let console = vm.console_text();
+    assert!(!console.contains("container.started"), "{console}");
+    assert!(console.contains("rebuild the image with `berth build`"), "{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
+}

@@ -37,6 +37,22 @@ pub fn console_write(bytes: &[u8]) {
     let _ = out.write_all(bytes);
 }
 
+/// Makes sure descriptors 0, 1 and 2 are open (on the console, else `/dev/null`), so that no
+/// descriptor PID 1 opens later lands on them and receives console output by mistake.
+pub fn ensure_stdio() {
+    for fd in 0..3 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            // `open` returns the lowest free descriptor, which is `fd`.
+            let _ = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/console")
+                .or_else(|_| OpenOptions::new().read(true).write(true).open("/dev/null"))
+                .map(std::mem::forget);
+        }
+    }
+}
+
 /// Opens `/dev/kmsg` (after /dev is mounted) and reads the console log level.
 pub fn open_kmsg() {
     if let Ok(f) = OpenOptions::new().write(true).open("/dev/kmsg") {

@@ -59,6 +59,7 @@ pub fn run() -> ! {
     std::panic::set_hook(Box::new(|info| {
         log::console_write(format!("berth: PID 1 bug: {info}\n").as_bytes());
     }));
+    log::ensure_stdio();
     let mask = handled_signals();
     let _ = mask.thread_block();
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
@@ -204,9 +205,12 @@ fn event_loop(sup: &mut Supervisor, signals: Option<&SignalFd>, first: Request) 
                     request_shutdown(sup, &mut action, a, sig.as_str());
                 }
             }
-        } else {
-            // Without a signalfd, at least keep reaping.
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        } else if let Some(sig) = wait_signal(100) {
+            // No signalfd (should not happen): wait for signals directly, briefly, and keep
+            // forwarding output and reaping in between.
+            if let Some(a) = shutdown_action(sig) {
+                request_shutdown(sup, &mut action, a, sig.as_str());
+            }
         }
         let r = sup.reap();
         if r != Request::None {
@@ -233,13 +237,26 @@ fn request_shutdown(sup: &mut Supervisor, action: &mut Option<Action>, a: Action
 
 /// After a PID 1 bug: reap children and obey shutdown signals, nothing else.
 fn emergency_loop() -> ! {
-    let mask = handled_signals();
     loop {
-        let _ = nix::sys::wait::waitpid(None::<nix::unistd::Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-        if let Ok(sig) = mask.wait() {
-            if let Some(a) = shutdown_action(sig) {
-                shutdown::finish(a);
+        while let Ok(status) =
+            nix::sys::wait::waitpid(None::<nix::unistd::Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
             }
         }
+        if let Some(a) = wait_signal(1000).and_then(shutdown_action) {
+            shutdown::finish(a);
+        }
     }
+}
+
+/// Waits up to `ms` for one of the handled (blocked) signals.
+fn wait_signal(ms: i64) -> Option<Signal> {
+    let mask = handled_signals();
+    let timeout = libc::timespec { tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000 };
+    // SAFETY: sigtimedwait reads the signal set and the timeout, both valid for the call; no
+    // siginfo is requested.
+    let sig = unsafe { libc::sigtimedwait(mask.as_ref(), std::ptr::null_mut(), &timeout) };
+    Signal::try_from(sig).ok()
 }

@@ -13,8 +13,8 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 fn root_is_in_memory() -> bool {
     nix::sys::statfs::statfs("/")
         .map(|s| {
-            let magic = s.filesystem_type().0 as i64;
-            magic == RAMFS_MAGIC || magic == libc::TMPFS_MAGIC as i64
+            let magic = s.filesystem_type().0;
+            magic == RAMFS_MAGIC || magic == libc::TMPFS_MAGIC
         })
         .unwrap_or(false)
 }
