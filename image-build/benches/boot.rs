@@ -1,6 +1,6 @@
 //! Boot to the first container output under QEMU: `examples/hello.toml` built by berth, against
 //! a bare initramfs whose `/init` execs the same program directly (same kernel, same QEMU
-//! flags, same compression). Runs are interleaved; prints each run, the medians and the ratio.
+//! flags, same zstd compression). Runs are interleaved; prints each run, the medians and the ratio.
 //!
 //!     cargo bench -p berth-image-build --bench boot          # BENCH_RUNS=N (default 10)
 
@@ -17,8 +17,9 @@ use berth_qemu::{Vm, VmConfig};
 /// A bare initramfs: busybox, and an `/init` that execs `sh SCRIPT` directly.
 fn bare_initrd(path: &Path, script: &str) {
     let out = std::fs::File::create(path).unwrap();
-    let gz = flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::default());
-    let mut cpio = CpioWriter::new(gz, 0);
+    // The same compression berth uses by default (zstd, level 12).
+    let zst = zstd::stream::write::Encoder::new(out, 12).unwrap();
+    let mut cpio = CpioWriter::new(zst, 0);
     for dir in ["dev", "bin", "proc"] {
         cpio.dir(dir, 0o755, 0, 0).unwrap();
     }

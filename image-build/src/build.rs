@@ -3,12 +3,12 @@
 //! Steps: parse the config (errors carry file:line:column) → resolve every image (verified
 //! blobs) → merge each container's process with its image config, Docker's way, and resolve
 //! its user → pick the init binary (must be static) → the kernel and the modules the system
-//! needs → write the initramfs (newc cpio, gzip) → publish the outputs.
+//! needs → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
 //!
 //! Nothing is written to the output directory until everything succeeded: the outputs are made
 //! in a staging directory beside it and renamed into place. The same inputs give byte-identical
 //! outputs: entries are written in a fixed order, every mtime is `SOURCE_DATE_EPOCH` (or 0), the
-//! gzip header carries no time or name.
+//! compressor carries no time or name (zstd by default; `[kernel] compression = "gzip"` for old kernels).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,7 +16,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{Config, ConfigError, ContainerConfig};
+use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression};
 use berth_init::plan::{
     layer_dir_name, Plan, PlannedContainer, PlannedLayer, LAYERS_DIR, PLAN_PATH, PLAN_VERSION,
 };
@@ -234,8 +234,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let out = BufWriter::new(
             fs::File::create(&initrd_path).with_context(|| format!("creating {}", initrd_path.display()))?,
         );
-        let gz = flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::default());
-        let mut cpio = CpioWriter::new(gz, source_date_epoch());
+        let compressed = Compressor::new(out, config.kernel.compression)?;
+        let mut cpio = CpioWriter::new(compressed, source_date_epoch());
         for dir in
             ["dev", "proc", "sys", "run", "tmp", "etc", "root", "berth", LAYERS_DIR.trim_start_matches('/')]
         {
@@ -270,8 +270,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             plan_text.len() as u64,
             plan_text.as_bytes(),
         )?;
-        let gz = cpio.finish()?;
-        let mut out = gz.finish().context("compressing the initramfs")?;
+        let mut out = cpio.finish()?.finish().context("compressing the initramfs")?;
         out.flush()?;
         out.into_inner().map_err(|e| anyhow!("writing the initramfs: {}", e.error()))?.sync_all()?;
     }
@@ -282,6 +281,55 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     publish(staging, &opts.output)?;
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
     Ok(BuildReport { kernel_version: kernel.version, initrd_bytes, plan })
+}
+
+/// The initramfs compressor: the cpio stream goes through it into the file.
+enum Compressor<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+/// zstd level: near the best ratio this format gets for a boot image, while a large image
+/// still compresses in seconds; decompression speed hardly depends on it.
+const ZSTD_LEVEL: i32 = 12;
+
+impl<W: Write> Compressor<W> {
+    fn new(out: W, kind: InitrdCompression) -> Result<Compressor<W>> {
+        Ok(match kind {
+            // No name and mtime 0 in the gzip header: reproducible.
+            InitrdCompression::Gzip => {
+                Compressor::Gzip(flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::default()))
+            }
+            InitrdCompression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+                enc.include_checksum(true)?;
+                Compressor::Zstd(enc)
+            }
+        })
+    }
+
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Compressor::Gzip(g) => g.finish(),
+            Compressor::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Compressor::Gzip(g) => g.write(buf),
+            Compressor::Zstd(z) => z.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Compressor::Gzip(g) => g.flush(),
+            Compressor::Zstd(z) => z.flush(),
+        }
+    }
 }
 
 fn short(digest: &str) -> &str {

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
@@ -116,7 +116,8 @@ pub fn decompress<'a, R: Read + Send + 'a>(
     Ok(match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(reader))),
-        Compression::Zstd => Box::new(ZstdReader::new(BufReader::new(reader))?),
+        // libzstd's stream decoder goes on across concatenated frames.
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
     })
 }
 
@@ -386,46 +387,6 @@ fn convert<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Item>> {
         mode = 0;
     }
     Ok(Some(Item::Entry(LayerEntry { path, kind, mode, uid, gid, mtime, size })))
-}
-
-/// A zstd decoder that reads every frame of the stream (ruzstd's decoder stops after one).
-struct ZstdReader<R: BufRead> {
-    decoder: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
-}
-
-impl<R: BufRead> ZstdReader<R> {
-    fn new(reader: R) -> io::Result<Self> {
-        let decoder = ruzstd::decoding::StreamingDecoder::new(reader).map_err(io::Error::other)?;
-        Ok(ZstdReader { decoder: Some(decoder) })
-    }
-}
-
-impl<R: BufRead> Read for ZstdReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some(decoder) = self.decoder.as_mut() else {
-                return Ok(0);
-            };
-            let n = decoder.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            // End of a frame: go on with the next one if the stream has more.
-            if decoder.get_mut().fill_buf()?.is_empty() {
-                self.decoder = None;
-                return Ok(0);
-            }
-            let Some(finished) = self.decoder.take() else {
-                return Ok(0);
-            };
-            // `new_with_decoder` re-initializes the frame decoder from the next frame header.
-            let (source, frame) = finished.into_parts();
-            self.decoder = Some(
-                ruzstd::decoding::StreamingDecoder::new_with_decoder(source, frame)
-                    .map_err(io::Error::other)?,
-            );
-        }
-    }
 }
 
 /// A `passwd` line: `name:password:uid:gid:gecos:home:shell`.

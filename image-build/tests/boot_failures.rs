@@ -81,6 +81,7 @@ fn failures_are_reported_and_others_go_on() {
 const STOPPING: &str = r#"
 [kernel]
 cmdline = "console=ttyS0"
+compression = "gzip"
 
 [system]
 stop_timeout = "3s"

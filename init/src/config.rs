@@ -42,6 +42,21 @@ pub struct KernelConfig {
     /// Extra kernel modules to pack and load at boot (by module name, e.g. `"vfat"`).
     #[serde(default)]
     pub modules: Vec<String>,
+    /// How the initramfs is compressed.
+    #[serde(default)]
+    pub compression: InitrdCompression,
+}
+
+/// `[kernel] compression`: the initramfs compression.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InitrdCompression {
+    /// zstd: decompresses several times faster than gzip, which shortens every boot. Needs a
+    /// kernel with `CONFIG_RD_ZSTD` (Linux 5.9+). The default.
+    #[default]
+    Zstd,
+    /// gzip: for kernels without zstd support.
+    Gzip,
 }
 
 fn default_cmdline() -> String {
@@ -50,7 +65,11 @@ fn default_cmdline() -> String {
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        KernelConfig { cmdline: default_cmdline(), modules: Vec::new() }
+        KernelConfig {
+            cmdline: default_cmdline(),
+            modules: Vec::new(),
+            compression: InitrdCompression::default(),
+        }
     }
 }
 
