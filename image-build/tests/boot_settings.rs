@@ -1,0 +1,106 @@
+//! Every container setting of the config reaches the container in a booted machine: user and
+//! groups, env, working dir, hostname, network mode, cgroup limits, binds, read-only root, and the
+//! machine's sysctls. And `berth run` boots an image on the terminal.
+
+mod common;
+
+use std::process::Command;
+
+use berth_qemu::default_timeout;
+
+const SETTINGS: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+hostname = "machine"
+when_done = "poweroff"
+sysctl = { "kernel.pid_max" = 54321 }
+
+[[onboot]]
+name = "settings"
+image = "oci:images/busybox:latest"
+user = "app"
+working_dir = "/srv/app"
+hostname = "custom-host"
+env = { GREETING = "hi there" }
+memory = "32m"
+cpus = 0.5
+pids_limit = 20
+read_only = true
+binds = ["/berth:/mnt/berth:ro"]
+net = "host"
+command = ["sh", "-c", """
+echo "ids=$(id -u):$(id -g) groups=$(id -G)"
+echo "cwd=$(pwd) host=$(hostname) greeting=$GREETING"
+echo "limits=$(cat /sys/fs/cgroup/memory.max)/$(cat /sys/fs/cgroup/cpu.max)/$(cat /sys/fs/cgroup/pids.max)"
+echo "pid_max=$(cat /proc/sys/kernel/pid_max)"
+touch /x 2>/dev/null && echo root-writable || echo root-read-only
+ls /mnt/berth/plan.json >/dev/null && echo bind-visible
+touch /mnt/berth/x 2>/dev/null && echo bind-writable || echo bind-read-only
+echo "netns=$(readlink /proc/self/ns/net)"
+"""]
+
+[[onboot]]
+name = "host2"
+image = "oci:images/busybox:latest"
+net = "host"
+command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net)"]
+
+[[onboot]]
+name = "isolated"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net)"]
+"#;
+
+fn line<'a>(console: &'a str, prefix: &str) -> &'a str {
+    console
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` in:\n{console}"))
+}
+
+#[test]
+fn container_settings_reach_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "settings", SETTINGS);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    for name in ["settings", "host2", "isolated"] {
+        let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some(name), t).unwrap();
+        assert_eq!(e.get("code"), Some("0"), "{name}: {}", vm.console_text());
+    }
+    vm.wait_exit(t).unwrap();
+    let c = vm.console_text();
+    assert_eq!(line(&c, "settings | ids="), "1000:1000 groups=1000 10");
+    assert_eq!(line(&c, "settings | cwd="), "/srv/app host=custom-host greeting=hi there");
+    assert_eq!(line(&c, "settings | limits="), "33554432/50000 100000/20");
+    assert_eq!(line(&c, "settings | pid_max="), "54321");
+    assert!(c.contains("settings | root-read-only"), "{c}");
+    assert!(c.contains("settings | bind-visible"), "{c}");
+    assert!(c.contains("settings | bind-read-only"), "{c}");
+    let (a, b, i) =
+        (line(&c, "settings | netns="), line(&c, "host2 | netns="), line(&c, "isolated | netns="));
+    assert_eq!(a, b, "two net=host containers share the machine's network namespace");
+    assert_ne!(a, i, "a net=none container has its own network namespace");
+}
+
+#[test]
+fn berth_run_boots_an_image_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
+    let out = common::build(dir.path(), "hello", &example);
+    let run = Command::new(common::berth())
+        .args(["run", out.to_str().unwrap(), "--timeout", &default_timeout().as_secs().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "berth run failed: {stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("hello | hello from hello"), "{stdout}");
+    assert!(stdout.contains("event=shutdown.complete action=poweroff"), "{stdout}");
+    let missing = Command::new(common::berth()).args(["run", dir.path().to_str().unwrap()]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("made by `berth build`"));
+}
