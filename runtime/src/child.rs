@@ -31,8 +31,29 @@ pub(crate) enum Step {
     Mkdir { path: CString, mode: libc::mode_t },
     /// Create an empty file if missing (a bind-mount target for a file).
     Touch { path: CString },
-    /// `mknod(2)` then `chmod` (the umask would narrow the mode).
-    Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t },
+    /// `mknod(2)`, then `chmod` (the umask would narrow the mode) and `chown`.
+    Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t, owner: (libc::uid_t, libc::gid_t) },
+    /// Write bytes to an existing file (sysctls, `oom_score_adj`).
+    WriteFile { path: CString, data: Vec<u8> },
+    /// Hide a path: a read-only tmpfs over a directory, `devnull` bound over anything else; a
+    /// missing path is skipped.
+    MaskPath { path: CString, devnull: CString },
+    /// Bind a path on itself and remount it read-only; a missing path is skipped.
+    ReadonlyPath { path: CString },
+    /// `setrlimit(2)`.
+    Rlimit { resource: u32, soft: u64, hard: u64 },
+    /// `PR_SET_KEEPCAPS`: keep the permitted set across the uid change.
+    KeepCaps,
+    /// Drop from the bounding set every capability up to `last` not in `keep`.
+    DropBounding { keep: u64, last: u8 },
+    /// `capset(2)` of effective, permitted and inheritable.
+    SetCaps { effective: u64, permitted: u64, inheritable: u64 },
+    /// Clear the ambient set, then raise the capabilities in `mask`.
+    Ambient { mask: u64, last: u8 },
+    /// `PR_SET_NO_NEW_PRIVS`.
+    NoNewPrivs,
+    /// `umask(2)`.
+    Umask(libc::mode_t),
     /// `symlink(2)`, `EEXIST` ignored.
     Symlink { target: CString, link: CString },
     /// Bring `lo` up in the new network namespace.
@@ -153,9 +174,132 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 libc::close(fd);
                 Ok(())
             }
-            Step::Mknod { path, mode, dev } => {
+            Step::Mknod { path, mode, dev, owner } => {
                 check(libc::mknod(path.as_ptr(), *mode, *dev))?;
-                check(libc::chmod(path.as_ptr(), *mode & 0o7777))
+                check(libc::chmod(path.as_ptr(), *mode & 0o7777))?;
+                if *owner != (0, 0) {
+                    check(libc::chown(path.as_ptr(), owner.0, owner.1))?;
+                }
+                Ok(())
+            }
+            Step::WriteFile { path, data } => {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                check(fd)?;
+                let n = libc::write(fd, data.as_ptr().cast(), data.len());
+                let e = errno();
+                libc::close(fd);
+                if n < 0 {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+            Step::MaskPath { path, devnull } => {
+                let mut st: libc::stat = std::mem::zeroed();
+                match check(libc::stat(path.as_ptr(), &mut st)) {
+                    Err(libc::ENOENT) => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(()) => {}
+                }
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    check(libc::mount(
+                        c"tmpfs".as_ptr(),
+                        path.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"size=0".as_ptr().cast(),
+                    ))
+                } else {
+                    check(libc::mount(
+                        devnull.as_ptr(),
+                        path.as_ptr(),
+                        ptr::null(),
+                        libc::MS_BIND,
+                        ptr::null(),
+                    ))
+                }
+            }
+            Step::ReadonlyPath { path } => {
+                match check(libc::mount(
+                    path.as_ptr(),
+                    path.as_ptr(),
+                    ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    ptr::null(),
+                )) {
+                    Err(libc::ENOENT) => return Ok(()),
+                    other => other?,
+                }
+                check(libc::mount(
+                    ptr::null(),
+                    path.as_ptr(),
+                    ptr::null(),
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    ptr::null(),
+                ))
+            }
+            Step::Rlimit { resource, soft, hard } => {
+                let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+                check(libc::setrlimit(*resource, &lim))
+            }
+            Step::KeepCaps => check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0)),
+            Step::DropBounding { keep, last } => {
+                for cap in 0..=*last {
+                    if keep & (1u64 << cap) == 0 {
+                        match check(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)) {
+                            Err(libc::EINVAL) | Ok(()) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Step::SetCaps { effective, permitted, inheritable } => {
+                #[repr(C)]
+                struct Header {
+                    version: u32,
+                    pid: i32,
+                }
+                #[repr(C)]
+                #[derive(Clone, Copy)]
+                struct Data {
+                    effective: u32,
+                    permitted: u32,
+                    inheritable: u32,
+                }
+                let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+                let half = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
+                let data = [false, true].map(|hi| Data {
+                    effective: half(*effective, hi),
+                    permitted: half(*permitted, hi),
+                    inheritable: half(*inheritable, hi),
+                });
+                check(libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int)
+            }
+            Step::Ambient { mask, last } => {
+                check(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+                for cap in 0..=*last {
+                    if mask & (1u64 << cap) != 0 {
+                        check(libc::prctl(
+                            libc::PR_CAP_AMBIENT,
+                            libc::PR_CAP_AMBIENT_RAISE,
+                            cap as libc::c_ulong,
+                            0,
+                            0,
+                        ))?;
+                    }
+                }
+                Ok(())
+            }
+            Step::NoNewPrivs => check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
+            Step::Umask(mode) => {
+                libc::umask(*mode);
+                Ok(())
             }
             Step::Symlink { target, link } => match check(libc::symlink(target.as_ptr(), link.as_ptr())) {
                 Err(libc::EEXIST) => Ok(()),

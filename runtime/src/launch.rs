@@ -20,10 +20,14 @@
 //!    `/sys` read-only and, with a cgroup, the cgroup2 hierarchy read-only at `/sys/fs/cgroup`
 //!    (showing the container's own group as its root);
 //! 6. binds (targets created in the writable layer, read-only ones remounted); working dir made;
-//! 7. `sethostname`; `pivot_root` into `rootfs/` and detach the old root;
-//! 8. read-only root remount if asked;
-//! 9. `setgroups`, `setgid`, `setuid`; `chdir` to the working dir; `execve` over the `PATH`
-//!    candidates.
+//! 7. namespaced sysctls; masked paths; read-only paths (`/proc/sys` is written before it turns
+//!    read-only); `oom_score_adj`; rlimits (raising a hard limit needs privileges still held);
+//! 8. `sethostname`; `pivot_root` into `rootfs/` and detach the old root; read-only root remount
+//!    if asked;
+//! 9. with capability sets: `PR_SET_KEEPCAPS`, drop the bounding set (needs CAP_SETPCAP);
+//!    `setgroups`, `setgid`, `setuid`; then `capset` and the ambient set;
+//! 10. umask; `chdir` to the working dir; `no_new_privs`; seccomp (last: the filter then only
+//!     has to allow `execve`); `execve` over the `PATH` candidates.
 
 use std::ffi::CString;
 use std::fs;
@@ -247,6 +251,7 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
                 path: path_cstr(&p)?,
                 mode: libc::S_IFCHR | 0o666,
                 dev: libc::makedev(major, minor),
+                owner: (0, 0),
             },
             "mknod",
             p.display().to_string(),
@@ -268,6 +273,26 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     }
     for d in ["pts", "shm", "mqueue"] {
         b.mkdir(&dev.join(d), 0o755)?;
+    }
+    for d in &spec.devices {
+        let rel = d.path.strip_prefix("/dev/").filter(|r| !r.is_empty()).ok_or_else(|| {
+            StepError::new("prepare", Errno::EINVAL, format!("device {} must be under /dev", d.path))
+        })?;
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            b.mkdir_all(&dev, parent)?;
+        }
+        let p = in_root(&dev, rel)?;
+        let kind = if d.char_device { libc::S_IFCHR } else { libc::S_IFBLK };
+        b.push(
+            Step::Mknod {
+                path: path_cstr(&p)?,
+                mode: kind | (d.mode & 0o7777),
+                dev: libc::makedev(d.major, d.minor),
+                owner: (d.uid, d.gid),
+            },
+            "mknod",
+            p.display().to_string(),
+        );
     }
     b.mount(
         Some("devpts"),
@@ -345,6 +370,50 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     }
     b.mkdir_all(&root, &spec.working_dir)?;
 
+    // Namespaced sysctls, before /proc/sys turns read-only.
+    for (key, value) in &spec.sysctl {
+        if key.contains('/') || key.contains("..") {
+            return Err(StepError::new(
+                "prepare",
+                Errno::EINVAL,
+                format!("sysctl `{key}` is not a dotted name"),
+            ));
+        }
+        let p = root.join("proc/sys").join(key.replace('.', "/"));
+        b.push(
+            Step::WriteFile { path: path_cstr(&p)?, data: value.as_bytes().to_vec() },
+            "write sysctl",
+            format!("{key} = {value}"),
+        );
+    }
+    // Masked and read-only paths, on the container's own /proc and /sys.
+    let devnull = path_cstr(&dev.join("null"))?;
+    for m in &spec.masked_paths {
+        let p = in_root(&root, m)?;
+        b.push(Step::MaskPath { path: path_cstr(&p)?, devnull: devnull.clone() }, "mask path", m.clone());
+    }
+    for r in &spec.readonly_paths {
+        let p = in_root(&root, r)?;
+        b.push(Step::ReadonlyPath { path: path_cstr(&p)? }, "make path read-only", r.clone());
+    }
+    if let Some(adj) = spec.oom_score_adj {
+        b.push(
+            Step::WriteFile {
+                path: cstr("/proc/self/oom_score_adj", "path")?,
+                data: adj.to_string().into_bytes(),
+            },
+            "set oom_score_adj",
+            adj.to_string(),
+        );
+    }
+    for r in &spec.rlimits {
+        b.push(
+            Step::Rlimit { resource: r.resource, soft: r.soft, hard: r.hard },
+            "setrlimit",
+            format!("resource {} soft {} hard {}", r.resource, r.soft, r.hard),
+        );
+    }
+
     b.push(Step::Hostname(cstr(&spec.hostname, "hostname")?), "sethostname", spec.hostname.clone());
     b.push(Step::PivotRoot(path_cstr(&root)?), "pivot_root", root.display().to_string());
     if spec.read_only {
@@ -357,12 +426,41 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
             "remount root read-only",
         )?;
     }
+    // Privileges: keep the permitted set across the uid change, shrink the bounding set while
+    // CAP_SETPCAP is still held, switch user, then set the final sets.
+    let last = crate::capabilities::last_cap();
+    if let Some(c) = &spec.capabilities {
+        b.push(Step::KeepCaps, "keep capabilities", "");
+        b.push(
+            Step::DropBounding { keep: c.bounding, last },
+            "drop bounding capabilities",
+            format!("{:#x}", c.bounding),
+        );
+    }
     b.push(
         Step::Identity { gid: spec.gid, uid: spec.uid, groups: spec.additional_gids.clone() },
         "set user",
         format!("uid {} gid {} groups {:?}", spec.uid, spec.gid, spec.additional_gids),
     );
+    if let Some(c) = &spec.capabilities {
+        b.push(
+            Step::SetCaps { effective: c.effective, permitted: c.permitted, inheritable: c.inheritable },
+            "set capabilities",
+            crate::capabilities::names(c.effective).join(","),
+        );
+        b.push(
+            Step::Ambient { mask: c.ambient, last },
+            "set ambient capabilities",
+            format!("{:#x}", c.ambient),
+        );
+    }
+    if let Some(mask) = spec.umask {
+        b.push(Step::Umask(mask as libc::mode_t), "umask", format!("{mask:o}"));
+    }
     b.push(Step::Chdir(cstr(&spec.working_dir, "working_dir")?), "chdir", spec.working_dir.clone());
+    if spec.no_new_privileges {
+        b.push(Step::NoNewPrivs, "set no_new_privs", "");
+    }
 
     // execve: argv, envp and the PATH candidates.
     let arg0 = spec

@@ -6,14 +6,17 @@
 //! limits. Every failing step in the child comes back as a [`StepError`] naming the step and the
 //! errno; see [`launch`] for the order of the system calls.
 
+pub mod capabilities;
 pub mod cgroup;
 mod child;
+pub mod defaults;
 pub mod error;
 pub mod launch;
 pub mod net;
 pub mod spec;
 
+pub use capabilities::CapabilitySets;
 pub use cgroup::{Cgroup, CgroupLimits};
 pub use error::StepError;
 pub use launch::{launch, Container, ExitInfo};
-pub use spec::{BindMount, ContainerSpec, Stdio};
+pub use spec::{BindMount, ContainerSpec, Device, Rlimit, Stdio};

@@ -3,10 +3,11 @@
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+use crate::capabilities::CapabilitySets;
 use crate::cgroup::CgroupLimits;
 
-/// One container to launch.
-#[derive(Debug, Clone)]
+/// One container to launch. `Default` gives an empty spec to fill in with struct update syntax.
+#[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
     /// Name (used in error details only; the caller names cgroups and directories).
     pub name: String,
@@ -41,6 +42,54 @@ pub struct ContainerSpec {
     pub cgroup: Option<(PathBuf, CgroupLimits)>,
     /// Standard streams.
     pub stdio: Stdio,
+    /// Capability sets of the process (`None`: keep the launcher's).
+    pub capabilities: Option<CapabilitySets>,
+    /// Set `no_new_privs`: setuid binaries and file capabilities grant nothing.
+    pub no_new_privileges: bool,
+    /// Paths to hide: `/dev/null` over files, an empty read-only tmpfs over directories.
+    pub masked_paths: Vec<String>,
+    /// Paths to make read-only (bind-mounted on themselves, remounted read-only).
+    pub readonly_paths: Vec<String>,
+    /// Resource limits (`setrlimit`).
+    pub rlimits: Vec<Rlimit>,
+    /// Namespaced sysctls written in the container (dotted names, e.g. `net.ipv4.ip_forward`).
+    pub sysctl: Vec<(String, String)>,
+    /// `/proc/self/oom_score_adj`.
+    pub oom_score_adj: Option<i32>,
+    /// The process's umask.
+    pub umask: Option<u32>,
+    /// Device nodes created in the container's `/dev` besides the default ones.
+    pub devices: Vec<Device>,
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*` number.
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// A device node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Absolute path in the container, under `/dev`.
+    pub path: String,
+    /// Character (`true`) or block device.
+    pub char_device: bool,
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 /// One bind mount.

@@ -2,61 +2,13 @@
 //! pivot_root, and step errors. cgroup limits are tested in a booted VM (the host has no cgroup v2
 //! controllers).
 
+mod common;
+
 use std::fs;
-use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
 
-use berth_runtime::{launch, BindMount, ContainerSpec, Stdio};
-
-/// A busybox root filesystem as a single layer.
-fn busybox_layer(dir: &Path) -> PathBuf {
-    let root = dir.join("layer");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::create_dir_all(root.join("etc")).unwrap();
-    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "hostname", "grep", "ls", "id", "pwd", "stat", "touch", "mount"] {
-        symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    fs::write(root.join("etc/hello"), "from the image\n").unwrap();
-    root
-}
-
-fn spec(dir: &Path, script: &str, stdout: i32) -> ContainerSpec {
-    ContainerSpec {
-        name: "t".into(),
-        hostname: "box-1".into(),
-        layers: vec![busybox_layer(dir)],
-        state_dir: dir.join("state"),
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec!["PATH=/bin".into()],
-        working_dir: "/work/here".into(),
-        uid: 0,
-        gid: 0,
-        additional_gids: vec![],
-        new_net: true,
-        binds: vec![],
-        read_only: false,
-        cgroup: None,
-        stdio: Stdio::Fds([0, stdout, stdout]),
-    }
-}
-
-/// Runs the spec to completion and returns (exit code, output).
-fn run(spec: &ContainerSpec, out: (std::os::fd::OwnedFd, std::os::fd::OwnedFd)) -> (Option<i32>, String) {
-    let (r, w) = out;
-    let c = launch(spec).unwrap_or_else(|e| panic!("launch failed: {e}"));
-    drop(w);
-    let mut text = String::new();
-    fs::File::from(r).read_to_string(&mut text).unwrap();
-    let info = c.wait().unwrap();
-    (info.code, text)
-}
-
-fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
-}
+use berth_runtime::{launch, BindMount};
+use common::{pipe, run, spec};
 
 #[test]
 fn runs_in_fresh_namespaces_on_an_overlay_root() {

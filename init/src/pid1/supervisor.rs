@@ -197,6 +197,7 @@ impl Supervisor {
             read_only: c.read_only,
             cgroup: self.cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
             stdio: Stdio::Fds([stdin, stdout, stdout]),
+            ..Default::default()
         }
     }
 
