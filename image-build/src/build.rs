@@ -20,6 +20,8 @@ use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression
 use berth_init::plan::{
     layer_dir_name, Plan, PlannedContainer, PlannedLayer, LAYERS_DIR, PLAN_PATH, PLAN_VERSION,
 };
+use berth_runtime::capabilities;
+use berth_runtime::defaults::DEFAULT_CAPABILITIES;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::blobs::BlobCache;
@@ -173,6 +175,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             image.layers.iter().map(|l| summaries[&l.digest].clone()).collect();
         let (uid, gid, additional_gids) = layer::resolve_user_in(&layer_summaries, &merged.user)
             .map_err(|e| src.error_at(at, format!("container `{name}`: user: {e}")))?;
+        let capabilities = capability_set(c)
+            .map_err(|(offset, e)| src.error_at(offset, format!("container `{name}`: capabilities: {e}")))?;
         Ok(PlannedContainer {
             hostname: c.hostname.clone().unwrap_or_else(|| name.clone()),
             name,
@@ -198,6 +202,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             pids_limit: c.pids_limit,
             binds: c.parsed_binds(),
             read_only: c.read_only,
+            capabilities: capabilities::names(capabilities),
+            privileged: c.privileged,
+            seccomp: None,
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
@@ -330,6 +337,22 @@ impl<W: Write> Write for Compressor<W> {
             Compressor::Zstd(z) => z.flush(),
         }
     }
+}
+
+/// A container's capability mask: Docker's defaults, plus `add`, minus `drop`; all when
+/// privileged. Errors carry the offset of the bad name.
+fn capability_set(c: &ContainerConfig) -> std::result::Result<u64, (usize, String)> {
+    if c.privileged {
+        return Ok(capabilities::all());
+    }
+    let mut set = capabilities::mask(DEFAULT_CAPABILITIES).map_err(|e| (c.name.span().start, e))?;
+    for name in &c.capabilities.add {
+        set |= capabilities::mask(&[name.get_ref()]).map_err(|e| (name.span().start, e))?;
+    }
+    for name in &c.capabilities.drop {
+        set &= !capabilities::mask(&[name.get_ref()]).map_err(|e| (name.span().start, e))?;
+    }
+    Ok(set)
 }
 
 fn short(digest: &str) -> &str {

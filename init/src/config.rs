@@ -161,6 +161,39 @@ pub struct ContainerConfig {
     /// Mount the container's root read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// Capabilities added to or dropped from Docker's default set (`"ALL"` for every one).
+    #[serde(default)]
+    pub capabilities: CapabilityChanges,
+    /// Every capability, no seccomp filter, no masked or read-only paths, no `no_new_privs`
+    /// (like `docker run --privileged`, without host devices).
+    #[serde(default)]
+    pub privileged: bool,
+    /// The seccomp filter.
+    #[serde(default)]
+    pub seccomp: SeccompMode,
+}
+
+/// `capabilities = { add = [...], drop = [...] }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityChanges {
+    /// Added to the default set (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL`).
+    #[serde(default)]
+    pub add: Vec<Spanned<String>>,
+    /// Removed from the default set (applied after `add`; `ALL` removes every one).
+    #[serde(default)]
+    pub drop: Vec<Spanned<String>>,
+}
+
+/// `seccomp`: which system-call filter a container gets.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// Docker's default profile, adjusted to the container's capabilities.
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
 }
 
 /// How a container is networked.

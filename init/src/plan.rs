@@ -78,6 +78,27 @@ pub struct PlannedContainer {
     /// Read-only root.
     #[serde(default)]
     pub read_only: bool,
+    /// The container's capabilities (bounding, effective, permitted, inheritable), by name.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Privileged: no masked or read-only paths and no `no_new_privs`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The seccomp filter, compiled by `berth build` (none: unconfined).
+    #[serde(default)]
+    pub seccomp: Option<SeccompFilter>,
+}
+
+/// A compiled seccomp filter: classic BPF, one instruction per number, packed as
+/// `code << 48 | jt << 40 | jf << 32 | k`, and the `SECCOMP_FILTER_FLAG_*` flags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompFilter {
+    /// `SECCOMP_FILTER_FLAG_*` bits.
+    #[serde(default)]
+    pub flags: u32,
+    /// The packed instructions.
+    pub instructions: Vec<u64>,
 }
 
 /// One unpacked layer.
@@ -158,6 +179,9 @@ mod tests {
                 pids_limit: None,
                 binds: vec![],
                 read_only: false,
+                capabilities: vec!["CAP_CHOWN".into()],
+                privileged: false,
+                seccomp: Some(SeccompFilter { flags: 0, instructions: vec![0x0006_0000_7fff_0000] }),
             }],
         };
         let text = plan.to_json().unwrap();

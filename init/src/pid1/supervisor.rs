@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use berth_init::config::{NetMode, WhenDone};
 use berth_init::plan::{Plan, PlannedContainer};
-use berth_runtime::{launch, BindMount, CgroupLimits, Container, ContainerSpec, Stdio};
+use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
+use berth_runtime::{launch, BindMount, CapabilitySets, CgroupLimits, Container, ContainerSpec, Stdio};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
@@ -166,14 +167,17 @@ impl Supervisor {
         }
     }
 
-    fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> ContainerSpec {
+    fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> Result<ContainerSpec, String> {
         let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
         let limits = CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit };
         let mut env = c.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
         }
-        ContainerSpec {
+        let caps = berth_runtime::capabilities::mask(&c.capabilities)?;
+        let (masked, readonly): (&[&str], &[&str]) =
+            if c.privileged { (&[], &[]) } else { (MASKED_PATHS, READONLY_PATHS) };
+        Ok(ContainerSpec {
             name: c.name.clone(),
             hostname: c.hostname.clone(),
             layers: c.layers.iter().map(|l| PathBuf::from(l.dir())).collect(),
@@ -197,8 +201,12 @@ impl Supervisor {
             read_only: c.read_only,
             cgroup: self.cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
             stdio: Stdio::Fds([stdin, stdout, stdout]),
+            capabilities: Some(CapabilitySets::uniform(caps)),
+            no_new_privileges: !c.privileged,
+            masked_paths: masked.iter().map(|p| p.to_string()).collect(),
+            readonly_paths: readonly.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
-        }
+        })
     }
 
     /// Launches one container; false (after reporting) if it could not start.
@@ -224,8 +232,10 @@ impl Supervisor {
         // The child's end must block: a container writing faster than the console is slowed
         // down, not handed EAGAIN.
         let _ = nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
-        let spec = self.spec_for(c, write.as_raw_fd());
-        let result = launch(&spec);
+        let result = self
+            .spec_for(c, write.as_raw_fd())
+            .map_err(|e| berth_runtime::StepError::new("prepare", Errno::EINVAL, e))
+            .and_then(|spec| launch(&spec));
         drop(write);
         match result {
             Ok(container) => {

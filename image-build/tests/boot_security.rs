@@ -1,0 +1,99 @@
+//! Secure defaults of berth's containers in a booted machine — Docker's capability set,
+//! `no_new_privs`, masked and read-only paths — and their documented opt-outs.
+
+mod common;
+
+use berth_qemu::default_timeout;
+
+const SECURITY: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+when_done = "poweroff"
+
+[[onboot]]
+name = "default"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", """
+grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
+mkdir -p /mnt/t; mount -t tmpfs none /mnt/t 2>/dev/null && echo mount-ok || echo mount-denied
+ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
+echo interrupts=$(cat /proc/interrupts | wc -c)
+echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable || echo sysrq-read-only
+"""]
+
+[[onboot]]
+name = "adjusted"
+image = "oci:images/busybox:latest"
+capabilities = { add = ["SYS_ADMIN"], drop = ["CAP_NET_RAW"] }
+command = ["sh", "-c", """
+mkdir -p /mnt/t; mount -t tmpfs none /mnt/t 2>/dev/null && echo mount-ok || echo mount-denied
+ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
+"""]
+
+[[onboot]]
+name = "privileged"
+image = "oci:images/busybox:latest"
+privileged = true
+command = ["sh", "-c", """
+grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
+echo interrupts=$(cat /proc/interrupts | wc -c)
+"""]
+"#;
+
+fn field<'a>(console: &'a str, prefix: &str) -> &'a str {
+    console
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` in:\n{console}"))
+}
+
+#[test]
+fn containers_get_dockers_defaults_and_opt_outs() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "security", SECURITY);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    for name in ["default", "adjusted", "privileged"] {
+        let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some(name), t).unwrap();
+        assert_eq!(e.get("code"), Some("0"), "{name}: {}", vm.console_text());
+    }
+    vm.wait_exit(t).unwrap();
+    let c = vm.console_text();
+    let docker = berth_runtime::capabilities::mask(berth_runtime::defaults::DEFAULT_CAPABILITIES).unwrap();
+    assert_eq!(field(&c, "default | CapEff:").trim(), format!("{docker:016x}"));
+    assert_eq!(field(&c, "default | NoNewPrivs:").trim(), "1");
+    assert!(c.contains("default | mount-denied"), "{c}");
+    assert!(c.contains("default | ping-ok"), "{c}");
+    assert_eq!(field(&c, "default | interrupts="), "0", "masked");
+    assert!(c.contains("default | sysrq-read-only"), "{c}");
+
+    assert!(c.contains("adjusted | mount-ok"), "{c}");
+    assert!(c.contains("adjusted | ping-denied"), "{c}");
+
+    let all = u64::from_str_radix(field(&c, "privileged | CapEff:").trim(), 16).unwrap();
+    assert_eq!(all & docker, docker);
+    assert_ne!(all, docker, "privileged has more than the defaults");
+    assert_eq!(field(&c, "privileged | NoNewPrivs:").trim(), "0");
+    assert_ne!(field(&c, "privileged | interrupts="), "0", "nothing masked");
+}
+
+#[test]
+fn a_bad_capability_name_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[onboot]]\nname = \"a\"\nimage = \"oci:images/busybox:latest\"\ncapabilities = { add = [\"FLY\"] }\n",
+    )
+    .unwrap();
+    let out =
+        common::run_berth(&["build", file.to_str().unwrap(), "-o", dir.path().join("o").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("{}:4:25:", file.display())), "{err}");
+    assert!(err.contains("`FLY` is not a capability"), "{err}");
+}
