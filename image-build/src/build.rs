@@ -16,12 +16,13 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression};
+use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, SeccompMode};
 use berth_init::plan::{
-    layer_dir_name, Plan, PlannedContainer, PlannedLayer, LAYERS_DIR, PLAN_PATH, PLAN_VERSION,
+    layer_dir_name, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH, PLAN_VERSION,
 };
 use berth_runtime::capabilities;
 use berth_runtime::defaults::DEFAULT_CAPABILITIES;
+use berth_runtime::seccomp::{self, KernelVersion};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::blobs::BlobCache;
@@ -208,6 +209,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
+    // (seccomp filters are filled in once the kernel is known)
     let service = config.service.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
 
     let init = init_binary::find(opts.init.as_deref())?;
@@ -218,6 +220,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     wanted.extend(config.kernel.modules.iter().cloned());
     let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.version, rel);
+
+    // Seccomp filters are compiled here, for the kernel that will boot (Docker's profile has
+    // rules that depend on the kernel version), so PID 1 only installs them.
+    let target_kernel = KernelVersion::parse(&kernel.version)
+        .ok_or_else(|| anyhow!("cannot read a version from kernel release {}", kernel.version))?;
+    let mut onboot = onboot;
+    let mut service = service;
+    for (planned, c) in onboot.iter_mut().chain(service.iter_mut()).zip(config.containers()) {
+        planned.seccomp = seccomp_filter(c, planned, target_kernel).map_err(|e| {
+            src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))
+        })?;
+    }
 
     let plan = Plan {
         version: PLAN_VERSION,
@@ -353,6 +367,28 @@ fn capability_set(c: &ContainerConfig) -> std::result::Result<u64, (usize, Strin
         set &= !capabilities::mask(&[name.get_ref()]).map_err(|e| (name.span().start, e))?;
     }
     Ok(set)
+}
+
+/// The compiled seccomp filter of a container: Docker's default profile for its capabilities,
+/// or none when unconfined or privileged.
+fn seccomp_filter(
+    c: &ContainerConfig,
+    planned: &PlannedContainer,
+    kernel: KernelVersion,
+) -> std::result::Result<Option<SeccompFilter>, String> {
+    if c.privileged || c.seccomp == SeccompMode::Unconfined {
+        return Ok(None);
+    }
+    let caps: Vec<&str> = planned.capabilities.iter().map(String::as_str).collect();
+    let profile = seccomp::docker_profile(seccomp::DOCKER_DEFAULT_PROFILE_JSON, &caps, kernel)
+        .map_err(|e| e.to_string())?;
+    let program = seccomp::compile(&profile).map_err(|e| e.to_string())?;
+    let instructions = program
+        .filter
+        .iter()
+        .map(|i| (i.code as u64) << 48 | (i.jt as u64) << 40 | (i.jf as u64) << 32 | i.k as u64)
+        .collect();
+    Ok(Some(SeccompFilter { flags: program.flags, instructions }))
 }
 
 fn short(digest: &str) -> &str {

@@ -1,5 +1,6 @@
 //! Secure defaults of berth's containers in a booted machine — Docker's capability set,
-//! `no_new_privs`, masked and read-only paths — and their documented opt-outs.
+//! `no_new_privs`, Docker's seccomp profile, masked and read-only paths — and their documented
+//! opt-outs.
 
 mod common;
 
@@ -21,6 +22,17 @@ mkdir -p /mnt/t; mount -t tmpfs none /mnt/t 2>/dev/null && echo mount-ok || echo
 ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
 echo interrupts=$(cat /proc/interrupts | wc -c)
 echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable || echo sysrq-read-only
+unshare -U true 2>/dev/null && echo userns-ok || echo userns-denied
+grep ^Seccomp: /proc/self/status
+"""]
+
+[[onboot]]
+name = "unconfined"
+image = "oci:images/busybox:latest"
+seccomp = "unconfined"
+command = ["sh", "-c", """
+unshare -U true 2>/dev/null && echo userns-ok || echo userns-denied
+grep ^Seccomp: /proc/self/status
 """]
 
 [[onboot]]
@@ -56,7 +68,7 @@ fn containers_get_dockers_defaults_and_opt_outs() {
     let out = common::build(dir.path(), "security", SECURITY);
     let mut vm = common::boot(&out);
     let t = default_timeout();
-    for name in ["default", "adjusted", "privileged"] {
+    for name in ["default", "unconfined", "adjusted", "privileged"] {
         let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some(name), t).unwrap();
         assert_eq!(e.get("code"), Some("0"), "{name}: {}", vm.console_text());
     }
@@ -69,6 +81,12 @@ fn containers_get_dockers_defaults_and_opt_outs() {
     assert!(c.contains("default | ping-ok"), "{c}");
     assert_eq!(field(&c, "default | interrupts="), "0", "masked");
     assert!(c.contains("default | sysrq-read-only"), "{c}");
+    // Docker's seccomp profile: a new user namespace needs no capability, only the filter
+    // refuses it.
+    assert_eq!(field(&c, "default | Seccomp:").trim(), "2", "filter mode");
+    assert!(c.contains("default | userns-denied"), "{c}");
+    assert_eq!(field(&c, "unconfined | Seccomp:").trim(), "0");
+    assert!(c.contains("unconfined | userns-ok"), "{c}");
 
     assert!(c.contains("adjusted | mount-ok"), "{c}");
     assert!(c.contains("adjusted | ping-denied"), "{c}");

@@ -54,6 +54,8 @@ pub(crate) enum Step {
     NoNewPrivs,
     /// `umask(2)`.
     Umask(libc::mode_t),
+    /// Install the seccomp filter.
+    Seccomp(crate::seccomp::SeccompProgram),
     /// `symlink(2)`, `EEXIST` ignored.
     Symlink { target: CString, link: CString },
     /// Bring `lo` up in the new network namespace.
@@ -297,6 +299,7 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 Ok(())
             }
             Step::NoNewPrivs => check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
+            Step::Seccomp(program) => crate::seccomp::install(program),
             Step::Umask(mode) => {
                 libc::umask(*mode);
                 Ok(())

@@ -429,6 +429,15 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     // Privileges: keep the permitted set across the uid change, shrink the bounding set while
     // CAP_SETPCAP is still held, switch user, then set the final sets.
     let last = crate::capabilities::last_cap();
+    // Without no_new_privs the kernel only accepts a filter from a holder of CAP_SYS_ADMIN:
+    // install it while the capabilities are still all there.
+    if let (Some(program), false) = (&spec.seccomp, spec.no_new_privileges) {
+        b.push(
+            Step::Seccomp(program.clone()),
+            "install seccomp filter",
+            format!("{} instructions", program.filter.len()),
+        );
+    }
     if let Some(c) = &spec.capabilities {
         b.push(Step::KeepCaps, "keep capabilities", "");
         b.push(
@@ -460,6 +469,14 @@ fn build_plan(spec: &ContainerSpec) -> Result<ChildPlan, StepError> {
     b.push(Step::Chdir(cstr(&spec.working_dir, "working_dir")?), "chdir", spec.working_dir.clone());
     if spec.no_new_privileges {
         b.push(Step::NoNewPrivs, "set no_new_privs", "");
+        // Last before execve: the filter then only has to allow execve itself.
+        if let Some(program) = &spec.seccomp {
+            b.push(
+                Step::Seccomp(program.clone()),
+                "install seccomp filter",
+                format!("{} instructions", program.filter.len()),
+            );
+        }
     }
 
     // execve: argv, envp and the PATH candidates.

@@ -60,6 +60,8 @@ pub struct ContainerSpec {
     pub umask: Option<u32>,
     /// Device nodes created in the container's `/dev` besides the default ones.
     pub devices: Vec<Device>,
+    /// The seccomp filter, compiled in advance (see [`crate::seccomp::compile`]).
+    pub seccomp: Option<crate::seccomp::SeccompProgram>,
 }
 
 /// One resource limit.

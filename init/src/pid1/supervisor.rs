@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use berth_init::config::{NetMode, WhenDone};
 use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
+use berth_runtime::seccomp::SeccompProgram;
 use berth_runtime::{launch, BindMount, CapabilitySets, CgroupLimits, Container, ContainerSpec, Stdio};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -205,6 +206,19 @@ impl Supervisor {
             no_new_privileges: !c.privileged,
             masked_paths: masked.iter().map(|p| p.to_string()).collect(),
             readonly_paths: readonly.iter().map(|p| p.to_string()).collect(),
+            seccomp: c.seccomp.as_ref().map(|f| SeccompProgram {
+                flags: f.flags,
+                filter: f
+                    .instructions
+                    .iter()
+                    .map(|i| libc::sock_filter {
+                        code: (i >> 48) as u16,
+                        jt: (i >> 40) as u8,
+                        jf: (i >> 32) as u8,
+                        k: *i as u32,
+                    })
+                    .collect(),
+            }),
             ..Default::default()
         })
     }

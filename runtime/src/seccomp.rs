@@ -1,0 +1,847 @@
+//! Seccomp: compile an OCI seccomp profile to a classic BPF program and install it — pure Rust,
+//! no libseccomp.
+//!
+//! * [`compile`] turns an [`oci_spec::runtime::LinuxSeccomp`] into a [`SeccompProgram`].
+//! * [`install`] loads it into the calling thread; it allocates nothing, so it may run in a
+//!   child freshly cloned from a multi-threaded process.
+//! * [`docker_default_profile`] evaluates Docker's default profile (stored as data in
+//!   `runtime/profiles/docker-default.json`) for a set of capabilities, as Docker does.
+//!
+//! # Architectures
+//!
+//! Only x86_64 filters are generated. The program first compares `seccomp_data.arch` with
+//! `AUDIT_ARCH_X86_64`; a call made through another ABI (i386 via `int 0x80`, for instance)
+//! gets the profile's **default action**, whatever the rules say. x32 calls (the x86_64 arch
+//! value with [`X32_SYSCALL_BIT`] set in the number) match no rule either and also get the
+//! default action. The profile's `architectures` list is accepted and ignored (x86_64, x86 and
+//! x32 as much as any other). Consequence: a *deny-list* profile (default action `ALLOW`) does
+//! not restrict i386 or x32 calls at all; Docker's profile and every allow-list profile (default
+//! `ERRNO`/`KILL`) refuse them entirely.
+//!
+//! # Names
+//!
+//! A name x86_64 does not have is skipped silently (logged at debug level): whether it exists on
+//! another architecture (`socketcall`, `mmap2`, `arm_fadvise64_64`) or nowhere at all (a typo, a
+//! call newer than this table). This is what libseccomp-based runtimes do for names unknown on
+//! the target architecture. [`syscall_number`] tells whether a name is known.
+//!
+//! # Rule precedence (libseccomp's, as runc applies it)
+//!
+//! 1. A rule whose action (errno included) equals the default action is dropped: libseccomp
+//!    refuses such rules and runc/crun skip them.
+//! 2. A rule whose `args` name the same argument index twice is split, as runc does, into one
+//!    rule per condition: those conditions are ORed. Otherwise a rule's conditions are ANDed.
+//! 3. Per system call: if any remaining rule has no `args`, the **first** such rule decides, and
+//!    every conditional rule for that call is ignored (libseccomp: a later unconditional rule
+//!    replaces the argument chains, and an existing unconditional rule absorbs later rules).
+//! 4. Otherwise the conditional rules are tried **in profile order; the first whose conditions
+//!    all hold decides**; if none holds, the default action applies. (libseccomp merges
+//!    overlapping conditional rules with different actions into a tree whose outcome does not
+//!    follow insertion order; for non-overlapping rules — every rule in Docker's profile — the
+//!    outcome is the same. The OCI runtime-spec discussion settled on "first entry wins".)
+//!
+//! Comparisons are unsigned and 64-bit (the high word is compared first, then the low word), as
+//! in libseccomp. `SCMP_CMP_MASKED_EQ` is `(arg & value) == (valueTwo & value)`.
+//!
+//! # Program layout
+//!
+//! ```text
+//!   ld arch; jeq AUDIT_ARCH_X86_64 ? +1 : ret DEFAULT
+//!   ld nr;   jge X32_SYSCALL_BIT   ? ret DEFAULT : +1
+//!   chunk of ≤16 calls (sorted):  jgt <largest nr in chunk> ? ja <next chunk> : +1
+//!       jeq nr1 ? +0 : <skip block 1>     block 1: argument checks…, ret ACTION
+//!       jeq nr2 ? …                        …
+//!       ret DEFAULT
+//!   next chunk …
+//! ```
+//! A block longer than 255 instructions is entered with `jeq nr ? +1 : +0; ja <end>` instead,
+//! so nothing depends on the 8-bit reach of conditional jumps except the short hops inside one
+//! rule. A syscall that reaches a block has its result decided inside it.
+
+mod bpf;
+mod docker;
+mod x86_64;
+
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
+use std::collections::BTreeMap;
+
+use bpf::{Asm, Op, Target, JEQ, JGE, JGT};
+pub use docker::{docker_default_profile, docker_profile, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON};
+pub use x86_64::syscall_number;
+
+/// `AUDIT_ARCH_X86_64` (`EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`): the value of
+/// `seccomp_data.arch` for a native x86_64 system call.
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// `__X32_SYSCALL_BIT`: set in the system call number of an x32 call.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// `BPF_MAXINSNS`: the kernel refuses longer programs.
+pub const BPF_MAXINSNS: usize = 4096;
+/// `SECCOMP_FILTER_FLAG_TSYNC`: synchronise all threads of the process to the new filter.
+pub const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+/// `SECCOMP_FILTER_FLAG_LOG`: log every action except `ALLOW`.
+pub const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
+/// `SECCOMP_FILTER_FLAG_SPEC_ALLOW`: do not force the Speculative Store Bypass mitigation.
+pub const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
+
+/// `SECCOMP_RET_KILL_PROCESS`.
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_KILL_THREAD` (also the old `SECCOMP_RET_KILL`).
+const RET_KILL_THREAD: u32 = 0;
+/// `SECCOMP_RET_TRAP`.
+const RET_TRAP: u32 = 0x0003_0000;
+/// `SECCOMP_RET_ERRNO`; the errno goes in the low 16 bits.
+const RET_ERRNO: u32 = 0x0005_0000;
+/// `SECCOMP_RET_TRACE`; the value for the tracer goes in the low 16 bits.
+const RET_TRACE: u32 = 0x7ff0_0000;
+/// `SECCOMP_RET_LOG`.
+const RET_LOG: u32 = 0x7ffc_0000;
+/// `SECCOMP_RET_ALLOW`.
+const RET_ALLOW: u32 = 0x7fff_0000;
+
+/// `seccomp(2)` operation `SECCOMP_SET_MODE_FILTER`.
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+/// `prctl(PR_SET_SECCOMP)` mode `SECCOMP_MODE_FILTER`.
+const SECCOMP_MODE_FILTER: libc::c_ulong = 2;
+
+/// Offset of `seccomp_data.nr`.
+const OFF_NR: u32 = 0;
+/// Offset of `seccomp_data.arch`.
+const OFF_ARCH: u32 = 4;
+/// Offset of `seccomp_data.args[0]`; each argument is 8 bytes, low word first (little endian).
+const OFF_ARGS: u32 = 16;
+
+/// How many system-call blocks share one range check (see the module docs).
+const CHUNK: usize = 16;
+
+/// Why a profile could not be compiled or evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// `SCMP_ACT_NOTIFY` needs a listener file descriptor handed to a seccomp agent.
+    #[error("SCMP_ACT_NOTIFY is not supported: berth has no seccomp listener (listenerPath)")]
+    NotifyUnsupported,
+    /// An argument condition names an index outside 0–5.
+    #[error("seccomp rule for {names}: argument index {index} is out of range 0-5")]
+    ArgIndex {
+        /// The rule's system call names, comma-separated.
+        names: String,
+        /// The offending index.
+        index: usize,
+    },
+    /// An `errnoRet` (or trace value) does not fit the 16 bits of `SECCOMP_RET_DATA`.
+    #[error("errnoRet {0} does not fit in 16 bits")]
+    ErrnoRange(u32),
+    /// The program would exceed [`BPF_MAXINSNS`].
+    #[error("the seccomp filter needs {0} instructions; the kernel accepts at most 4096")]
+    TooLong(usize),
+    /// A Docker-format profile is inconsistent.
+    #[error("Docker seccomp profile: {0}")]
+    DockerProfile(String),
+    /// A Docker-format profile is not valid JSON for its schema.
+    #[error("Docker seccomp profile: {0}")]
+    DockerJson(#[from] serde_json::Error),
+    /// A bug in the compiler (a jump that cannot be encoded); never expected.
+    #[error("seccomp compiler bug: {0}")]
+    Internal(&'static str),
+}
+
+/// A compiled filter, ready for [`install`].
+#[derive(Clone)]
+pub struct SeccompProgram {
+    /// The classic BPF instructions; never empty, at most [`BPF_MAXINSNS`].
+    pub filter: Vec<libc::sock_filter>,
+    /// `SECCOMP_FILTER_FLAG_*` bits from the profile's `flags` (`SECCOMP_FILTER_FLAG_LOG`,
+    /// `_SPEC_ALLOW`, `_TSYNC`; `_WAIT_KILLABLE_RECV` is dropped: it is only valid with a
+    /// notification listener, which is refused).
+    pub flags: u32,
+}
+
+impl std::fmt::Debug for SeccompProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeccompProgram")
+            .field("instructions", &self.filter.len())
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+/// One argument comparison, already validated.
+#[derive(Clone, Copy, Debug)]
+struct Cond {
+    /// Argument index, 0–5.
+    index: u32,
+    /// The comparison.
+    op: LinuxSeccompOperator,
+    /// `value` from the profile (the mask for `MASKED_EQ`).
+    value: u64,
+    /// `valueTwo` from the profile (the datum for `MASKED_EQ`; unused otherwise).
+    value_two: u64,
+}
+
+/// One rule for one system call: all `conds` hold → `action`.
+#[derive(Clone, Debug)]
+struct Rule {
+    action: u32,
+    conds: Vec<Cond>,
+}
+
+/// The `SECCOMP_RET_*` value of an OCI action with its `errnoRet`.
+fn action_value(action: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<u32, SeccompError> {
+    let data = || {
+        let v = errno_ret.unwrap_or(libc::EPERM as u32);
+        if v > 0xffff {
+            Err(SeccompError::ErrnoRange(v))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(match action {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => RET_KILL_THREAD,
+        LinuxSeccompAction::ScmpActKillProcess => RET_KILL_PROCESS,
+        LinuxSeccompAction::ScmpActTrap => RET_TRAP,
+        LinuxSeccompAction::ScmpActErrno => RET_ERRNO | data()?,
+        LinuxSeccompAction::ScmpActTrace => RET_TRACE | data()?,
+        LinuxSeccompAction::ScmpActLog => RET_LOG,
+        LinuxSeccompAction::ScmpActAllow => RET_ALLOW,
+        LinuxSeccompAction::ScmpActNotify => return Err(SeccompError::NotifyUnsupported),
+    })
+}
+
+/// The `SECCOMP_FILTER_FLAG_*` bits of the profile's `flags`.
+fn flag_bits(profile: &LinuxSeccomp) -> u32 {
+    let mut bits = 0;
+    for flag in profile.flags().iter().flatten() {
+        bits |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => SECCOMP_FILTER_FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => SECCOMP_FILTER_FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
+        };
+    }
+    bits
+}
+
+/// Compiles `profile` into a classic BPF program for x86_64.
+///
+/// See the module documentation for the architecture handling, skipped names and rule
+/// precedence. Errors: `SCMP_ACT_NOTIFY` anywhere, an argument index above 5, an `errnoRet`
+/// above 0xffff, or a program longer than [`BPF_MAXINSNS`].
+pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
+    let default = action_value(profile.default_action(), profile.default_errno_ret())?;
+    let flags = flag_bits(profile);
+
+    // Every rule, per system call number, in profile order.
+    let mut per_nr: BTreeMap<u32, Vec<Rule>> = BTreeMap::new();
+    for syscall in profile.syscalls().iter().flatten() {
+        let action = action_value(syscall.action(), syscall.errno_ret())?;
+        let mut conds = Vec::new();
+        for arg in syscall.args().iter().flatten() {
+            if arg.index() > 5 {
+                return Err(SeccompError::ArgIndex { names: syscall.names().join(","), index: arg.index() });
+            }
+            conds.push(Cond {
+                index: arg.index() as u32,
+                op: arg.op(),
+                value: arg.value(),
+                value_two: arg.value_two().unwrap_or(0),
+            });
+        }
+        // runc: when an index repeats, every condition becomes a rule of its own (ORed).
+        let repeated = conds.iter().enumerate().any(|(i, c)| conds[..i].iter().any(|d| d.index == c.index));
+        let rules: Vec<Rule> = if repeated {
+            conds.iter().map(|c| Rule { action, conds: vec![*c] }).collect()
+        } else {
+            vec![Rule { action, conds }]
+        };
+        if action == default {
+            continue; // libseccomp refuses it, runc skips it: see the module docs.
+        }
+        for name in syscall.names() {
+            match syscall_number(name) {
+                Some(nr) => per_nr.entry(nr).or_default().extend(rules.iter().cloned()),
+                None => log::debug!("seccomp: no x86_64 system call named {name:?}; rule skipped"),
+            }
+        }
+    }
+
+    // Resolve precedence: the first unconditional rule wins outright.
+    let blocks: Vec<(u32, Vec<Rule>)> = per_nr
+        .into_iter()
+        .map(|(nr, rules)| match rules.iter().find(|r| r.conds.is_empty()) {
+            Some(r) => (nr, vec![r.clone()]),
+            None => (nr, rules),
+        })
+        .collect();
+
+    let mut asm = Asm::default();
+    let native = asm.label();
+    let not_x32 = asm.label();
+    asm.load(OFF_ARCH);
+    asm.jump(JEQ, AUDIT_ARCH_X86_64, Target::Label(native), Target::Next);
+    asm.ret(default);
+    asm.bind(native);
+    asm.load(OFF_NR);
+    asm.jump(JGE, X32_SYSCALL_BIT, Target::Next, Target::Label(not_x32));
+    asm.ret(default);
+    asm.bind(not_x32);
+
+    let chunks: Vec<&[(u32, Vec<Rule>)]> = blocks.chunks(CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let next_chunk = asm.label();
+        if !last {
+            let in_chunk = asm.label();
+            let max = chunk.last().map(|(nr, _)| *nr).unwrap_or(0);
+            asm.jump(JGT, max, Target::Next, Target::Label(in_chunk));
+            asm.ja(next_chunk);
+            asm.bind(in_chunk);
+        }
+        for (nr, rules) in chunk.iter() {
+            let block_end = asm.label();
+            let start = asm.ops.len();
+            emit_body(&mut asm, rules, default);
+            let body_len = Asm::len_of(&asm.ops[start..]);
+            let header = if body_len <= usize::from(u8::MAX) {
+                vec![Op::Jump { code: JEQ, k: *nr, jt: Target::Next, jf: Target::Label(block_end) }]
+            } else {
+                let body = asm.label();
+                vec![
+                    Op::Jump { code: JEQ, k: *nr, jt: Target::Label(body), jf: Target::Next },
+                    Op::Ja(block_end),
+                    Op::Bind(body),
+                ]
+            };
+            asm.ops.splice(start..start, header);
+            asm.bind(block_end);
+        }
+        asm.ret(default);
+        if !last {
+            asm.bind(next_chunk);
+        }
+    }
+    if chunks.is_empty() {
+        asm.ret(default);
+    }
+
+    let filter = asm.finish()?;
+    if filter.len() > BPF_MAXINSNS {
+        return Err(SeccompError::TooLong(filter.len()));
+    }
+    Ok(SeccompProgram { filter, flags })
+}
+
+/// The code of one system call's block: each rule's checks then its `ret`, the default last.
+fn emit_body(asm: &mut Asm, rules: &[Rule], default: u32) {
+    for rule in rules {
+        let next_rule = asm.label();
+        for cond in &rule.conds {
+            emit_cond(asm, cond, next_rule);
+        }
+        asm.ret(rule.action);
+        asm.bind(next_rule);
+    }
+    if rules.iter().all(|r| !r.conds.is_empty()) {
+        asm.ret(default);
+    }
+}
+
+/// Checks one 64-bit comparison; falls through when it holds, jumps to `fail` otherwise.
+fn emit_cond(asm: &mut Asm, c: &Cond, fail: usize) {
+    let lo = OFF_ARGS + 8 * c.index;
+    let hi = lo + 4;
+    let fail = Target::Label(fail);
+    let split = |v: u64| ((v >> 32) as u32, v as u32);
+    let (vhi, vlo) = split(c.value);
+    match c.op {
+        LinuxSeccompOperator::ScmpCmpEq => {
+            asm.load(hi);
+            asm.jump(JEQ, vhi, Target::Next, fail);
+            asm.load(lo);
+            asm.jump(JEQ, vlo, Target::Next, fail);
+        }
+        LinuxSeccompOperator::ScmpCmpNe => {
+            let pass = asm.label();
+            asm.load(hi);
+            asm.jump(JEQ, vhi, Target::Next, Target::Label(pass));
+            asm.load(lo);
+            asm.jump(JEQ, vlo, fail, Target::Next);
+            asm.bind(pass);
+        }
+        LinuxSeccompOperator::ScmpCmpGt | LinuxSeccompOperator::ScmpCmpGe => {
+            // hi > vhi → pass; hi < vhi → fail; hi == vhi → compare the low words.
+            let pass = asm.label();
+            asm.load(hi);
+            asm.jump(JGT, vhi, Target::Label(pass), Target::Next);
+            asm.jump(JEQ, vhi, Target::Next, fail);
+            asm.load(lo);
+            let code = if c.op == LinuxSeccompOperator::ScmpCmpGt { JGT } else { JGE };
+            asm.jump(code, vlo, Target::Next, fail);
+            asm.bind(pass);
+        }
+        LinuxSeccompOperator::ScmpCmpLt | LinuxSeccompOperator::ScmpCmpLe => {
+            // hi < vhi → pass; hi > vhi → fail; hi == vhi → compare the low words.
+            let pass = asm.label();
+            asm.load(hi);
+            asm.jump(JGE, vhi, Target::Next, Target::Label(pass));
+            asm.jump(JEQ, vhi, Target::Next, fail);
+            asm.load(lo);
+            // LT fails when lo >= vlo, LE when lo > vlo.
+            let code = if c.op == LinuxSeccompOperator::ScmpCmpLt { JGE } else { JGT };
+            asm.jump(code, vlo, fail, Target::Next);
+            asm.bind(pass);
+        }
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            let (mhi, mlo) = (vhi, vlo);
+            let (dhi, dlo) = split(c.value_two & c.value);
+            // A zero mask half always matches (its datum half is zero too): no code.
+            if mhi != 0 {
+                asm.load(hi);
+                asm.and(mhi);
+                asm.jump(JEQ, dhi, Target::Next, fail);
+            }
+            if mlo != 0 {
+                asm.load(lo);
+                asm.and(mlo);
+                asm.jump(JEQ, dlo, Target::Next, fail);
+            }
+        }
+    }
+}
+
+/// Loads `program` into the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER, flags, …)`,
+/// falling back to `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, …)` when the kernel has no
+/// `seccomp(2)` (ENOSYS) and `flags` is 0. Returns the errno on failure.
+///
+/// Allocation-free and async-signal-safe: it may run in a child cloned from a multi-threaded
+/// process, before `execve`. The caller must have set `no_new_privs`
+/// (`prctl(PR_SET_NO_NEW_PRIVS, 1)`) or hold `CAP_SYS_ADMIN` in its user namespace, otherwise
+/// the kernel answers EACCES. With `SECCOMP_FILTER_FLAG_TSYNC`, a thread that cannot be
+/// synchronised makes the call fail with EBUSY here (the kernel returns that thread's id).
+/// The filter also applies to every child the thread creates afterwards, and cannot be removed.
+pub fn install(program: &SeccompProgram) -> Result<(), i32> {
+    let Ok(len) = u16::try_from(program.filter.len()) else {
+        return Err(libc::EINVAL);
+    };
+    let prog = libc::sock_fprog { len, filter: program.filter.as_ptr().cast_mut() };
+    let prog_ptr: *const libc::sock_fprog = &prog;
+    // SAFETY: `prog` points at `len` initialised instructions owned by `program`, which outlives
+    // the call; the kernel copies the program and does not write through the pointer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            libc::c_ulong::from(program.flags),
+            prog_ptr,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    if rc > 0 {
+        return Err(libc::EBUSY);
+    }
+    let err = last_errno();
+    if err != libc::ENOSYS || program.flags != 0 {
+        return Err(err);
+    }
+    // SAFETY: as above; PR_SET_SECCOMP reads the `sock_fprog` and the instructions only.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            SECCOMP_MODE_FILTER,
+            prog_ptr,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// The calling thread's errno (no allocation).
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSyscall};
+
+    const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+
+    fn syscall(
+        names: &[&str],
+        action: LinuxSeccompAction,
+        errno: Option<u32>,
+        args: Vec<LinuxSeccompArg>,
+    ) -> LinuxSyscall {
+        let mut s = LinuxSyscall::default();
+        s.set_names(names.iter().map(|n| n.to_string()).collect());
+        s.set_action(action);
+        s.set_errno_ret(errno);
+        if !args.is_empty() {
+            s.set_args(Some(args));
+        }
+        s
+    }
+
+    fn arg(index: usize, op: LinuxSeccompOperator, value: u64, value_two: Option<u64>) -> LinuxSeccompArg {
+        let b = LinuxSeccompArgBuilder::default().index(index).op(op).value(value);
+        let b = match value_two {
+            Some(v) => b.value_two(v),
+            None => b,
+        };
+        b.build().unwrap()
+    }
+
+    fn profile(default: LinuxSeccompAction, syscalls: Vec<LinuxSyscall>) -> LinuxSeccomp {
+        let mut p = LinuxSeccomp::default();
+        p.set_default_action(default);
+        p.set_syscalls(Some(syscalls));
+        p
+    }
+
+    fn nr(name: &str) -> u32 {
+        syscall_number(name).unwrap()
+    }
+
+    fn run(p: &SeccompProgram, name: &str, args: [u64; 6]) -> u32 {
+        bpf::run(&p.filter, nr(name), AUDIT_ARCH_X86_64, args)
+    }
+
+    const DOCKER_CAPS: &[&str] = &[
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+
+    fn docker(caps: &[&str]) -> SeccompProgram {
+        let p =
+            docker_profile(DOCKER_DEFAULT_PROFILE_JSON, caps, KernelVersion { major: 6, minor: 1 }).unwrap();
+        compile(&p).unwrap()
+    }
+
+    #[test]
+    fn starts_with_arch_check_then_x32_check() {
+        let p = compile(&profile(LinuxSeccompAction::ScmpActErrno, vec![])).unwrap();
+        let f = &p.filter;
+        assert_eq!((f[0].code, f[0].k), (bpf::LD_W_ABS, OFF_ARCH));
+        assert_eq!((f[1].code, f[1].k, f[1].jt, f[1].jf), (JEQ, AUDIT_ARCH_X86_64, 1, 0));
+        assert_eq!((f[2].code, f[2].k), (0x06, RET_ERRNO | 1));
+        assert_eq!((f[3].code, f[3].k), (bpf::LD_W_ABS, OFF_NR));
+        assert_eq!((f[4].code, f[4].k, f[4].jt, f[4].jf), (JGE, X32_SYSCALL_BIT, 0, 1));
+        assert_eq!((f[5].code, f[5].k), (0x06, RET_ERRNO | 1));
+    }
+
+    #[test]
+    fn foreign_arch_and_x32_get_the_default_action() {
+        let p = compile(&profile(
+            LinuxSeccompAction::ScmpActKillProcess,
+            vec![syscall(&["read", "write"], LinuxSeccompAction::ScmpActAllow, None, vec![])],
+        ))
+        .unwrap();
+        assert_eq!(run(&p, "read", [0; 6]), RET_ALLOW);
+        assert_eq!(bpf::run(&p.filter, 0, AUDIT_ARCH_I386, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(bpf::run(&p.filter, X32_SYSCALL_BIT, AUDIT_ARCH_X86_64, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(bpf::run(&p.filter, X32_SYSCALL_BIT | 1, AUDIT_ARCH_X86_64, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(run(&p, "getpid", [0; 6]), RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn every_action() {
+        use LinuxSeccompAction::*;
+        let p = compile(&profile(
+            ScmpActAllow,
+            vec![
+                syscall(&["getpid"], ScmpActKill, None, vec![]),
+                syscall(&["getppid"], ScmpActKillThread, None, vec![]),
+                syscall(&["gettid"], ScmpActKillProcess, None, vec![]),
+                syscall(&["getuid"], ScmpActTrap, None, vec![]),
+                syscall(&["getgid"], ScmpActErrno, None, vec![]),
+                syscall(&["geteuid"], ScmpActErrno, Some(42), vec![]),
+                syscall(&["getegid"], ScmpActTrace, Some(7), vec![]),
+                syscall(&["uname"], ScmpActLog, None, vec![]),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(run(&p, "getpid", [0; 6]), RET_KILL_THREAD);
+        assert_eq!(run(&p, "getppid", [0; 6]), RET_KILL_THREAD);
+        assert_eq!(run(&p, "gettid", [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(run(&p, "getuid", [0; 6]), RET_TRAP);
+        assert_eq!(run(&p, "getgid", [0; 6]), RET_ERRNO | 1);
+        assert_eq!(run(&p, "geteuid", [0; 6]), RET_ERRNO | 42);
+        assert_eq!(run(&p, "getegid", [0; 6]), RET_TRACE | 7);
+        assert_eq!(run(&p, "uname", [0; 6]), RET_LOG);
+        assert_eq!(run(&p, "read", [0; 6]), RET_ALLOW);
+
+        let mut with_default_errno = profile(ScmpActErrno, vec![]);
+        with_default_errno.set_default_errno_ret(Some(38));
+        let p = compile(&with_default_errno).unwrap();
+        assert_eq!(run(&p, "read", [0; 6]), RET_ERRNO | 38);
+    }
+
+    #[test]
+    fn notify_and_bad_values_are_refused() {
+        use LinuxSeccompAction::*;
+        let e = compile(&profile(ScmpActAllow, vec![syscall(&["read"], ScmpActNotify, None, vec![])]));
+        assert!(matches!(e, Err(SeccompError::NotifyUnsupported)), "{e:?}");
+        assert!(matches!(compile(&profile(ScmpActNotify, vec![])), Err(SeccompError::NotifyUnsupported)));
+        let e = compile(&profile(
+            ScmpActAllow,
+            vec![syscall(
+                &["read"],
+                ScmpActErrno,
+                None,
+                vec![arg(6, LinuxSeccompOperator::ScmpCmpEq, 0, None)],
+            )],
+        ));
+        assert!(matches!(e, Err(SeccompError::ArgIndex { index: 6, .. })), "{e:?}");
+        let e =
+            compile(&profile(ScmpActAllow, vec![syscall(&["read"], ScmpActErrno, Some(0x10000), vec![])]));
+        assert!(matches!(e, Err(SeccompError::ErrnoRange(0x10000))), "{e:?}");
+    }
+
+    #[test]
+    fn flags() {
+        let mut p = profile(LinuxSeccompAction::ScmpActAllow, vec![]);
+        p.set_flags(Some(vec![
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+        ]));
+        assert_eq!(compile(&p).unwrap().flags, SECCOMP_FILTER_FLAG_LOG | SECCOMP_FILTER_FLAG_SPEC_ALLOW);
+    }
+
+    #[test]
+    fn unknown_names_are_skipped() {
+        let p = compile(&profile(
+            LinuxSeccompAction::ScmpActErrno,
+            vec![syscall(
+                &["socketcall", "no_such_call", "read"],
+                LinuxSeccompAction::ScmpActAllow,
+                None,
+                vec![],
+            )],
+        ))
+        .unwrap();
+        assert_eq!(run(&p, "read", [0; 6]), RET_ALLOW);
+    }
+
+    /// Every operator against a reference, on values around the word boundaries.
+    #[test]
+    fn comparisons_match_a_reference() {
+        use LinuxSeccompOperator::*;
+        let values: [u64; 12] = [
+            0,
+            1,
+            5,
+            0xffff_ffff,
+            0x1_0000_0000,
+            0x1_0000_0005,
+            0x1_ffff_ffff,
+            0x2_0000_0000,
+            0x8000_0000_0000_0000,
+            0xffff_ffff_0000_0000,
+            0xffff_ffff_ffff_fffe,
+            u64::MAX,
+        ];
+        for op in [ScmpCmpNe, ScmpCmpLt, ScmpCmpLe, ScmpCmpEq, ScmpCmpGe, ScmpCmpGt, ScmpCmpMaskedEq] {
+            for &v in &values {
+                for &v2 in &values {
+                    let p = compile(&profile(
+                        LinuxSeccompAction::ScmpActAllow,
+                        vec![syscall(
+                            &["getppid"],
+                            LinuxSeccompAction::ScmpActErrno,
+                            Some(9),
+                            vec![arg(2, op, v, Some(v2))],
+                        )],
+                    ))
+                    .unwrap();
+                    for &x in &values {
+                        let want = match op {
+                            ScmpCmpNe => x != v,
+                            ScmpCmpLt => x < v,
+                            ScmpCmpLe => x <= v,
+                            ScmpCmpEq => x == v,
+                            ScmpCmpGe => x >= v,
+                            ScmpCmpGt => x > v,
+                            ScmpCmpMaskedEq => x & v == v2 & v,
+                        };
+                        let got = run(&p, "getppid", [0, 0, x, 0, 0, 0]) == RET_ERRNO | 9;
+                        assert_eq!(got, want, "{op:?} arg={x:#x} value={v:#x} value_two={v2:#x}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conditions_of_one_rule_are_anded_and_repeated_indexes_ored() {
+        use LinuxSeccompOperator::*;
+        let p = compile(&profile(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![
+                syscall(
+                    &["getppid"],
+                    LinuxSeccompAction::ScmpActErrno,
+                    Some(1),
+                    vec![arg(0, ScmpCmpEq, 1, None), arg(5, ScmpCmpGt, 10, None)],
+                ),
+                syscall(
+                    &["getpid"],
+                    LinuxSeccompAction::ScmpActErrno,
+                    Some(2),
+                    vec![arg(0, ScmpCmpEq, 1, None), arg(0, ScmpCmpEq, 3, None)],
+                ),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(run(&p, "getppid", [1, 0, 0, 0, 0, 11]), RET_ERRNO | 1);
+        assert_eq!(run(&p, "getppid", [1, 0, 0, 0, 0, 10]), RET_ALLOW);
+        assert_eq!(run(&p, "getppid", [2, 0, 0, 0, 0, 11]), RET_ALLOW);
+        assert_eq!(run(&p, "getpid", [1; 6]), RET_ERRNO | 2);
+        assert_eq!(run(&p, "getpid", [3; 6]), RET_ERRNO | 2);
+        assert_eq!(run(&p, "getpid", [2; 6]), RET_ALLOW);
+    }
+
+    #[test]
+    fn precedence() {
+        use LinuxSeccompAction::*;
+        use LinuxSeccompOperator::*;
+        let p = compile(&profile(
+            ScmpActErrno,
+            vec![
+                // Conditional rules: first match wins.
+                syscall(&["getppid"], ScmpActErrno, Some(5), vec![arg(0, ScmpCmpGe, 10, None)]),
+                syscall(&["getppid"], ScmpActAllow, None, vec![arg(0, ScmpCmpGe, 5, None)]),
+                // An unconditional rule beats conditional ones, before or after it.
+                syscall(&["getpid"], ScmpActErrno, Some(6), vec![arg(0, ScmpCmpEq, 1, None)]),
+                syscall(&["getpid"], ScmpActAllow, None, vec![]),
+                syscall(&["getpid"], ScmpActErrno, Some(7), vec![]),
+                // A rule with the default action is dropped.
+                syscall(&["gettid"], ScmpActErrno, None, vec![]),
+                syscall(&["gettid"], ScmpActAllow, None, vec![arg(0, ScmpCmpEq, 1, None)]),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(run(&p, "getppid", [12, 0, 0, 0, 0, 0]), RET_ERRNO | 5);
+        assert_eq!(run(&p, "getppid", [7, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "getppid", [1, 0, 0, 0, 0, 0]), RET_ERRNO | 1);
+        assert_eq!(run(&p, "getpid", [1, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "getpid", [0; 6]), RET_ALLOW);
+        assert_eq!(run(&p, "gettid", [1, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "gettid", [0; 6]), RET_ERRNO | 1);
+    }
+
+    #[test]
+    fn every_syscall_reaches_its_block() {
+        // One rule per x86_64 call, each with its own errno: exercises chunks and long jumps.
+        let calls: Vec<(&str, u32)> = x86_64::syscalls().collect();
+        let rules = calls
+            .iter()
+            .map(|(n, nr)| syscall(&[n], LinuxSeccompAction::ScmpActErrno, Some(nr + 1000), vec![]))
+            .collect();
+        let p = compile(&profile(LinuxSeccompAction::ScmpActAllow, rules)).unwrap();
+        for (name, nr) in &calls {
+            assert_eq!(run(&p, name, [0; 6]), RET_ERRNO | (nr + 1000), "{name}");
+        }
+        assert_eq!(bpf::run(&p.filter, 400, AUDIT_ARCH_X86_64, [0; 6]), RET_ALLOW);
+        assert_eq!(bpf::run(&p.filter, 1000, AUDIT_ARCH_X86_64, [0; 6]), RET_ALLOW);
+    }
+
+    #[test]
+    fn long_blocks_use_a_trampoline() {
+        use LinuxSeccompOperator::*;
+        // 60 conditional rules for one call: a block far longer than 255 instructions.
+        let mut rules: Vec<LinuxSyscall> = (0..60u64)
+            .map(|i| {
+                syscall(
+                    &["getppid"],
+                    LinuxSeccompAction::ScmpActErrno,
+                    Some(100 + i as u32),
+                    vec![arg(1, ScmpCmpEq, i, None)],
+                )
+            })
+            .collect();
+        rules.push(syscall(&["getpid"], LinuxSeccompAction::ScmpActErrno, Some(3), vec![]));
+        let p = compile(&profile(LinuxSeccompAction::ScmpActAllow, rules)).unwrap();
+        for i in 0..60u64 {
+            assert_eq!(run(&p, "getppid", [0, i, 0, 0, 0, 0]), RET_ERRNO | (100 + i as u32));
+        }
+        assert_eq!(run(&p, "getppid", [0, 60, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "getpid", [0; 6]), RET_ERRNO | 3);
+        assert_eq!(run(&p, "read", [0; 6]), RET_ALLOW);
+    }
+
+    #[test]
+    fn too_long_is_an_error() {
+        use LinuxSeccompOperator::*;
+        let args: Vec<LinuxSeccompArg> = (0..6).map(|i| arg(i, ScmpCmpGt, 1, None)).collect();
+        let rules: Vec<LinuxSyscall> = (0..200)
+            .map(|i| syscall(&["getppid"], LinuxSeccompAction::ScmpActErrno, Some(i), args.clone()))
+            .collect();
+        let e = compile(&profile(LinuxSeccompAction::ScmpActAllow, rules));
+        assert!(matches!(e, Err(SeccompError::TooLong(n)) if n > BPF_MAXINSNS), "{e:?}");
+    }
+
+    #[test]
+    fn docker_profile_compiles_and_fits() {
+        let p = docker(DOCKER_CAPS);
+        assert!(p.filter.len() <= BPF_MAXINSNS);
+        assert!(p.filter.len() < 1200, "{} instructions", p.filter.len());
+        eprintln!("Docker default profile, default caps: {} instructions", p.filter.len());
+        let eperm = RET_ERRNO | 1;
+        for name in [
+            "read",
+            "write",
+            "getpid",
+            "uname",
+            "keyctl",
+            "execve",
+            "chroot",
+            "arch_prctl",
+            "modify_ldt",
+            "ptrace",
+        ] {
+            assert_eq!(run(&p, name, [0; 6]), RET_ALLOW, "{name}");
+        }
+        for name in
+            ["kexec_load", "init_module", "reboot", "open_by_handle_at", "unshare", "mount", "setns", "bpf"]
+        {
+            assert_eq!(run(&p, name, [0; 6]), eperm, "{name}");
+        }
+        assert_eq!(run(&p, "clone3", [0; 6]), RET_ERRNO | 38);
+        let newuser = libc::CLONE_NEWUSER as u64;
+        assert_eq!(run(&p, "clone", [newuser | 17, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(run(&p, "clone", [17, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "socket", [40, 1, 0, 0, 0, 0]), eperm);
+        assert_eq!(run(&p, "socket", [1, 1, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "personality", [0xffff_ffff, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "personality", [0x1_ffff_ffff, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(run(&p, "personality", [1, 0, 0, 0, 0, 0]), eperm);
+
+        let mut admin = DOCKER_CAPS.to_vec();
+        admin.push("CAP_SYS_ADMIN");
+        let p = docker(&admin);
+        eprintln!("Docker default profile, + CAP_SYS_ADMIN: {} instructions", p.filter.len());
+        assert_eq!(run(&p, "clone", [newuser | 17, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, "clone3", [0; 6]), RET_ALLOW);
+        assert_eq!(run(&p, "unshare", [0; 6]), RET_ALLOW);
+        assert_eq!(run(&p, "reboot", [0; 6]), eperm);
+    }
+}
