@@ -206,6 +206,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             capabilities: capabilities::names(capabilities),
             privileged: c.privileged,
             seccomp: None,
+            ulimits: c.ulimits.iter().map(|(k, v)| (k.clone(), v.get_ref().limits())).collect(),
+            sysctls: c.sysctls.clone(),
+            oom_score_adj: c.oom_score_adj,
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;

@@ -1,6 +1,6 @@
 //! Every container setting of the config reaches the container in a booted machine: user and
-//! groups, env, working dir, hostname, network mode, cgroup limits, binds, read-only root, and the
-//! machine's sysctls. And `berth run` boots an image on the terminal.
+//! groups, env, working dir, hostname, network mode, cgroup limits, binds, read-only root, ulimits,
+//! container sysctls, oom_score_adj, and the machine's sysctls. And `berth run` boots an image on the terminal.
 
 mod common;
 
@@ -30,7 +30,10 @@ pids_limit = 20
 read_only = true
 binds = ["/berth:/mnt/berth:ro"]
 net = "host"
+ulimits = { nofile = 512, nproc = { soft = 50, hard = 60 } }
+oom_score_adj = 300
 command = ["sh", "-c", """
+echo "nofile=$(ulimit -n) nproc=$(ulimit -u)/$(ulimit -H -u) oom=$(cat /proc/self/oom_score_adj)"
 echo "ids=$(id -u):$(id -g) groups=$(id -G)"
 echo "cwd=$(pwd) host=$(hostname) greeting=$GREETING"
 echo "limits=$(cat /sys/fs/cgroup/memory.max)/$(cat /sys/fs/cgroup/cpu.max)/$(cat /sys/fs/cgroup/pids.max)"
@@ -50,7 +53,8 @@ command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net)"]
 [[onboot]]
 name = "isolated"
 image = "oci:images/busybox:latest"
-command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net)"]
+sysctls = { "net.ipv4.ip_forward" = 1, "kernel.shmmni" = 1234 }
+command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net); echo forward=$(cat /proc/sys/net/ipv4/ip_forward) shmmni=$(cat /proc/sys/kernel/shmmni)"]
 "#;
 
 fn line<'a>(console: &'a str, prefix: &str) -> &'a str {
@@ -80,6 +84,8 @@ fn container_settings_reach_the_container() {
     assert!(c.contains("settings | root-read-only"), "{c}");
     assert!(c.contains("settings | bind-visible"), "{c}");
     assert!(c.contains("settings | bind-read-only"), "{c}");
+    assert_eq!(line(&c, "settings | nofile="), "512 nproc=50/60 oom=300");
+    assert_eq!(line(&c, "isolated | forward="), "1 shmmni=1234");
     let (a, b, i) =
         (line(&c, "settings | netns="), line(&c, "host2 | netns="), line(&c, "isolated | netns="));
     assert_eq!(a, b, "two net=host containers share the machine's network namespace");

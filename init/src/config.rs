@@ -171,7 +171,60 @@ pub struct ContainerConfig {
     /// The seccomp filter.
     #[serde(default)]
     pub seccomp: SeccompMode,
+    /// Resource limits, Compose's `ulimits`: `{ nofile = 65536, nproc = { soft = 100, hard = 200 } }`.
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, Spanned<Ulimit>>,
+    /// Namespaced sysctls of the container, Compose's `sysctls` (e.g. `"net.ipv4.ip_forward"`).
+    #[serde(default, deserialize_with = "de_sysctl")]
+    pub sysctls: BTreeMap<String, String>,
+    /// `/proc/self/oom_score_adj` of the container's process, -1000..=1000.
+    pub oom_score_adj: Option<i32>,
 }
+
+/// One `ulimits` entry: a number (soft = hard) or `{ soft, hard }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ulimit {
+    /// Soft and hard limit alike.
+    Both(u64),
+    /// Separate limits.
+    Pair {
+        /// The soft limit.
+        soft: u64,
+        /// The hard limit (≥ soft).
+        hard: u64,
+    },
+}
+
+impl Ulimit {
+    /// (soft, hard).
+    pub fn limits(self) -> (u64, u64) {
+        match self {
+            Ulimit::Both(n) => (n, n),
+            Ulimit::Pair { soft, hard } => (soft, hard),
+        }
+    }
+}
+
+/// Compose's names for `ulimits`.
+pub const ULIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
 
 /// `capabilities = { add = [...], drop = [...] }`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -380,6 +433,36 @@ impl Config {
             for b in &c.binds {
                 Bind::parse(b.get_ref()).map_err(|m| (Some(b.span().start), m))?;
             }
+            for (key, limit) in &c.ulimits {
+                let at = Some(limit.span().start);
+                if !ULIMIT_NAMES.contains(&key.as_str()) {
+                    return Err((
+                        at,
+                        format!(
+                            "container `{name}`: ulimits: `{key}` is not a limit; use one of {}",
+                            ULIMIT_NAMES.join(", ")
+                        ),
+                    ));
+                }
+                let (soft, hard) = limit.get_ref().limits();
+                if soft > hard {
+                    return Err((at, format!("container `{name}`: ulimits: {key}: the soft limit {soft} is above the hard limit {hard}")));
+                }
+            }
+            for key in c.sysctls.keys() {
+                if !is_namespaced_sysctl(key) {
+                    return Err((name_at, format!("container `{name}`: sysctls: `{key}` is not namespaced (allowed: kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.*); set machine-wide ones in [system] sysctl")));
+                }
+                if key.starts_with("net.") && c.net == NetMode::Host {
+                    return Err((name_at, format!("container `{name}`: sysctls: `{key}` would change the machine's network with net = \"host\"; set it in [system] sysctl")));
+                }
+            }
+            if matches!(c.oom_score_adj, Some(v) if !(-1000..=1000).contains(&v)) {
+                return Err((
+                    name_at,
+                    format!("container `{name}`: oom_score_adj must be between -1000 and 1000"),
+                ));
+            }
         }
         Ok(())
     }
@@ -390,6 +473,23 @@ impl ContainerConfig {
     pub fn parsed_binds(&self) -> Vec<Bind> {
         self.binds.iter().filter_map(|b| Bind::parse(b.get_ref()).ok()).collect()
     }
+}
+
+/// Whether a sysctl belongs to a namespace a container has of its own (Docker's list): IPC
+/// (`kernel.msg*`, `kernel.sem`, `kernel.shm*`, `fs.mqueue.*`) or network (`net.*`).
+pub fn is_namespaced_sysctl(key: &str) -> bool {
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let well_formed = !key.is_empty() && !key.contains('/') && !key.contains("..");
+    well_formed && (ipc.contains(&key) || key.starts_with("fs.mqueue.") || key.starts_with("net."))
 }
 
 /// Checks a container name: it becomes a cgroup directory and a log prefix.
@@ -588,6 +688,32 @@ read_only = true
         let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nbinds = [\"rel:/x\"]\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn ulimits_sysctls_and_oom_score() {
+        let base = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\n";
+        let ok = format!("{base}ulimits = {{ nofile = 1024, nproc = {{ soft = 10, hard = 20 }} }}\nsysctls = {{ \"net.ipv4.ip_forward\" = 1, \"kernel.shmmni\" = \"100\" }}\noom_score_adj = 500\n");
+        let c = Config::parse(&ok, "x.toml").unwrap();
+        assert_eq!(c.service[0].ulimits["nproc"].get_ref().limits(), (10, 20));
+        assert_eq!(c.service[0].sysctls["net.ipv4.ip_forward"], "1");
+        let e = Config::parse(&format!("{base}ulimits = {{ files = 1 }}\n"), "x.toml").unwrap_err();
+        assert!(e.message.contains("`files` is not a limit") && e.line == Some(4), "{e}");
+        let e =
+            Config::parse(&format!("{base}ulimits = {{ nofile = {{ soft = 5, hard = 1 }} }}\n"), "x.toml")
+                .unwrap_err();
+        assert!(e.message.contains("above the hard limit"), "{e}");
+        let e =
+            Config::parse(&format!("{base}sysctls = {{ \"kernel.pid_max\" = 1 }}\n"), "x.toml").unwrap_err();
+        assert!(e.message.contains("not namespaced"), "{e}");
+        let e = Config::parse(
+            &format!("{base}net = \"host\"\nsysctls = {{ \"net.ipv4.ip_forward\" = 1 }}\n"),
+            "x.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("machine's network"), "{e}");
+        let e = Config::parse(&format!("{base}oom_score_adj = 2000\n"), "x.toml").unwrap_err();
+        assert!(e.message.contains("-1000 and 1000"), "{e}");
     }
 
     #[test]

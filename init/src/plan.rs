@@ -7,6 +7,8 @@
 //! container carries its final process (Docker's merge of image config and TOML overrides) and
 //! the digests of its layers, which are unpacked under [`LAYERS_DIR`], one directory per digest.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Bind, NetMode, SystemConfig};
@@ -87,6 +89,15 @@ pub struct PlannedContainer {
     /// The seccomp filter, compiled by `berth build` (none: unconfined).
     #[serde(default)]
     pub seccomp: Option<SeccompFilter>,
+    /// Resource limits: Docker's name (`nofile`) → (soft, hard).
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, (u64, u64)>,
+    /// Namespaced sysctls.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// `oom_score_adj`.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A compiled seccomp filter: classic BPF, one instruction per number, packed as
@@ -182,6 +193,9 @@ mod tests {
                 capabilities: vec!["CAP_CHOWN".into()],
                 privileged: false,
                 seccomp: Some(SeccompFilter { flags: 0, instructions: vec![0x0006_0000_7fff_0000] }),
+                ulimits: BTreeMap::from([("nofile".to_string(), (10, 20))]),
+                sysctls: BTreeMap::new(),
+                oom_score_adj: Some(-5),
             }],
         };
         let text = plan.to_json().unwrap();

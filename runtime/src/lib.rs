@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod error;
 pub mod launch;
 pub mod net;
+pub mod rlimits;
 pub mod seccomp;
 pub mod spec;
 

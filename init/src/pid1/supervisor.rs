@@ -10,7 +10,9 @@ use berth_init::config::{NetMode, WhenDone};
 use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
 use berth_runtime::seccomp::SeccompProgram;
-use berth_runtime::{launch, BindMount, CapabilitySets, CgroupLimits, Container, ContainerSpec, Stdio};
+use berth_runtime::{
+    launch, BindMount, CapabilitySets, CgroupLimits, Container, ContainerSpec, Rlimit, Stdio,
+};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
@@ -170,7 +172,7 @@ impl Supervisor {
 
     fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> Result<ContainerSpec, String> {
         let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
-        let limits = CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit };
+        let limits = CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit, ..Default::default() };
         let mut env = c.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -206,6 +208,17 @@ impl Supervisor {
             no_new_privileges: !c.privileged,
             masked_paths: masked.iter().map(|p| p.to_string()).collect(),
             readonly_paths: readonly.iter().map(|p| p.to_string()).collect(),
+            rlimits: c
+                .ulimits
+                .iter()
+                .map(|(name, (soft, hard))| {
+                    berth_runtime::rlimits::resource(name)
+                        .map(|resource| Rlimit { resource, soft: *soft, hard: *hard })
+                        .ok_or_else(|| format!("ulimits: unknown limit `{name}`"))
+                })
+                .collect::<Result<_, _>>()?,
+            sysctl: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            oom_score_adj: c.oom_score_adj,
             seccomp: c.seccomp.as_ref().map(|f| SeccompProgram {
                 flags: f.flags,
                 filter: f
