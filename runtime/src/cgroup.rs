@@ -14,8 +14,10 @@ use crate::error::StepError;
 /// The `cpu.max` period, as Docker uses (100 ms).
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// Resource limits, Docker's meaning.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Resource limits, Docker's meaning for the first three; the rest are cgroup v2 files written
+/// as given (OCI `linux.resources`, converted by [`crate::oci`]). Unset fields other than the
+/// first three leave the group's file alone.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupLimits {
     /// `memory.max` in bytes.
     pub memory: Option<u64>,
@@ -23,6 +25,47 @@ pub struct CgroupLimits {
     pub cpus: Option<f64>,
     /// `pids.max`.
     pub pids: Option<u64>,
+    /// `memory.swap.max` in bytes (`u64::MAX`: `max`). `None` with a memory limit: 0, no swap,
+    /// as Docker does.
+    pub memory_swap: Option<u64>,
+    /// `memory.low` in bytes (OCI `memory.reservation`).
+    pub memory_low: Option<u64>,
+    /// `cpu.weight`, 1–10000.
+    pub cpu_weight: Option<u64>,
+    /// `cpu.max` as (quota in µs or `None` for `max`, period in µs); wins over `cpus`.
+    pub cpu_max: Option<(Option<u64>, u64)>,
+    /// `cpuset.cpus`, e.g. `0-1,3`.
+    pub cpuset_cpus: Option<String>,
+    /// `cpuset.mems`.
+    pub cpuset_mems: Option<String>,
+    /// `io.weight`, 1–10000.
+    pub io_weight: Option<u64>,
+    /// `io.max` lines, e.g. `8:0 rbps=1048576`.
+    pub io_max: Vec<String>,
+    /// `hugetlb.<size>.max`: (page size as in the file name, e.g. `2MB`; bytes).
+    pub hugetlb: Vec<(String, u64)>,
+}
+
+impl CgroupLimits {
+    /// Whether any limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == CgroupLimits::default()
+    }
+
+    /// Controllers beyond [`CONTROLLERS`] these limits need.
+    fn extra_controllers(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
+            out.push("cpuset");
+        }
+        if self.io_weight.is_some() || !self.io_max.is_empty() {
+            out.push("io");
+        }
+        if !self.hugetlb.is_empty() {
+            out.push("hugetlb");
+        }
+        out
+    }
 }
 
 /// One cgroup v2 directory.
@@ -34,6 +77,27 @@ pub struct Cgroup {
 fn write_file(path: &Path, value: &str) -> Result<(), StepError> {
     fs::write(path, value)
         .map_err(|e| StepError::io(format!("write {}", path.display()), &e, value.to_string()))
+}
+
+/// `u64::MAX` as `max`, anything else as a number.
+fn max_or(value: u64) -> String {
+    if value == u64::MAX {
+        "max".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Whether `/sys/fs/cgroup` is a pure cgroup v2 hierarchy (not v1 or hybrid) with controllers
+/// to delegate: the only setup where berth-runtime writes limits.
+pub fn unified_hierarchy() -> bool {
+    let is_cgroup2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    is_cgroup2
+        && fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .map(|c| !c.trim().is_empty())
+            .unwrap_or(false)
 }
 
 /// The controllers berth's limits use. Only these are enabled for containers: every enabled
@@ -98,6 +162,21 @@ impl Cgroup {
                 let _ = enable_controllers(dir);
             }
         }
+        // Controllers only some limits need are enabled on demand, best effort as above.
+        let extra = limits.extra_controllers();
+        if !extra.is_empty() {
+            let mut chain: Vec<&Path> = Vec::new();
+            let mut p = Some(parent);
+            while let Some(dir) = p.filter(|d| d.join("cgroup.controllers").exists()) {
+                chain.push(dir);
+                p = dir.parent();
+            }
+            for dir in chain.iter().rev() {
+                for c in &extra {
+                    let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+        }
         match fs::create_dir(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -136,18 +215,47 @@ impl Cgroup {
     pub fn apply(&self, limits: &CgroupLimits) -> Result<(), StepError> {
         if let Some(bytes) = limits.memory {
             write_file(&self.limit_file("memory.max", "memory")?, &bytes.to_string())?;
-            let _ = fs::write(self.path.join("memory.swap.max"), "0");
+            match limits.memory_swap {
+                None => {
+                    let _ = fs::write(self.path.join("memory.swap.max"), "0");
+                }
+                Some(swap) => write_file(&self.limit_file("memory.swap.max", "memory")?, &max_or(swap))?,
+            }
         } else if self.path.join("memory.max").exists() {
             write_file(&self.path.join("memory.max"), "max")?;
         }
         if self.path.join("memory.oom.group").exists() {
             write_file(&self.path.join("memory.oom.group"), "1")?;
         }
-        if let Some(cpus) = limits.cpus {
+        if let Some(low) = limits.memory_low {
+            write_file(&self.limit_file("memory.low", "memory")?, &low.to_string())?;
+        }
+        if let Some(w) = limits.cpu_weight {
+            write_file(&self.limit_file("cpu.weight", "cpu")?, &w.to_string())?;
+        }
+        if let Some((quota, period)) = limits.cpu_max {
+            let quota = quota.map(|q| q.to_string()).unwrap_or_else(|| "max".to_string());
+            write_file(&self.limit_file("cpu.max", "cpu")?, &format!("{quota} {period}"))?;
+        } else if let Some(cpus) = limits.cpus {
             let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
             write_file(&self.limit_file("cpu.max", "cpu")?, &format!("{quota} {CPU_PERIOD_US}"))?;
         } else if self.path.join("cpu.max").exists() {
             write_file(&self.path.join("cpu.max"), &format!("max {CPU_PERIOD_US}"))?;
+        }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            write_file(&self.limit_file("cpuset.cpus", "cpuset")?, cpus)?;
+        }
+        if let Some(mems) = &limits.cpuset_mems {
+            write_file(&self.limit_file("cpuset.mems", "cpuset")?, mems)?;
+        }
+        if let Some(w) = limits.io_weight {
+            write_file(&self.limit_file("io.weight", "io")?, &format!("default {w}"))?;
+        }
+        for line in &limits.io_max {
+            write_file(&self.limit_file("io.max", "io")?, line)?;
+        }
+        for (size, bytes) in &limits.hugetlb {
+            write_file(&self.limit_file(&format!("hugetlb.{size}.max"), "hugetlb")?, &max_or(*bytes))?;
         }
         if let Some(pids) = limits.pids {
             write_file(&self.limit_file("pids.max", "pids")?, &pids.to_string())?;

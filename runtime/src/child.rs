@@ -5,6 +5,27 @@
 //! parent as a [`ChildPlan`] of raw steps over `CString`s, and the child only makes system calls.
 //! On failure it writes `(step index, errno)` to the error pipe and `_exit`s; the parent turns
 //! the index back into the step's description.
+//!
+//! The same pipe carries two more messages, with reserved indexes: [`SYNC`] (the child waits for
+//! the parent on the sync pipe: uid/gid maps to write, hooks to run) and [`READY`] (all set up,
+//! now blocking on the start fifo). After the start fifo opened, nobody reads the error pipe any
+//! more: a failing step is then described on the child's stderr (`berth-runtime: STEP: DETAIL:
+//! errno N`) and the child `_exit(127)`s.
+
+/// Error-pipe index of a sync request; the errno field carries the [`SyncKind`] number.
+pub(crate) const SYNC: u32 = u32::MAX - 1;
+/// Error-pipe index of the "ready, waiting for start" report.
+pub(crate) const READY: u32 = u32::MAX;
+
+/// What the child waits for the parent to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum SyncKind {
+    /// Write `/proc/PID/uid_map` and `gid_map` of the new user namespace.
+    IdMaps = 1,
+    /// Namespaces and mounts are ready, `pivot_root` comes next: run hooks.
+    BeforePivot = 2,
+}
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -27,11 +48,27 @@ pub(crate) enum Step {
         flags: libc::c_ulong,
         data: Option<CString>,
     },
-    /// `mkdir(2)`, `EEXIST` ignored.
+    /// `setns(2)` into the namespace behind a descriptor the parent opened.
+    SetNs { fd: RawFd, nstype: libc::c_int },
+    /// Report [`SYNC`] with this kind on the error pipe and block until the parent writes one
+    /// byte to the sync pipe (a zero byte: go on; anything else or EOF: exit).
+    SyncParent { kind: SyncKind, read_fd: RawFd },
+    /// `setresgid(0, 0, 0)`, `setresuid(0, 0, 0)`: become root of a new or joined user namespace.
+    BecomeRoot,
+    /// `ioctl(0, TIOCSCTTY)`: standard input becomes the controlling terminal.
+    ControllingTty,
+    /// Remount a mount point with `flags | MS_REMOUNT | MS_BIND`, keeping the flags the mount
+    /// already has (`statvfs`): a user namespace may not clear locked `nosuid`/`nodev`/….
+    Remount { path: CString, flags: libc::c_ulong },
+    /// Report [`READY`], then open the start fifo (`/proc/self/fd/N`) for writing — blocking
+    /// until `start` opens it for reading — and write one byte.
+    WaitStart { fifo: CString },
+    /// `mkdir(2)`, an existing path accepted.
     Mkdir { path: CString, mode: libc::mode_t },
     /// Create an empty file if missing (a bind-mount target for a file).
     Touch { path: CString },
-    /// `mknod(2)`, then `chmod` (the umask would narrow the mode) and `chown`.
+    /// `mknod(2)` (replacing an existing node), then `chmod` (the umask would narrow the mode)
+    /// and `chown`.
     Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t, owner: (libc::uid_t, libc::gid_t) },
     /// Write bytes to an existing file (sysctls, `oom_score_adj`).
     WriteFile { path: CString, data: Vec<u8> },
@@ -66,6 +103,8 @@ pub(crate) enum Step {
     /// the old root is stacked under the new one and detached, with no directory needed for it.
     PivotRoot(CString),
     /// `setgroups`, `setgid`, `setuid`, in that order (groups need the privilege uid 0 has).
+    /// An empty group list refused with `EPERM` (a user namespace with `setgroups` denied) is
+    /// accepted.
     Identity { gid: libc::gid_t, uid: libc::uid_t, groups: Vec<libc::gid_t> },
     /// `chdir(2)`.
     Chdir(CString),
@@ -91,8 +130,22 @@ fn errno() -> i32 {
 /// Must only be called in the child right after `clone3`, in a process whose only thread is the
 /// caller. It performs raw system calls on pointers the parent prepared in `plan`.
 pub(crate) unsafe fn run(plan: &ChildPlan, err_fd: RawFd) -> ! {
-    for (index, (step, _, _)) in plan.steps.iter().enumerate() {
-        if let Err(e) = unsafe { perform(step) } {
+    let mut started = false;
+    for (index, (step, name, detail)) in plan.steps.iter().enumerate() {
+        let result = match step {
+            Step::SyncParent { kind, read_fd } => sync_parent(err_fd, *kind, *read_fd),
+            Step::WaitStart { fifo } => {
+                send(err_fd, READY, 0);
+                let r = unsafe { wait_start(fifo) };
+                started = r.is_ok();
+                r
+            }
+            _ => unsafe { perform(step) },
+        };
+        if let Err(e) = result {
+            if started {
+                report_stderr(name, detail, e);
+            }
             report(err_fd, index as u32, e);
         }
     }
@@ -100,15 +153,87 @@ pub(crate) unsafe fn run(plan: &ChildPlan, err_fd: RawFd) -> ! {
     report(err_fd, plan.steps.len() as u32, libc::ENOEXEC)
 }
 
-fn report(err_fd: RawFd, index: u32, errno: i32) -> ! {
+/// Writes one 8-byte message to the error pipe.
+fn send(err_fd: RawFd, index: u32, value: i32) {
     let mut buf = [0u8; 8];
     buf[..4].copy_from_slice(&index.to_le_bytes());
-    buf[4..].copy_from_slice(&errno.to_le_bytes());
-    // SAFETY: writing a stack buffer to a pipe descriptor and exiting without running any
-    // destructor or atexit handler of the parent's copy.
+    buf[4..].copy_from_slice(&value.to_le_bytes());
+    // SAFETY: writing a stack buffer to a pipe descriptor; 8 bytes are written atomically.
     unsafe {
         libc::write(err_fd, buf.as_ptr().cast(), buf.len());
-        libc::_exit(127)
+    }
+}
+
+fn report(err_fd: RawFd, index: u32, errno: i32) -> ! {
+    send(err_fd, index, errno);
+    // SAFETY: exiting without running any destructor or atexit handler of the parent's copy.
+    unsafe { libc::_exit(127) }
+}
+
+/// After `start`: describe the failed step on stderr, allocation-free, and exit 127.
+fn report_stderr(name: &str, detail: &str, errno: i32) -> ! {
+    let mut digits = [0u8; 12];
+    let mut n = errno.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    let parts: [&[u8]; 7] =
+        [b"berth-runtime: ", name.as_bytes(), b": ", detail.as_bytes(), b": errno ", &digits[i..], b"\n"];
+    for p in parts {
+        // SAFETY: writing borrowed bytes (prepared by the parent) to stderr.
+        unsafe {
+            libc::write(2, p.as_ptr().cast(), p.len());
+        }
+    }
+    // SAFETY: exiting without running the parent's destructors.
+    unsafe { libc::_exit(127) }
+}
+
+/// Asks the parent to act and waits for its answer.
+fn sync_parent(err_fd: RawFd, kind: SyncKind, read_fd: RawFd) -> Result<(), i32> {
+    send(err_fd, SYNC, kind as i32);
+    let mut byte = [1u8; 1];
+    loop {
+        // SAFETY: reading one byte into a stack buffer.
+        let n = unsafe { libc::read(read_fd, byte.as_mut_ptr().cast(), 1) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n == 1 && byte[0] == 0 {
+            return Ok(());
+        }
+        return Err(if n < 0 { errno() } else { libc::ECANCELED });
+    }
+}
+
+/// Opens the start fifo for writing (blocks until a reader comes) and writes one byte.
+///
+/// # Safety
+/// As [`run`]; `fifo` is a live `CString`.
+unsafe fn wait_start(fifo: &CString) -> Result<(), i32> {
+    unsafe {
+        let fd = loop {
+            let fd = libc::open(fifo.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            break fd;
+        };
+        check(fd)?;
+        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let e = errno();
+        libc::close(fd);
+        if n < 0 {
+            Err(e)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -166,18 +291,52 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 *flags,
                 data.as_ref().map(|d| d.as_ptr().cast()).unwrap_or(ptr::null()),
             )),
-            Step::Mkdir { path, mode } => match check(libc::mkdir(path.as_ptr(), *mode)) {
+            Step::SetNs { fd, nstype } => check(libc::setns(*fd, *nstype)),
+            // Handled by `run`, which owns the error pipe.
+            Step::SyncParent { .. } | Step::WaitStart { .. } => Ok(()),
+            Step::BecomeRoot => {
+                check(libc::setresgid(0, 0, 0))?;
+                check(libc::setresuid(0, 0, 0))
+            }
+            Step::ControllingTty => check(libc::ioctl(0, libc::TIOCSCTTY, 0)),
+            Step::Remount { path, flags } => {
+                let mut st: libc::statvfs = std::mem::zeroed();
+                check(libc::statvfs(path.as_ptr(), &mut st))?;
+                let keep = st.f_flag
+                    & (libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC
+                        | libc::MS_NOATIME
+                        | libc::MS_NODIRATIME
+                        | libc::MS_RELATIME
+                        | libc::MS_RDONLY);
+                check(libc::mount(
+                    ptr::null(),
+                    path.as_ptr(),
+                    ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | keep | *flags,
+                    ptr::null(),
+                ))
+            }
+            Step::Mkdir { path, mode } => {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::stat(path.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    return Ok(());
+                }
+                match check(libc::mkdir(path.as_ptr(), *mode)) {
+                    Err(libc::EEXIST) => Ok(()),
+                    other => other,
+                }
+            }
+            Step::Touch { path } => match check(libc::mknod(path.as_ptr(), libc::S_IFREG | 0o644, 0)) {
                 Err(libc::EEXIST) => Ok(()),
                 other => other,
             },
-            Step::Touch { path } => {
-                let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
-                check(fd)?;
-                libc::close(fd);
-                Ok(())
-            }
             Step::Mknod { path, mode, dev, owner } => {
-                check(libc::mknod(path.as_ptr(), *mode, *dev))?;
+                if let Err(libc::EEXIST) = check(libc::mknod(path.as_ptr(), *mode, *dev)) {
+                    check(libc::unlink(path.as_ptr()))?;
+                    check(libc::mknod(path.as_ptr(), *mode, *dev))?;
+                }
                 check(libc::chmod(path.as_ptr(), *mode & 0o7777))?;
                 if *owner != (0, 0) {
                     check(libc::chown(path.as_ptr(), owner.0, owner.1))?;
@@ -318,7 +477,10 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 check(libc::chdir(c"/".as_ptr()))
             }
             Step::Identity { gid, uid, groups } => {
-                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                match check(libc::setgroups(groups.len(), groups.as_ptr())) {
+                    Err(libc::EPERM) if groups.is_empty() => {}
+                    other => other?,
+                }
                 check(libc::setgid(*gid))?;
                 check(libc::setuid(*uid))
             }

@@ -5,6 +5,11 @@
 //! under a tmpfs writable layer, `pivot_root`, a minimal `/dev`, and a cgroup v2 group with its
 //! limits. Every failing step in the child comes back as a [`StepError`] naming the step and the
 //! errno; see [`launch`] for the order of the system calls.
+//!
+//! The same library runs OCI bundles: [`oci`] turns a `config.json` into a [`ContainerSpec`]
+//! (directory root, mounts as data, namespaces new or joined, user namespace mappings, a start
+//! fifo for the create/start split) and keeps the state of containers for the `berth-runtime`
+//! CLI (built with the `cli` feature).
 
 pub mod capabilities;
 pub mod cgroup;
@@ -12,7 +17,9 @@ mod child;
 pub mod defaults;
 pub mod error;
 pub mod launch;
+pub mod mounts;
 pub mod net;
+pub mod oci;
 pub mod rlimits;
 pub mod seccomp;
 pub mod spec;
@@ -20,5 +27,8 @@ pub mod spec;
 pub use capabilities::CapabilitySets;
 pub use cgroup::{Cgroup, CgroupLimits};
 pub use error::StepError;
-pub use launch::{launch, Container, ExitInfo};
-pub use spec::{BindMount, ContainerSpec, Device, Rlimit, Stdio};
+pub use launch::{launch, launch_with, Container, ExitInfo, LaunchHooks};
+pub use mounts::Mount;
+pub use spec::{
+    BindMount, ContainerSpec, Device, IdMap, Namespace, NamespaceKind, Rlimit, Root, Stdio, TimeOffset,
+};

@@ -172,7 +172,8 @@ impl Supervisor {
 
     fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> Result<ContainerSpec, String> {
         let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
-        let limits = CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit, ..Default::default() };
+        let limits =
+            CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit, ..Default::default() };
         let mut env = c.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));

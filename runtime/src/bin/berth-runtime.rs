@@ -1,0 +1,707 @@
+//! `berth-runtime`: a runc-compatible command line for OCI bundles.
+//!
+//! `create` leaves the container set up and blocked on its start fifo (`ROOT/<id>/exec.fifo`),
+//! then exits: the container's init is orphaned and reparented to the nearest child subreaper
+//! (or the host's init), which reaps it when it ends — `state` reports `stopped` for a zombie too.
+//! `start` opens the fifo, `delete` removes what is left. Errors are printed to stderr (and the
+//! `--log` file) and exit with status 1, like runc.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::oci::{self, hooks, state, ContainerState, StateRoot, Status};
+use berth_runtime::{launch_with, Container, LaunchHooks, Namespace, Root, Stdio};
+use clap::{Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// `time="…" level=… msg="…"`.
+    Text,
+    /// `{"level":…,"msg":…,"time":…}` per line.
+    Json,
+}
+
+/// berth-runtime: run OCI bundles (runc-compatible commands).
+#[derive(Debug, Parser)]
+#[command(name = "berth-runtime", version)]
+struct Cli {
+    /// State directory.
+    #[arg(long, global = true, default_value = "/run/berth-runtime")]
+    root: PathBuf,
+    /// Log file (default: errors and warnings to stderr only).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format.
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container (set up, waiting for `start`).
+    Create {
+        /// Container id.
+        id: String,
+        /// Bundle directory (with config.json).
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Write the container's pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Unix socket that receives the pty master (process.terminal).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+    },
+    /// Start a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Print the OCI state of a container.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal (default SIGTERM) to the container's init.
+    Kill {
+        /// Signal every process of the container's cgroup (when it has one).
+        #[arg(short, long)]
+        all: bool,
+        /// Container id.
+        id: String,
+        /// Signal name (`KILL`, `SIGKILL`) or number.
+        signal: Option<String>,
+    },
+    /// Delete a container's state (and the container, with --force).
+    Delete {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        /// Container id.
+        id: String,
+    },
+    /// Create, start and wait; exits with the container's status (128+N for signal N).
+    Run {
+        /// Container id.
+        id: String,
+        /// Bundle directory.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Write the container's pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Unix socket that receives the pty master.
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Do not wait: leave the container running.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Write runc's default config.json into the bundle directory.
+    Spec {
+        /// Bundle directory (default: the current directory).
+        #[arg(short, long)]
+        bundle: Option<PathBuf>,
+        /// Not supported: a rootless config.
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// List containers.
+    List {
+        /// `table` or `json`.
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Ids only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a process in a running container.
+    Exec {
+        /// Allocate a pty (needs --console-socket).
+        #[arg(short, long)]
+        tty: bool,
+        /// Unix socket that receives the pty master.
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Working directory in the container.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Extra environment, KEY=VALUE.
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// uid[:gid].
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Write the process's pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Container id.
+        id: String,
+        /// Command and arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Writes log lines to `--log` (and warnings/errors to stderr).
+struct Logger {
+    file: Option<fs::File>,
+    json: bool,
+    debug: bool,
+}
+
+impl Logger {
+    fn open(cli: &Cli) -> Logger {
+        let file =
+            cli.log.as_ref().and_then(|p| fs::OpenOptions::new().create(true).append(true).open(p).ok());
+        Logger { file, json: cli.log_format == LogFormat::Json, debug: cli.debug }
+    }
+
+    fn write(&self, level: &str, msg: &str) {
+        let Some(mut f) = self.file.as_ref() else { return };
+        let time = state::now_rfc3339();
+        let line = if self.json {
+            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+        } else {
+            format!("time=\"{time}\" level={level} msg={}", serde_json::Value::from(msg))
+        };
+        let _ = writeln!(f, "{line}");
+    }
+
+    fn debug(&self, msg: &str) {
+        if self.debug {
+            self.write("debug", msg);
+        }
+    }
+
+    fn warn(&self, msg: &str) {
+        eprintln!("berth-runtime: warning: {msg}");
+        self.write("warning", msg);
+    }
+
+    fn error(&self, msg: &str) {
+        eprintln!("{msg}");
+        self.write("error", msg);
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn main() {
+    let cli = Cli::parse();
+    let log = Logger::open(&cli);
+    let roots = StateRoot::new(&cli.root);
+    let result = match &cli.command {
+        Command::Create { id, bundle, pid_file, console_socket } => {
+            create(&log, &roots, id, bundle, pid_file.as_deref(), console_socket.as_deref(), true).map(|_| 0)
+        }
+        Command::Start { id } => start(&log, &roots, id).map(|_| 0),
+        Command::State { id } => show_state(&roots, id).map(|_| 0),
+        Command::Kill { all, id, signal } => kill(&roots, id, signal.as_deref(), *all).map(|_| 0),
+        Command::Delete { force, id } => delete(&log, &roots, id, *force).map(|_| 0),
+        Command::Run { id, bundle, pid_file, console_socket, detach } => {
+            run(&log, &roots, id, bundle, pid_file.as_deref(), console_socket.as_deref(), *detach)
+        }
+        Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless).map(|_| 0),
+        Command::List { format, quiet } => list(&roots, format, *quiet).map(|_| 0),
+        Command::Exec { tty, console_socket, cwd, env, user, pid_file, id, command } => exec(
+            &log,
+            &roots,
+            ExecArgs {
+                id,
+                command,
+                tty: *tty,
+                console_socket: console_socket.as_deref(),
+                cwd: cwd.as_deref(),
+                env,
+                user: user.as_deref(),
+                pid_file: pid_file.as_deref(),
+            },
+        ),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(msg) => {
+            log.error(&msg);
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A created container, for `run`.
+struct Created {
+    container: Container,
+    state: ContainerState,
+    hooks: oci_spec::runtime::Hooks,
+    fifo: bool,
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Res<()> {
+    let tmp = path.with_extension("berth-tmp");
+    fs::write(&tmp, pid.to_string()).map_err(|e| format!("write pid file {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, path).map_err(|e| format!("write pid file {}: {e}", path.display()))
+}
+
+fn owner() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+}
+
+/// Creates the container. `fifo`: stop before exec until `start` (else it runs right away, for
+/// `run` without startContainer hooks).
+fn create(
+    log: &Logger,
+    roots: &StateRoot,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+    fifo: bool,
+) -> Res<Created> {
+    if !state::valid_id(id) {
+        return Err(format!("invalid container id format: {id}"));
+    }
+    let bundle = bundle.canonicalize().map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
+    let config = oci::load(&bundle).map_err(|e| e.to_string())?;
+    let cgroups = berth_runtime::cgroup::unified_hierarchy();
+    let opts = oci::Options { id: id.to_string(), bundle: bundle.clone(), cgroups };
+    let mut t = oci::translate(&config, &opts).map_err(|e| e.to_string())?;
+    for w in &t.warnings {
+        log.warn(w);
+    }
+    if !cgroups {
+        log.warn("cgroup v2 is not this host's cgroup hierarchy (v1 or hybrid): running without cgroups");
+        if !t.requested_limits.is_empty() {
+            log.warn(&format!("resource limits NOT applied: {}", t.requested_limits.join(", ")));
+        }
+    }
+    if t.terminal && console_socket.is_none() {
+        return Err(
+            "process.terminal is true: pass --console-socket, or set \"terminal\": false in config.json"
+                .to_string(),
+        );
+    }
+    let fifo = fifo || t.hooks.start_container().as_ref().is_some_and(|h| !h.is_empty());
+
+    let dir = roots.create(id)?;
+    let result = (|| -> Res<Created> {
+        if fifo {
+            t.spec.start_fifo = Some(roots.fifo(id));
+        } else {
+            let _ = fs::remove_file(roots.fifo(id));
+        }
+        let pty = if t.terminal { Some(oci::console::open_pty()?) } else { None };
+        if let Some((_, slave)) = &pty {
+            let fd = slave.as_raw_fd();
+            t.spec.stdio = Stdio::Fds([fd, fd, fd]);
+            t.spec.controlling_tty = true;
+        }
+        if let Some((path, _)) = &t.spec.cgroup {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| format!("create cgroup {}: {e}", parent.display()))?;
+            }
+        }
+        let rootfs = match &t.spec.root {
+            Root::Directory(p) => p.clone(),
+            _ => PathBuf::new(),
+        };
+        let mut st = ContainerState {
+            oci_version: config.version().clone(),
+            id: id.to_string(),
+            pid: 0,
+            start_time: 0,
+            bundle: bundle.clone(),
+            rootfs,
+            created: state::now_rfc3339(),
+            owner: owner(),
+            annotations: config.annotations().clone().unwrap_or_default(),
+            cgroup: t.spec.cgroup.as_ref().map(|(p, _)| p.clone()),
+            config: serde_json::to_value(&config).map_err(|e| format!("encode config: {e}"))?,
+        };
+        let prestart: Vec<_> = t.hooks.prestart().clone().unwrap_or_default();
+        let create_runtime = t.hooks.create_runtime().clone().unwrap_or_default();
+        let create_container = t.hooks.create_container().clone().unwrap_or_default();
+        let mut before_pivot = |pid: Pid| -> Result<(), String> {
+            let mut s = st.clone();
+            s.pid = pid.as_raw();
+            let mut json = state::oci_state(&s, Status::Created);
+            json["status"] = "creating".into();
+            let text = json.to_string();
+            hooks::run_hooks("prestart", &prestart, &text, None)?;
+            hooks::run_hooks("createRuntime", &create_runtime, &text, None)?;
+            hooks::run_hooks("createContainer", &create_container, &text, Some(pid.as_raw()))
+        };
+        let any_hooks = !(prestart.is_empty() && create_runtime.is_empty() && create_container.is_empty());
+        let hooks_arg = LaunchHooks {
+            before_pivot: if any_hooks {
+                Some(&mut before_pivot as &mut dyn FnMut(Pid) -> Result<(), String>)
+            } else {
+                None
+            },
+        };
+        log.debug(&format!("launching {id}: {:?}", t.spec.args));
+        let container = launch_with(&t.spec, hooks_arg).map_err(|e| e.to_string())?;
+        st.pid = container.pid.as_raw();
+        st.start_time = state::process_start_time(st.pid).map(|(s, _)| s).unwrap_or(0);
+        roots.save(&st)?;
+        if let Some(p) = pid_file {
+            write_pid_file(p, st.pid)?;
+        }
+        if let (Some((master, _)), Some(sock)) = (&pty, console_socket) {
+            oci::console::send_master(sock, master)?;
+        }
+        Ok(Created { container, state: st, hooks: t.hooks.clone(), fifo })
+    })();
+    if result.is_err() {
+        state::remove_if_exists(&dir);
+    }
+    result
+}
+
+/// Opens the start fifo for reading and waits for the container's byte, watching that its
+/// process is still alive.
+fn open_fifo(roots: &StateRoot, st: &ContainerState) -> Res<()> {
+    let fifo = roots.fifo(&st.id);
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| format!("open {}: {e}", fifo.display()))?;
+    let fd: OwnedFd = f.into();
+    loop {
+        let mut pfd = [nix::poll::PollFd::new(fd.as_fd_ref(), nix::poll::PollFlags::POLLIN)];
+        let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16)).unwrap_or(0);
+        if n > 0 {
+            let mut b = [0u8; 1];
+            if let Ok(1) = nix::unistd::read(fd.as_raw_fd(), &mut b) {
+                break;
+            }
+        }
+        if roots.status(st) == Status::Stopped {
+            return Err(format!("container \"{}\" exited before it was started", st.id));
+        }
+    }
+    let _ = fs::remove_file(&fifo);
+    Ok(())
+}
+
+trait AsFdRef {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+
+impl AsFdRef for OwnedFd {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+fn hook_list(st: &ContainerState, kind: &str) -> Vec<oci_spec::runtime::Hook> {
+    serde_json::from_value(st.config["hooks"][kind].clone()).unwrap_or_default()
+}
+
+fn start(log: &Logger, roots: &StateRoot, id: &str) -> Res<()> {
+    let st = roots.load(id)?;
+    match roots.status(&st) {
+        Status::Created => {}
+        Status::Running => return Err("cannot start an already running container".to_string()),
+        Status::Stopped => return Err("cannot start a container that has stopped".to_string()),
+    }
+    let text = state::oci_state(&st, Status::Created).to_string();
+    hooks::run_hooks("startContainer", &hook_list(&st, "startContainer"), &text, Some(st.pid))?;
+    open_fifo(roots, &st)?;
+    let text = state::oci_state(&st, Status::Running).to_string();
+    if let Err(e) = hooks::run_hooks("poststart", &hook_list(&st, "poststart"), &text, None) {
+        log.warn(&e);
+    }
+    Ok(())
+}
+
+fn show_state(roots: &StateRoot, id: &str) -> Res<()> {
+    let st = roots.load(id)?;
+    let json = state::oci_state(&st, roots.status(&st));
+    println!("{}", serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// A signal from a name (`KILL`, `SIGKILL`, `kill`) or a number.
+fn parse_signal(s: &str) -> Res<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("invalid signal: {s}"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>().map_err(|_| format!("invalid signal: {s}"))
+}
+
+fn kill(roots: &StateRoot, id: &str, signal: Option<&str>, all: bool) -> Res<()> {
+    let st = roots.load(id)?;
+    let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
+    if roots.status(&st) == Status::Stopped {
+        return Err("container not running".to_string());
+    }
+    if all {
+        if let Some(cg) = &st.cgroup {
+            let procs = fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            }
+        }
+    }
+    nix::sys::signal::kill(Pid::from_raw(st.pid), sig).map_err(|e| format!("kill container {id}: {e}"))
+}
+
+/// Waits (up to `limit`) until the container's process is gone or a zombie.
+fn wait_stopped(roots: &StateRoot, st: &ContainerState, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if roots.status(st) == Status::Stopped {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// Removes the cgroup, runs poststop hooks, removes the state directory.
+fn destroy(log: &Logger, roots: &StateRoot, st: &ContainerState) -> Res<()> {
+    if let Some(cg) = &st.cgroup {
+        let cg = berth_runtime::Cgroup::at(cg);
+        let _ = cg.kill_all();
+        let end = Instant::now() + Duration::from_secs(2);
+        while cg.remove().is_err() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let text = state::oci_state(st, Status::Stopped).to_string();
+    if let Err(e) = hooks::run_hooks("poststop", &hook_list(st, "poststop"), &text, None) {
+        log.warn(&e);
+    }
+    roots.remove(&st.id)
+}
+
+fn delete(log: &Logger, roots: &StateRoot, id: &str, force: bool) -> Res<()> {
+    let st = roots.load(id)?;
+    match roots.status(&st) {
+        Status::Stopped => {}
+        Status::Created => {
+            let _ = nix::sys::signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+            wait_stopped(roots, &st, Duration::from_secs(5));
+        }
+        Status::Running if force => {
+            let _ = nix::sys::signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+            if !wait_stopped(roots, &st, Duration::from_secs(10)) {
+                return Err(format!("container {id} did not stop after SIGKILL"));
+            }
+        }
+        Status::Running => {
+            return Err(format!("cannot delete container {id} that is not stopped: running"));
+        }
+    }
+    destroy(log, roots, &st)
+}
+
+/// Exit status like a shell: the code, or 128 + the signal.
+fn exit_status(info: &berth_runtime::ExitInfo) -> i32 {
+    match (info.code, info.signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s as i32,
+        _ => 1,
+    }
+}
+
+fn run(
+    log: &Logger,
+    roots: &StateRoot,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+    detach: bool,
+) -> Res<i32> {
+    let created = create(log, roots, id, bundle, pid_file, console_socket, detach)?;
+    let st = &created.state;
+    if created.fifo {
+        if let Err(e) = start(log, roots, id) {
+            let _ = nix::sys::signal::kill(created.container.pid, Signal::SIGKILL);
+            let _ = created.container.wait();
+            let _ = destroy(log, roots, st);
+            return Err(e);
+        }
+    } else {
+        let text = state::oci_state(st, Status::Running).to_string();
+        if let Err(e) =
+            hooks::run_hooks("poststart", &created.hooks.poststart().clone().unwrap_or_default(), &text, None)
+        {
+            log.warn(&e);
+        }
+    }
+    if detach {
+        return Ok(0);
+    }
+    let info = created.container.wait().map_err(|e| e.to_string())?;
+    destroy(log, roots, st)?;
+    Ok(exit_status(&info))
+}
+
+fn spec(bundle: Option<&Path>, rootless: bool) -> Res<()> {
+    if rootless {
+        return Err("berth-runtime spec: --rootless is not supported".to_string());
+    }
+    let dir = bundle.unwrap_or(Path::new("."));
+    let path = dir.join("config.json");
+    if path.exists() {
+        return Err("File config.json exists. Remove it first".to_string());
+    }
+    fs::write(&path, oci::default_spec::DEFAULT_CONFIG_JSON)
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn list(roots: &StateRoot, format: &str, quiet: bool) -> Res<()> {
+    let all = roots.list();
+    if quiet {
+        for st in &all {
+            println!("{}", st.id);
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => {
+            let v: Vec<serde_json::Value> = all
+                .iter()
+                .map(|st| {
+                    let mut s = state::oci_state(st, roots.status(st));
+                    s["rootfs"] = serde_json::json!(st.rootfs);
+                    s
+                })
+                .collect();
+            println!("{}", serde_json::Value::from(v));
+        }
+        "table" => {
+            let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"];
+            let rows: Vec<[String; 6]> = all
+                .iter()
+                .map(|st| {
+                    let status = roots.status(st);
+                    let pid = if status == Status::Stopped { 0 } else { st.pid };
+                    [
+                        st.id.clone(),
+                        pid.to_string(),
+                        status.as_str().to_string(),
+                        st.bundle.display().to_string(),
+                        st.created.clone(),
+                        st.owner.clone(),
+                    ]
+                })
+                .collect();
+            // runc's tabwriter: minimum width 12, padding 3.
+            let mut widths = header.map(|h| h.len());
+            for r in &rows {
+                for (w, c) in widths.iter_mut().zip(r.iter()) {
+                    *w = (*w).max(c.len());
+                }
+            }
+            let widths = widths.map(|w| (w + 3).max(12));
+            let line = |cells: Vec<&str>| {
+                let mut out = String::new();
+                for (i, c) in cells.iter().enumerate() {
+                    if i + 1 == cells.len() {
+                        out.push_str(c);
+                    } else {
+                        out.push_str(&format!("{c:<width$}", width = widths[i]));
+                    }
+                }
+                println!("{}", out.trim_end());
+            };
+            line(header.to_vec());
+            for r in &rows {
+                line(r.iter().map(String::as_str).collect());
+            }
+        }
+        other => return Err(format!("invalid format option: {other}")),
+    }
+    Ok(())
+}
+
+/// `exec`'s options.
+struct ExecArgs<'a> {
+    id: &'a str,
+    command: &'a [String],
+    tty: bool,
+    console_socket: Option<&'a Path>,
+    cwd: Option<&'a str>,
+    env: &'a [String],
+    user: Option<&'a str>,
+    pid_file: Option<&'a Path>,
+}
+
+fn exec(log: &Logger, roots: &StateRoot, a: ExecArgs<'_>) -> Res<i32> {
+    let st = roots.load(a.id)?;
+    if roots.status(&st) != Status::Running {
+        return Err("cannot exec in a stopped or created container (start it first)".to_string());
+    }
+    let config: oci_spec::runtime::Spec =
+        serde_json::from_value(st.config.clone()).map_err(|e| format!("stored config: {e}"))?;
+    let opts = oci::Options { id: a.id.to_string(), bundle: st.bundle.clone(), cgroups: false };
+    let mut t = oci::translate(&config, &opts).map_err(|e| e.to_string())?;
+    let spec = &mut t.spec;
+    // Join every namespace the container has (new or joined at create) through its init.
+    let kinds: Vec<_> = spec.effective_namespaces().iter().map(|n| n.kind).collect();
+    spec.namespaces = Some(
+        kinds
+            .into_iter()
+            .map(|kind| Namespace {
+                kind,
+                path: Some(PathBuf::from(format!("/proc/{}/ns/{}", st.pid, kind.proc_name()))),
+            })
+            .collect(),
+    );
+    spec.uid_mappings.clear();
+    spec.gid_mappings.clear();
+    spec.time_offsets.clear();
+    spec.root = Root::Joined;
+    spec.mounts = None;
+    spec.cgroup = None;
+    spec.join_cgroup = st.cgroup.clone().filter(|p| p.exists());
+    spec.args = a.command.to_vec();
+    spec.env.extend(a.env.iter().cloned());
+    if let Some(cwd) = a.cwd {
+        spec.working_dir = cwd.to_string();
+    }
+    if let Some(user) = a.user {
+        let (u, g) = user.split_once(':').unwrap_or((user, "0"));
+        spec.uid = u.parse().map_err(|_| format!("--user {user}: expected uid[:gid]"))?;
+        spec.gid = g.parse().map_err(|_| format!("--user {user}: expected uid[:gid]"))?;
+    }
+    let pty = if a.tty {
+        let sock = a.console_socket.ok_or("exec --tty needs --console-socket")?;
+        let (master, slave) = oci::console::open_pty()?;
+        oci::console::send_master(sock, &master)?;
+        let fd = slave.as_raw_fd();
+        spec.stdio = Stdio::Fds([fd, fd, fd]);
+        spec.controlling_tty = true;
+        Some((master, slave))
+    } else {
+        None
+    };
+    log.debug(&format!("exec in {}: {:?}", a.id, spec.args));
+    let container = launch_with(spec, LaunchHooks::default()).map_err(|e| e.to_string())?;
+    drop(pty);
+    if let Some(p) = a.pid_file {
+        write_pid_file(p, container.pid.as_raw())?;
+    }
+    let info = container.wait().map_err(|e| e.to_string())?;
+    Ok(exit_status(&info))
+}

@@ -1,0 +1,440 @@
+//! The `berth-runtime` CLI on OCI bundles (root required): lifecycle, `run` exit codes,
+//! namespaces, user namespaces, mounts, hooks, bad bundles, `exec`, `list` and `state`.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
+
+/// A bundle made by `berth-runtime spec` with a busybox rootfs, in a world-readable temp dir.
+struct Bundle {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Bundle {
+    fn new() -> Bundle {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tmp.path().join("bundle");
+        let bin = dir.join("rootfs/bin");
+        fs::create_dir_all(&bin).unwrap();
+        // Mount points exist already: in a user namespace the (host root owned) rootfs is not
+        // writable for the container's root.
+        for d in ["etc", "proc", "dev", "sys", "mnt"] {
+            fs::create_dir_all(dir.join("rootfs").join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+            symlink("busybox", bin.join(applet)).unwrap();
+        }
+        fs::write(dir.join("rootfs/etc/hello"), "from the bundle\n").unwrap();
+        let status = Command::new(BIN).arg("spec").current_dir(&dir).status().unwrap();
+        assert!(status.success());
+        let root = tmp.path().join("state");
+        Bundle { _tmp: tmp, dir, root }
+    }
+
+    fn config(&self) -> Value {
+        serde_json::from_str(&fs::read_to_string(self.dir.join("config.json")).unwrap()).unwrap()
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut Value)) {
+        let mut c = self.config();
+        f(&mut c);
+        fs::write(self.dir.join("config.json"), serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    }
+
+    /// Sets the command (`sh -c SCRIPT`), no terminal.
+    fn script(&self, script: &str) {
+        self.edit(|c| {
+            c["process"]["terminal"] = json!(false);
+            c["process"]["args"] = json!(["sh", "-c", script]);
+        });
+    }
+
+    /// Runs the CLI with `--root`; output goes through files (a container started by `create`
+    /// keeps its inherited descriptors open, so pipes would never reach EOF).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self._tmp.path().join(format!("out-{}", rand()));
+        let err = self._tmp.path().join(format!("err-{}", rand()));
+        let status = Command::new(BIN)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        (status.code().unwrap_or(-1), fs::read_to_string(&out).unwrap(), fs::read_to_string(&err).unwrap())
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let (code, out, err) = self.cli(&["state", id]);
+        assert_eq!(code, 0, "state failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("state is not JSON ({e}): {out}"))
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> Value {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.state(id);
+            if s["status"] == want || Instant::now() > end {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn rand() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn lifecycle_create_start_kill_delete() {
+    let b = Bundle::new();
+    let out = b.dir.join("rootfs/out");
+    b.script("echo started > /out; exec sleep 60");
+    b.edit(|c| c["root"]["readonly"] = json!(false));
+    let (code, _, err) = b.cli(&["create", "--pid-file", "pidf", "c1"]);
+    assert_eq!(code, 0, "create: {err}");
+    let s = b.state("c1");
+    assert_eq!(s["status"], "created", "{s}");
+    assert_eq!(s["id"], "c1");
+    assert_eq!(s["ociVersion"], "1.0.2-dev");
+    assert_eq!(s["bundle"], json!(b.dir.canonicalize().unwrap()));
+    let pid = s["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(fs::read_to_string(b.dir.join("pidf")).unwrap(), pid.to_string());
+    assert!(!out.exists(), "the process ran before start");
+    // A second create with the same id is refused.
+    let (code, _, err) = b.cli(&["create", "c1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("container with id exists: c1"), "{err}");
+
+    let (code, _, err) = b.cli(&["start", "c1"]);
+    assert_eq!(code, 0, "start: {err}");
+    assert_eq!(b.state("c1")["status"], "running");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !out.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fs::read_to_string(&out).unwrap(), "started\n");
+    let (code, _, err) = b.cli(&["start", "c1"]);
+    assert_eq!(code, 1, "second start must fail");
+    assert!(err.contains("already running"), "{err}");
+
+    // `list` shape.
+    let (code, out, _) = b.cli(&["list"]);
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]);
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "c1");
+    assert_eq!(row[1], pid.to_string());
+    assert_eq!(row[2], "running");
+    assert_eq!(row[5], "root");
+
+    // Running: delete without --force refuses.
+    let (code, _, err) = b.cli(&["delete", "c1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot delete container c1 that is not stopped: running"), "{err}");
+
+    let (code, _, err) = b.cli(&["kill", "c1", "KILL"]);
+    assert_eq!(code, 0, "kill: {err}");
+    let s = b.wait_status("c1", "stopped");
+    assert_eq!(s["status"], "stopped", "{s}");
+    let (code, _, err) = b.cli(&["kill", "c1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not running"), "{err}");
+
+    let (code, _, err) = b.cli(&["delete", "c1"]);
+    assert_eq!(code, 0, "delete: {err}");
+    assert!(!b.root.join("c1").exists(), "state dir left behind");
+    let (code, _, err) = b.cli(&["state", "c1"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "container \"c1\" does not exist");
+}
+
+#[test]
+fn kill_default_is_sigterm() {
+    let b = Bundle::new();
+    b.script("trap 'exit 0' TERM; while true; do sleep 0.05; done");
+    let (code, _, err) = b.cli(&["run", "-d", "t1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(b.state("t1")["status"], "running");
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, _, err) = b.cli(&["kill", "t1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(b.wait_status("t1", "stopped")["status"], "stopped");
+    assert_eq!(b.cli(&["delete", "t1"]).0, 0);
+}
+
+#[test]
+fn run_exit_codes() {
+    let b = Bundle::new();
+    b.script("cat /etc/hello; exit 0");
+    let (code, out, err) = b.cli(&["run", "r0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "from the bundle\n");
+    assert!(!b.root.join("r0").exists(), "run leaves no state behind");
+    b.script("exit 3");
+    assert_eq!(b.cli(&["run", "r3"]).0, 3);
+    // Without a pid namespace of its own the shell is not an init and can be killed by itself.
+    b.edit(|c| {
+        c["process"]["args"] = json!(["sh", "-c", "kill -9 $$"]);
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let (code, _, err) = b.cli(&["run", "r9"]);
+    assert_eq!(code, 137, "{err}");
+    // A missing command: 127-style failure reported with the step.
+    b.script("exit 0");
+    b.edit(|c| c["process"]["args"] = json!(["/bin/nope"]));
+    let (code, _, err) = b.cli(&["run", "rx"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exec /bin/nope") && err.contains("ENOENT"), "{err}");
+    assert!(!b.root.join("rx").exists());
+    // terminal without a console socket is refused clearly.
+    b.edit(|c| c["process"]["terminal"] = json!(true));
+    let (code, _, err) = b.cli(&["run", "rt"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--console-socket"), "{err}");
+}
+
+#[test]
+fn namespaces_new_shared_and_joined() {
+    let b = Bundle::new();
+    let name = format!("berth-test-{}", std::process::id());
+    let added = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+    assert!(added.success());
+    let netns = PathBuf::from("/run/netns").join(&name);
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(&netns).unwrap().ino();
+    let host_uts = fs::read_link("/proc/self/ns/uts").unwrap();
+    b.script("readlink /proc/self/ns/net; readlink /proc/self/ns/uts; hostname; echo pid=$$");
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut() {
+            if n["type"] == "network" {
+                n["path"] = json!(netns);
+            }
+        }
+    });
+    let (code, out, err) = b.cli(&["run", "n1"]);
+    let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("net:[{ino}]")), "did not join the netns {ino}: {out}");
+    assert!(!out.contains(&host_uts.display().to_string()), "uts must be new: {out}");
+    assert!(out.contains("runc\n"), "{out}");
+    assert!(out.contains("pid=1\n"), "{out}");
+
+    // Unknown path: an error naming the field.
+    b.edit(|c| c["linux"]["namespaces"][1]["path"] = json!("/nonexistent/ns"));
+    let (code, _, err) = b.cli(&["run", "n2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("linux.namespaces[1].path"), "{err}");
+}
+
+#[test]
+fn user_namespace_with_mappings() {
+    let b = Bundle::new();
+    b.script("cat /proc/self/uid_map /proc/self/gid_map; id -u; cat /etc/hello; ls /dev/null");
+    b.edit(|c| {
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    });
+    let (code, out, err) = b.cli(&["run", "u1"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["0", "100000", "65536"], "{out}");
+    assert_eq!(lines[1], ["0", "100000", "65536"], "{out}");
+    assert!(out.contains("\n0\n"), "{out}");
+    assert!(out.contains("from the bundle\n"), "rootfs unreadable: {out}");
+    assert!(out.contains("/dev/null\n"), "{out}");
+
+    // A bad mapping names the field.
+    b.edit(|c| c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 0}]));
+    let (code, _, err) = b.cli(&["run", "u2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("linux.uidMappings[0].size"), "{err}");
+    assert!(!b.root.join("u2").exists());
+}
+
+#[test]
+fn mounts_tmpfs_ro_bind_nosuid() {
+    let b = Bundle::new();
+    let data = b.dir.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "bound\n").unwrap();
+    b.script(
+        "grep ' /mnt/t ' /proc/mounts; cat /mnt/ro/f; touch /mnt/ro/g 2>/dev/null && echo ro-writable; \
+         touch /mnt/t/x && echo tmpfs-writable; cat /etc/file; echo end",
+    );
+    b.edit(|c| {
+        let m = c["mounts"].as_array_mut().unwrap();
+        m.push(json!({"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs",
+                      "options": ["nosuid", "nodev", "size=1m", "mode=700"]}));
+        m.push(json!({"destination": "/mnt/ro", "type": "bind", "source": "data", "options": ["rbind", "ro"]}));
+        m.push(json!({"destination": "/etc/file", "type": "bind", "source": data.join("f"), "options": ["bind"]}));
+    });
+    let (code, out, err) = b.cli(&["run", "m1"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().next().unwrap_or("");
+    assert!(line.contains("nosuid") && line.contains("nodev"), "{out}");
+    assert!(line.contains("size=1024k") && line.contains("mode=700"), "{out}");
+    assert!(out.contains("bound\nbound\n") || out.matches("bound").count() == 2, "{out}");
+    assert!(!out.contains("ro-writable"), "{out}");
+    assert!(out.contains("tmpfs-writable"), "{out}");
+    assert!(out.contains("end"), "{out}");
+
+    // `..` in a destination is refused, naming the field.
+    b.edit(|c| c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/../x", "type": "tmpfs"})));
+    let (code, _, err) = b.cli(&["run", "m2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("mounts[10].destination"), "{err}");
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state() {
+    let b = Bundle::new();
+    let logdir = b.dir.join("hooklog");
+    fs::create_dir_all(&logdir).unwrap();
+    let log = logdir.join("hooks.log");
+    let hook = |name: &str, file: &Path| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $(cat) >> {}", file.display())],
+               "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]})
+    };
+    b.script("echo main >> /hooklog/hooks.log");
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(false);
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooklog", "type": "bind",
+            "source": logdir, "options": ["bind"]}));
+        c["hooks"] = json!({
+            "prestart": [hook("prestart", &log)],
+            "createRuntime": [hook("createRuntime", &log)],
+            "createContainer": [hook("createContainer", &log)],
+            "startContainer": [hook("startContainer", Path::new("/hooklog/hooks.log"))],
+            "poststart": [hook("poststart", &log)],
+            "poststop": [hook("poststop", &log)],
+        });
+    });
+    let (code, _, err) = b.cli(&["run", "hk"]);
+    assert_eq!(code, 0, "{err}");
+    let text = fs::read_to_string(&log).unwrap();
+    let names: Vec<&str> = text.lines().map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    let main = names.iter().position(|n| *n == "main").unwrap_or(usize::MAX);
+    assert_eq!(
+        names.iter().filter(|n| **n != "main").copied().collect::<Vec<_>>(),
+        ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "{text}"
+    );
+    assert!(main > 3 && main < 6, "main ran out of order: {text}");
+    for line in text.lines().filter(|l| !l.starts_with("main")) {
+        let (_, state) = line.split_once(' ').unwrap();
+        let v: Value = serde_json::from_str(state).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["id"], "hk", "{line}");
+        assert!(v["pid"].as_i64().is_some(), "{line}");
+    }
+    assert!(text.lines().last().unwrap().contains("\"status\":\"stopped\""), "{text}");
+
+    // A failing hook stops the create and leaves nothing behind.
+    b.edit(|c| c["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]}));
+    let (code, _, err) = b.cli(&["run", "hk2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("hooks.createRuntime[0]"), "{err}");
+    assert!(!b.root.join("hk2").exists());
+}
+
+#[test]
+fn bad_bundles_name_the_field_and_leave_nothing() {
+    let b = Bundle::new();
+    b.script("exit 0");
+    let check = |want: &str| {
+        let (code, _, err) = b.cli(&["create", "bad"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(want), "expected `{want}` in: {err}");
+        assert!(!b.root.join("bad").exists(), "state left behind for {want}");
+    };
+    let good = fs::read_to_string(b.dir.join("config.json")).unwrap();
+    b.edit(|c| c["root"]["path"] = json!("nope"));
+    check("root.path: directory");
+    fs::write(b.dir.join("config.json"), "{ \"ociVersion\": ").unwrap();
+    check("invalid JSON");
+    fs::write(b.dir.join("config.json"), &good).unwrap();
+    b.edit(|c| c["linux"]["namespaces"][2] = json!({"type": "foo"}));
+    check("linux.namespaces[2].type: unknown namespace type \"foo\"");
+    fs::write(b.dir.join("config.json"), &good).unwrap();
+    b.edit(|c| c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": "x", "size": 1}]));
+    check("linux.uidMappings[0].hostID");
+    fs::write(b.dir.join("config.json"), &good).unwrap();
+    b.edit(|c| c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]));
+    check("linux.uidMappings: mappings need a new \"user\" namespace");
+    fs::remove_file(b.dir.join("config.json")).unwrap();
+    check("config.json");
+    let (code, _, err) = b.cli(&["spec"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = b.cli(&["spec"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("config.json exists"), "{err}");
+}
+
+#[test]
+fn exec_joins_the_running_container() {
+    let b = Bundle::new();
+    b.script("exec sleep 60");
+    b.edit(|c| c["process"]["noNewPrivileges"] = json!(true));
+    let (code, _, err) = b.cli(&["run", "-d", "e1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = b.cli(&[
+        "exec",
+        "e1",
+        "--",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo pid=$$; exit 5",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(out.starts_with("runc\n"), "not in the container's uts ns: {out}");
+    assert!(out.contains("sleep 60"), "not in the container's pid ns: {out}");
+    assert!(!out.contains("pid=1\n"), "{out}");
+    let (code, _, err) = b.cli(&["delete", "--force", "e1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!b.root.join("e1").exists());
+}
+
+#[test]
+fn state_and_list_json_shapes() {
+    let b = Bundle::new();
+    b.script("exec sleep 60");
+    assert_eq!(b.cli(&["create", "s1"]).0, 0);
+    let s = b.state("s1");
+    for key in ["ociVersion", "id", "status", "pid", "bundle", "rootfs", "created", "owner"] {
+        assert!(s.get(key).is_some(), "state lacks {key}: {s}");
+    }
+    let (code, out, _) = b.cli(&["list", "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "s1");
+    assert_eq!(v[0]["status"], "created");
+    let (_, out, _) = b.cli(&["list", "-q"]);
+    assert_eq!(out, "s1\n");
+    // A created container is deleted without --force.
+    let (code, _, err) = b.cli(&["delete", "s1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!b.root.join("s1").exists());
+}
