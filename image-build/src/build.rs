@@ -372,7 +372,8 @@ fn capability_set(c: &ContainerConfig) -> std::result::Result<u64, (usize, Strin
     Ok(set)
 }
 
-/// The compiled seccomp filter of a container: Docker's default profile for its capabilities,
+/// The compiled seccomp filter of a container: berth's default profile (Docker's, without the
+/// keyring calls) for its capabilities,
 /// or none when unconfined or privileged.
 fn seccomp_filter(
     c: &ContainerConfig,
@@ -383,8 +384,7 @@ fn seccomp_filter(
         return Ok(None);
     }
     let caps: Vec<&str> = planned.capabilities.iter().map(String::as_str).collect();
-    let profile = seccomp::docker_profile(seccomp::DOCKER_DEFAULT_PROFILE_JSON, &caps, kernel)
-        .map_err(|e| e.to_string())?;
+    let profile = seccomp::berth_default_profile(&caps, kernel).map_err(|e| e.to_string())?;
     let program = seccomp::compile(&profile).map_err(|e| e.to_string())?;
     let instructions = program
         .filter

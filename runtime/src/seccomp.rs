@@ -58,6 +58,7 @@
 //! so nothing depends on the 8-bit reach of conditional jumps except the short hops inside one
 //! rule. A syscall that reaches a block has its result decided inside it.
 
+mod berth;
 mod bpf;
 mod docker;
 mod x86_64;
@@ -65,6 +66,7 @@ mod x86_64;
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
 use std::collections::BTreeMap;
 
+pub use berth::{berth_default_profile, BERTH_DENIED_SYSCALLS};
 use bpf::{Asm, Op, Target, JEQ, JGE, JGT};
 pub use docker::{docker_default_profile, docker_profile, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON};
 pub use x86_64::syscall_number;

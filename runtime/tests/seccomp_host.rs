@@ -189,6 +189,26 @@ fn docker_default_allows_ordinary_calls() {
 }
 
 #[test]
+fn berths_default_profile_also_refuses_the_keyring() {
+    let kernel = berth_runtime::seccomp::KernelVersion::running().expect("kernel");
+    let p = compile(&berth_runtime::seccomp::berth_default_profile(DOCKER_CAPS, kernel).expect("profile"))
+        .expect("compile");
+    assert_eq!(call(&p, libc::SYS_keyctl, a(&[9999])), Err(libc::EPERM), "keyctl");
+    assert_eq!(call(&p, libc::SYS_add_key, a(&[0])), Err(libc::EPERM), "add_key");
+    assert_eq!(call(&p, libc::SYS_request_key, a(&[0])), Err(libc::EPERM), "request_key");
+    for (nr, what) in [
+        (libc::SYS_kexec_load, "kexec_load"),
+        (libc::SYS_init_module, "init_module"),
+        (libc::SYS_reboot, "reboot"),
+        (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+    ] {
+        assert_eq!(call(&p, nr, a(&[0])), Err(libc::EPERM), "{what}");
+    }
+    assert_eq!(call(&p, libc::SYS_unshare, a(&[libc::CLONE_NEWUSER as u64])), Err(libc::EPERM), "unshare");
+    assert_eq!(call(&p, libc::SYS_getpid, a(&[])), Ok(()), "getpid");
+}
+
+#[test]
 fn the_default_profile_json_is_dockers() {
     let v: serde_json::Value = serde_json::from_str(DOCKER_DEFAULT_PROFILE_JSON).expect("json");
     assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");

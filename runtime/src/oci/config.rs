@@ -376,16 +376,10 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
         None => None,
     };
     // The kernel raises an ambient capability only if it is permitted and inheritable; runc's
-    // default config lists ambient capabilities without an inheritable set.
+    // default config lists ambient capabilities without an inheritable set, and runc quietly
+    // raises what it can. So do we: the others are dropped without a warning on every run.
     let capabilities = capabilities.map(|mut c| {
-        let usable = c.ambient & c.inheritable & c.permitted;
-        if usable != c.ambient {
-            warnings.push(format!(
-                "process.capabilities.ambient: {} not in both the inheritable and permitted sets; not raised",
-                capabilities::names(c.ambient & !usable).join(",")
-            ));
-            c.ambient = usable;
-        }
+        c.ambient &= c.inheritable & c.permitted;
         c
     });
     let mut rlimits = Vec::new();

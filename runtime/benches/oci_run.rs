@@ -1,0 +1,131 @@
+//! `berth-runtime run` against `runc run` and `crun run` on the same OCI bundle (busybox
+//! rootfs, `/bin/true`), interleaved, on this host: median, p90 and peak RSS of each.
+//!
+//!     cargo bench -p berth-runtime --bench oci_run          # BENCH_RUNS=N (default 100)
+//!
+//! Needs root, `runc` and `crun` (Debian packages). This host's cgroups are hybrid v1/v2 and crun
+//! refuses a v2 mount without controllers, so the bench first moves into a mount namespace of its
+//! own with `/sys/fs/cgroup/unified` unmounted: runc and crun then use cgroup v1, berth-runtime
+//! runs without cgroups (it says so), as it would on any v1-only host. `crun nocgroup` is crun
+//! with `--cgroup-manager=disabled`, the like-for-like peer of berth-runtime here.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// A bundle: busybox rootfs and runc's default config running /bin/true.
+fn bundle(dir: &Path) -> PathBuf {
+    let b = dir.join("bundle");
+    let rootfs = b.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    symlink("busybox", rootfs.join("bin/true")).unwrap();
+    symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    for d in ["proc", "dev", "sys", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    let out = Command::new("runc").arg("spec").current_dir(&b).status().unwrap();
+    assert!(out.success(), "runc spec failed");
+    let config = fs::read_to_string(b.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v["process"]["args"] = serde_json::json!(["/bin/true"]);
+    v["process"]["terminal"] = serde_json::json!(false);
+    fs::write(b.join("config.json"), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    b
+}
+
+/// Runs `rt --root ROOT run --bundle B ID` once: (seconds, peak RSS in kB of the runtime and
+/// everything it waited for).
+fn run_once(rt: &Path, extra: &[&str], root: &Path, bundle: &Path, id: &str) -> (f64, i64) {
+    let start = Instant::now();
+    let child = Command::new(rt)
+        .args(extra)
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(r, pid);
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let mut err = String::new();
+        use std::io::Read;
+        child.stderr.unwrap().read_to_string(&mut err).ok();
+        panic!("{} run failed ({status}): {err}", rt.display());
+    }
+    (secs, usage.ru_maxrss)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    // A private mount namespace without the empty cgroup2 hierarchy (see the module doc).
+    // SAFETY: unshare/umount on our own process before any thread is started.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare needs root");
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path());
+    let mut runtimes: Vec<(String, PathBuf, Vec<&str>)> =
+        vec![("berth-runtime".into(), PathBuf::from(env!("CARGO_BIN_EXE_berth-runtime")), vec![])];
+    for (label, peer, extra) in [
+        ("crun", "crun", vec![]),
+        ("crun nocgroup", "crun", vec!["--cgroup-manager=disabled"]),
+        ("runc", "runc", vec![]),
+    ] {
+        match which(peer) {
+            Some(p) => runtimes.push((label.into(), p, extra)),
+            None => println!("{peer}: not installed (apt-get install {peer}), skipped"),
+        }
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
+    let mut rss: Vec<i64> = vec![0; runtimes.len()];
+    for i in 0..runs + 3 {
+        for (k, (name, rt, extra)) in runtimes.iter().enumerate() {
+            let root = dir.path().join(format!("root-{}", name.replace(' ', "-")));
+            let (t, m) = run_once(rt, extra, &root, &b, &format!("bench{i}"));
+            if i >= 3 {
+                // the first runs warm the page cache
+                times[k].push(t);
+                rss[k] = rss[k].max(m);
+            }
+        }
+    }
+    println!("`run` of /bin/true on a busybox bundle, {runs} interleaved runs each (host, cgroup v1 for the peers)");
+    println!("{:<14} {:>10} {:>10} {:>14}", "runtime", "median ms", "p90 ms", "peak RSS kB");
+    for (k, (name, _, _)) in runtimes.iter().enumerate() {
+        let (med, p90) = (percentile(&mut times[k], 0.5), percentile(&mut times[k], 0.9));
+        println!("{:<14} {:>10.2} {:>10.2} {:>14}", name, med * 1e3, p90 * 1e3, rss[k]);
+    }
+}
