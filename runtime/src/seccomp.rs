@@ -514,22 +514,7 @@ mod tests {
         bpf::run(&p.filter, nr(name), AUDIT_ARCH_X86_64, args)
     }
 
-    const DOCKER_CAPS: &[&str] = &[
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
+    const DOCKER_CAPS: &[&str] = crate::defaults::DEFAULT_CAPABILITIES;
 
     fn docker(caps: &[&str]) -> SeccompProgram {
         let p =

@@ -24,22 +24,7 @@ const NO_NNP: i32 = 250;
 const NO_INSTALL: i32 = 251;
 
 /// Docker's default capability set.
-const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DOCKER_CAPS: &[&str] = berth_runtime::defaults::DEFAULT_CAPABILITIES;
 
 /// Forks; the child installs `prog` and calls `syscall(nr, args…)`, exiting with [`SUCCESS`] or
 /// the errno. Returns the child's wait status.

@@ -47,22 +47,26 @@ struct Cli {
     command: Command,
 }
 
+/// What `create` and `run` take.
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    /// Container id.
+    id: String,
+    /// Bundle directory (with config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master (process.terminal).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a container (set up, waiting for `start`).
-    Create {
-        /// Container id.
-        id: String,
-        /// Bundle directory (with config.json).
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        /// Write the container's pid here.
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Unix socket that receives the pty master (process.terminal).
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-    },
+    Create(CreateArgs),
     /// Start a created container.
     Start {
         /// Container id.
@@ -93,17 +97,8 @@ enum Command {
     },
     /// Create, start and wait; exits with the container's status (128+N for signal N).
     Run {
-        /// Container id.
-        id: String,
-        /// Bundle directory.
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        /// Write the container's pid here.
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Unix socket that receives the pty master.
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        create: CreateArgs,
         /// Do not wait: leave the container running.
         #[arg(short, long)]
         detach: bool,
@@ -203,14 +198,14 @@ fn main() {
     let log = Logger::open(&cli);
     let roots = StateRoot::new(&cli.root);
     let result = match &cli.command {
-        Command::Create { id, bundle, pid_file, console_socket } => {
+        Command::Create(CreateArgs { id, bundle, pid_file, console_socket }) => {
             create(&log, &roots, id, bundle, pid_file.as_deref(), console_socket.as_deref(), true).map(|_| 0)
         }
         Command::Start { id } => start(&log, &roots, id).map(|_| 0),
         Command::State { id } => show_state(&roots, id).map(|_| 0),
         Command::Kill { all, id, signal } => kill(&roots, id, signal.as_deref(), *all).map(|_| 0),
         Command::Delete { force, id } => delete(&log, &roots, id, *force).map(|_| 0),
-        Command::Run { id, bundle, pid_file, console_socket, detach } => {
+        Command::Run { create: CreateArgs { id, bundle, pid_file, console_socket }, detach } => {
             run(&log, &roots, id, bundle, pid_file.as_deref(), console_socket.as_deref(), *detach)
         }
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless).map(|_| 0),
