@@ -16,9 +16,10 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, SeccompMode};
+use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, SeccompMode, UsernsMode};
 use berth_init::plan::{
-    layer_dir_name, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH, PLAN_VERSION,
+    layer_dir_name, IdRange, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH,
+    PLAN_VERSION, USERNS_FIRST_ID, USERNS_RANGE,
 };
 use berth_runtime::capabilities;
 use berth_runtime::defaults::DEFAULT_CAPABILITIES;
@@ -209,6 +210,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             ulimits: c.ulimits.iter().map(|(k, v)| (k.clone(), v.get_ref().limits())).collect(),
             sysctls: c.sysctls.clone(),
             oom_score_adj: c.oom_score_adj,
+            userns: None,
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
@@ -230,6 +232,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .ok_or_else(|| anyhow!("cannot read a version from kernel release {}", kernel.version))?;
     let mut onboot = onboot;
     let mut service = service;
+    // Private id ranges for `userns = "auto"`, in declaration order, never overlapping.
+    let mut next_range = USERNS_FIRST_ID;
+    for (planned, c) in onboot.iter_mut().chain(service.iter_mut()).zip(config.containers()) {
+        if c.userns == UsernsMode::Auto {
+            planned.userns = Some(IdRange { host_id: next_range, size: USERNS_RANGE });
+            next_range += USERNS_RANGE;
+        }
+    }
     for (planned, c) in onboot.iter_mut().chain(service.iter_mut()).zip(config.containers()) {
         planned.seccomp = seccomp_filter(c, planned, target_kernel).map_err(|e| {
             src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))

@@ -115,3 +115,65 @@ fn a_bad_capability_name_is_located() {
     assert!(err.contains(&format!("{}:4:25:", file.display())), "{err}");
     assert!(err.contains("`FLY` is not a capability"), "{err}");
 }
+
+const USERNS: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+when_done = "poweroff"
+
+[[onboot]]
+name = "mapped"
+image = "oci:images/busybox:latest"
+userns = "auto"
+binds = ["/berth:/mnt/berth:ro"]
+command = ["sh", "-c", """
+echo "uidmap=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //')"
+echo "gidmap=$(cat /proc/self/gid_map | tr -s ' ' | sed 's/^ //')"
+echo "id=$(id -u):$(id -g) passwd-owner=$(stat -c %u /etc/passwd)"
+head -1 /etc/passwd
+ls /mnt/berth/plan.json >/dev/null && echo bind-readable
+touch /new-file && echo root-writable
+echo data > /tmp/x && echo tmp-writable
+"""]
+
+[[onboot]]
+name = "mapped2"
+image = "oci:images/busybox:latest"
+userns = "auto"
+command = ["sh", "-c", "echo \"uidmap=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //')\""]
+
+[[onboot]]
+name = "host"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo \"uidmap=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //')\""]
+"#;
+
+#[test]
+fn userns_auto_maps_a_private_range_and_keeps_the_image_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "userns", USERNS);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    for name in ["mapped", "mapped2", "host"] {
+        let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some(name), t).unwrap();
+        assert_eq!(e.get("code"), Some("0"), "{name}: {}", vm.console_text());
+    }
+    vm.wait_exit(t).unwrap();
+    let c = vm.console_text();
+    assert_eq!(field(&c, "mapped | uidmap="), "0 100000 65536");
+    assert_eq!(field(&c, "mapped | gidmap="), "0 100000 65536");
+    assert_eq!(
+        field(&c, "mapped | id="),
+        "0:0 passwd-owner=65534",
+        "image files belong to the machine's root"
+    );
+    assert!(c.contains("mapped | root:x:0:0:root:/root:/bin/sh"), "image readable: {c}");
+    assert!(c.contains("mapped | bind-readable"), "{c}");
+    assert!(c.contains("mapped | root-writable"), "{c}");
+    assert!(c.contains("mapped | tmp-writable"), "{c}");
+    assert_eq!(field(&c, "mapped2 | uidmap="), "0 165536 65536", "ranges do not overlap");
+    assert_eq!(field(&c, "host | uidmap="), "0 0 4294967295");
+}

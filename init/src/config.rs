@@ -179,6 +179,21 @@ pub struct ContainerConfig {
     pub sysctls: BTreeMap<String, String>,
     /// `/proc/self/oom_score_adj` of the container's process, -1000..=1000.
     pub oom_score_adj: Option<i32>,
+    /// A user namespace of its own: `"auto"` maps the container's ids 0..65536 to a private
+    /// range of the machine's; `"host"` (the default) shares the machine's ids.
+    #[serde(default)]
+    pub userns: UsernsMode,
+}
+
+/// `userns`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernsMode {
+    /// The machine's user ids.
+    #[default]
+    Host,
+    /// A private range of 65536 ids, picked by `berth build`.
+    Auto,
 }
 
 /// One `ulimits` entry: a number (soft = hard) or `{ soft, hard }`.
@@ -456,6 +471,14 @@ impl Config {
                 if key.starts_with("net.") && c.net == NetMode::Host {
                     return Err((name_at, format!("container `{name}`: sysctls: `{key}` would change the machine's network with net = \"host\"; set it in [system] sysctl")));
                 }
+            }
+            if c.userns == UsernsMode::Auto && c.privileged {
+                return Err((
+                    name_at,
+                    format!(
+                        "container `{name}`: privileged = true cannot have userns = \"auto\" (as in Docker)"
+                    ),
+                ));
             }
             if matches!(c.oom_score_adj, Some(v) if !(-1000..=1000).contains(&v)) {
                 return Err((

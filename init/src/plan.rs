@@ -98,7 +98,25 @@ pub struct PlannedContainer {
     /// `oom_score_adj`.
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// The machine's ids the container's ids 0.. map to, when it has a user namespace.
+    #[serde(default)]
+    pub userns: Option<IdRange>,
 }
+
+/// A range of the machine's user and group ids.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IdRange {
+    /// The first id (the container's root).
+    pub host_id: u32,
+    /// How many ids.
+    pub size: u32,
+}
+
+/// Where `userns = "auto"` ranges start (as `/etc/subuid` conventionally does), and their size.
+pub const USERNS_FIRST_ID: u32 = 100_000;
+/// The size of each container's id range.
+pub const USERNS_RANGE: u32 = 65_536;
 
 /// A compiled seccomp filter: classic BPF, one instruction per number, packed as
 /// `code << 48 | jt << 40 | jf << 32 | k`, and the `SECCOMP_FILTER_FLAG_*` flags.
@@ -196,6 +214,7 @@ mod tests {
                 ulimits: BTreeMap::from([("nofile".to_string(), (10, 20))]),
                 sysctls: BTreeMap::new(),
                 oom_score_adj: Some(-5),
+                userns: Some(IdRange { host_id: USERNS_FIRST_ID, size: USERNS_RANGE }),
             }],
         };
         let text = plan.to_json().unwrap();

@@ -14,6 +14,7 @@ pub mod mounts;
 pub mod shutdown;
 pub mod supervisor;
 pub mod system;
+pub mod userns_root;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::panic::AssertUnwindSafe;

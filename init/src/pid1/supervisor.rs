@@ -10,6 +10,7 @@ use berth_init::config::{NetMode, WhenDone};
 use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
 use berth_runtime::seccomp::SeccompProgram;
+use berth_runtime::spec::{IdMap, Namespace, NamespaceKind, Root};
 use berth_runtime::{
     launch, BindMount, CapabilitySets, CgroupLimits, Container, ContainerSpec, Rlimit, Stdio,
 };
@@ -19,8 +20,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::pid1::log;
 use crate::pid1::shutdown::Action;
+use crate::pid1::{log, userns_root};
 
 /// Where containers' private state directories are made.
 const STATE_ROOT: &str = "/run/berth/containers";
@@ -49,6 +50,8 @@ impl Kind {
 struct Running {
     name: String,
     container: Container,
+    /// The state dir whose root PID 1 mounted (user-namespaced containers), to unmount at exit.
+    premounted: Option<PathBuf>,
 }
 
 /// The read end of a container's stdout/stderr pipe and the partial line read so far.
@@ -170,7 +173,20 @@ impl Supervisor {
         }
     }
 
-    fn spec_for(&self, c: &PlannedContainer, stdout: i32) -> Result<ContainerSpec, String> {
+    /// For a user-namespaced container, mounts its root in PID 1's namespace (see
+    /// `userns_root`) and returns it; `None` for the others, whose child mounts its own.
+    fn premount(&self, c: &PlannedContainer, state: &std::path::Path) -> Result<Option<PathBuf>, String> {
+        let Some(range) = c.userns else { return Ok(None) };
+        let layers: Vec<PathBuf> = c.layers.iter().map(|l| PathBuf::from(l.dir())).collect();
+        userns_root::mount_root(state, &layers, range.host_id).map(Some)
+    }
+
+    fn spec_for(
+        &self,
+        c: &PlannedContainer,
+        stdout: i32,
+        premounted_root: Option<PathBuf>,
+    ) -> Result<ContainerSpec, String> {
         let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
         let limits =
             CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit, ..Default::default() };
@@ -220,6 +236,29 @@ impl Supervisor {
                 .collect::<Result<_, _>>()?,
             sysctl: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             oom_score_adj: c.oom_score_adj,
+            root: premounted_root.map(Root::Directory).unwrap_or_default(),
+            namespaces: c.userns.map(|_| {
+                let mut kinds = vec![
+                    NamespaceKind::User,
+                    NamespaceKind::Pid,
+                    NamespaceKind::Mount,
+                    NamespaceKind::Uts,
+                    NamespaceKind::Ipc,
+                    NamespaceKind::Cgroup,
+                ];
+                if c.net == NetMode::None {
+                    kinds.push(NamespaceKind::Network);
+                }
+                kinds.into_iter().map(|kind| Namespace { kind, path: None }).collect()
+            }),
+            uid_mappings: c
+                .userns
+                .map(|r| vec![IdMap { container_id: 0, host_id: r.host_id, size: r.size }])
+                .unwrap_or_default(),
+            gid_mappings: c
+                .userns
+                .map(|r| vec![IdMap { container_id: 0, host_id: r.host_id, size: r.size }])
+                .unwrap_or_default(),
             seccomp: c.seccomp.as_ref().map(|f| SeccompProgram {
                 flags: f.flags,
                 filter: f
@@ -260,11 +299,19 @@ impl Supervisor {
         // The child's end must block: a container writing faster than the console is slowed
         // down, not handed EAGAIN.
         let _ = nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+        let state = PathBuf::from(STATE_ROOT).join(&c.name);
+        let premounted = c.userns.map(|_| state.clone());
         let result = self
-            .spec_for(c, write.as_raw_fd())
+            .premount(c, &state)
+            .and_then(|root| self.spec_for(c, write.as_raw_fd(), root))
             .map_err(|e| berth_runtime::StepError::new("prepare", Errno::EINVAL, e))
             .and_then(|spec| launch(&spec));
         drop(write);
+        if result.is_err() {
+            if let Some(state) = &premounted {
+                userns_root::unmount_root(state);
+            }
+        }
         match result {
             Ok(container) => {
                 log::emit(
@@ -275,7 +322,7 @@ impl Supervisor {
                         .with("image", &c.image_digest),
                 );
                 self.logs.push(LogPipe { name: c.name.clone(), fd: read, partial: Vec::new() });
-                self.running.insert(container.pid, Running { name: c.name.clone(), container });
+                self.running.insert(container.pid, Running { name: c.name.clone(), container, premounted });
                 true
             }
             Err(e) => {
@@ -378,6 +425,9 @@ impl Supervisor {
                 "container {} was killed by the kernel's OOM killer: it exceeded its memory limit",
                 run.name
             ));
+        }
+        if let Some(state) = &run.premounted {
+            userns_root::unmount_root(state);
         }
         if run.container.cleanup().is_err() {
             self.stale_cgroups.push(run.container);
