@@ -211,6 +211,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             sysctls: c.sysctls.clone(),
             oom_score_adj: c.oom_score_adj,
             userns: None,
+            memory_reservation: c.memory_reservation,
+            memory_swap: c.memory_swap,
+            cpu_shares: c.cpu_shares,
+            cpuset: c.cpuset.clone(),
+            io: c.io.clone(),
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;

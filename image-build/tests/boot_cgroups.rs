@@ -85,3 +85,74 @@ fn pids_and_cpu_limits_hold() {
     assert!((35..=60).contains(&half), "cpus = 0.5 gave {half}% of a CPU");
     assert!(whole >= 80, "without a limit the loop got only {whole}% of a CPU");
 }
+
+const IO_AND_MORE: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+modules = ["virtio_pci", "virtio_blk"]
+
+[system]
+when_done = "poweroff"
+
+[[onboot]]
+name = "throttled"
+image = "oci:images/busybox:latest"
+binds = ["/dev/vda:/dev/vda"]
+io = { weight = 500, write_bps = { "/dev/vda" = "1m" } }
+command = ["sh", "-c", """
+echo "io.max=$(cat /sys/fs/cgroup/io.max) io.weight=$(cat /sys/fs/cgroup/io.weight)"
+s=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/dev/zero of=/dev/vda bs=64k count=48 conv=fsync 2>/dev/null
+e=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "centiseconds=$((e - s))"
+"""]
+
+[[onboot]]
+name = "free"
+image = "oci:images/busybox:latest"
+binds = ["/dev/vda:/dev/vda"]
+command = ["sh", "-c", """
+s=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/dev/zero of=/dev/vda bs=64k count=48 conv=fsync 2>/dev/null
+e=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "centiseconds=$((e - s))"
+"""]
+
+[[onboot]]
+name = "tuned"
+image = "oci:images/busybox:latest"
+memory = "64m"
+memory_reservation = "16m"
+memory_swap = "96m"
+cpu_shares = 512
+cpuset = "0"
+command = ["sh", "-c", "echo low=$(cat /sys/fs/cgroup/memory.low) swap=$(cat /sys/fs/cgroup/memory.swap.max) weight=$(cat /sys/fs/cgroup/cpu.weight) cpus=$(cat /sys/fs/cgroup/cpuset.cpus)"]
+"#;
+
+#[test]
+fn io_throttling_and_docker_resource_options() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "io", IO_AND_MORE);
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    let drive = format!("file={},if=virtio,format=raw,cache=unsafe", disk.display());
+    let mut vm = common::boot_with(&out, &["-drive", &drive]);
+    let t = default_timeout() * 2;
+    for name in ["throttled", "free", "tuned"] {
+        let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some(name), t).unwrap();
+        assert_eq!(e.get("code"), Some("0"), "{name}: {}", vm.console_text());
+    }
+    vm.wait_exit(t).unwrap();
+    let c = vm.console_text();
+    let io = field(&c, "throttled | io.max=");
+    assert!(io.contains("wbps=1048576"), "{io}");
+    assert!(io.ends_with("io.weight=default 4950"), "blkio weight 500 → io.weight 4950 (runc): {io}");
+    // 3 MiB at 1 MiB/s take about 3 s; unthrottled the same write is much faster.
+    let throttled: u32 = field(&c, "throttled | centiseconds=").parse().unwrap();
+    let free: u32 = field(&c, "free | centiseconds=").parse().unwrap();
+    eprintln!("3 MiB written in {throttled} cs with write_bps = 1m, {free} cs without");
+    assert!(throttled >= 200, "write_bps = 1m did not slow 3 MiB down: {throttled} cs");
+    assert!(free * 2 < throttled, "unthrottled {free} cs vs throttled {throttled} cs");
+    assert_eq!(field(&c, "tuned | low="), "16777216 swap=33554432 weight=20 cpus=0");
+}

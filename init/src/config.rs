@@ -179,10 +179,52 @@ pub struct ContainerConfig {
     pub sysctls: BTreeMap<String, String>,
     /// `/proc/self/oom_score_adj` of the container's process, -1000..=1000.
     pub oom_score_adj: Option<i32>,
+    /// Memory the kernel tries to keep for the container under pressure (`memory.low`).
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub memory_reservation: Option<u64>,
+    /// Memory plus swap, Docker's `--memory-swap` (`"-1"`: unlimited swap); needs `memory`.
+    #[serde(default, deserialize_with = "de_opt_swap")]
+    pub memory_swap: Option<SwapLimit>,
+    /// Relative CPU weight, Docker's `--cpu-shares` (2–262144, default 1024) → `cpu.weight`.
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may run on, e.g. `"0-1,3"` (`cpuset.cpus`).
+    pub cpuset: Option<String>,
+    /// Block I/O: weight and per-device limits.
+    #[serde(default)]
+    pub io: IoConfig,
     /// A user namespace of its own: `"auto"` maps the container's ids 0..65536 to a private
     /// range of the machine's; `"host"` (the default) shares the machine's ids.
     #[serde(default)]
     pub userns: UsernsMode,
+}
+
+/// Docker's `--memory-swap`: memory plus swap, or unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwapLimit {
+    /// Memory plus swap, in bytes.
+    Total(u64),
+    /// `-1`: no limit on swap.
+    Unlimited,
+}
+
+/// `io = { weight = 500, write_bps = { "/dev/vda" = "1m" }, ... }`, Compose's `blkio_config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoConfig {
+    /// Relative weight, 10–1000 (Docker's `--blkio-weight`).
+    pub weight: Option<u64>,
+    /// Bytes per second read from a device: path → size (`"10m"`).
+    #[serde(default, deserialize_with = "de_rate_map")]
+    pub read_bps: BTreeMap<String, u64>,
+    /// Bytes per second written to a device.
+    #[serde(default, deserialize_with = "de_rate_map")]
+    pub write_bps: BTreeMap<String, u64>,
+    /// Read operations per second on a device.
+    #[serde(default)]
+    pub read_iops: BTreeMap<String, u64>,
+    /// Write operations per second on a device.
+    #[serde(default)]
+    pub write_iops: BTreeMap<String, u64>,
 }
 
 /// `userns`.
@@ -472,6 +514,59 @@ impl Config {
                     return Err((name_at, format!("container `{name}`: sysctls: `{key}` would change the machine's network with net = \"host\"; set it in [system] sysctl")));
                 }
             }
+            if c.memory_swap.is_some() && c.memory.is_none() {
+                return Err((
+                    name_at,
+                    format!(
+                        "container `{name}`: memory_swap needs memory (it is memory plus swap, as in Docker)"
+                    ),
+                ));
+            }
+            if let (Some(SwapLimit::Total(total)), Some(memory)) = (c.memory_swap, c.memory) {
+                if total < memory {
+                    return Err((
+                        name_at,
+                        format!("container `{name}`: memory_swap must be at least memory"),
+                    ));
+                }
+            }
+            if matches!(c.cpu_shares, Some(s) if !(2..=262_144).contains(&s)) {
+                return Err((
+                    name_at,
+                    format!("container `{name}`: cpu_shares must be between 2 and 262144"),
+                ));
+            }
+            if let Some(set) = &c.cpuset {
+                let ok = !set.is_empty()
+                    && set.split(',').all(|part| {
+                        let mut ends = part.splitn(2, '-');
+                        ends.all(|n| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_digit()))
+                    });
+                if !ok {
+                    return Err((
+                        name_at,
+                        format!("container `{name}`: cpuset `{set}` must look like \"0-1,3\""),
+                    ));
+                }
+            }
+            if matches!(c.io.weight, Some(w) if !(10..=1000).contains(&w)) {
+                return Err((name_at, format!("container `{name}`: io.weight must be between 10 and 1000")));
+            }
+            let io = &c.io;
+            for path in io
+                .read_bps
+                .keys()
+                .chain(io.write_bps.keys())
+                .chain(io.read_iops.keys())
+                .chain(io.write_iops.keys())
+            {
+                if !path.starts_with("/dev/") {
+                    return Err((
+                        name_at,
+                        format!("container `{name}`: io: `{path}` is not a device path (like \"/dev/vda\")"),
+                    ));
+                }
+            }
             if c.userns == UsernsMode::Auto && c.privileged {
                 return Err((
                     name_at,
@@ -553,6 +648,40 @@ fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         Raw::Int(n) => Ok(Some(n)),
         Raw::Text(t) => units::parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_opt_swap<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SwapLimit>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Text(String),
+    }
+    match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a size like \"1g\" or -1"))? {
+        Raw::Int(-1) => Ok(Some(SwapLimit::Unlimited)),
+        Raw::Int(n) if n >= 0 => Ok(Some(SwapLimit::Total(n as u64))),
+        Raw::Int(_) => Err(serde::de::Error::custom("memory_swap is a size or -1")),
+        Raw::Text(t) if t.trim() == "-1" => Ok(Some(SwapLimit::Unlimited)),
+        Raw::Text(t) => {
+            units::parse_bytes(&t).map(|b| Some(SwapLimit::Total(b))).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+fn de_rate_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    let raw = BTreeMap::<String, Raw>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            Raw::Int(n) => Ok((k, n)),
+            Raw::Text(t) => units::parse_bytes(&t).map(|n| (k, n)).map_err(serde::de::Error::custom),
+        })
+        .collect()
 }
 
 fn de_opt_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -737,6 +866,29 @@ read_only = true
         assert!(e.message.contains("machine's network"), "{e}");
         let e = Config::parse(&format!("{base}oom_score_adj = 2000\n"), "x.toml").unwrap_err();
         assert!(e.message.contains("-1000 and 1000"), "{e}");
+    }
+
+    #[test]
+    fn docker_resource_options() {
+        let base = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\n";
+        let ok = format!("{base}memory = \"64m\"\nmemory_swap = -1\nmemory_reservation = \"8m\"\ncpu_shares = 512\ncpuset = \"0-1,3\"\nio = {{ weight = 100, write_bps = {{ \"/dev/vda\" = \"1m\" }}, read_iops = {{ \"/dev/vda\" = 50 }} }}\n");
+        let c = Config::parse(&ok, "x.toml").unwrap();
+        let s = &c.service[0];
+        assert_eq!(s.memory_swap, Some(SwapLimit::Unlimited));
+        assert_eq!(s.io.write_bps["/dev/vda"], 1 << 20);
+        assert_eq!(s.io.read_iops["/dev/vda"], 50);
+        for (bad, why) in [
+            ("memory_swap = \"1g\"\n", "needs memory"),
+            ("memory = \"64m\"\nmemory_swap = \"32m\"\n", "at least memory"),
+            ("cpu_shares = 1\n", "between 2 and 262144"),
+            ("cpuset = \"0-a\"\n", "must look like"),
+            ("io = { weight = 5 }\n", "between 10 and 1000"),
+            ("io = { write_bps = { \"vda\" = 1 } }\n", "not a device path"),
+            ("io = { speed = 1 }\n", "unknown field"),
+        ] {
+            let e = Config::parse(&format!("{base}{bad}"), "x.toml").unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

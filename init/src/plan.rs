@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bind, NetMode, SystemConfig};
+use crate::config::{Bind, IoConfig, NetMode, SwapLimit, SystemConfig};
 
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
@@ -101,6 +101,21 @@ pub struct PlannedContainer {
     /// The machine's ids the container's ids 0.. map to, when it has a user namespace.
     #[serde(default)]
     pub userns: Option<IdRange>,
+    /// `memory.low` in bytes.
+    #[serde(default)]
+    pub memory_reservation: Option<u64>,
+    /// Docker's memory + swap.
+    #[serde(default)]
+    pub memory_swap: Option<SwapLimit>,
+    /// Docker's CPU shares.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// `cpuset.cpus`.
+    #[serde(default)]
+    pub cpuset: Option<String>,
+    /// Block I/O weight and per-device limits (device paths resolved at boot).
+    #[serde(default)]
+    pub io: IoConfig,
 }
 
 /// A range of the machine's user and group ids.
@@ -215,6 +230,11 @@ mod tests {
                 sysctls: BTreeMap::new(),
                 oom_score_adj: Some(-5),
                 userns: Some(IdRange { host_id: USERNS_FIRST_ID, size: USERNS_RANGE }),
+                memory_reservation: Some(1 << 20),
+                memory_swap: Some(SwapLimit::Unlimited),
+                cpu_shares: Some(512),
+                cpuset: Some("0".into()),
+                io: IoConfig { weight: Some(100), ..Default::default() },
             }],
         };
         let text = plan.to_json().unwrap();

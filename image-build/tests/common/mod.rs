@@ -69,9 +69,15 @@ pub fn build(dir: &Path, name: &str, config: &str) -> PathBuf {
 
 /// Boots a build output (kernel command line from its `cmdline` file).
 pub fn boot(out_dir: &Path) -> Vm {
+    boot_with(out_dir, &[])
+}
+
+/// Boots a build output with extra QEMU arguments (disks, devices).
+pub fn boot_with(out_dir: &Path, extra_args: &[&str]) -> Vm {
     let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
     let mut cfg = VmConfig::new(out_dir.join("vmlinuz"), out_dir.join("initrd.img"), cmdline.trim());
     cfg.console_log = Some(out_dir.join("console.log"));
+    cfg.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
     Vm::start(cfg).expect("start qemu")
 }
 

@@ -9,6 +9,7 @@
 //! shutdown request (event `boot.failed`). A bug that panics lands in [`emergency_loop`], which
 //! only reaps children and obeys shutdown signals.
 
+pub mod limits;
 pub mod log;
 pub mod mounts;
 pub mod shutdown;

@@ -11,9 +11,7 @@ use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
 use berth_runtime::seccomp::SeccompProgram;
 use berth_runtime::spec::{IdMap, Namespace, NamespaceKind, Root};
-use berth_runtime::{
-    launch, BindMount, CapabilitySets, CgroupLimits, Container, ContainerSpec, Rlimit, Stdio,
-};
+use berth_runtime::{launch, BindMount, CapabilitySets, Container, ContainerSpec, Rlimit, Stdio};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
@@ -21,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::pid1::shutdown::Action;
-use crate::pid1::{log, userns_root};
+use crate::pid1::{limits, log, userns_root};
 
 /// Where containers' private state directories are made.
 const STATE_ROOT: &str = "/run/berth/containers";
@@ -188,8 +186,7 @@ impl Supervisor {
         premounted_root: Option<PathBuf>,
     ) -> Result<ContainerSpec, String> {
         let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
-        let limits =
-            CgroupLimits { memory: c.memory, cpus: c.cpus, pids: c.pids_limit, ..Default::default() };
+        let limits = limits::cgroup_limits(c)?;
         let mut env = c.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -278,7 +275,7 @@ impl Supervisor {
 
     /// Launches one container; false (after reporting) if it could not start.
     fn start_container(&mut self, c: &PlannedContainer, kind: Kind) -> bool {
-        if !self.cgroups && (c.memory.is_some() || c.cpus.is_some() || c.pids_limit.is_some()) {
+        if !self.cgroups && limits::wants_cgroup_limits(c) {
             let msg = "resource limits need the cgroup2 hierarchy, which is not mounted";
             log::error(&format!("container {}: {msg}", c.name));
             log::emit(

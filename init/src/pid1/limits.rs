@@ -1,0 +1,79 @@
+//! A planned container's resource settings as cgroup v2 limits, with Docker's conversions.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_init::config::SwapLimit;
+use berth_init::plan::PlannedContainer;
+use berth_runtime::CgroupLimits;
+
+/// How long a device named in `io` may take to appear (its driver may still be probing).
+const DEVICE_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the container asks for anything only a cgroup can give.
+pub fn wants_cgroup_limits(c: &PlannedContainer) -> bool {
+    c.memory.is_some()
+        || c.cpus.is_some()
+        || c.pids_limit.is_some()
+        || c.memory_reservation.is_some()
+        || c.cpu_shares.is_some()
+        || c.cpuset.is_some()
+        || c.io != Default::default()
+}
+
+/// The cgroup limits of a container. Device paths of `io` are resolved to `major:minor` here,
+/// waiting briefly for devices whose driver is still probing.
+pub fn cgroup_limits(c: &PlannedContainer) -> Result<CgroupLimits, String> {
+    let memory_swap = match (c.memory_swap, c.memory) {
+        (Some(SwapLimit::Unlimited), _) => Some(u64::MAX),
+        (Some(SwapLimit::Total(total)), Some(memory)) => Some(total.saturating_sub(memory)),
+        _ => None,
+    };
+    // runc's conversions of Docker's cgroup v1 numbers to cgroup v2.
+    let cpu_weight = c.cpu_shares.map(|shares| 1 + (shares.saturating_sub(2) * 9999) / 262_142);
+    let io_weight = c.io.weight.map(|w| 1 + (w.saturating_sub(10) * 9999) / 990);
+    let mut per_device: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, map) in [
+        ("rbps", &c.io.read_bps),
+        ("wbps", &c.io.write_bps),
+        ("riops", &c.io.read_iops),
+        ("wiops", &c.io.write_iops),
+    ] {
+        for (path, value) in map {
+            per_device.entry(device_number(path)?).or_default().push(format!("{key}={value}"));
+        }
+    }
+    Ok(CgroupLimits {
+        memory: c.memory,
+        cpus: c.cpus,
+        pids: c.pids_limit,
+        memory_swap,
+        memory_low: c.memory_reservation,
+        cpu_weight,
+        cpuset_cpus: c.cpuset.clone(),
+        io_weight,
+        io_max: per_device.into_iter().map(|(dev, limits)| format!("{dev} {}", limits.join(" "))).collect(),
+        ..Default::default()
+    })
+}
+
+/// `major:minor` of a block device, waiting up to [`DEVICE_WAIT`] for it to appear.
+fn device_number(path: &str) -> Result<String, String> {
+    let deadline = Instant::now() + DEVICE_WAIT;
+    loop {
+        match std::fs::metadata(Path::new(path)) {
+            Ok(m) if m.file_type().is_block_device() => {
+                use std::os::unix::fs::MetadataExt;
+                let rdev = m.rdev();
+                return Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
+            }
+            Ok(_) => return Err(format!("io: {path} is not a block device")),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                return Err(format!("io: block device {path}: {e} (is its driver in [kernel] modules?)"))
+            }
+        }
+    }
+}
