@@ -57,6 +57,8 @@ pub(crate) enum Step {
     BecomeRoot,
     /// `ioctl(0, TIOCSCTTY)`: standard input becomes the controlling terminal.
     ControllingTty,
+    /// Open this path read-write and put it on 0, 1 and 2.
+    ReopenStdio(CString),
     /// Remount a mount point with `flags | MS_REMOUNT | MS_BIND`, keeping the flags the mount
     /// already has (`statvfs`): a user namespace may not clear locked `nosuid`/`nodev`/….
     Remount { path: CString, flags: libc::c_ulong },
@@ -299,6 +301,15 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 check(libc::setresuid(0, 0, 0))
             }
             Step::ControllingTty => check(libc::ioctl(0, libc::TIOCSCTTY, 0)),
+            Step::ReopenStdio(path) => {
+                let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+                check(fd)?;
+                for target in 0..3 {
+                    check(libc::dup2(fd, target))?;
+                }
+                libc::close(fd);
+                Ok(())
+            }
             Step::Remount { path, flags } => {
                 let mut st: libc::statvfs = std::mem::zeroed();
                 check(libc::statvfs(path.as_ptr(), &mut st))?;

@@ -336,6 +336,26 @@ fn push_devices(
             l.display().to_string(),
         );
     }
+    if spec.controlling_tty {
+        // The pty slave is on the caller's devpts, which the container cannot reach: bind it on
+        // /dev/console (its stdin at this point) so that, reopened from there after pivot_root,
+        // ttyname() and /proc/self/fd resolve inside the container — as runc does.
+        // The bind source must be a path in the child's (copied) mount namespace, not the
+        // descriptor, whose mount belongs to the caller's namespace.
+        let Stdio::Fds([stdin, _, _]) = spec.stdio else {
+            return Err(prepare_err("a terminal needs the pty slave as standard input"));
+        };
+        let slave = fs::read_link(format!("/proc/self/fd/{stdin}"))
+            .map_err(|e| StepError::io("find the pty slave", &e, format!("fd {stdin}")))?;
+        let console = dev.join("console");
+        b.push(
+            Step::Touch { path: path_cstr(&console)? },
+            "create /dev/console",
+            console.display().to_string(),
+        );
+        let source = slave.display().to_string();
+        b.mount(Some(&source), &console, None, libc::MS_BIND, None, "bind the pty on /dev/console")?;
+    }
     Ok(())
 }
 
@@ -408,9 +428,6 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
     b.push(Step::Setsid, "setsid", "");
     if let Stdio::Fds(fds) = spec.stdio {
         b.push(Step::Stdio(fds), "set up stdio", format!("{fds:?}"));
-    }
-    if spec.controlling_tty {
-        b.push(Step::ControllingTty, "set controlling terminal", "");
     }
     if let (Some(Option::None), Some(fd)) = (ns_mode(&namespaces, NamespaceKind::User), &prepared.sync_read) {
         b.push(
@@ -500,6 +517,14 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
             b.push(Step::SyncParent { kind: SyncKind::BeforePivot, read_fd: fd.as_raw_fd() }, "hook", "");
         }
         b.push(Step::PivotRoot(path_cstr(&root)?), "pivot_root", root.display().to_string());
+        if spec.controlling_tty {
+            b.push(
+                Step::ReopenStdio(cstr("/dev/console", "path")?),
+                "reopen the terminal as /dev/console",
+                "",
+            );
+            b.push(Step::ControllingTty, "set controlling terminal", "");
+        }
         if spec.read_only {
             b.push(
                 Step::Remount { path: cstr("/", "path")?, flags: libc::MS_RDONLY },
@@ -509,6 +534,10 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
         }
     } else {
         push_process_limits(&mut b, spec)?;
+        // Joining a running container (exec): its terminal is used as it is.
+        if spec.controlling_tty {
+            b.push(Step::ControllingTty, "set controlling terminal", "");
+        }
     }
 
     // Privileges: keep the permitted set across the uid change, shrink the bounding set while

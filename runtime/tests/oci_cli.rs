@@ -438,3 +438,80 @@ fn state_and_list_json_shapes() {
     assert_eq!(code, 0, "{err}");
     assert!(!b.root.join("s1").exists());
 }
+
+#[test]
+fn terminal_through_a_console_socket() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixListener;
+
+    let b = Bundle::new();
+    b.edit(|c| {
+        c["process"]["terminal"] = json!(true);
+        c["process"]["args"] = json!(["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty; sleep 0.2"]);
+    });
+    let socket = b._tmp.path().join("console.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || -> OwnedFd {
+        let (stream, _) = listener.accept().unwrap();
+        // One byte of payload and one descriptor, as runc's protocol sends.
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = nix::sys::socket::recvmsg::<()>(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+        for c in msg.cmsgs().unwrap() {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the descriptor was just received and is owned by nobody else.
+                return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+            }
+        }
+        panic!("no descriptor received");
+    });
+    let (code, _, err) = b.cli(&["create", "tty1", "--console-socket", socket.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let master = receiver.join().unwrap();
+    let (code, _, err) = b.cli(&["start", "tty1"]);
+    assert_eq!(code, 0, "{err}");
+    let mut out = String::new();
+    let mut file = fs::File::from(master);
+    let mut buf = [0u8; 256];
+    // Read until the container closes its side (EIO on a pty master).
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if out.contains("is-a-tty") {
+            break;
+        }
+    }
+    assert!(out.contains("/dev/pts/") || out.contains("/dev/console"), "tty: {out}");
+    assert!(out.contains("is-a-tty"), "{out}");
+    b.wait_status("tty1", "stopped");
+    assert_eq!(b.cli(&["delete", "tty1"]).0, 0);
+}
+
+#[test]
+fn time_namespace_with_offsets() {
+    if !Path::new("/proc/self/ns/time").exists() {
+        eprintln!("skipped: this kernel has no time namespaces");
+        return;
+    }
+    let b = Bundle::new();
+    b.script("cut -d. -f1 /proc/uptime");
+    b.edit(|c| {
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+        c["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 365, "nanosecs": 0}, "monotonic": {"secs": 0, "nanosecs": 0}});
+    });
+    let (code, out, err) = b.cli(&["run", "time1"]);
+    assert_eq!(code, 0, "{err}");
+    let inside: u64 = out.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    let host: u64 = fs::read_to_string("/proc/uptime").unwrap().split('.').next().unwrap().parse().unwrap();
+    assert!(inside >= host + 86400 * 365 - 5, "uptime inside {inside}, host {host}");
+}
