@@ -6,13 +6,13 @@
 
 use berth_runtime::seccomp::{
     compile, docker_default_profile, install, SeccompProgram, DOCKER_DEFAULT_PROFILE_JSON,
-    SECCOMP_FILTER_FLAG_TSYNC,
+    SECCOMP_FILTER_FLAG_TSYNC, X32_SYSCALL_BIT,
 };
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompFilterFlag,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
 };
 
@@ -277,4 +277,205 @@ fn tsync_flag_installs() {
     let prog = compile(&p).expect("compile");
     assert_eq!(prog.flags, SECCOMP_FILTER_FLAG_TSYNC);
     assert_eq!(call(&prog, libc::SYS_getppid, a(&[])), Err(12));
+}
+
+// ---- 32-bit ABIs -------------------------------------------------------------------------
+
+/// i386 numbers (arch/x86/entry/syscalls/syscall_32.tbl).
+const I386_GETPID: u32 = 20;
+const I386_GETPPID: u32 = 64;
+const I386_KEXEC_LOAD: u32 = 283;
+const I386_KEYCTL: u32 = 288;
+
+/// An i386 system call through `int $0x80` (the kernel's IA32 emulation) with up to three
+/// arguments; returns the raw result, a negative errno on failure.
+fn int80(nr: u32, a0: u32, a1: u32, a2: u32) -> i64 {
+    let ret: u32;
+    // SAFETY: an i386 system call with integer arguments only. LLVM reserves rbx, so the first
+    // argument is swapped into ebx around the trap; r8–r11 may be clobbered by the entry code.
+    unsafe {
+        core::arch::asm!(
+            "xchg {b:r}, rbx",
+            "int 0x80",
+            "xchg {b:r}, rbx",
+            b = inout(reg) u64::from(a0) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") a1,
+            in("edx") a2,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+    i64::from(ret as i32)
+}
+
+/// Forks; the child installs `prog` (unless `None`) and runs `f`, a raw system call returning
+/// a negative errno on failure; it exits with [`SUCCESS`] or the errno.
+fn raw_in_child(prog: Option<&SeccompProgram>, f: impl Fn() -> i64) -> WaitStatus {
+    // SAFETY: the child only runs the async-signal-safe, allocation-free code below.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: plain system calls on valid arguments; `_exit` never returns.
+            unsafe {
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    libc::_exit(NO_NNP);
+                }
+            }
+            if let Some(prog) = prog {
+                if install(prog).is_err() {
+                    // SAFETY: `_exit` is always safe to call.
+                    unsafe { libc::_exit(NO_INSTALL) }
+                }
+            }
+            let rc = f();
+            let code = if (-4095..0).contains(&rc) { -rc as i32 } else { SUCCESS };
+            // SAFETY: as above.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => waitpid(child, None).expect("waitpid"),
+    }
+}
+
+/// `Ok(())` if the raw call succeeded in the filtered child, `Err(errno)` if it failed.
+fn raw_call(prog: &SeccompProgram, what: &str, f: impl Fn() -> i64) -> Result<(), i32> {
+    match raw_in_child(Some(prog), f) {
+        WaitStatus::Exited(_, SUCCESS) => Ok(()),
+        WaitStatus::Exited(_, NO_NNP) => panic!("child could not set no_new_privs"),
+        WaitStatus::Exited(_, NO_INSTALL) => panic!("child could not install the filter"),
+        WaitStatus::Exited(_, errno) => Err(errno),
+        other => panic!("{what}: child ended with {other:?}"),
+    }
+}
+
+/// Whether this kernel runs i386 system calls (IA32 emulation built in and enabled). Without
+/// it `int $0x80` faults; the i386 tests then have nothing to check and say so.
+fn ia32_emulation() -> bool {
+    let works = matches!(raw_in_child(None, || int80(I386_GETPID, 0, 0, 0)), WaitStatus::Exited(_, SUCCESS));
+    if !works {
+        eprintln!("SKIPPED: this kernel does not run i386 system calls (no IA32 emulation)");
+    }
+    works
+}
+
+/// Whether the child was killed by SIGSYS (seccomp's kill actions).
+fn killed_by_sigsys(status: WaitStatus) -> bool {
+    matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _))
+}
+
+#[test]
+fn i386_calls_follow_the_profile() {
+    if !ia32_emulation() {
+        return;
+    }
+    let kernel = berth_runtime::seccomp::KernelVersion::running().expect("kernel");
+    let berth =
+        compile(&berth_runtime::seccomp::berth_default_profile(DOCKER_CAPS, kernel).expect("profile"))
+            .expect("compile");
+    let docker = docker_program();
+    let getpid = || int80(I386_GETPID, 0, 0, 0);
+    let keyctl = || int80(I386_KEYCTL, 9999, 0, 0);
+    assert_eq!(raw_call(&berth, "i386 getpid", getpid), Ok(()), "i386 getpid under berth's profile");
+    assert_eq!(raw_call(&docker, "i386 getpid", getpid), Ok(()), "i386 getpid under Docker's profile");
+    assert_eq!(
+        raw_call(&berth, "i386 keyctl", keyctl),
+        Err(libc::EPERM),
+        "i386 keyctl under berth's profile"
+    );
+    // Docker allows the keyring: the unknown op reaches the kernel.
+    assert_eq!(raw_call(&docker, "i386 keyctl", keyctl), Err(libc::EOPNOTSUPP), "i386 keyctl under Docker's");
+    let kexec = || int80(I386_KEXEC_LOAD, 0, 1000, 0);
+    assert_eq!(raw_call(&berth, "i386 kexec_load", kexec), Err(libc::EPERM));
+
+    // Only the filter can answer 77.
+    let mut profile = docker_default_profile(DOCKER_CAPS).expect("profile");
+    profile.set_default_errno_ret(Some(77));
+    let p = compile(&profile).expect("compile");
+    assert_eq!(raw_call(&p, "i386 kexec_load", kexec), Err(77));
+    assert_eq!(raw_call(&p, "i386 getpid", getpid), Ok(()));
+}
+
+#[test]
+fn i386_calls_are_killed_when_x86_is_not_listed() {
+    if !ia32_emulation() {
+        return;
+    }
+    // A deny-list profile: everything allowed but getppid, x86_64 only.
+    let mut p = LinuxSeccomp::default();
+    p.set_default_action(LinuxSeccompAction::ScmpActAllow);
+    p.set_architectures(Some(vec![Arch::ScmpArchX86_64]));
+    p.set_syscalls(Some(vec![rule("getppid", LinuxSeccompAction::ScmpActErrno, Some(12), vec![])]));
+    let prog = compile(&p).expect("compile");
+    assert_eq!(call(&prog, libc::SYS_getpid, a(&[])), Ok(()));
+    assert_eq!(call(&prog, libc::SYS_getppid, a(&[])), Err(12));
+    let status = raw_in_child(Some(&prog), || int80(I386_GETPID, 0, 0, 0));
+    assert!(killed_by_sigsys(status), "i386 getpid without SCMP_ARCH_X86: {status:?}");
+
+    // Listed: the same rules apply to i386 calls.
+    p.set_architectures(Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]));
+    let prog = compile(&p).expect("compile");
+    assert_eq!(raw_call(&prog, "i386 getpid", || int80(I386_GETPID, 0, 0, 0)), Ok(()));
+    assert_eq!(raw_call(&prog, "i386 getppid", || int80(I386_GETPPID, 0, 0, 0)), Err(12));
+}
+
+#[test]
+fn i386_arguments_compare_the_low_word() {
+    if !ia32_emulation() {
+        return;
+    }
+    use LinuxSeccompAction::ScmpActErrno as Errno;
+    use LinuxSeccompOperator::*;
+    let mut p = LinuxSeccomp::default();
+    p.set_default_action(LinuxSeccompAction::ScmpActAllow);
+    p.set_architectures(Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]));
+    p.set_syscalls(Some(vec![
+        // A 64-bit value: only its low word (5) counts on i386.
+        rule("getppid", Errno, Some(42), vec![arg(0, ScmpCmpEq, 0x1_0000_0005, None)]),
+        rule("getppid", Errno, Some(43), vec![arg(1, ScmpCmpMaskedEq, 0xff00, Some(0x0100))]),
+        rule("getppid", Errno, Some(44), vec![arg(2, ScmpCmpGt, 0x7fff_ffff, None)]),
+    ]));
+    let prog = compile(&p).expect("compile");
+    let getppid = |a0, a1, a2| move || int80(I386_GETPPID, a0, a1, a2);
+    assert_eq!(raw_call(&prog, "i386 getppid", getppid(5, 0, 0)), Err(42));
+    assert_eq!(raw_call(&prog, "i386 getppid", getppid(6, 0, 0)), Ok(()));
+    assert_eq!(raw_call(&prog, "i386 getppid", getppid(0, 0x1234_0155, 0)), Err(43));
+    assert_eq!(raw_call(&prog, "i386 getppid", getppid(0, 0x0200, 0)), Ok(()));
+    assert_eq!(raw_call(&prog, "i386 getppid", getppid(0, 0, 0x8000_0000)), Err(44));
+    assert_eq!(raw_call(&prog, "i386 getppid", getppid(0, 0, 0x7fff_ffff)), Ok(()));
+    // x86_64 compares all 64 bits.
+    assert_eq!(call(&prog, libc::SYS_getppid, a(&[5])), Ok(()));
+    assert_eq!(call(&prog, libc::SYS_getppid, a(&[0x1_0000_0005])), Err(42));
+}
+
+#[test]
+fn x32_calls_follow_the_profile_when_listed() {
+    // The filter sees an x32 call before the kernel checks whether x32 is enabled, so this
+    // works on every x86_64 kernel: a call the filter lets through gets ENOSYS (x32 disabled)
+    // or succeeds; one it refuses gets the filter's errno.
+    let x32 = |nr: libc::c_long| libc::c_long::from(X32_SYSCALL_BIT as i32) | nr;
+    let mut p = LinuxSeccomp::default();
+    p.set_default_action(LinuxSeccompAction::ScmpActErrno);
+    p.set_default_errno_ret(Some(77));
+    p.set_syscalls(Some(vec![
+        rule("getpid", LinuxSeccompAction::ScmpActAllow, None, vec![]),
+        // The child must still be able to leave (x86_64 `_exit`).
+        rule("exit_group", LinuxSeccompAction::ScmpActAllow, None, vec![]),
+        rule("getppid", LinuxSeccompAction::ScmpActErrno, Some(44), vec![]),
+    ]));
+    p.set_architectures(Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX32]));
+    let prog = compile(&p).expect("compile");
+    let through = call(&prog, x32(libc::SYS_getpid), a(&[]));
+    assert!(matches!(through, Ok(()) | Err(libc::ENOSYS)), "x32 getpid: {through:?}");
+    assert_eq!(call(&prog, x32(libc::SYS_getppid), a(&[])), Err(44), "x32 getppid");
+    assert_eq!(call(&prog, x32(libc::SYS_gettid), a(&[])), Err(77), "x32 gettid");
+    assert_eq!(call(&prog, libc::SYS_getpid, a(&[])), Ok(()), "x86_64 getpid");
+
+    // Not listed: x32 calls are killed.
+    p.set_architectures(Some(vec![Arch::ScmpArchX86_64]));
+    let prog = compile(&p).expect("compile");
+    assert!(killed_by_sigsys(in_child(&prog, x32(libc::SYS_getpid), a(&[]))), "x32 getpid, x32 not listed");
+    assert_eq!(call(&prog, libc::SYS_getpid, a(&[])), Ok(()), "x86_64 getpid");
 }

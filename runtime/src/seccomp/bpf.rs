@@ -11,7 +11,7 @@ pub(crate) const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20
 /// `BPF_ALU | BPF_AND | BPF_K`: `A &= k`.
 pub(crate) const ALU_AND_K: u16 = 0x04 | 0x50;
 /// `BPF_JMP | BPF_JA`: `pc += k`.
-const JMP_JA: u16 = 0x05;
+pub(crate) const JMP_JA: u16 = 0x05;
 /// `BPF_JMP | BPF_JEQ | BPF_K`: `pc += (A == k) ? jt : jf`.
 pub(crate) const JEQ: u16 = 0x05 | 0x10;
 /// `BPF_JMP | BPF_JGT | BPF_K`: `pc += (A > k) ? jt : jf` (unsigned).
@@ -19,7 +19,7 @@ pub(crate) const JGT: u16 = 0x05 | 0x20;
 /// `BPF_JMP | BPF_JGE | BPF_K`: `pc += (A >= k) ? jt : jf` (unsigned).
 pub(crate) const JGE: u16 = 0x05 | 0x30;
 /// `BPF_RET | BPF_K`: return `k`.
-const RET_K: u16 = 0x06;
+pub(crate) const RET_K: u16 = 0x06;
 
 /// A forward jump target.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,7 @@
 //! The x86_64 system call table: every name in the kernel's `arch/x86/entry/syscalls/syscall_64.tbl`
-//! (Linux 6.18, last entry `listns` = 470), with the "common" and "64" ABIs. The x32-only
-//! entries (512–547, reached with `__X32_SYSCALL_BIT` set) are left out: a filter built here
-//! never matches an x32 call. Entries the kernel no longer implements (`uselib`,
+//! (Linux 6.18, last entry `listns` = 470), with the "common" and "64" ABIs. The x32 ABI
+//! ("common" plus the x32-only entries 512–547, with `__X32_SYSCALL_BIT` set) is derived from
+//! it in `x32.rs`. Entries the kernel no longer implements (`uselib`,
 //! `create_module`, …) keep their numbers, as libseccomp's table does.
 
 /// Names of system calls 0, 1, 2, … 336, in number order (a name's position is its number).
@@ -56,9 +56,13 @@ getxattrat listxattrat removexattrat open_tree_attr file_getattr file_setattr li
 
 /// Every x86_64 system call as `(name, number)`, in number order.
 pub fn syscalls() -> impl Iterator<Item = (&'static str, u32)> {
-    let low = LOW.split_whitespace().zip(0u32..);
-    let high = HIGH.split_whitespace().zip(HIGH_BASE..);
-    low.chain(high)
+    LOW.split_whitespace().zip(0u32..).chain(unified())
+}
+
+/// System calls 424–470: since `pidfd_send_signal` every architecture uses the same number
+/// for a new call, so this part of the table is also i386's (and, x32-bit set, x32's).
+pub(super) fn unified() -> impl Iterator<Item = (&'static str, u32)> {
+    HIGH.split_whitespace().zip(HIGH_BASE..)
 }
 
 /// The x86_64 number of the system call `name`, or `None` when x86_64 has no such call (it may
