@@ -16,7 +16,9 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, SeccompMode, UsernsMode};
+use berth_init::config::{
+    Config, ConfigError, ContainerConfig, DeviceMapping, InitrdCompression, SeccompMode, UsernsMode,
+};
 use berth_init::plan::{
     layer_dir_name, IdRange, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH,
     PLAN_VERSION, USERNS_FIRST_ID, USERNS_RANGE,
@@ -216,6 +218,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             cpu_shares: c.cpu_shares,
             cpuset: c.cpuset.clone(),
             io: c.io.clone(),
+            devices: c.devices.iter().filter_map(|d| DeviceMapping::parse(d.get_ref()).ok()).collect(),
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;

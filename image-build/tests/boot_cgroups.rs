@@ -97,7 +97,7 @@ when_done = "poweroff"
 [[onboot]]
 name = "throttled"
 image = "oci:images/busybox:latest"
-binds = ["/dev/vda:/dev/vda"]
+devices = ["/dev/vda"]
 io = { weight = 500, write_bps = { "/dev/vda" = "1m" } }
 command = ["sh", "-c", """
 echo "io.max=$(cat /sys/fs/cgroup/io.max) io.weight=$(cat /sys/fs/cgroup/io.weight)"
@@ -110,7 +110,7 @@ echo "centiseconds=$((e - s))"
 [[onboot]]
 name = "free"
 image = "oci:images/busybox:latest"
-binds = ["/dev/vda:/dev/vda"]
+devices = ["/dev/vda"]
 command = ["sh", "-c", """
 s=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 dd if=/dev/zero of=/dev/vda bs=64k count=48 conv=fsync 2>/dev/null

@@ -24,6 +24,8 @@ echo interrupts=$(cat /proc/interrupts | wc -c)
 echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable || echo sysrq-read-only
 unshare -U true 2>/dev/null && echo userns-ok || echo userns-denied
 grep ^Seccomp: /proc/self/status
+mknod /tmp/kmsg c 1 11 && echo mknod-ok
+head -c 1 /tmp/kmsg >/dev/null 2>&1 && echo kmsg-open || echo kmsg-denied
 """]
 
 [[onboot]]
@@ -49,6 +51,7 @@ name = "privileged"
 image = "oci:images/busybox:latest"
 privileged = true
 command = ["sh", "-c", """
+mknod /tmp/kmsg c 1 11 && head -c 1 /tmp/kmsg >/dev/null 2>&1 && echo kmsg-open || echo kmsg-denied
 grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
 echo interrupts=$(cat /proc/interrupts | wc -c)
 """]
@@ -87,6 +90,10 @@ fn containers_get_dockers_defaults_and_opt_outs() {
     assert!(c.contains("default | userns-denied"), "{c}");
     assert_eq!(field(&c, "unconfined | Seccomp:").trim(), "0");
     assert!(c.contains("unconfined | userns-ok"), "{c}");
+    // The device filter: a node for a machine device can be made (CAP_MKNOD) but not opened.
+    assert!(c.contains("default | mknod-ok"), "{c}");
+    assert!(c.contains("default | kmsg-denied"), "{c}");
+    assert!(c.contains("privileged | kmsg-open"), "{c}");
 
     assert!(c.contains("adjusted | mount-ok"), "{c}");
     assert!(c.contains("adjusted | ping-denied"), "{c}");

@@ -192,6 +192,10 @@ pub struct ContainerConfig {
     /// Block I/O: weight and per-device limits.
     #[serde(default)]
     pub io: IoConfig,
+    /// Devices of the machine given to the container, Docker's `--device`:
+    /// `"/dev/vda"`, `"/dev/vda:/dev/disk"` or `"/dev/vda:/dev/disk:r"` (permissions `rwm`).
+    #[serde(default)]
+    pub devices: Vec<Spanned<String>>,
     /// A user namespace of its own: `"auto"` maps the container's ids 0..65536 to a private
     /// range of the machine's; `"host"` (the default) shares the machine's ids.
     #[serde(default)]
@@ -315,6 +319,41 @@ pub enum NetMode {
     None,
     /// The machine's network namespace (Docker's `--network host`).
     Host,
+}
+
+/// A parsed `devices` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceMapping {
+    /// The device on the machine.
+    pub host: String,
+    /// Its path in the container.
+    pub container: String,
+    /// Allowed access: some of `r`, `w`, `m`.
+    pub access: String,
+}
+
+impl DeviceMapping {
+    /// Parses Docker's `HOST[:CONTAINER[:PERMISSIONS]]`.
+    pub fn parse(text: &str) -> Result<DeviceMapping, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (host, container, access) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, c] => (*h, *c, "rwm"),
+            [h, c, a] => (*h, *c, *a),
+            _ => return Err(format!("device `{text}` must look like \"/dev/vda\", \"/dev/vda:/dev/disk\" or \"/dev/vda:/dev/disk:r\"")),
+        };
+        if !host.starts_with("/dev/") || !container.starts_with("/dev/") || container.contains("..") {
+            return Err(format!("device `{text}`: both paths must be under /dev/"));
+        }
+        if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(format!("device `{text}`: permissions are some of `r`, `w`, `m`"));
+        }
+        Ok(DeviceMapping {
+            host: host.to_string(),
+            container: container.to_string(),
+            access: access.to_string(),
+        })
+    }
 }
 
 /// A parsed bind mount.
@@ -566,6 +605,9 @@ impl Config {
                         format!("container `{name}`: io: `{path}` is not a device path (like \"/dev/vda\")"),
                     ));
                 }
+            }
+            for d in &c.devices {
+                DeviceMapping::parse(d.get_ref()).map_err(|m| (Some(d.span().start), m))?;
             }
             if c.userns == UsernsMode::Auto && c.privileged {
                 return Err((

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bind, IoConfig, NetMode, SwapLimit, SystemConfig};
+use crate::config::{Bind, DeviceMapping, IoConfig, NetMode, SwapLimit, SystemConfig};
 
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
@@ -116,6 +116,9 @@ pub struct PlannedContainer {
     /// Block I/O weight and per-device limits (device paths resolved at boot).
     #[serde(default)]
     pub io: IoConfig,
+    /// Machine devices given to the container (resolved at boot).
+    #[serde(default)]
+    pub devices: Vec<DeviceMapping>,
 }
 
 /// A range of the machine's user and group ids.
@@ -235,6 +238,7 @@ mod tests {
                 cpu_shares: Some(512),
                 cpuset: Some("0".into()),
                 io: IoConfig { weight: Some(100), ..Default::default() },
+                devices: vec![],
             }],
         };
         let text = plan.to_json().unwrap();

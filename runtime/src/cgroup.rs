@@ -44,6 +44,8 @@ pub struct CgroupLimits {
     pub io_max: Vec<String>,
     /// `hugetlb.<size>.max`: (page size as in the file name, e.g. `2MB`; bytes).
     pub hugetlb: Vec<(String, u64)>,
+    /// Device access rules, enforced by an eBPF program on the group (`None`: no filter).
+    pub devices: Option<Vec<crate::device_filter::DeviceRule>>,
 }
 
 impl CgroupLimits {
@@ -184,6 +186,9 @@ impl Cgroup {
         }
         let cg = Cgroup { path: path.to_path_buf() };
         cg.apply(limits)?;
+        if let Some(rules) = &limits.devices {
+            crate::device_filter::attach(&cg.path, rules)?;
+        }
         Ok(cg)
     }
 

@@ -15,6 +15,7 @@ pub mod capabilities;
 pub mod cgroup;
 mod child;
 pub mod defaults;
+pub mod device_filter;
 pub mod error;
 pub mod launch;
 pub mod mounts;

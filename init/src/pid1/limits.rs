@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use berth_init::config::SwapLimit;
 use berth_init::plan::PlannedContainer;
+use berth_runtime::device_filter::{
+    DeviceRule, ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DOCKER_DEFAULT_RULES,
+};
 use berth_runtime::CgroupLimits;
+use berth_runtime::Device;
 
 /// How long a device named in `io` may take to appear (its driver may still be probing).
 const DEVICE_WAIT: Duration = Duration::from_secs(5);
@@ -55,8 +59,69 @@ pub fn cgroup_limits(c: &PlannedContainer) -> Result<CgroupLimits, String> {
         cpuset_cpus: c.cpuset.clone(),
         io_weight,
         io_max: per_device.into_iter().map(|(dev, limits)| format!("{dev} {}", limits.join(" "))).collect(),
+        // Docker's device rules: a node of any device may be made, only the standard ones opened.
+        devices: if c.privileged { None } else { Some(device_rules(c)?) },
         ..Default::default()
     })
+}
+
+/// Docker's default rules plus one per `devices` entry.
+fn device_rules(c: &PlannedContainer) -> Result<Vec<DeviceRule>, String> {
+    let mut rules = DOCKER_DEFAULT_RULES.to_vec();
+    for d in &c.devices {
+        let node = device_node(&d.host)?;
+        let access = d.access.chars().fold(0, |a, ch| {
+            a | match ch {
+                'r' => ACCESS_READ,
+                'w' => ACCESS_WRITE,
+                _ => ACCESS_MKNOD,
+            }
+        });
+        let kind = if node.char_device { 'c' } else { 'b' };
+        rules.push(DeviceRule {
+            allow: true,
+            kind,
+            major: Some(node.major),
+            minor: Some(node.minor),
+            access,
+        });
+    }
+    Ok(rules)
+}
+
+/// The device nodes `devices` creates in the container.
+pub fn device_nodes(c: &PlannedContainer) -> Result<Vec<Device>, String> {
+    c.devices
+        .iter()
+        .map(|d| {
+            let node = device_node(&d.host)?;
+            Ok(Device { path: d.container.clone(), ..node })
+        })
+        .collect()
+}
+
+/// A device of the machine as a node description, waiting up to [`DEVICE_WAIT`] for it.
+fn device_node(path: &str) -> Result<Device, String> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = Instant::now() + DEVICE_WAIT;
+    loop {
+        match std::fs::metadata(Path::new(path)) {
+            Ok(m) if m.file_type().is_block_device() || m.file_type().is_char_device() => {
+                return Ok(Device {
+                    path: path.to_string(),
+                    char_device: m.file_type().is_char_device(),
+                    major: libc::major(m.rdev()),
+                    minor: libc::minor(m.rdev()),
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                });
+            }
+            Ok(_) => return Err(format!("devices: {path} is not a device")),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("devices: {path}: {e} (is its driver in [kernel] modules?)")),
+        }
+    }
 }
 
 /// `major:minor` of a block device, waiting up to [`DEVICE_WAIT`] for it to appear.

@@ -232,6 +232,7 @@ impl Supervisor {
                 })
                 .collect::<Result<_, _>>()?,
             sysctl: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            devices: limits::device_nodes(c)?,
             oom_score_adj: c.oom_score_adj,
             root: premounted_root.map(Root::Directory).unwrap_or_default(),
             namespaces: c.userns.map(|_| {

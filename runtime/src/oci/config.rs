@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::capabilities::{self, CapabilitySets};
 use crate::cgroup::{CgroupLimits, CPU_PERIOD_US};
+use crate::device_filter;
 use crate::mounts::{self, Mount};
 use crate::spec::{ContainerSpec, Device, IdMap, Namespace, NamespaceKind, Rlimit, Root, TimeOffset};
 
@@ -536,6 +537,49 @@ fn resources(
 ) -> Result<(CgroupLimits, Vec<String>), ConfigError> {
     let mut l = CgroupLimits::default();
     let mut names = Vec::new();
+    if let Some(list) = r.devices() {
+        let mut rules = Vec::new();
+        for (i, d) in list.iter().enumerate() {
+            let kind = match d.typ().map(|t| t.as_str().to_string()).as_deref() {
+                None | Some("a") => 'a',
+                Some("c") => 'c',
+                Some("b") => 'b',
+                Some(other) => {
+                    return err(format!("linux.resources.devices[{i}].type: {other:?} is not one of a, c, b"))
+                }
+            };
+            let num = |v: Option<i64>, what: &str| -> Result<Option<u32>, ConfigError> {
+                match v {
+                    None | Some(-1) => Ok(None),
+                    Some(n) => u32::try_from(n).map(Some).map_err(|_| {
+                        ConfigError(format!("linux.resources.devices[{i}].{what}: {n} is out of range"))
+                    }),
+                }
+            };
+            let access_text = d.access().clone().unwrap_or_else(|| "rwm".to_string());
+            let mut access = 0;
+            for ch in access_text.chars() {
+                access |= match ch {
+                    'r' => device_filter::ACCESS_READ,
+                    'w' => device_filter::ACCESS_WRITE,
+                    'm' => device_filter::ACCESS_MKNOD,
+                    _ => {
+                        return err(format!(
+                            "linux.resources.devices[{i}].access: {access_text:?} is not some of \"rwm\""
+                        ))
+                    }
+                };
+            }
+            rules.push(device_filter::DeviceRule {
+                allow: d.allow(),
+                kind,
+                major: num(d.major(), "major")?,
+                minor: num(d.minor(), "minor")?,
+                access,
+            });
+        }
+        l.devices = Some(rules);
+    }
     let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
     if let Some(m) = r.memory() {
         l.memory = positive(m.limit());
