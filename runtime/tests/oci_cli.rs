@@ -515,3 +515,18 @@ fn time_namespace_with_offsets() {
     let host: u64 = fs::read_to_string("/proc/uptime").unwrap().split('.').next().unwrap().parse().unwrap();
     assert!(inside >= host + 86400 * 365 - 5, "uptime inside {inside}, host {host}");
 }
+
+#[test]
+fn log_file_in_json_lines() {
+    let b = Bundle::new();
+    let log = b._tmp.path().join("runtime.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let (code, _, _) = b.cli(&["--log", &log_arg, "--log-format", "json", "state", "nope"]);
+    assert_eq!(code, 1);
+    let text = fs::read_to_string(&log).unwrap();
+    let line = text.lines().last().unwrap_or_else(|| panic!("empty log"));
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["level"], "error", "{line}");
+    assert!(v["msg"].as_str().unwrap().contains("container \"nope\" does not exist"), "{line}");
+    assert!(v["time"].is_string(), "{line}");
+}
