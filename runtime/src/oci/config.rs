@@ -578,6 +578,10 @@ fn resources(
                 access,
             });
         }
+        // As runc does: the devices the runtime itself provides (null, zero, …, the pts slaves,
+        // and mknod of any node) stay usable whatever the config's list says; appended last,
+        // they win.
+        rules.extend_from_slice(device_filter::DOCKER_DEFAULT_RULES);
         l.devices = Some(rules);
     }
     let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
