@@ -40,6 +40,8 @@ use crate::source::{self, LayerBlob, ResolvedImage};
 
 /// Modules every berth system needs (container roots are overlays).
 pub const BASE_MODULES: &[&str] = &["overlay"];
+/// Modules loaded after the first containers start: the ACPI power button as an input device.
+pub const LATE_MODULES: &[&str] = &["evdev", "button"];
 
 /// Names of the files `berth build` writes.
 pub const VMLINUZ: &str = "vmlinuz";
@@ -232,6 +234,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
     wanted.extend(config.kernel.modules.iter().cloned());
     let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
+    let late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
+    let late_files: Vec<_> = modules::resolve_modules(&kernel.modules_dir, &late)?
+        .into_iter()
+        .filter(|m| !module_files.iter().any(|b| b.rel_path == m.rel_path))
+        .collect();
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.version, rel);
 
     // Seccomp filters are compiled here, for the kernel that will boot (Docker's profile has
@@ -258,6 +265,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         version: PLAN_VERSION,
         system: config.system.clone(),
         modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,
         service,
     };
@@ -287,7 +295,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let init_file = fs::File::open(&init).with_context(|| format!("opening {}", init.display()))?;
         let init_len = init_file.metadata()?.len();
         cpio.file("init", 0o755, 0, 0, init_len, init_file)?;
-        for m in &module_files {
+        for m in module_files.iter().chain(&late_files) {
             let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
             let len = f.metadata()?.len();
             cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;

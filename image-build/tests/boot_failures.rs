@@ -168,3 +168,24 @@ fn an_unreadable_boot_plan_leaves_a_defined_state() {
     assert!(console.contains("rebuild the image with `berth build`"), "{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
 }
+
+#[test]
+fn the_acpi_power_button_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "button", STOPPING);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    vm.wait_for_event("power_button.ready", |_| true, t).unwrap();
+    vm.wait_for_line(|l| l.starts_with("polite | ready"), t).unwrap();
+
+    // What `virsh shutdown` or a hypervisor's "shut down" does.
+    vm.qmp().unwrap().system_powerdown().unwrap();
+
+    let begin = vm.wait_for_event("shutdown.begin", |_| true, t).unwrap();
+    assert_eq!((begin.get("action"), begin.get("reason")), (Some("poweroff"), Some("acpi")), "{begin:?}");
+    let polite = vm.wait_for_event("container.exited", |e| e.get("name") == Some("polite"), t).unwrap();
+    assert_eq!(polite.get("code"), Some("0"));
+    vm.wait_exit(t).unwrap();
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{}", vm.console_text());
+}

@@ -31,6 +31,10 @@ pub struct Plan {
     /// Kernel modules to load, as paths in the initramfs, dependencies first.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// Modules loaded once the first containers run (nothing at boot waits for them: the ACPI
+    /// power button), dependencies first.
+    #[serde(default)]
+    pub late_modules: Vec<String>,
     /// Run one after another, each to completion.
     #[serde(default)]
     pub onboot: Vec<PlannedContainer>,
@@ -207,6 +211,7 @@ mod tests {
             version: PLAN_VERSION,
             system: SystemConfig::default(),
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
+            late_modules: vec![],
             onboot: vec![],
             service: vec![PlannedContainer {
                 name: "hello".into(),

@@ -12,6 +12,7 @@
 pub mod limits;
 pub mod log;
 pub mod mounts;
+pub mod power_button;
 pub mod shutdown;
 pub mod supervisor;
 pub mod system;
@@ -30,7 +31,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use shutdown::Action;
 use supervisor::{Request, Supervisor};
 
-/// Signals PID 1 handles through its signalfd. Meanings (docs/events.md):
+/// Signals PID 1 handles through its signalfd (the ACPI power button is an input device, see
+/// `power_button`). Meanings (docs/events.md):
 /// SIGCHLD reap; SIGTERM, SIGUSR2, SIGPWR power off; SIGINT (Ctrl-Alt-Del) reboot.
 fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -80,6 +82,7 @@ fn empty_plan() -> Plan {
         version: PLAN_VERSION,
         system: SystemConfig::default(),
         modules: Vec::new(),
+        late_modules: Vec::new(),
         onboot: Vec::new(),
         service: Vec::new(),
     }
@@ -144,10 +147,20 @@ fn boot(signals: Option<&SignalFd>) {
     }
     stage("system");
 
+    let late_modules = plan.late_modules.clone();
     let mut sup = Supervisor::new(plan, cgroups);
     stage("containers");
     let first = sup.start();
-    event_loop(&mut sup, signals, first)
+    // Modules nothing at boot waits for (the power button's) load once containers run.
+    for f in system::load_modules(&late_modules) {
+        log::warn(&f);
+    }
+    let button = power_button::PowerButton::open();
+    match &button {
+        Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
+        None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
+    }
+    event_loop(&mut sup, signals, button.as_ref(), first)
 }
 
 /// Enables the controllers for containers: in the root group and in `berth/`.
@@ -160,7 +173,12 @@ fn supervisor_cgroup_parent() -> std::io::Result<()> {
     Ok(())
 }
 
-fn event_loop(sup: &mut Supervisor, signals: Option<&SignalFd>, first: Request) -> ! {
+fn event_loop(
+    sup: &mut Supervisor,
+    signals: Option<&SignalFd>,
+    button: Option<&power_button::PowerButton>,
+    first: Request,
+) -> ! {
     let mut action: Option<Action> = None;
     let mut pending = first;
     loop {
@@ -187,14 +205,18 @@ fn event_loop(sup: &mut Supervisor, signals: Option<&SignalFd>, first: Request) 
         if let Some(sfd) = signals {
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
         }
-        for fd in &log_fds {
-            // SAFETY: the descriptors belong to `sup` and stay open until after this poll.
+        for fd in log_fds.iter().chain(button.map(|b| b.raw_fd()).as_ref()) {
+            // SAFETY: the descriptors belong to `sup` and the power button, and stay open until
+            // after this poll.
             fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
         }
         let _ = poll(&mut fds, timeout);
         drop(fds);
 
         sup.drain_logs(None);
+        if button.is_some_and(|b| b.pressed()) {
+            request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
+        }
         if let Some(sfd) = signals {
             while let Ok(Some(info)) = sfd.read_signal() {
                 let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
