@@ -221,6 +221,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             cpuset: c.cpuset.clone(),
             io: c.io.clone(),
             devices: c.devices.iter().filter_map(|d| DeviceMapping::parse(d.get_ref()).ok()).collect(),
+            restart: c.restart,
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;

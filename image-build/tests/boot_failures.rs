@@ -189,3 +189,60 @@ fn the_acpi_power_button_shuts_down_gracefully() {
     vm.wait_exit(t).unwrap();
     assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{}", vm.console_text());
 }
+
+const RESTARTS: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+when_done = "poweroff"
+
+[[service]]
+name = "flaky"
+image = "oci:images/busybox:latest"
+restart = "on-failure:4"
+command = ["sh", "-c", "echo failing; exit 1"]
+
+[[service]]
+name = "once"
+image = "oci:images/busybox:latest"
+restart = "on-failure"
+command = ["sh", "-c", "echo fine; exit 0"]
+
+[[service]]
+name = "ticker"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "i=0; while [ $i -lt 8 ]; do echo tick $i; i=$((i+1)); sleep 0.25; done"]
+"#;
+
+#[test]
+fn a_failing_service_restarts_with_growing_delays() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "restarts", RESTARTS);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    vm.wait_for_event("shutdown.complete", |_| true, t).unwrap();
+    vm.wait_exit(t).unwrap();
+    let events = vm.events();
+    let of = |name: &str, kind: &str| -> Vec<u64> {
+        events.iter().filter(|e| e.name == kind && e.get("name") == Some(name)).map(|e| e.ms).collect()
+    };
+    let (starts, exits) = (of("flaky", "container.started"), of("flaky", "container.exited"));
+    assert_eq!(starts.len(), 5, "on-failure:4 = the first run and 4 restarts: {starts:?}");
+    let delays: Vec<u64> = starts[1..].iter().zip(&exits).map(|(s, e)| s - e).collect();
+    eprintln!("restart delays (ms, from exit to start): {delays:?}");
+    assert!(delays.windows(2).all(|w| w[1] > w[0]), "delays do not grow: {delays:?}");
+    assert!(delays[0] >= 100 && delays[3] >= 800, "{delays:?}");
+    let announced: Vec<String> = events
+        .iter()
+        .filter(|e| e.name == "container.restarting" && e.get("name") == Some("flaky"))
+        .filter_map(|e| e.get("in_ms").map(String::from))
+        .collect();
+    assert_eq!(announced, ["100", "200", "400", "800"]);
+    // A clean exit is not a failure; the other service kept running throughout.
+    assert_eq!(of("once", "container.started").len(), 1);
+    let console = vm.console_text();
+    assert!(console.contains("ticker | tick 7"), "{console}");
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
+}

@@ -196,6 +196,10 @@ pub struct ContainerConfig {
     /// `"/dev/vda"`, `"/dev/vda:/dev/disk"` or `"/dev/vda:/dev/disk:r"` (permissions `rwm`).
     #[serde(default)]
     pub devices: Vec<Spanned<String>>,
+    /// Docker's restart policy: `"no"`, `"on-failure"`, `"on-failure:N"`, `"always"`,
+    /// `"unless-stopped"` (services only).
+    #[serde(default)]
+    pub restart: RestartPolicy,
     /// A user namespace of its own: `"auto"` maps the container's ids 0..65536 to a private
     /// range of the machine's; `"host"` (the default) shares the machine's ids.
     #[serde(default)]
@@ -229,6 +233,63 @@ pub struct IoConfig {
     /// Write operations per second on a device.
     #[serde(default)]
     pub write_iops: BTreeMap<String, u64>,
+}
+
+/// When a container is started again after it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Never (the default).
+    #[default]
+    No,
+    /// After a non-zero exit or a death by signal, at most this many times (`None`: always).
+    OnFailure(Option<u32>),
+    /// Whatever the exit.
+    Always,
+    /// Like `always` until the container is stopped by hand (`berthctl stop`).
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Parses Docker's spelling.
+    pub fn parse(text: &str) -> Result<RestartPolicy, String> {
+        match text.trim() {
+            "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure(None)),
+            other => match other.strip_prefix("on-failure:").map(|n| n.parse::<u32>()) {
+                Some(Ok(n)) => Ok(RestartPolicy::OnFailure(Some(n))),
+                _ => Err(format!(
+                    "restart `{other}` must be \"no\", \"on-failure\", \"on-failure:N\", \"always\" or \"unless-stopped\""
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+            RestartPolicy::OnFailure(None) => f.write_str("on-failure"),
+            RestartPolicy::OnFailure(Some(n)) => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
+impl Serialize for RestartPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        RestartPolicy::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `userns`.
@@ -483,6 +544,17 @@ impl Config {
             }
         }
         let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+        for c in &self.onboot {
+            if c.restart != RestartPolicy::No {
+                return Err((
+                    Some(c.name.span().start),
+                    format!(
+                        "container `{}`: restart is for [[service]]; an onboot container runs once",
+                        c.name.get_ref()
+                    ),
+                ));
+            }
+        }
         for c in self.containers() {
             let name = c.name.get_ref();
             let name_at = Some(c.name.span().start);

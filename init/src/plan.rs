@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bind, DeviceMapping, IoConfig, NetMode, SwapLimit, SystemConfig};
+use crate::config::{Bind, DeviceMapping, IoConfig, NetMode, RestartPolicy, SwapLimit, SystemConfig};
 
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
@@ -123,6 +123,9 @@ pub struct PlannedContainer {
     /// Machine devices given to the container (resolved at boot).
     #[serde(default)]
     pub devices: Vec<DeviceMapping>,
+    /// The restart policy.
+    #[serde(default)]
+    pub restart: RestartPolicy,
 }
 
 /// A range of the machine's user and group ids.
@@ -244,6 +247,7 @@ mod tests {
                 cpuset: Some("0".into()),
                 io: IoConfig { weight: Some(100), ..Default::default() },
                 devices: vec![],
+                restart: RestartPolicy::OnFailure(Some(3)),
             }],
         };
         let text = plan.to_json().unwrap();

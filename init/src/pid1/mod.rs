@@ -241,6 +241,10 @@ fn event_loop(
             pending = r;
         }
         sup.deadline_passed();
+        let r = sup.restart_due();
+        if r != Request::None {
+            pending = r;
+        }
     }
 }
 

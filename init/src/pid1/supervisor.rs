@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use berth_init::config::{NetMode, WhenDone};
+use berth_init::config::{NetMode, RestartPolicy, WhenDone};
 use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
 use berth_runtime::seccomp::SeccompProgram;
@@ -25,6 +25,22 @@ use crate::pid1::{limits, log, userns_root};
 const STATE_ROOT: &str = "/run/berth/containers";
 /// The cgroup under which each container gets `NAME/`.
 pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/berth";
+
+/// The first restart delay.
+const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// The longest restart delay: a crash-looping service costs PID 1 little.
+const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
+/// A run at least this long resets the delay and the failure count.
+const RESTART_STABLE_RUN: Duration = Duration::from_secs(10);
+
+/// Restart bookkeeping of one service.
+#[derive(Debug, Default)]
+struct RestartState {
+    /// Restarts since the last stable run.
+    count: u32,
+    /// The last delay.
+    delay: Duration,
+}
 
 /// Which list a container comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +63,8 @@ impl Kind {
 /// A container PID 1 started and has not reaped yet.
 struct Running {
     name: String,
+    kind: Kind,
+    started: Instant,
     container: Container,
     /// The state dir whose root PID 1 mounted (user-namespaced containers), to unmount at exit.
     premounted: Option<PathBuf>,
@@ -82,6 +100,10 @@ pub enum Request {
 /// The container supervisor.
 pub struct Supervisor {
     plan: Plan,
+    /// Restart bookkeeping per service name.
+    restarts: BTreeMap<String, RestartState>,
+    /// Services waiting for their restart delay: (due, name).
+    pending_restarts: Vec<(Instant, String)>,
     phase: Phase,
     running: BTreeMap<Pid, Running>,
     logs: Vec<LogPipe>,
@@ -103,6 +125,8 @@ impl Supervisor {
                 });
         Supervisor {
             plan,
+            restarts: BTreeMap::new(),
+            pending_restarts: Vec::new(),
             phase: Phase::Onboot(0),
             running: BTreeMap::new(),
             logs: Vec::new(),
@@ -122,12 +146,60 @@ impl Supervisor {
         self.logs.iter().map(|l| l.fd.as_raw_fd()).collect()
     }
 
-    /// When the main loop must wake up next, if ever.
+    /// When the main loop must wake up next, if ever: a stop timeout or a restart delay.
     pub fn deadline(&self) -> Option<Instant> {
-        match self.phase {
+        let stop = match self.phase {
             Phase::Stopping { deadline, killed: false } => Some(deadline),
             _ => None,
+        };
+        stop.into_iter().chain(self.pending_restarts.iter().map(|(due, _)| *due)).min()
+    }
+
+    /// Starts the services whose restart delay has passed.
+    pub fn restart_due(&mut self) -> Request {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.pending_restarts.drain(..).partition(|(at, _)| *at <= now);
+        self.pending_restarts = later;
+        if due.is_empty() {
+            return Request::None;
         }
+        for (_, name) in due {
+            if let Some(c) = self.plan.service.iter().find(|c| c.name == name).cloned() {
+                self.start_container(&c, Kind::Service);
+            }
+        }
+        self.check_done()
+    }
+
+    /// Whether (and after how long) a service that just ended is started again: Docker's
+    /// policies, with a delay doubling from [`RESTART_FIRST_DELAY`] up to [`RESTART_MAX_DELAY`],
+    /// back to the start (and the failure count to 0) after a run of [`RESTART_STABLE_RUN`].
+    fn restart_delay(
+        &mut self,
+        name: &str,
+        ran: Duration,
+        info: &berth_runtime::ExitInfo,
+    ) -> Option<(Duration, u32)> {
+        let policy = self.plan.service.iter().find(|c| c.name == name)?.restart;
+        let state = self.restarts.entry(name.to_string()).or_default();
+        if ran >= RESTART_STABLE_RUN {
+            *state = RestartState::default();
+        }
+        let again = match policy {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => !info.success() && max.is_none_or(|m| state.count < m),
+        };
+        if !again {
+            return None;
+        }
+        state.delay = if state.delay.is_zero() {
+            RESTART_FIRST_DELAY
+        } else {
+            (state.delay * 2).min(RESTART_MAX_DELAY)
+        };
+        state.count += 1;
+        Some((state.delay, state.count))
     }
 
     /// Whether a shutdown has stopped every container.
@@ -154,7 +226,7 @@ impl Supervisor {
     }
 
     fn check_done(&mut self) -> Request {
-        if self.phase != Phase::Running || !self.running.is_empty() {
+        if self.phase != Phase::Running || !self.running.is_empty() || !self.pending_restarts.is_empty() {
             return Request::None;
         }
         let action = self.plan.system.when_done;
@@ -320,7 +392,10 @@ impl Supervisor {
                         .with("image", &c.image_digest),
                 );
                 self.logs.push(LogPipe { name: c.name.clone(), fd: read, partial: Vec::new() });
-                self.running.insert(container.pid, Running { name: c.name.clone(), container, premounted });
+                self.running.insert(
+                    container.pid,
+                    Running { name: c.name.clone(), kind, started: Instant::now(), container, premounted },
+                );
                 true
             }
             Err(e) => {
@@ -430,6 +505,17 @@ impl Supervisor {
         if run.container.cleanup().is_err() {
             self.stale_cgroups.push(run.container);
         }
+        if run.kind == Kind::Service && self.phase == Phase::Running {
+            if let Some((delay, count)) = self.restart_delay(&run.name, run.started.elapsed(), &info) {
+                log::emit(
+                    log::event("container.restarting")
+                        .with("name", &run.name)
+                        .with("in_ms", delay.as_millis())
+                        .with("restarts", count),
+                );
+                self.pending_restarts.push((Instant::now() + delay, run.name.clone()));
+            }
+        }
         match self.phase {
             Phase::Onboot(i) if self.plan.onboot.get(i).is_some_and(|c| c.name == run.name) => {
                 self.phase = Phase::Onboot(i + 1);
@@ -442,6 +528,7 @@ impl Supervisor {
 
     /// Begins stopping: SIGTERM to every container, newest first; SIGKILL after the stop timeout.
     pub fn begin_stop(&mut self) {
+        self.pending_restarts.clear();
         let timeout: Duration = self.plan.system.stop_timeout;
         self.phase = Phase::Stopping { deadline: Instant::now() + timeout, killed: false };
         for (pid, run) in self.running.iter().rev() {
