@@ -15,6 +15,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null; then
-  echo "setup.sh: cargo is missing: install a Rust toolchain (rustup, stable, 1.80 or newer) and run this again" >&2
+  echo "setup.sh: cargo is missing: install a Rust toolchain (rustup, stable, 1.82 or newer) and run this again" >&2
   exit 1
 fi

@@ -246,3 +246,51 @@ fn a_failing_service_restarts_with_growing_delays() {
     assert!(console.contains("ticker | tick 7"), "{console}");
     assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
 }
+
+const ORPHANS: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+when_done = "poweroff"
+
+[[onboot]]
+name = "parent"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "sleep 1000 & sleep 1000 & sh -c 'sleep 1000 &' ; echo leaving children behind"]
+
+[[onboot]]
+name = "inspector"
+image = "oci:images/busybox:latest"
+binds = ["/proc:/hostproc:ro"]
+command = ["sh", "-c", """
+sleep 1
+echo processes=$(ls -d /hostproc/[0-9]* | wc -l)
+echo zombies=$(cat /hostproc/[0-9]*/stat 2>/dev/null | grep -c '^[0-9]* ([^)]*) Z')
+echo sleepers=$(cat /hostproc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -o 'sleep 100[0]' | wc -l)
+"""]
+"#;
+
+#[test]
+fn orphans_are_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "orphans", ORPHANS);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some("inspector"), t).unwrap();
+    assert_eq!(e.get("code"), Some("0"), "{}", vm.console_text());
+    vm.wait_exit(t).unwrap();
+    let c = vm.console_text();
+    let get = |key: &str| -> u32 {
+        c.lines()
+            .find_map(|l| l.trim_end().strip_prefix(&format!("inspector | {key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {c}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(get("processes") > 5, "the machine's /proc is visible: {c}");
+    assert_eq!(get("sleepers"), 0, "the container's children died with it: {c}");
+    assert_eq!(get("zombies"), 0, "PID 1 reaped them: {c}");
+}
