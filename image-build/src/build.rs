@@ -222,11 +222,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             io: c.io.clone(),
             devices: c.devices.iter().filter_map(|d| DeviceMapping::parse(d.get_ref()).ok()).collect(),
             restart: c.restart,
+            stop_signal: c.stop_signal.as_deref().and_then(berth_init::config::signal_number),
+            stop_timeout_ms: c.stop_timeout.map(|d| d.as_millis() as u64),
         })
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
     // (seccomp filters are filled in once the kernel is known)
     let service = config.service.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
+    let onshutdown = config.onshutdown.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
 
     let init = init_binary::find(opts.init.as_deref())?;
 
@@ -248,15 +251,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .ok_or_else(|| anyhow!("cannot read a version from kernel release {}", kernel.version))?;
     let mut onboot = onboot;
     let mut service = service;
+    let mut onshutdown = onshutdown;
     // Private id ranges for `userns = "auto"`, in declaration order, never overlapping.
     let mut next_range = USERNS_FIRST_ID;
-    for (planned, c) in onboot.iter_mut().chain(service.iter_mut()).zip(config.containers()) {
+    for (planned, c) in
+        onboot.iter_mut().chain(service.iter_mut()).chain(onshutdown.iter_mut()).zip(config.containers())
+    {
         if c.userns == UsernsMode::Auto {
             planned.userns = Some(IdRange { host_id: next_range, size: USERNS_RANGE });
             next_range += USERNS_RANGE;
         }
     }
-    for (planned, c) in onboot.iter_mut().chain(service.iter_mut()).zip(config.containers()) {
+    for (planned, c) in
+        onboot.iter_mut().chain(service.iter_mut()).chain(onshutdown.iter_mut()).zip(config.containers())
+    {
         planned.seccomp = seccomp_filter(c, planned, target_kernel).map_err(|e| {
             src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))
         })?;
@@ -269,6 +277,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,
         service,
+        onshutdown,
     };
 
     // Stage the outputs beside the output directory, then publish.

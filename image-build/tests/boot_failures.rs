@@ -294,3 +294,77 @@ fn orphans_are_reaped() {
     assert_eq!(get("sleepers"), 0, "the container's children died with it: {c}");
     assert_eq!(get("zombies"), 0, "PID 1 reaped them: {c}");
 }
+
+const STOP_SETTINGS: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+stop_timeout = "20s"
+
+[[service]]
+name = "quitter"
+image = "oci:images/busybox:latest"
+stop_signal = "SIGQUIT"
+command = ["sh", "-c", "trap 'echo got QUIT; exit 0' QUIT; echo ready; while true; do sleep 1; done"]
+
+[[service]]
+name = "impatient"
+image = "oci:images/busybox:latest"
+stop_timeout = "1s"
+command = ["sh", "-c", "echo ready; exec sleep 1000"]
+
+[[onshutdown]]
+name = "goodbye"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo bye"]
+"#;
+
+#[test]
+fn stop_signal_stop_timeout_and_onshutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "stopsettings", STOP_SETTINGS);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    vm.wait_for_event("power_button.ready", |_| true, t).unwrap();
+    vm.wait_for_line(|l| l.starts_with("quitter | ready"), t).unwrap();
+    vm.wait_for_line(|l| l.starts_with("impatient | ready"), t).unwrap();
+    vm.qmp().unwrap().system_powerdown().unwrap();
+    vm.wait_exit(t).unwrap();
+    let events = vm.events();
+    let find = |name: &str, f: &dyn Fn(&berth_qemu::Event) -> bool| {
+        events
+            .iter()
+            .find(|e| e.name == name && f(e))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {events:#?}"))
+    };
+    let begin = find("shutdown.begin", &|_| true);
+    let quit = find("container.stopping", &|e| e.get("name") == Some("quitter"));
+    assert_eq!(quit.get("signal"), Some("QUIT"));
+    let killed = find("container.stopping", &|e| {
+        e.get("name") == Some("impatient") && e.get("signal") == Some("KILL")
+    });
+    let waited = killed.ms - begin.ms;
+    assert!(
+        (1000..5000).contains(&waited),
+        "impatient killed {waited} ms after the stop began (its stop_timeout is 1s)"
+    );
+    let services_done = events
+        .iter()
+        .filter(|e| e.name == "container.exited" && matches!(e.get("name"), Some("quitter" | "impatient")))
+        .map(|e| e.ms)
+        .max()
+        .unwrap();
+    let goodbye = find("container.started", &|e| e.get("name") == Some("goodbye"));
+    assert!(goodbye.ms >= services_done, "onshutdown ran before the services stopped");
+    assert_eq!(goodbye.get("kind"), Some("onshutdown"));
+    let c = vm.console_text();
+    assert!(c.contains("quitter | got QUIT") && c.contains("goodbye | bye"), "{c}");
+    common::assert_in_order(
+        &common::event_names(&vm),
+        &["shutdown.begin", "container.exited:goodbye", "shutdown.complete"],
+    );
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
+}

@@ -30,6 +30,9 @@ pub struct Config {
     /// `[[service]]`: long-running containers started after the onboot ones.
     #[serde(default)]
     pub service: Vec<ContainerConfig>,
+    /// `[[onshutdown]]`: run one after another at shutdown, once the services have stopped.
+    #[serde(default)]
+    pub onshutdown: Vec<ContainerConfig>,
 }
 
 /// `[kernel]`.
@@ -196,6 +199,12 @@ pub struct ContainerConfig {
     /// `"/dev/vda"`, `"/dev/vda:/dev/disk"` or `"/dev/vda:/dev/disk:r"` (permissions `rwm`).
     #[serde(default)]
     pub devices: Vec<Spanned<String>>,
+    /// The signal that asks the container to stop (Docker's `--stop-signal`), default `SIGTERM`.
+    pub stop_signal: Option<String>,
+    /// Time between the stop signal and SIGKILL (default `[system] stop_timeout`); for an
+    /// onshutdown container, the longest it may run.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub stop_timeout: Option<Duration>,
     /// Docker's restart policy: `"no"`, `"on-failure"`, `"on-failure:N"`, `"always"`,
     /// `"unless-stopped"` (services only).
     #[serde(default)]
@@ -531,9 +540,9 @@ impl Config {
         Ok(config)
     }
 
-    /// All containers, onboot first, in declaration order.
+    /// All containers: onboot, services, onshutdown, each in declaration order.
     pub fn containers(&self) -> impl Iterator<Item = &ContainerConfig> {
-        self.onboot.iter().chain(self.service.iter())
+        self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter())
     }
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
@@ -544,7 +553,7 @@ impl Config {
             }
         }
         let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
-        for c in &self.onboot {
+        for c in self.onboot.iter().chain(&self.onshutdown) {
             if c.restart != RestartPolicy::No {
                 return Err((
                     Some(c.name.span().start),
@@ -678,6 +687,11 @@ impl Config {
                     ));
                 }
             }
+            if let Some(sig) = &c.stop_signal {
+                if signal_number(sig).is_none() {
+                    return Err((name_at, format!("container `{name}`: stop_signal `{sig}` is not a signal (write it like \"SIGTERM\" or \"QUIT\")")));
+                }
+            }
             for d in &c.devices {
                 DeviceMapping::parse(d.get_ref()).map_err(|m| (Some(d.span().start), m))?;
             }
@@ -724,6 +738,49 @@ pub fn is_namespaced_sysctl(key: &str) -> bool {
     well_formed && (ipc.contains(&key) || key.starts_with("fs.mqueue.") || key.starts_with("net."))
 }
 
+/// The number of a signal named `SIGTERM`, `TERM` or `15`.
+pub fn signal_number(name: &str) -> Option<i32> {
+    const SIGNALS: &[(&str, i32)] = &[
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("STKFLT", 16),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("URG", 23),
+        ("XCPU", 24),
+        ("XFSZ", 25),
+        ("VTALRM", 26),
+        ("PROF", 27),
+        ("WINCH", 28),
+        ("IO", 29),
+        ("PWR", 30),
+        ("SYS", 31),
+    ];
+    let upper = name.trim().to_ascii_uppercase();
+    if let Ok(n) = upper.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let short = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNALS.iter().find(|(n, _)| *n == short).map(|(_, v)| *v)
+}
+
 /// Checks a container name: it becomes a cgroup directory and a log prefix.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -762,6 +819,10 @@ fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         Raw::Int(n) => Ok(Some(n)),
         Raw::Text(t) => units::parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration_text::deserialize(d).map(Some)
 }
 
 fn de_opt_swap<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SwapLimit>, D::Error> {

@@ -41,6 +41,9 @@ pub struct Plan {
     /// Started after the onboot containers.
     #[serde(default)]
     pub service: Vec<PlannedContainer>,
+    /// Run one after another at shutdown, after the services stopped.
+    #[serde(default)]
+    pub onshutdown: Vec<PlannedContainer>,
 }
 
 /// One container, fully resolved.
@@ -126,6 +129,12 @@ pub struct PlannedContainer {
     /// The restart policy.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// The stop signal's number (default SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
+    /// Time between the stop signal and SIGKILL, in milliseconds (default: the system's).
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
 }
 
 /// A range of the machine's user and group ids.
@@ -198,9 +207,9 @@ impl Plan {
         Ok(plan)
     }
 
-    /// All containers, onboot first.
+    /// All containers: onboot, services, onshutdown.
     pub fn containers(&self) -> impl Iterator<Item = &PlannedContainer> {
-        self.onboot.iter().chain(self.service.iter())
+        self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter())
     }
 }
 
@@ -216,6 +225,7 @@ mod tests {
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
             late_modules: vec![],
             onboot: vec![],
+            onshutdown: vec![],
             service: vec![PlannedContainer {
                 name: "hello".into(),
                 image: "oci:x".into(),
@@ -248,6 +258,8 @@ mod tests {
                 io: IoConfig { weight: Some(100), ..Default::default() },
                 devices: vec![],
                 restart: RestartPolicy::OnFailure(Some(3)),
+                stop_signal: Some(3),
+                stop_timeout_ms: Some(2500),
             }],
         };
         let text = plan.to_json().unwrap();

@@ -85,6 +85,7 @@ fn empty_plan() -> Plan {
         late_modules: Vec::new(),
         onboot: Vec::new(),
         service: Vec::new(),
+        onshutdown: Vec::new(),
     }
 }
 

@@ -49,6 +49,8 @@ pub enum Kind {
     Onboot,
     /// `[[service]]`.
     Service,
+    /// `[[onshutdown]]`.
+    OnShutdown,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
         match self {
             Kind::Onboot => "onboot",
             Kind::Service => "service",
+            Kind::OnShutdown => "onshutdown",
         }
     }
 }
@@ -65,6 +68,9 @@ struct Running {
     name: String,
     kind: Kind,
     started: Instant,
+    /// When SIGKILL is due: set when the container is asked to stop (and for onshutdown
+    /// containers at start, bounding their run).
+    kill_at: Option<Instant>,
     container: Container,
     /// The state dir whose root PID 1 mounted (user-namespaced containers), to unmount at exit.
     premounted: Option<PathBuf>,
@@ -84,8 +90,12 @@ enum Phase {
     Onboot(usize),
     /// All services started.
     Running,
-    /// Shutting down: containers were sent SIGTERM; SIGKILL at the deadline.
-    Stopping { deadline: Instant, killed: bool },
+    /// Shutting down: every container got its stop signal; SIGKILL at each one's deadline.
+    Stopping,
+    /// Running onshutdown container N (or about to).
+    OnShutdown(usize),
+    /// Everything has run: the machine can go down.
+    Stopped,
 }
 
 /// What the supervisor asks of the main loop after handling something.
@@ -146,13 +156,20 @@ impl Supervisor {
         self.logs.iter().map(|l| l.fd.as_raw_fd()).collect()
     }
 
-    /// When the main loop must wake up next, if ever: a stop timeout or a restart delay.
+    /// When the main loop must wake up next, if ever: a SIGKILL deadline or a restart delay.
     pub fn deadline(&self) -> Option<Instant> {
-        let stop = match self.phase {
-            Phase::Stopping { deadline, killed: false } => Some(deadline),
-            _ => None,
-        };
-        stop.into_iter().chain(self.pending_restarts.iter().map(|(due, _)| *due)).min()
+        let kills = self.running.values().filter_map(|r| r.kill_at);
+        kills.chain(self.pending_restarts.iter().map(|(due, _)| *due)).min()
+    }
+
+    /// A container's stop timeout: its own, else the machine's.
+    fn stop_timeout(&self, c: &PlannedContainer) -> Duration {
+        c.stop_timeout_ms.map(Duration::from_millis).unwrap_or(self.plan.system.stop_timeout)
+    }
+
+    /// The planned container of a running one.
+    fn planned(&self, name: &str) -> Option<&PlannedContainer> {
+        self.plan.containers().find(|c| c.name == name)
     }
 
     /// Starts the services whose restart delay has passed.
@@ -204,7 +221,7 @@ impl Supervisor {
 
     /// Whether a shutdown has stopped every container.
     pub fn stopped(&self) -> bool {
-        matches!(self.phase, Phase::Stopping { .. }) && self.running.is_empty()
+        self.phase == Phase::Stopped && self.running.is_empty()
     }
 
     fn advance(&mut self) -> Request {
@@ -394,7 +411,14 @@ impl Supervisor {
                 self.logs.push(LogPipe { name: c.name.clone(), fd: read, partial: Vec::new() });
                 self.running.insert(
                     container.pid,
-                    Running { name: c.name.clone(), kind, started: Instant::now(), container, premounted },
+                    Running {
+                        name: c.name.clone(),
+                        kind,
+                        started: Instant::now(),
+                        kill_at: (kind == Kind::OnShutdown).then(|| Instant::now() + self.stop_timeout(c)),
+                        container,
+                        premounted,
+                    },
                 );
                 true
             }
@@ -522,41 +546,83 @@ impl Supervisor {
                 self.advance()
             }
             Phase::Running => self.check_done(),
+            Phase::Stopping if self.running.is_empty() => {
+                self.phase = Phase::OnShutdown(0);
+                self.run_onshutdown();
+                Request::None
+            }
+            Phase::OnShutdown(i) if self.plan.onshutdown.get(i).is_some_and(|c| c.name == run.name) => {
+                self.phase = Phase::OnShutdown(i + 1);
+                self.run_onshutdown();
+                Request::None
+            }
             _ => Request::None,
         }
     }
 
-    /// Begins stopping: SIGTERM to every container, newest first; SIGKILL after the stop timeout.
-    pub fn begin_stop(&mut self) {
-        self.pending_restarts.clear();
-        let timeout: Duration = self.plan.system.stop_timeout;
-        self.phase = Phase::Stopping { deadline: Instant::now() + timeout, killed: false };
-        for (pid, run) in self.running.iter().rev() {
-            log::emit(log::event("container.stopping").with("name", &run.name).with("signal", "TERM"));
-            let _ = kill(*pid, Signal::SIGTERM);
+    /// Starts the next onshutdown container; after the last one, the machine is stopped.
+    fn run_onshutdown(&mut self) {
+        while let Phase::OnShutdown(i) = self.phase {
+            let Some(c) = self.plan.onshutdown.get(i).cloned() else {
+                self.phase = Phase::Stopped;
+                return;
+            };
+            if self.start_container(&c, Kind::OnShutdown) {
+                return;
+            }
+            self.phase = Phase::OnShutdown(i + 1);
         }
     }
 
-    /// Called when the deadline passed: SIGKILL what is left.
+    /// Begins stopping: each container gets its stop signal (newest first) and its SIGKILL
+    /// deadline; once all have ended, the onshutdown containers run.
+    pub fn begin_stop(&mut self) {
+        self.pending_restarts.clear();
+        self.phase = Phase::Stopping;
+        let now = Instant::now();
+        let pids: Vec<Pid> = self.running.keys().rev().copied().collect();
+        for pid in pids {
+            let (signal, timeout) = match self.running.get(&pid).and_then(|r| self.planned(&r.name)) {
+                Some(c) => (
+                    c.stop_signal.and_then(|n| Signal::try_from(n).ok()).unwrap_or(Signal::SIGTERM),
+                    self.stop_timeout(c),
+                ),
+                None => (Signal::SIGTERM, self.plan.system.stop_timeout),
+            };
+            if let Some(run) = self.running.get_mut(&pid) {
+                log::emit(
+                    log::event("container.stopping")
+                        .with("name", &run.name)
+                        .with("signal", signal.as_str().trim_start_matches("SIG")),
+                );
+                run.kill_at = Some(now + timeout);
+                let _ = kill(pid, signal);
+            }
+        }
+        if self.running.is_empty() {
+            self.phase = Phase::OnShutdown(0);
+            self.run_onshutdown();
+        }
+    }
+
+    /// SIGKILL for every container whose deadline has passed.
     pub fn deadline_passed(&mut self) {
-        if let Phase::Stopping { deadline, killed: false } = self.phase {
-            if Instant::now() >= deadline {
-                for (pid, run) in &self.running {
-                    log::emit(
-                        log::event("container.stopping").with("name", &run.name).with("signal", "KILL"),
-                    );
-                    let _ = kill(*pid, Signal::SIGKILL);
-                }
-                self.phase = Phase::Stopping { deadline, killed: true };
+        let now = Instant::now();
+        for (pid, run) in self.running.iter_mut() {
+            if run.kill_at.is_some_and(|at| at <= now) {
+                log::emit(log::event("container.stopping").with("name", &run.name).with("signal", "KILL"));
+                let _ = kill(*pid, Signal::SIGKILL);
+                run.kill_at = None;
             }
         }
     }
 
-    /// A second shutdown request while stopping: do not wait for the timeout.
+    /// A second shutdown request while stopping: do not wait for the timeouts.
     pub fn escalate(&mut self) {
-        if let Phase::Stopping { killed: false, .. } = self.phase {
-            self.phase = Phase::Stopping { deadline: Instant::now(), killed: false };
-            self.deadline_passed();
+        let now = Instant::now();
+        for run in self.running.values_mut() {
+            run.kill_at = Some(now);
         }
+        self.deadline_passed();
     }
 }
