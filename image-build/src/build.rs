@@ -222,6 +222,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             io: c.io.clone(),
             devices: c.devices.iter().filter_map(|d| DeviceMapping::parse(d.get_ref()).ok()).collect(),
             restart: c.restart,
+            depends_on: c.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+            healthcheck: c.healthcheck.clone(),
             stop_signal: c.stop_signal.as_deref().and_then(berth_init::config::signal_number),
             stop_timeout_ms: c.stop_timeout.map(|d| d.as_millis() as u64),
         })

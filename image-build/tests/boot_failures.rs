@@ -368,3 +368,59 @@ fn stop_signal_stop_timeout_and_onshutdown() {
     );
     assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
 }
+
+const DEPENDENCIES: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+stop_timeout = "1s"
+
+[[onboot]]
+name = "setup"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo set up"]
+
+[[onboot]]
+name = "broken"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "exit 1"]
+
+[[service]]
+name = "app"
+image = "oci:images/busybox:latest"
+depends_on = ["db", "setup"]
+command = ["sh", "-c", "echo app started; sleep 1000"]
+
+[[service]]
+name = "db"
+image = "oci:images/busybox:latest"
+healthcheck = { cmd = "test -f /tmp/ready", interval = "300ms", timeout = "2s", retries = 50 }
+command = ["sh", "-c", "sleep 2; touch /tmp/ready; echo db ready; sleep 1000"]
+
+[[service]]
+name = "orphaned"
+image = "oci:images/busybox:latest"
+depends_on = ["broken"]
+command = ["sh", "-c", "echo should not run"]
+"#;
+
+#[test]
+fn depends_on_waits_for_a_healthy_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "deps", DEPENDENCIES);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    let healthy = vm.wait_for_event("container.healthy", |e| e.get("name") == Some("db"), t).unwrap();
+    let app = vm.wait_for_event("container.started", |e| e.get("name") == Some("app"), t).unwrap();
+    let db = vm.wait_for_event("container.started", |e| e.get("name") == Some("db"), t).unwrap();
+    assert!(app.ms >= healthy.ms, "app started at {} before db was healthy at {}", app.ms, healthy.ms);
+    assert!(healthy.ms >= db.ms + 2000, "db was declared healthy before it wrote its file");
+    let orphaned = vm.wait_for_event("container.failed", |e| e.get("name") == Some("orphaned"), t).unwrap();
+    assert!(orphaned.get("error").unwrap_or_default().contains("broken"), "{orphaned:?}");
+    vm.wait_for_line(|l| l.starts_with("app | app started"), t).unwrap();
+    vm.qmp().unwrap().system_powerdown().unwrap();
+    vm.wait_exit(t).unwrap();
+    assert!(!vm.console_text().contains("should not run"));
+}

@@ -199,6 +199,12 @@ pub struct ContainerConfig {
     /// `"/dev/vda"`, `"/dev/vda:/dev/disk"` or `"/dev/vda:/dev/disk:r"` (permissions `rwm`).
     #[serde(default)]
     pub devices: Vec<Spanned<String>>,
+    /// Containers this service waits for: an onboot container must have exited 0, a service
+    /// must have started — or, when it has a healthcheck, be healthy.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    /// A command run inside the container that says whether it is healthy (exit 0).
+    pub healthcheck: Option<HealthcheckConfig>,
     /// The signal that asks the container to stop (Docker's `--stop-signal`), default `SIGTERM`.
     pub stop_signal: Option<String>,
     /// Time between the stop signal and SIGKILL (default `[system] stop_timeout`); for an
@@ -242,6 +248,52 @@ pub struct IoConfig {
     /// Write operations per second on a device.
     #[serde(default)]
     pub write_iops: BTreeMap<String, u64>,
+}
+
+/// `healthcheck = { cmd = [...], interval = "30s", timeout = "30s", retries = 3, start_period = "0s" }`,
+/// Docker's semantics and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckConfig {
+    /// The command: a list (run directly) or a string (run by `/bin/sh -c`).
+    #[serde(deserialize_with = "de_command")]
+    pub cmd: Vec<String>,
+    /// Time between checks (the first one too).
+    #[serde(default = "default_health_interval", with = "duration_text")]
+    pub interval: Duration,
+    /// A check running longer is killed and counts as failed.
+    #[serde(default = "default_health_interval", with = "duration_text")]
+    pub timeout: Duration,
+    /// Failures in a row that make the container unhealthy.
+    #[serde(default = "default_health_retries")]
+    pub retries: u32,
+    /// Failures during this time after the start do not count.
+    #[serde(default, with = "duration_text")]
+    pub start_period: Duration,
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_health_retries() -> u32 {
+    3
+}
+
+fn de_command<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Shell(String),
+    }
+    match Raw::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a command: a list of strings or a shell string"))?
+    {
+        Raw::List(l) if !l.is_empty() => Ok(l),
+        Raw::List(_) => Err(serde::de::Error::custom("the healthcheck command is empty")),
+        Raw::Shell(s) => Ok(vec!["/bin/sh".into(), "-c".into(), s]),
+    }
 }
 
 /// When a container is started again after it ends.
@@ -562,6 +614,65 @@ impl Config {
                         c.name.get_ref()
                     ),
                 ));
+            }
+        }
+        for c in self.onboot.iter().chain(&self.onshutdown) {
+            if let Some(d) = c.depends_on.first() {
+                return Err((Some(d.span().start), format!("container `{}`: depends_on is for [[service]]; onboot and onshutdown containers run in file order", c.name.get_ref())));
+            }
+        }
+        let onboot: Vec<&str> = self.onboot.iter().map(|c| c.name.get_ref().as_str()).collect();
+        let services: Vec<&str> = self.service.iter().map(|c| c.name.get_ref().as_str()).collect();
+        for c in &self.service {
+            for d in &c.depends_on {
+                let dep = d.get_ref().as_str();
+                if dep == c.name.get_ref() || !(onboot.contains(&dep) || services.contains(&dep)) {
+                    return Err((
+                        Some(d.span().start),
+                        format!(
+                            "container `{}`: depends_on `{dep}` is not another onboot or service container",
+                            c.name.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        // Cycles among services: depth-first search with colours.
+        fn visit<'a>(
+            name: &'a str,
+            svc: &'a [ContainerConfig],
+            state: &mut BTreeMap<&'a str, u8>,
+            path: &mut Vec<&'a str>,
+        ) -> Result<(), Vec<&'a str>> {
+            match state.get(name) {
+                Some(2) => return Ok(()),
+                Some(1) => {
+                    let start = path.iter().position(|n| *n == name).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(name);
+                    return Err(cycle);
+                }
+                _ => {}
+            }
+            state.insert(name, 1);
+            path.push(name);
+            if let Some(c) = svc.iter().find(|c| c.name.get_ref() == name) {
+                for d in &c.depends_on {
+                    if svc.iter().any(|s| s.name.get_ref() == d.get_ref()) {
+                        visit(d.get_ref(), svc, state, path)?;
+                    }
+                }
+            }
+            path.pop();
+            state.insert(name, 2);
+            Ok(())
+        }
+        let mut state = BTreeMap::new();
+        for c in &self.service {
+            if let Err(cycle) = visit(c.name.get_ref(), &self.service, &mut state, &mut Vec::new()) {
+                let at =
+                    self.service.iter().find(|s| s.name.get_ref() == cycle[0]).map(|s| s.name.span().start);
+                return Err((at, format!("depends_on makes a cycle: {}", cycle.join(" → "))));
             }
         }
         for c in self.containers() {
@@ -1064,6 +1175,25 @@ read_only = true
             let e = Config::parse(&format!("{base}{bad}"), "x.toml").unwrap_err();
             assert!(e.message.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn dependencies_and_healthchecks() {
+        let svc = |name: &str, deps: &str| {
+            format!("[[service]]\nname = \"{name}\"\nimage = \"oci:x\"\ndepends_on = [{deps}]\n")
+        };
+        let ok = format!("{}{}", svc("a", ""), svc("b", "\"a\""));
+        let ok = format!("{ok}healthcheck = {{ cmd = \"test -f /x\", interval = \"1s\" }}\n");
+        let c = Config::parse(&ok, "x.toml").unwrap();
+        let hc = c.service[1].healthcheck.as_ref().unwrap();
+        assert_eq!(hc.cmd, ["/bin/sh", "-c", "test -f /x"]);
+        assert_eq!((hc.retries, hc.timeout), (3, Duration::from_secs(30)));
+        let e = Config::parse(&format!("{}{}", svc("a", "\"b\""), svc("b", "\"a\"")), "x.toml").unwrap_err();
+        assert!(e.message.contains("cycle: a → b → a"), "{e}");
+        let e = Config::parse(&svc("a", "\"ghost\""), "x.toml").unwrap_err();
+        assert!(e.message.contains("`ghost` is not another") && e.line == Some(4), "{e}");
+        let e = Config::parse(&svc("a", "\"a\""), "x.toml").unwrap_err();
+        assert!(e.message.contains("`a` is not another"), "{e}");
     }
 
     #[test]

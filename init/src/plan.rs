@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bind, DeviceMapping, IoConfig, NetMode, RestartPolicy, SwapLimit, SystemConfig};
+use crate::config::{
+    Bind, DeviceMapping, HealthcheckConfig, IoConfig, NetMode, RestartPolicy, SwapLimit, SystemConfig,
+};
 
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
@@ -129,6 +131,12 @@ pub struct PlannedContainer {
     /// The restart policy.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Containers this one waits for.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Its healthcheck.
+    #[serde(default)]
+    pub healthcheck: Option<HealthcheckConfig>,
     /// The stop signal's number (default SIGTERM).
     #[serde(default)]
     pub stop_signal: Option<i32>,
@@ -258,6 +266,14 @@ mod tests {
                 io: IoConfig { weight: Some(100), ..Default::default() },
                 devices: vec![],
                 restart: RestartPolicy::OnFailure(Some(3)),
+                depends_on: vec!["db".into()],
+                healthcheck: Some(HealthcheckConfig {
+                    cmd: vec!["true".into()],
+                    interval: std::time::Duration::from_millis(500),
+                    timeout: std::time::Duration::from_secs(1),
+                    retries: 2,
+                    start_period: std::time::Duration::ZERO,
+                }),
                 stop_signal: Some(3),
                 stop_timeout_ms: Some(2500),
             }],

@@ -1,7 +1,7 @@
 //! Runs the plan's containers: onboot ones in order, each to completion, then the services;
 //! reaps every child (orphans too), forwards container output, and decides when the work is done.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +32,19 @@ const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
 const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 /// A run at least this long resets the delay and the failure count.
 const RESTART_STABLE_RUN: Duration = Duration::from_secs(10);
+
+/// Healthcheck bookkeeping of one running service.
+#[derive(Debug)]
+struct Health {
+    /// When the container started (for `start_period`).
+    started: Instant,
+    /// When the next check is due (`None` while one runs).
+    next_at: Option<Instant>,
+    /// Failures in a row.
+    failures: u32,
+    /// The last verdict: `None` before the first one.
+    healthy: Option<bool>,
+}
 
 /// Restart bookkeeping of one service.
 #[derive(Debug, Default)]
@@ -114,6 +127,16 @@ pub struct Supervisor {
     restarts: BTreeMap<String, RestartState>,
     /// Services waiting for their restart delay: (due, name).
     pending_restarts: Vec<(Instant, String)>,
+    /// Services not started yet because a dependency is not ready, in file order.
+    waiting: Vec<String>,
+    /// Onboot containers that exited 0.
+    onboot_ok: BTreeSet<String>,
+    /// Services that are ready for their dependents (started, or healthy with a healthcheck).
+    ready: BTreeSet<String>,
+    /// Healthcheck state of running services that have one.
+    health: BTreeMap<String, Health>,
+    /// Running healthcheck processes: pid → (service, kill deadline).
+    checks: BTreeMap<Pid, (String, Instant)>,
     phase: Phase,
     running: BTreeMap<Pid, Running>,
     logs: Vec<LogPipe>,
@@ -137,6 +160,11 @@ impl Supervisor {
             plan,
             restarts: BTreeMap::new(),
             pending_restarts: Vec::new(),
+            waiting: Vec::new(),
+            onboot_ok: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            health: BTreeMap::new(),
+            checks: BTreeMap::new(),
             phase: Phase::Onboot(0),
             running: BTreeMap::new(),
             logs: Vec::new(),
@@ -159,7 +187,9 @@ impl Supervisor {
     /// When the main loop must wake up next, if ever: a SIGKILL deadline or a restart delay.
     pub fn deadline(&self) -> Option<Instant> {
         let kills = self.running.values().filter_map(|r| r.kill_at);
-        kills.chain(self.pending_restarts.iter().map(|(due, _)| *due)).min()
+        let checks =
+            self.health.values().filter_map(|h| h.next_at).chain(self.checks.values().map(|(_, at)| *at));
+        kills.chain(self.pending_restarts.iter().map(|(due, _)| *due)).chain(checks).min()
     }
 
     /// A container's stop timeout: its own, else the machine's.
@@ -172,8 +202,152 @@ impl Supervisor {
         self.plan.containers().find(|c| c.name == name)
     }
 
+    /// Starts every waiting service whose dependencies are ready; a service whose onboot
+    /// dependency did not exit 0 can never start and is reported failed.
+    fn start_ready(&mut self) {
+        loop {
+            let mut progressed = false;
+            for name in self.waiting.clone() {
+                let Some(c) = self.plan.service.iter().find(|c| c.name == name).cloned() else { continue };
+                let onboot_failed = c
+                    .depends_on
+                    .iter()
+                    .find(|d| self.plan.onboot.iter().any(|o| &o.name == *d) && !self.onboot_ok.contains(*d));
+                if let Some(dep) = onboot_failed {
+                    self.waiting.retain(|n| n != &name);
+                    let msg = format!("its dependency {dep} did not complete successfully");
+                    log::error(&format!("container {name} not started: {msg}"));
+                    log::emit(
+                        log::event("container.failed")
+                            .with("name", &name)
+                            .with("kind", "service")
+                            .with("error", msg),
+                    );
+                    progressed = true;
+                    continue;
+                }
+                if c.depends_on.iter().all(|d| self.onboot_ok.contains(d) || self.ready.contains(d)) {
+                    self.waiting.retain(|n| n != &name);
+                    if self.start_container(&c, Kind::Service) {
+                        if let Some(hc) = &c.healthcheck {
+                            let now = Instant::now();
+                            self.health.insert(
+                                name.clone(),
+                                Health {
+                                    started: now,
+                                    next_at: Some(now + hc.interval),
+                                    failures: 0,
+                                    healthy: None,
+                                },
+                            );
+                        } else {
+                            self.ready.insert(name.clone());
+                        }
+                    }
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Runs due healthchecks and kills those past their timeout.
+    fn health_timers(&mut self) {
+        let now = Instant::now();
+        for (pid, (name, at)) in &self.checks {
+            if *at <= now {
+                log::warn(&format!("healthcheck of {name} timed out"));
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+        }
+        let due: Vec<String> = self
+            .health
+            .iter()
+            .filter(|(_, h)| h.next_at.is_some_and(|at| at <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(c) = self.plan.service.iter().find(|c| c.name == name).cloned() else { continue };
+            let Some(hc) = c.healthcheck.clone() else { continue };
+            let Some((&pid, _)) = self.running.iter().find(|(_, r)| r.name == name) else { continue };
+            if let Some(h) = self.health.get_mut(&name) {
+                h.next_at = None;
+            }
+            match self.exec_check(&c, pid, &hc.cmd) {
+                Ok(check) => {
+                    self.checks.insert(check, (name.clone(), now + hc.timeout));
+                }
+                Err(e) => {
+                    log::warn(&format!("healthcheck of {name} could not start: {e}"));
+                    self.health_result(&name, false);
+                }
+            }
+        }
+    }
+
+    /// Starts a healthcheck command inside the running container `pid`: its namespaces and
+    /// cgroup joined, its user, capabilities and seccomp filter.
+    fn exec_check(&self, c: &PlannedContainer, pid: Pid, cmd: &[String]) -> Result<Pid, String> {
+        let devnull = self.devnull.as_ref().map(|f| f.as_raw_fd()).ok_or("no /dev/null")?;
+        let mut spec = self.spec_for(c, devnull, None)?;
+        // The container's own namespaces (a user namespace among them with userns = "auto").
+        let kinds: Vec<NamespaceKind> = spec.effective_namespaces().iter().map(|n| n.kind).collect();
+        spec.namespaces = Some(
+            kinds
+                .into_iter()
+                .map(|kind| Namespace {
+                    kind,
+                    path: Some(PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()))),
+                })
+                .collect(),
+        );
+        spec.uid_mappings.clear();
+        spec.gid_mappings.clear();
+        spec.root = Root::Joined;
+        spec.mounts = None;
+        spec.join_cgroup = spec.cgroup.take().map(|(path, _)| path);
+        spec.masked_paths.clear();
+        spec.readonly_paths.clear();
+        spec.sysctl.clear();
+        spec.devices.clear();
+        spec.hostname = String::new();
+        spec.args = cmd.to_vec();
+        launch(&spec).map(|container| container.pid).map_err(|e| e.to_string())
+    }
+
+    /// Records a healthcheck verdict; the first success makes the service ready.
+    fn health_result(&mut self, name: &str, ok: bool) {
+        let Some(hc) = self.plan.service.iter().find(|c| c.name == name).and_then(|c| c.healthcheck.clone())
+        else {
+            return;
+        };
+        let Some(h) = self.health.get_mut(name) else { return };
+        h.next_at = Some(Instant::now() + hc.interval);
+        if ok {
+            h.failures = 0;
+            if h.healthy != Some(true) {
+                h.healthy = Some(true);
+                log::emit(log::event("container.healthy").with("name", name));
+                self.ready.insert(name.to_string());
+                self.start_ready();
+            }
+            return;
+        }
+        if h.started.elapsed() < hc.start_period {
+            return;
+        }
+        h.failures += 1;
+        if h.failures >= hc.retries && h.healthy != Some(false) {
+            h.healthy = Some(false);
+            log::emit(log::event("container.unhealthy").with("name", name).with("failures", h.failures));
+        }
+    }
+
     /// Starts the services whose restart delay has passed.
     pub fn restart_due(&mut self) -> Request {
+        self.health_timers();
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = self.pending_restarts.drain(..).partition(|(at, _)| *at <= now);
         self.pending_restarts = later;
@@ -182,7 +356,20 @@ impl Supervisor {
         }
         for (_, name) in due {
             if let Some(c) = self.plan.service.iter().find(|c| c.name == name).cloned() {
-                self.start_container(&c, Kind::Service);
+                if self.start_container(&c, Kind::Service) {
+                    if let Some(hc) = &c.healthcheck {
+                        let now = Instant::now();
+                        self.health.insert(
+                            name.clone(),
+                            Health {
+                                started: now,
+                                next_at: Some(now + hc.interval),
+                                failures: 0,
+                                healthy: None,
+                            },
+                        );
+                    }
+                }
             }
         }
         self.check_done()
@@ -229,9 +416,8 @@ impl Supervisor {
             let Some(c) = self.plan.onboot.get(i).cloned() else {
                 self.phase = Phase::Running;
                 log::emit(log::event("boot.stage").with("stage", "services"));
-                for s in self.plan.service.clone() {
-                    self.start_container(&s, Kind::Service);
-                }
+                self.waiting = self.plan.service.iter().map(|c| c.name.clone()).collect();
+                self.start_ready();
                 return self.check_done();
             };
             if self.start_container(&c, Kind::Onboot) {
@@ -243,7 +429,11 @@ impl Supervisor {
     }
 
     fn check_done(&mut self) -> Request {
-        if self.phase != Phase::Running || !self.running.is_empty() || !self.pending_restarts.is_empty() {
+        if self.phase != Phase::Running
+            || !self.running.is_empty()
+            || !self.pending_restarts.is_empty()
+            || !self.waiting.is_empty()
+        {
             return Request::None;
         }
         let action = self.plan.system.when_done;
@@ -490,6 +680,10 @@ impl Supervisor {
             if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
                 continue;
             }
+            if let Some((name, _)) = self.checks.remove(&pid) {
+                self.health_result(&name, matches!(status, WaitStatus::Exited(_, 0)));
+                continue;
+            }
             let Some(run) = self.running.remove(&pid) else {
                 continue;
             }; // an orphan: reaped
@@ -529,6 +723,10 @@ impl Supervisor {
         if run.container.cleanup().is_err() {
             self.stale_cgroups.push(run.container);
         }
+        if run.kind == Kind::Onboot && info.success() {
+            self.onboot_ok.insert(run.name.clone());
+        }
+        self.health.remove(&run.name);
         if run.kind == Kind::Service && self.phase == Phase::Running {
             if let Some((delay, count)) = self.restart_delay(&run.name, run.started.elapsed(), &info) {
                 log::emit(
@@ -578,6 +776,8 @@ impl Supervisor {
     /// deadline; once all have ended, the onshutdown containers run.
     pub fn begin_stop(&mut self) {
         self.pending_restarts.clear();
+        self.waiting.clear();
+        self.health.clear();
         self.phase = Phase::Stopping;
         let now = Instant::now();
         let pids: Vec<Pid> = self.running.keys().rev().copied().collect();
