@@ -423,4 +423,13 @@ fn depends_on_waits_for_a_healthy_dependency() {
     vm.qmp().unwrap().system_powerdown().unwrap();
     vm.wait_exit(t).unwrap();
     assert!(!vm.console_text().contains("should not run"));
+    // Reverse dependency order: db is asked to stop only once app has ended.
+    let events = vm.events();
+    let at = |kind: &str, name: &str| {
+        events.iter().find(|e| e.name == kind && e.get("name") == Some(name)).map(|e| e.ms).unwrap()
+    };
+    assert!(
+        at("container.stopping", "db") >= at("container.exited", "app"),
+        "db stopped before its dependent app ended"
+    );
 }

@@ -84,6 +84,8 @@ struct Running {
     /// When SIGKILL is due: set when the container is asked to stop (and for onshutdown
     /// containers at start, bounding their run).
     kill_at: Option<Instant>,
+    /// Whether shutdown has sent its stop signal.
+    stop_signalled: bool,
     container: Container,
     /// The state dir whose root PID 1 mounted (user-namespaced containers), to unmount at exit.
     premounted: Option<PathBuf>,
@@ -606,6 +608,7 @@ impl Supervisor {
                         kind,
                         started: Instant::now(),
                         kill_at: (kind == Kind::OnShutdown).then(|| Instant::now() + self.stop_timeout(c)),
+                        stop_signalled: false,
                         container,
                         premounted,
                     },
@@ -749,6 +752,11 @@ impl Supervisor {
                 self.run_onshutdown();
                 Request::None
             }
+            Phase::Stopping => {
+                // Its dependencies may stop now.
+                self.signal_stoppable();
+                Request::None
+            }
             Phase::OnShutdown(i) if self.plan.onshutdown.get(i).is_some_and(|c| c.name == run.name) => {
                 self.phase = Phase::OnShutdown(i + 1);
                 self.run_onshutdown();
@@ -772,15 +780,38 @@ impl Supervisor {
         }
     }
 
-    /// Begins stopping: each container gets its stop signal (newest first) and its SIGKILL
-    /// deadline; once all have ended, the onshutdown containers run.
+    /// Begins stopping, in reverse dependency order: a container gets its stop signal (and its
+    /// SIGKILL deadline) once nothing that depends on it is running any more; independent ones
+    /// stop together. Once all have ended, the onshutdown containers run.
     pub fn begin_stop(&mut self) {
         self.pending_restarts.clear();
         self.waiting.clear();
         self.health.clear();
         self.phase = Phase::Stopping;
+        self.signal_stoppable();
+        if self.running.is_empty() {
+            self.phase = Phase::OnShutdown(0);
+            self.run_onshutdown();
+        }
+    }
+
+    /// Sends the stop signal to every running container not signalled yet whose dependents have
+    /// all ended.
+    fn signal_stoppable(&mut self) {
         let now = Instant::now();
-        let pids: Vec<Pid> = self.running.keys().rev().copied().collect();
+        let running_names: Vec<String> = self.running.values().map(|r| r.name.clone()).collect();
+        let has_running_dependent = |name: &str| {
+            self.plan.service.iter().any(|c| {
+                c.name != name && c.depends_on.iter().any(|d| d == name) && running_names.contains(&c.name)
+            })
+        };
+        let pids: Vec<Pid> = self
+            .running
+            .iter()
+            .rev()
+            .filter(|(_, r)| !r.stop_signalled && !has_running_dependent(&r.name))
+            .map(|(pid, _)| *pid)
+            .collect();
         for pid in pids {
             let (signal, timeout) = match self.running.get(&pid).and_then(|r| self.planned(&r.name)) {
                 Some(c) => (
@@ -796,12 +827,9 @@ impl Supervisor {
                         .with("signal", signal.as_str().trim_start_matches("SIG")),
                 );
                 run.kill_at = Some(now + timeout);
+                run.stop_signalled = true;
                 let _ = kill(pid, signal);
             }
-        }
-        if self.running.is_empty() {
-            self.phase = Phase::OnShutdown(0);
-            self.run_onshutdown();
         }
     }
 
