@@ -307,6 +307,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let init_file = fs::File::open(&init).with_context(|| format!("opening {}", init.display()))?;
         let init_len = init_file.metadata()?.len();
         cpio.file("init", 0o755, 0, 0, init_len, init_file)?;
+        // The same binary answers to these names (the kernel runs /sbin/poweroff for some host
+        // shutdown requests).
+        cpio.dir("sbin", 0o755, 0, 0)?;
+        for name in ["poweroff", "reboot", "halt"] {
+            cpio.symlink(&format!("sbin/{name}"), "/init", 0, 0)?;
+        }
         for m in module_files.iter().chain(&late_files) {
             let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
             let len = f.metadata()?.len();

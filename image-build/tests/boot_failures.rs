@@ -433,3 +433,40 @@ fn depends_on_waits_for_a_healthy_dependency() {
         "db stopped before its dependent app ended"
     );
 }
+
+const KERNEL_POWEROFF: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+# A crash's core dump goes to /sbin/poweroff, run by the kernel as a usermode helper — the way
+# the kernel runs it for a Hyper-V host shutdown.
+sysctl = { "kernel.core_pattern" = "|/sbin/poweroff" }
+
+[[service]]
+name = "polite"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 1; done"]
+
+[[service]]
+name = "crasher"
+image = "oci:images/busybox:latest"
+ulimits = { core = 100000000 }
+command = ["sh", "-c", "sleep 2; f() { f; }; f"]
+"#;
+
+#[test]
+fn the_kernel_running_sbin_poweroff_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "kpoweroff", KERNEL_POWEROFF);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    let begin = vm.wait_for_event("shutdown.begin", |_| true, t).unwrap();
+    assert_eq!((begin.get("action"), begin.get("reason")), (Some("poweroff"), Some("usr2")), "{begin:?}");
+    let polite = vm.wait_for_event("container.exited", |e| e.get("name") == Some("polite"), t).unwrap();
+    assert_eq!(polite.get("code"), Some("0"), "{}", vm.console_text());
+    vm.wait_exit(t).unwrap();
+    assert!(vm.console_text().contains("polite | got TERM"));
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
+}

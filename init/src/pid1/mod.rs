@@ -33,7 +33,7 @@ use supervisor::{Request, Supervisor};
 
 /// Signals PID 1 handles through its signalfd (the ACPI power button is an input device, see
 /// `power_button`). Meanings (docs/events.md):
-/// SIGCHLD reap; SIGTERM, SIGUSR2, SIGPWR power off; SIGINT (Ctrl-Alt-Del) reboot.
+/// SIGCHLD reap; SIGTERM, SIGUSR2, SIGPWR power off; SIGINT (Ctrl-Alt-Del) reboot; SIGUSR1 halt.
 fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in [
@@ -54,6 +54,7 @@ fn shutdown_action(sig: Signal) -> Option<Action> {
     match sig {
         Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::Poweroff),
         Signal::SIGINT => Some(Action::Reboot),
+        Signal::SIGUSR1 => Some(Action::Halt),
         _ => None,
     }
 }

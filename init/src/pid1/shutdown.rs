@@ -16,6 +16,8 @@ pub enum Action {
     Poweroff,
     /// Reboot.
     Reboot,
+    /// Halt: stop the machine without powering it off.
+    Halt,
 }
 
 impl Action {
@@ -24,6 +26,7 @@ impl Action {
         match self {
             Action::Poweroff => "poweroff",
             Action::Reboot => "reboot",
+            Action::Halt => "halt",
         }
     }
 }
@@ -62,6 +65,7 @@ pub fn finish(action: Action) -> ! {
     let mode = match action {
         Action::Poweroff => RebootMode::RB_POWER_OFF,
         Action::Reboot => RebootMode::RB_AUTOBOOT,
+        Action::Halt => RebootMode::RB_HALT_SYSTEM,
     };
     let err = reboot(mode).err();
     log::error(&format!("reboot(2) failed: {err:?}; PID 1 stays up, idle"));
