@@ -1,4 +1,5 @@
-//! `berth-init`: the machine's PID 1, and — by the name it is called with — the `poweroff`,
+//! `berth-init`: the machine's PID 1, and — by the name it is called with — `berthctl` (the
+//! client of PID 1's control socket) and the `poweroff`,
 //! `reboot` and `halt` commands that ask PID 1 to end the machine gracefully. The kernel runs
 //! `/sbin/poweroff` itself for some host requests (Hyper-V's "shut down", `orderly_poweroff`);
 //! the image links these names to `/init`.
@@ -21,6 +22,10 @@ fn request_signal(name: &str) -> Option<Signal> {
 fn main() {
     let argv0 = std::env::args().next().unwrap_or_default();
     let name = argv0.rsplit('/').next().unwrap_or_default().to_string();
+    if name == "berthctl" {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        std::process::exit(pid1::control::client(&args));
+    }
     if let Some(signal) = request_signal(&name) {
         // Options (busybox's -f and the like) are ignored: PID 1's stop is bounded by the stop
         // timeouts anyway.

@@ -9,6 +9,7 @@
 //! shutdown request (event `boot.failed`). A bug that panics lands in [`emergency_loop`], which
 //! only reaps children and obeys shutdown signals.
 
+pub mod control;
 pub mod limits;
 pub mod log;
 pub mod mounts;
@@ -150,6 +151,14 @@ fn boot(signals: Option<&SignalFd>) {
     stage("system");
 
     let late_modules = plan.late_modules.clone();
+    // Before the containers: a container may be given the socket by a bind.
+    let control = match control::ControlSocket::bind() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn(&format!("{e}: berthctl will not work"));
+            None
+        }
+    };
     let mut sup = Supervisor::new(plan, cgroups);
     stage("containers");
     let first = sup.start();
@@ -162,7 +171,7 @@ fn boot(signals: Option<&SignalFd>) {
         Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
         None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
     }
-    event_loop(&mut sup, signals, button.as_ref(), first)
+    event_loop(&mut sup, signals, button.as_ref(), control.as_ref(), first)
 }
 
 /// Enables the controllers for containers: in the root group and in `berth/`.
@@ -179,6 +188,7 @@ fn event_loop(
     sup: &mut Supervisor,
     signals: Option<&SignalFd>,
     button: Option<&power_button::PowerButton>,
+    control: Option<&control::ControlSocket>,
     first: Request,
 ) -> ! {
     let mut action: Option<Action> = None;
@@ -207,7 +217,8 @@ fn event_loop(
         if let Some(sfd) = signals {
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
         }
-        for fd in log_fds.iter().chain(button.map(|b| b.raw_fd()).as_ref()) {
+        let extra = [button.map(|b| b.raw_fd()), control.map(|c| c.raw_fd())];
+        for fd in log_fds.iter().chain(extra.iter().flatten()) {
             // SAFETY: the descriptors belong to `sup` and the power button, and stay open until
             // after this poll.
             fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
@@ -218,6 +229,13 @@ fn event_loop(
         sup.drain_logs(None);
         if button.is_some_and(|b| b.pressed()) {
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
+        }
+        while let Some((stream, request)) = control.and_then(|c| c.next_request()) {
+            let (text, wanted) = sup.control(&request);
+            control::reply(stream, &text);
+            if let Some(a) = wanted {
+                request_shutdown(sup, &mut action, a, "control");
+            }
         }
         if let Some(sfd) = signals {
             while let Ok(Some(info)) = sfd.read_signal() {

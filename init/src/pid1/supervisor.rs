@@ -1,7 +1,7 @@
 //! Runs the plan's containers: onboot ones in order, each to completion, then the services;
 //! reaps every child (orphans too), forwards container output, and decides when the work is done.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +32,18 @@ const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
 const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 /// A run at least this long resets the delay and the failure count.
 const RESTART_STABLE_RUN: Duration = Duration::from_secs(10);
+
+/// Lines of output kept per container for `berthctl logs`.
+const LOG_RING_LINES: usize = 1000;
+
+/// Keeps `line` in `name`'s ring, dropping the oldest beyond [`LOG_RING_LINES`].
+fn remember(rings: &mut BTreeMap<String, VecDeque<String>>, name: &str, line: &[u8]) {
+    let ring = rings.entry(name.to_string()).or_default();
+    if ring.len() >= LOG_RING_LINES {
+        ring.pop_front();
+    }
+    ring.push_back(String::from_utf8_lossy(line).into_owned());
+}
 
 /// Healthcheck bookkeeping of one running service.
 #[derive(Debug)]
@@ -139,6 +151,12 @@ pub struct Supervisor {
     health: BTreeMap<String, Health>,
     /// Running healthcheck processes: pid → (service, kill deadline).
     checks: BTreeMap<Pid, (String, Instant)>,
+    /// The last lines of each container's output, for `berthctl logs`.
+    rings: BTreeMap<String, VecDeque<String>>,
+    /// How each container that is not running ended (or why it never started).
+    last_state: BTreeMap<String, String>,
+    /// Services stopped by hand (`berthctl stop`): not restarted until started again.
+    stopped_by_hand: BTreeSet<String>,
     phase: Phase,
     running: BTreeMap<Pid, Running>,
     logs: Vec<LogPipe>,
@@ -167,6 +185,9 @@ impl Supervisor {
             ready: BTreeSet::new(),
             health: BTreeMap::new(),
             checks: BTreeMap::new(),
+            rings: BTreeMap::new(),
+            last_state: BTreeMap::new(),
+            stopped_by_hand: BTreeSet::new(),
             phase: Phase::Onboot(0),
             running: BTreeMap::new(),
             logs: Vec::new(),
@@ -345,6 +366,135 @@ impl Supervisor {
             h.healthy = Some(false);
             log::emit(log::event("container.unhealthy").with("name", name).with("failures", h.failures));
         }
+    }
+
+    /// Answers one control request; the action, if any, is a shutdown to begin.
+    pub fn control(&mut self, request: &str) -> (String, Option<Action>) {
+        let words: Vec<&str> = request.split_whitespace().collect();
+        match words.as_slice() {
+            ["ps"] => (self.ps(), None),
+            ["logs", rest @ ..] => {
+                let (n, name) = match rest {
+                    ["-n", n, name] => (n.parse::<usize>().ok(), *name),
+                    [name] => (None, *name),
+                    _ => return ("error: usage: logs [-n N] NAME\n".into(), None),
+                };
+                match self.rings.get(name) {
+                    Some(ring) => {
+                        let skip = n.map(|n| ring.len().saturating_sub(n)).unwrap_or(0);
+                        (ring.iter().skip(skip).map(|l| format!("{l}\n")).collect(), None)
+                    }
+                    None if self.plan.containers().any(|c| c.name == name) => (String::new(), None),
+                    None => (format!("error: no container named {name}\n"), None),
+                }
+            }
+            ["stop", name] => match self.running.iter_mut().find(|(_, r)| r.name == *name) {
+                Some((pid, run)) => {
+                    let c = self.plan.containers().find(|c| c.name == run.name);
+                    let signal = c
+                        .and_then(|c| c.stop_signal)
+                        .and_then(|n| Signal::try_from(n).ok())
+                        .unwrap_or(Signal::SIGTERM);
+                    let timeout = c
+                        .and_then(|c| c.stop_timeout_ms)
+                        .map(Duration::from_millis)
+                        .unwrap_or(self.plan.system.stop_timeout);
+                    run.kill_at = Some(Instant::now() + timeout);
+                    let _ = kill(*pid, signal);
+                    log::emit(
+                        log::event("container.stopping")
+                            .with("name", name)
+                            .with("signal", signal.as_str().trim_start_matches("SIG")),
+                    );
+                    self.stopped_by_hand.insert(name.to_string());
+                    self.pending_restarts.retain(|(_, n)| n != name);
+                    (format!("stopping {name}\n"), None)
+                }
+                None => (format!("error: {name} is not running\n"), None),
+            },
+            ["start", name] => {
+                if self.running.values().any(|r| r.name == *name) {
+                    return (format!("error: {name} is running already\n"), None);
+                }
+                if !matches!(self.phase, Phase::Running) {
+                    return ("error: containers start by hand only while the machine runs\n".into(), None);
+                }
+                match self.plan.service.iter().find(|c| c.name == *name).cloned() {
+                    Some(c) => {
+                        self.stopped_by_hand.remove(*name);
+                        self.pending_restarts.retain(|(_, n)| n != name);
+                        if self.start_container(&c, Kind::Service) {
+                            (format!("started {name}\n"), None)
+                        } else {
+                            (format!("error: {name} failed to start (see the console)\n"), None)
+                        }
+                    }
+                    None => (format!("error: no service named {name}\n"), None),
+                }
+            }
+            ["poweroff"] => ("powering off\n".into(), Some(Action::Poweroff)),
+            ["reboot"] => ("rebooting\n".into(), Some(Action::Reboot)),
+            ["halt"] => ("halting\n".into(), Some(Action::Halt)),
+            _ => (
+                format!(
+                    "error: unknown request `{request}` (ps, logs, start, stop, poweroff, reboot, halt)\n"
+                ),
+                None,
+            ),
+        }
+    }
+
+    /// `berthctl ps`: one line per container.
+    fn ps(&self) -> String {
+        let mut out = format!(
+            "{:<16} {:<10} {:<14} {:>6} {:>8} {:>9} {:>10}\n",
+            "NAME", "KIND", "STATE", "PID", "RESTARTS", "UPTIME", "MEMORY"
+        );
+        let kinds = self
+            .plan
+            .onboot
+            .iter()
+            .map(|c| (c, "onboot"))
+            .chain(self.plan.service.iter().map(|c| (c, "service")))
+            .chain(self.plan.onshutdown.iter().map(|c| (c, "onshutdown")));
+        for (c, kind) in kinds {
+            let running = self.running.iter().find(|(_, r)| r.name == c.name);
+            let (state, pid, uptime, memory) = match running {
+                Some((pid, r)) => {
+                    let memory = std::fs::read_to_string(
+                        PathBuf::from(CGROUP_PARENT).join(&c.name).join("memory.current"),
+                    )
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .map(|b| format!("{:.1}M", b as f64 / (1u64 << 20) as f64))
+                    .unwrap_or_else(|| "-".into());
+                    (
+                        "running".to_string(),
+                        pid.to_string(),
+                        format!("{}s", r.started.elapsed().as_secs()),
+                        memory,
+                    )
+                }
+                None => {
+                    let state = if self.waiting.contains(&c.name) {
+                        "waiting".to_string()
+                    } else if self.pending_restarts.iter().any(|(_, n)| n == &c.name) {
+                        "restarting".to_string()
+                    } else if self.stopped_by_hand.contains(&c.name) {
+                        format!("stopped/{}", self.last_state.get(&c.name).map(String::as_str).unwrap_or("-"))
+                    } else {
+                        self.last_state.get(&c.name).cloned().unwrap_or_else(|| "created".into())
+                    };
+                    (state, "-".into(), "-".into(), "-".into())
+                }
+            };
+            let restarts = self.restarts.get(&c.name).map(|r| r.count).unwrap_or(0);
+            out.push_str(&format!(
+                "{:<16} {:<10} {:<14} {:>6} {:>8} {:>9} {:>10}\n",
+                c.name, kind, state, pid, restarts, uptime, memory
+            ));
+        }
+        out
     }
 
     /// Starts the services whose restart delay has passed.
@@ -616,6 +766,7 @@ impl Supervisor {
                 true
             }
             Err(e) => {
+                self.last_state.insert(c.name.clone(), "failed".to_string());
                 log::error(&format!("container {} failed to start: {e}", c.name));
                 log::emit(
                     log::event("container.failed")
@@ -631,6 +782,7 @@ impl Supervisor {
     /// Reads what the container pipes hold; a closed pipe is flushed and dropped.
     pub fn drain_logs(&mut self, only: Option<&str>) {
         let mut closed = Vec::new();
+        let rings = &mut self.rings;
         for (index, pipe) in self.logs.iter_mut().enumerate() {
             if only.is_some_and(|n| n != pipe.name) {
                 continue;
@@ -646,13 +798,14 @@ impl Supervisor {
                         pipe.partial.extend_from_slice(&buf[..n]);
                         while let Some(pos) = pipe.partial.iter().position(|b| *b == b'\n') {
                             let line: Vec<u8> = pipe.partial.drain(..=pos).collect();
-                            log::container_line(
-                                &pipe.name,
-                                line[..line.len() - 1].strip_suffix(b"\r").unwrap_or(&line[..line.len() - 1]),
-                            );
+                            let text =
+                                line[..line.len() - 1].strip_suffix(b"\r").unwrap_or(&line[..line.len() - 1]);
+                            log::container_line(&pipe.name, text);
+                            remember(rings, &pipe.name, text);
                         }
                         if pipe.partial.len() >= 4096 {
                             log::container_line(&pipe.name, &pipe.partial);
+                            remember(rings, &pipe.name, &pipe.partial);
                             pipe.partial.clear();
                         }
                     }
@@ -665,6 +818,7 @@ impl Supervisor {
             let pipe = self.logs.remove(index);
             if !pipe.partial.is_empty() {
                 log::container_line(&pipe.name, &pipe.partial);
+                remember(&mut self.rings, &pipe.name, &pipe.partial);
             }
         }
     }
@@ -714,6 +868,12 @@ impl Supervisor {
             ev = ev.with("oom_killed", "true");
         }
         log::emit(ev);
+        let how = match (info.code, info.signal) {
+            (Some(code), _) => format!("exited({code})"),
+            (_, Some(sig)) => format!("killed({})", sig.as_str().trim_start_matches("SIG")),
+            _ => "exited".to_string(),
+        };
+        self.last_state.insert(run.name.clone(), if info.oom_killed { format!("{how},oom") } else { how });
         if info.oom_killed {
             log::warn(&format!(
                 "container {} was killed by the kernel's OOM killer: it exceeded its memory limit",
@@ -730,7 +890,10 @@ impl Supervisor {
             self.onboot_ok.insert(run.name.clone());
         }
         self.health.remove(&run.name);
-        if run.kind == Kind::Service && self.phase == Phase::Running {
+        if run.kind == Kind::Service
+            && self.phase == Phase::Running
+            && !self.stopped_by_hand.contains(&run.name)
+        {
             if let Some((delay, count)) = self.restart_delay(&run.name, run.started.elapsed(), &info) {
                 log::emit(
                     log::event("container.restarting")

@@ -1,0 +1,97 @@
+//! PID 1's control socket: one request line in, a text reply out, then the connection closes.
+//! `berthctl` (this binary under that name) is the client.
+//!
+//! Requests: `ps`, `logs [-n N] NAME`, `start NAME`, `stop NAME`, `poweroff`, `reboot`, `halt`.
+//! A reply that starts with `error:` is a failure.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+/// Where PID 1 listens.
+pub const SOCKET_PATH: &str = "/run/berth/control.sock";
+/// The longest a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+/// The longest request line.
+const MAX_REQUEST: usize = 4096;
+
+/// The listening socket.
+pub struct ControlSocket {
+    listener: UnixListener,
+}
+
+impl ControlSocket {
+    /// Binds [`SOCKET_PATH`] (root only), non-blocking.
+    pub fn bind() -> Result<ControlSocket, String> {
+        let _ = std::fs::create_dir_all("/run/berth");
+        let _ = std::fs::remove_file(SOCKET_PATH);
+        let listener =
+            UnixListener::bind(SOCKET_PATH).map_err(|e| format!("control socket {SOCKET_PATH}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("control socket: {e}"))?;
+        let _ = std::fs::set_permissions(SOCKET_PATH, std::fs::Permissions::from_mode(0o600));
+        Ok(ControlSocket { listener })
+    }
+
+    /// The descriptor to poll.
+    pub fn raw_fd(&self) -> i32 {
+        self.listener.as_raw_fd()
+    }
+
+    /// Accepts a pending connection and reads its request line.
+    pub fn next_request(&self) -> Option<(UnixStream, String)> {
+        let (mut stream, _) = self.listener.accept().ok()?;
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !buf.contains(&b'\n') && buf.len() < MAX_REQUEST {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let line = String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().trim().to_string();
+        Some((stream, line))
+    }
+}
+
+/// Sends a reply and closes the connection (a client gone away is not PID 1's problem).
+pub fn reply(mut stream: UnixStream, text: &str) {
+    let _ = stream.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = stream.write_all(b"\n");
+    }
+}
+
+/// `berthctl ARGS…`: sends the request and prints the reply; exit status 1 for `error:`.
+pub fn client(args: &[String]) -> i32 {
+    if args.is_empty() || args[0] == "-h" || args[0] == "--help" {
+        eprintln!(
+            "usage: berthctl ps | logs [-n N] NAME | start NAME | stop NAME | poweroff | reboot | halt"
+        );
+        return 2;
+    }
+    let path = std::env::var("BERTH_CONTROL").unwrap_or_else(|_| SOCKET_PATH.to_string());
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berthctl: cannot reach PID 1 at {path}: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = stream.write_all(format!("{}\n", args.join(" ")).as_bytes()) {
+        eprintln!("berthctl: {e}");
+        return 1;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    if let Some(err) = reply.strip_prefix("error: ") {
+        eprint!("berthctl: {err}");
+        return 1;
+    }
+    print!("{reply}");
+    0
+}
