@@ -470,3 +470,42 @@ fn the_kernel_running_sbin_poweroff_shuts_down_gracefully() {
     assert!(vm.console_text().contains("polite | got TERM"));
     assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
 }
+
+#[test]
+fn ctrl_alt_del_reboots_into_a_second_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "reboot", STOPPING);
+    let mut vm = common::boot_rebootable(&out);
+    let t = default_timeout();
+    vm.wait_for_line(|l| l.starts_with("polite | ready"), t).unwrap();
+    vm.qmp().unwrap().execute("send-key", json!({"keys": [{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]})).unwrap();
+    vm.wait_for_event("shutdown.complete", |e| e.get("action") == Some("reboot"), t).unwrap();
+    // The machine comes up again: a second boot, its containers running.
+    let second =
+        || vm.events().iter().filter(|e| e.name == "boot.stage" && e.get("stage") == Some("init")).count();
+    let end = std::time::Instant::now() + t;
+    while second() < 2 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(second(), 2, "no second boot: {}", vm.console_tail(40));
+    // Wait for the second boot's power button (an ACPI event before it is there is lost).
+    while vm.events().iter().filter(|e| e.name == "power_button.ready").count() < 2
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let started = || {
+        vm.events()
+            .iter()
+            .filter(|e| e.name == "container.started" && e.get("name") == Some("polite"))
+            .count()
+    };
+    while started() < 2 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(started(), 2, "polite did not start in the second boot");
+    vm.qmp().unwrap().system_powerdown().unwrap();
+    vm.wait_exit(t).unwrap();
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
+}

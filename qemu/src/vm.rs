@@ -93,6 +93,8 @@ pub struct VmConfig {
     pub console_log: Option<PathBuf>,
     /// Also copy the raw console output to our stdout (for interactive use).
     pub console_stdout: bool,
+    /// Let a guest reboot restart the machine instead of ending QEMU (no `-no-reboot`).
+    pub allow_reboot: bool,
 }
 
 impl Default for VmConfig {
@@ -108,6 +110,7 @@ impl Default for VmConfig {
             extra_args: Vec::new(),
             console_log: None,
             console_stdout: false,
+            allow_reboot: false,
         }
     }
 }
@@ -158,7 +161,9 @@ impl VmConfig {
         }
         push("-device");
         push("virtio-rng-pci");
-        push("-no-reboot");
+        if !self.allow_reboot {
+            push("-no-reboot");
+        }
         let mut qmp = OsString::from("unix:");
         qmp.push(qmp_socket);
         qmp.push(",server=on,wait=off");

@@ -72,6 +72,14 @@ pub fn boot(out_dir: &Path) -> Vm {
     boot_with(out_dir, &[])
 }
 
+/// Boots a build output; a guest reboot restarts the machine instead of ending QEMU.
+pub fn boot_rebootable(out_dir: &Path) -> Vm {
+    let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
+    let mut cfg = VmConfig::new(out_dir.join("vmlinuz"), out_dir.join("initrd.img"), cmdline.trim());
+    cfg.allow_reboot = true;
+    Vm::start(cfg).expect("start qemu")
+}
+
 /// Boots a build output with extra QEMU arguments (disks, devices).
 pub fn boot_with(out_dir: &Path, extra_args: &[&str]) -> Vm {
     let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
