@@ -275,6 +275,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let plan = Plan {
         version: PLAN_VERSION,
         system: config.system.clone(),
+        log: config.log.clone(),
         modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,

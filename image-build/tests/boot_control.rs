@@ -68,3 +68,49 @@ fn berthctl_ps_logs_stop_poweroff() {
     assert!(c.contains("berthctl: no container named nosuch"), "{c}");
     assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
 }
+
+const LOG_FILES: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+when_done = "poweroff"
+
+[log]
+max_size = "1k"
+max_files = 2
+
+[[onboot]]
+name = "chatty"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo chatty line $i; i=$((i+1)); done"]
+
+[[onboot]]
+name = "reader"
+image = "oci:images/busybox:latest"
+binds = ["/var/log/berth:/logs:ro"]
+command = ["sh", "-c", "ls /logs | tr '\\n' ' '; echo; echo sizes $(wc -c /logs/chatty.log /logs/chatty.log.1 | head -2 | tr -s ' ' | cut -d' ' -f2 | tr '\\n' ' '); echo last $(tail -1 /logs/chatty.log)"]
+"#;
+
+#[test]
+fn output_goes_to_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "logfiles", LOG_FILES);
+    let mut vm = common::boot(&out);
+    vm.wait_exit(default_timeout()).unwrap();
+    let c = vm.console_text();
+    let line = |prefix: &str| -> String {
+        c.lines()
+            .find_map(|l| l.trim_end().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {c}"))
+            .trim()
+            .to_string()
+    };
+    // 200 lines of ~16 bytes: ~3.3 kB through 1 kB files, two rotated ones kept.
+    assert_eq!(line("reader | "), "chatty.log chatty.log.1 chatty.log.2", "{c}");
+    let sizes: Vec<u64> = line("reader | sizes").split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert!(sizes.iter().all(|s| *s <= 1024), "{sizes:?}");
+    assert!(sizes[1] > 900, "a rotated file is nearly full: {sizes:?}");
+    assert_eq!(line("reader | last"), "chatty line 199");
+}

@@ -24,6 +24,9 @@ pub struct Config {
     /// `[system]`: hostname, sysctls and what PID 1 does when the work is done.
     #[serde(default)]
     pub system: SystemConfig,
+    /// `[log]`: where containers' output goes besides the console.
+    #[serde(default)]
+    pub log: LogConfig,
     /// `[[onboot]]`: containers run one after another, each to completion, before services.
     #[serde(default)]
     pub onboot: Vec<ContainerConfig>,
@@ -111,6 +114,43 @@ impl Default for SystemConfig {
             stop_timeout: default_stop_timeout(),
         }
     }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Size at which `/var/log/berth/NAME.log` is rotated (`"10m"`; `0` keeps no files).
+    #[serde(default = "default_log_size", deserialize_with = "de_bytes")]
+    pub max_size: u64,
+    /// Rotated files kept besides the current one (`NAME.log.1` … `NAME.log.N`).
+    #[serde(default = "default_log_files")]
+    pub max_files: u32,
+    /// Also print containers' output on the console (`NAME | line`).
+    #[serde(default = "default_true")]
+    pub console: bool,
+}
+
+fn default_log_size() -> u64 {
+    10 << 20
+}
+
+fn default_log_files() -> u32 {
+    3
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { max_size: default_log_size(), max_files: default_log_files(), console: true }
+    }
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    de_opt_bytes(d).map(|b| b.unwrap_or(0))
 }
 
 /// `[system] when_done`: the action once all work is done.

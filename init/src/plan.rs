@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    Bind, DeviceMapping, HealthcheckConfig, IoConfig, NetMode, RestartPolicy, SwapLimit, SystemConfig,
+    Bind, DeviceMapping, HealthcheckConfig, IoConfig, LogConfig, NetMode, RestartPolicy, SwapLimit,
+    SystemConfig,
 };
 
 /// Where the plan lives in the initramfs.
@@ -30,6 +31,9 @@ pub struct Plan {
     pub version: u32,
     /// Hostname, sysctls, stop timeout, action when done.
     pub system: SystemConfig,
+    /// Container output: files and console.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Kernel modules to load, as paths in the initramfs, dependencies first.
     #[serde(default)]
     pub modules: Vec<String>,
@@ -230,6 +234,7 @@ mod tests {
         let plan = Plan {
             version: PLAN_VERSION,
             system: SystemConfig::default(),
+            log: LogConfig::default(),
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
             late_modules: vec![],
             onboot: vec![],

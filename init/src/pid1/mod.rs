@@ -12,6 +12,7 @@
 pub mod control;
 pub mod limits;
 pub mod log;
+pub mod log_files;
 pub mod mounts;
 pub mod power_button;
 pub mod shutdown;
@@ -83,6 +84,7 @@ fn empty_plan() -> Plan {
     Plan {
         version: PLAN_VERSION,
         system: SystemConfig::default(),
+        log: Default::default(),
         modules: Vec::new(),
         late_modules: Vec::new(),
         onboot: Vec::new(),

@@ -18,6 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::pid1::log_files::LogFiles;
 use crate::pid1::shutdown::Action;
 use crate::pid1::{limits, log, userns_root};
 
@@ -153,6 +154,8 @@ pub struct Supervisor {
     checks: BTreeMap<Pid, (String, Instant)>,
     /// The last lines of each container's output, for `berthctl logs`.
     rings: BTreeMap<String, VecDeque<String>>,
+    /// Containers' output in rotated files.
+    files: LogFiles,
     /// How each container that is not running ended (or why it never started).
     last_state: BTreeMap<String, String>,
     /// Services stopped by hand (`berthctl stop`): not restarted until started again.
@@ -169,6 +172,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `plan`; `cgroups` says whether the cgroup2 hierarchy is usable.
     pub fn new(plan: Plan, cgroups: bool) -> Supervisor {
+        let files = LogFiles::new(&plan.log);
         let devnull =
             nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
                 .ok()
@@ -185,6 +189,7 @@ impl Supervisor {
             ready: BTreeSet::new(),
             health: BTreeMap::new(),
             checks: BTreeMap::new(),
+            files,
             rings: BTreeMap::new(),
             last_state: BTreeMap::new(),
             stopped_by_hand: BTreeSet::new(),
@@ -783,6 +788,8 @@ impl Supervisor {
     pub fn drain_logs(&mut self, only: Option<&str>) {
         let mut closed = Vec::new();
         let rings = &mut self.rings;
+        let files = &mut self.files;
+        let console = self.plan.log.console;
         for (index, pipe) in self.logs.iter_mut().enumerate() {
             if only.is_some_and(|n| n != pipe.name) {
                 continue;
@@ -800,12 +807,18 @@ impl Supervisor {
                             let line: Vec<u8> = pipe.partial.drain(..=pos).collect();
                             let text =
                                 line[..line.len() - 1].strip_suffix(b"\r").unwrap_or(&line[..line.len() - 1]);
-                            log::container_line(&pipe.name, text);
+                            if console {
+                                log::container_line(&pipe.name, text);
+                            }
                             remember(rings, &pipe.name, text);
+                            files.write(&pipe.name, text);
                         }
                         if pipe.partial.len() >= 4096 {
-                            log::container_line(&pipe.name, &pipe.partial);
+                            if console {
+                                log::container_line(&pipe.name, &pipe.partial);
+                            }
                             remember(rings, &pipe.name, &pipe.partial);
+                            files.write(&pipe.name, &pipe.partial);
                             pipe.partial.clear();
                         }
                     }
@@ -817,8 +830,11 @@ impl Supervisor {
         for index in closed.into_iter().rev() {
             let pipe = self.logs.remove(index);
             if !pipe.partial.is_empty() {
-                log::container_line(&pipe.name, &pipe.partial);
+                if self.plan.log.console {
+                    log::container_line(&pipe.name, &pipe.partial);
+                }
                 remember(&mut self.rings, &pipe.name, &pipe.partial);
+                self.files.write(&pipe.name, &pipe.partial);
             }
         }
     }
