@@ -256,22 +256,7 @@ impl Supervisor {
                 }
                 if c.depends_on.iter().all(|d| self.onboot_ok.contains(d) || self.ready.contains(d)) {
                     self.waiting.retain(|n| n != &name);
-                    if self.start_container(&c, Kind::Service) {
-                        if let Some(hc) = &c.healthcheck {
-                            let now = Instant::now();
-                            self.health.insert(
-                                name.clone(),
-                                Health {
-                                    started: now,
-                                    next_at: Some(now + hc.interval),
-                                    failures: 0,
-                                    healthy: None,
-                                },
-                            );
-                        } else {
-                            self.ready.insert(name.clone());
-                        }
-                    }
+                    self.start_service(&c);
                     progressed = true;
                 }
             }
@@ -279,6 +264,26 @@ impl Supervisor {
                 return;
             }
         }
+    }
+
+    /// Starts a service: with a healthcheck it is watched (and ready once healthy), without one
+    /// it is ready at once. False if it could not start.
+    fn start_service(&mut self, c: &PlannedContainer) -> bool {
+        if !self.start_container(c, Kind::Service) {
+            return false;
+        }
+        match &c.healthcheck {
+            Some(hc) => {
+                let now = Instant::now();
+                let health =
+                    Health { started: now, next_at: Some(now + hc.interval), failures: 0, healthy: None };
+                self.health.insert(c.name.clone(), health);
+            }
+            None => {
+                self.ready.insert(c.name.clone());
+            }
+        }
+        true
     }
 
     /// Runs due healthchecks and kills those past their timeout.
@@ -428,7 +433,7 @@ impl Supervisor {
                     Some(c) => {
                         self.stopped_by_hand.remove(*name);
                         self.pending_restarts.retain(|(_, n)| n != name);
-                        if self.start_container(&c, Kind::Service) {
+                        if self.start_service(&c) {
                             (format!("started {name}\n"), None)
                         } else {
                             (format!("error: {name} failed to start (see the console)\n"), None)
@@ -513,20 +518,7 @@ impl Supervisor {
         }
         for (_, name) in due {
             if let Some(c) = self.plan.service.iter().find(|c| c.name == name).cloned() {
-                if self.start_container(&c, Kind::Service) {
-                    if let Some(hc) = &c.healthcheck {
-                        let now = Instant::now();
-                        self.health.insert(
-                            name.clone(),
-                            Health {
-                                started: now,
-                                next_at: Some(now + hc.interval),
-                                failures: 0,
-                                healthy: None,
-                            },
-                        );
-                    }
-                }
+                self.start_service(&c);
             }
         }
         self.check_done()
