@@ -1,4 +1,5 @@
-//! berthctl, the in-guest client of PID 1's control socket: ps, logs, stop, poweroff. The test's
+//! berthctl, the in-guest client of PID 1's control socket: ps, logs (-f), events -f, restart,
+//! stop, poweroff; and log files. The test's
 //! container gets the socket and the init binary (as /bin/berthctl) by binds.
 
 mod common;
@@ -28,6 +29,14 @@ sleep 1.5
 berthctl ps
 echo "--- logs"
 berthctl logs -n 2 web
+echo "--- restart"
+berthctl events -f > /tmp/events &
+berthctl logs -f web > /tmp/follow &
+sleep 0.5
+berthctl restart web
+sleep 1.5
+echo "followed $(grep -c '^line' /tmp/follow) events $(grep -c 'event=container.started name=web' /tmp/events)"
+kill $(jobs -p) 2>/dev/null
 echo "--- stop"
 berthctl stop web
 sleep 1
@@ -57,10 +66,17 @@ fn berthctl_ps_logs_stop_poweroff() {
     assert!(web.trim_end().ends_with('M'), "memory from the cgroup: {web}");
     let logs = ctl.iter().position(|l| *l == "--- logs").unwrap();
     let stop = ctl.iter().position(|l| *l == "--- stop").unwrap();
-    let lines = &ctl[logs + 1..stop];
+    let restart = ctl.iter().position(|l| *l == "--- restart").unwrap();
+    let lines = &ctl[logs + 1..restart];
     assert_eq!(lines.len(), 2, "logs -n 2: {lines:?}");
     assert!(lines.iter().all(|l| l.starts_with("line ")), "{lines:?}");
     assert!(ctl.contains(&"stopping web"), "{c}");
+    // restart, logs -f and events -f: the follower saw lines as they came, the restart's start.
+    let followed = ctl.iter().find_map(|l| l.strip_prefix("followed ")).unwrap_or_else(|| panic!("{c}"));
+    let (lines, events) = followed.split_once(" events ").unwrap();
+    assert!(lines.parse::<u32>().unwrap() >= 3, "logs -f saw {lines} lines");
+    assert_eq!(events, "1", "events -f saw the restarted web start once");
+    assert!(ctl.contains(&"restarting web"), "{c}");
     // Stopped by hand: not restarted despite restart = "always".
     let after = ctl[stop..].iter().find(|l| l.starts_with("web ")).unwrap_or_else(|| panic!("{c}"));
     assert!(after.contains("stopped/exited(0)"), "{after}");

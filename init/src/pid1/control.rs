@@ -1,7 +1,9 @@
 //! PID 1's control socket: one request line in, a text reply out, then the connection closes.
 //! `berthctl` (this binary under that name) is the client.
 //!
-//! Requests: `ps`, `logs [-n N] NAME`, `start NAME`, `stop NAME`, `poweroff`, `reboot`, `halt`.
+//! Requests: `ps`, `logs [-n N] NAME`, `logs -f NAME`, `events -f`, `start NAME`, `stop NAME`,
+//! `restart NAME`, `poweroff`, `reboot`, `halt`. With `-f` the connection stays open and PID 1
+//! keeps sending; a reader that falls behind is dropped.
 //! A reply that starts with `error:` is a failure.
 
 use std::io::{Read, Write};
@@ -86,12 +88,24 @@ pub fn client(args: &[String]) -> i32 {
         eprintln!("berthctl: {e}");
         return 1;
     }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    if let Some(err) = reply.strip_prefix("error: ") {
-        eprint!("berthctl: {err}");
+    // The reply is streamed (`-f` never ends): an `error:` reply is short and comes whole.
+    let mut first = [0u8; 4096];
+    let n = stream.read(&mut first).unwrap_or(0);
+    let head = String::from_utf8_lossy(&first[..n]).into_owned();
+    if let Some(err) = head.strip_prefix("error: ") {
+        let mut rest = String::new();
+        let _ = stream.read_to_string(&mut rest);
+        eprint!("berthctl: {err}{rest}");
         return 1;
     }
-    print!("{reply}");
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&first[..n]);
+    let _ = out.flush();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 || out.write_all(&buf[..n]).is_err() || out.flush().is_err() {
+            break;
+        }
+    }
     0
 }

@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
@@ -108,7 +109,47 @@ pub fn error(message: &str) {
 
 /// Prints an event line (see `berth_init::events`).
 pub fn emit(event: Event) {
-    console_write(format!("{event}\n").as_bytes());
+    let line = format!("{event}\n");
+    console_write(line.as_bytes());
+    feed_followers(None, line.as_bytes());
+}
+
+/// What a follower (`berthctl events -f`, `logs -f NAME`) receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    /// Every event line.
+    Events,
+    /// One container's output lines.
+    Logs(String),
+}
+
+static FOLLOWERS: Mutex<Vec<(UnixStream, Follow)>> = Mutex::new(Vec::new());
+
+/// Adds a follower; its socket is made non-blocking: a reader that does not keep up is dropped,
+/// never waited for.
+pub fn add_follower(stream: UnixStream, what: Follow) {
+    if stream.set_nonblocking(true).is_ok() {
+        if let Ok(mut f) = FOLLOWERS.lock() {
+            f.push((stream, what));
+        }
+    }
+}
+
+/// Sends a line to the followers that want it (`container` is `None` for events); a follower
+/// whose socket is full or closed is dropped.
+pub fn feed_followers(container: Option<&str>, line: &[u8]) {
+    let Ok(mut followers) = FOLLOWERS.lock() else { return };
+    if followers.is_empty() {
+        return;
+    }
+    followers.retain_mut(|(stream, what)| {
+        let wanted = match (what, container) {
+            (Follow::Events, None) => true,
+            (Follow::Logs(name), Some(c)) => name == c,
+            _ => false,
+        };
+        !wanted || stream.write_all(line).is_ok()
+    });
 }
 
 /// A new event stamped now.

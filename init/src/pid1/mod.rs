@@ -233,10 +233,19 @@ fn event_loop(
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
         }
         while let Some((stream, request)) = control.and_then(|c| c.next_request()) {
-            let (text, wanted) = sup.control(&request);
-            control::reply(stream, &text);
-            if let Some(a) = wanted {
-                request_shutdown(sup, &mut action, a, "control");
+            let (text, outcome) = sup.control(&request);
+            match outcome {
+                supervisor::Outcome::Close => control::reply(stream, &text),
+                supervisor::Outcome::Shutdown(a) => {
+                    control::reply(stream, &text);
+                    request_shutdown(sup, &mut action, a, "control");
+                }
+                supervisor::Outcome::Follow(what) => {
+                    let mut stream = stream;
+                    if std::io::Write::write_all(&mut stream, text.as_bytes()).is_ok() {
+                        log::add_follower(stream, what);
+                    }
+                }
             }
         }
         if let Some(sfd) = signals {

@@ -135,6 +135,16 @@ pub enum Request {
     Shutdown(Action),
 }
 
+/// What a control request does to its connection.
+pub enum Outcome {
+    /// Reply and close.
+    Close,
+    /// Reply, close, and begin this shutdown.
+    Shutdown(Action),
+    /// Reply, then keep sending what the follower asked for.
+    Follow(log::Follow),
+}
+
 /// The container supervisor.
 pub struct Supervisor {
     plan: Plan,
@@ -160,6 +170,8 @@ pub struct Supervisor {
     last_state: BTreeMap<String, String>,
     /// Services stopped by hand (`berthctl stop`): not restarted until started again.
     stopped_by_hand: BTreeSet<String>,
+    /// Services to start again as soon as their `berthctl restart` stop has ended them.
+    restart_after_stop: BTreeSet<String>,
     phase: Phase,
     running: BTreeMap<Pid, Running>,
     logs: Vec<LogPipe>,
@@ -193,6 +205,7 @@ impl Supervisor {
             rings: BTreeMap::new(),
             last_state: BTreeMap::new(),
             stopped_by_hand: BTreeSet::new(),
+            restart_after_stop: BTreeSet::new(),
             phase: Phase::Onboot(0),
             running: BTreeMap::new(),
             logs: Vec::new(),
@@ -378,24 +391,41 @@ impl Supervisor {
         }
     }
 
-    /// Answers one control request; the action, if any, is a shutdown to begin.
-    pub fn control(&mut self, request: &str) -> (String, Option<Action>) {
+    /// Answers one control request: the reply, and what happens to the connection.
+    pub fn control(&mut self, request: &str) -> (String, Outcome) {
         let words: Vec<&str> = request.split_whitespace().collect();
         match words.as_slice() {
-            ["ps"] => (self.ps(), None),
+            ["ps"] => (self.ps(), Outcome::Close),
+            ["logs", "-f", name] => {
+                if !self.plan.containers().any(|c| c.name == *name) {
+                    return (format!("error: no container named {name}\n"), Outcome::Close);
+                }
+                let past: String =
+                    self.rings.get(*name).map(|r| r.iter().map(|l| format!("{l}\n")).collect()).unwrap_or_default();
+                (past, Outcome::Follow(log::Follow::Logs(name.to_string())))
+            }
+            ["events", "-f"] => (String::new(), Outcome::Follow(log::Follow::Events)),
+            ["restart", name] => {
+                let (text, _) = self.control(&format!("stop {name}"));
+                if text.starts_with("error:") {
+                    return (text, Outcome::Close);
+                }
+                self.restart_after_stop.insert(name.to_string());
+                (format!("restarting {name}\n"), Outcome::Close)
+            }
             ["logs", rest @ ..] => {
                 let (n, name) = match rest {
                     ["-n", n, name] => (n.parse::<usize>().ok(), *name),
                     [name] => (None, *name),
-                    _ => return ("error: usage: logs [-n N] NAME\n".into(), None),
+                    _ => return ("error: usage: logs [-n N] NAME\n".into(), Outcome::Close),
                 };
                 match self.rings.get(name) {
                     Some(ring) => {
                         let skip = n.map(|n| ring.len().saturating_sub(n)).unwrap_or(0);
-                        (ring.iter().skip(skip).map(|l| format!("{l}\n")).collect(), None)
+                        (ring.iter().skip(skip).map(|l| format!("{l}\n")).collect(), Outcome::Close)
                     }
-                    None if self.plan.containers().any(|c| c.name == name) => (String::new(), None),
-                    None => (format!("error: no container named {name}\n"), None),
+                    None if self.plan.containers().any(|c| c.name == name) => (String::new(), Outcome::Close),
+                    None => (format!("error: no container named {name}\n"), Outcome::Close),
                 }
             }
             ["stop", name] => match self.running.iter_mut().find(|(_, r)| r.name == *name) {
@@ -418,38 +448,38 @@ impl Supervisor {
                     );
                     self.stopped_by_hand.insert(name.to_string());
                     self.pending_restarts.retain(|(_, n)| n != name);
-                    (format!("stopping {name}\n"), None)
+                    (format!("stopping {name}\n"), Outcome::Close)
                 }
-                None => (format!("error: {name} is not running\n"), None),
+                None => (format!("error: {name} is not running\n"), Outcome::Close),
             },
             ["start", name] => {
                 if self.running.values().any(|r| r.name == *name) {
-                    return (format!("error: {name} is running already\n"), None);
+                    return (format!("error: {name} is running already\n"), Outcome::Close);
                 }
                 if !matches!(self.phase, Phase::Running) {
-                    return ("error: containers start by hand only while the machine runs\n".into(), None);
+                    return ("error: containers start by hand only while the machine runs\n".into(), Outcome::Close);
                 }
                 match self.plan.service.iter().find(|c| c.name == *name).cloned() {
                     Some(c) => {
                         self.stopped_by_hand.remove(*name);
                         self.pending_restarts.retain(|(_, n)| n != name);
                         if self.start_service(&c) {
-                            (format!("started {name}\n"), None)
+                            (format!("started {name}\n"), Outcome::Close)
                         } else {
-                            (format!("error: {name} failed to start (see the console)\n"), None)
+                            (format!("error: {name} failed to start (see the console)\n"), Outcome::Close)
                         }
                     }
-                    None => (format!("error: no service named {name}\n"), None),
+                    None => (format!("error: no service named {name}\n"), Outcome::Close),
                 }
             }
-            ["poweroff"] => ("powering off\n".into(), Some(Action::Poweroff)),
-            ["reboot"] => ("rebooting\n".into(), Some(Action::Reboot)),
-            ["halt"] => ("halting\n".into(), Some(Action::Halt)),
+            ["poweroff"] => ("powering off\n".into(), Outcome::Shutdown(Action::Poweroff)),
+            ["reboot"] => ("rebooting\n".into(), Outcome::Shutdown(Action::Reboot)),
+            ["halt"] => ("halting\n".into(), Outcome::Shutdown(Action::Halt)),
             _ => (
                 format!(
-                    "error: unknown request `{request}` (ps, logs, start, stop, poweroff, reboot, halt)\n"
+                    "error: unknown request `{request}` (ps, logs [-f], events -f, start, stop, restart, poweroff, reboot, halt)\n"
                 ),
-                None,
+                Outcome::Close,
             ),
         }
     }
@@ -804,6 +834,7 @@ impl Supervisor {
                             }
                             remember(rings, &pipe.name, text);
                             files.write(&pipe.name, text);
+                            log::feed_followers(Some(&pipe.name), &[text, b"\n"].concat());
                         }
                         if pipe.partial.len() >= 4096 {
                             if console {
@@ -898,7 +929,12 @@ impl Supervisor {
             self.onboot_ok.insert(run.name.clone());
         }
         self.health.remove(&run.name);
-        if run.kind == Kind::Service
+        if self.restart_after_stop.remove(&run.name) && self.phase == Phase::Running {
+            self.stopped_by_hand.remove(&run.name);
+            if let Some(c) = self.plan.service.iter().find(|c| c.name == run.name).cloned() {
+                self.start_service(&c);
+            }
+        } else if run.kind == Kind::Service
             && self.phase == Phase::Running
             && !self.stopped_by_hand.contains(&run.name)
         {
