@@ -232,6 +232,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // (seccomp filters are filled in once the kernel is known)
     let service = config.service.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
     let onshutdown = config.onshutdown.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
+    let console = config.console.as_ref().map(plan_container).transpose()?;
 
     let init = init_binary::find(opts.init.as_deref())?;
 
@@ -254,18 +255,27 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut onboot = onboot;
     let mut service = service;
     let mut onshutdown = onshutdown;
+    let mut console = console;
     // Private id ranges for `userns = "auto"`, in declaration order, never overlapping.
     let mut next_range = USERNS_FIRST_ID;
-    for (planned, c) in
-        onboot.iter_mut().chain(service.iter_mut()).chain(onshutdown.iter_mut()).zip(config.containers())
+    for (planned, c) in onboot
+        .iter_mut()
+        .chain(service.iter_mut())
+        .chain(onshutdown.iter_mut())
+        .chain(console.iter_mut())
+        .zip(config.containers())
     {
         if c.userns == UsernsMode::Auto {
             planned.userns = Some(IdRange { host_id: next_range, size: USERNS_RANGE });
             next_range += USERNS_RANGE;
         }
     }
-    for (planned, c) in
-        onboot.iter_mut().chain(service.iter_mut()).chain(onshutdown.iter_mut()).zip(config.containers())
+    for (planned, c) in onboot
+        .iter_mut()
+        .chain(service.iter_mut())
+        .chain(onshutdown.iter_mut())
+        .chain(console.iter_mut())
+        .zip(config.containers())
     {
         planned.seccomp = seccomp_filter(c, planned, target_kernel).map_err(|e| {
             src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))
@@ -281,6 +291,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         onboot,
         service,
         onshutdown,
+        console,
     };
 
     // Stage the outputs beside the output directory, then publish.

@@ -130,3 +130,43 @@ fn output_goes_to_rotated_files() {
     assert!(sizes[1] > 900, "a rotated file is nearly full: {sizes:?}");
     assert_eq!(line("reader | last"), "chatty line 199");
 }
+
+const CONSOLE: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[console]
+name = "shell"
+image = "oci:images/busybox:latest"
+command = ["sh"]
+"#;
+
+#[test]
+fn the_debug_console_is_a_shell_on_the_serial_line() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let out = common::build(dir.path(), "console", CONSOLE);
+    let mut vm = common::boot(&out);
+    let t = default_timeout();
+    let started = vm.wait_for_event("container.started", |e| e.get("name") == Some("shell"), t).unwrap();
+    assert_eq!(started.get("kind"), Some("console"));
+    vm.wait_for_event("power_button.ready", |_| true, t).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    vm.send_console(b"echo shell-says-$((6*7)) on $(tty)\n").unwrap();
+    let line = vm.wait_for_line(|l| l.contains("shell-says-42 on"), t).unwrap();
+    assert!(line.contains("shell-says-42 on /dev/console"), "{line}");
+    // Exiting the shell gets a new one, like a getty.
+    vm.send_console(b"exit\n").unwrap();
+    vm.wait_for_event("container.exited", |e| e.get("name") == Some("shell"), t).unwrap();
+    let count = || {
+        vm.events().iter().filter(|e| e.name == "container.started" && e.get("name") == Some("shell")).count()
+    };
+    let end = std::time::Instant::now() + t;
+    while count() < 2 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(count(), 2, "the console shell was not started again");
+    vm.qmp().unwrap().system_powerdown().unwrap();
+    vm.wait_exit(t).unwrap();
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff));
+}

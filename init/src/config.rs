@@ -36,6 +36,9 @@ pub struct Config {
     /// `[[onshutdown]]`: run one after another at shutdown, once the services have stopped.
     #[serde(default)]
     pub onshutdown: Vec<ContainerConfig>,
+    /// `[console]`: an opt-in debug shell — a container whose standard streams are the serial
+    /// console, started again whenever it exits.
+    pub console: Option<ContainerConfig>,
 }
 
 /// `[kernel]`.
@@ -632,9 +635,9 @@ impl Config {
         Ok(config)
     }
 
-    /// All containers: onboot, services, onshutdown, each in declaration order.
+    /// All containers: onboot, services, onshutdown, each in declaration order, then the console.
     pub fn containers(&self) -> impl Iterator<Item = &ContainerConfig> {
-        self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter())
+        self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter()).chain(self.console.iter())
     }
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
@@ -645,7 +648,7 @@ impl Config {
             }
         }
         let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
-        for c in self.onboot.iter().chain(&self.onshutdown) {
+        for c in self.onboot.iter().chain(&self.onshutdown).chain(&self.console) {
             if c.restart != RestartPolicy::No {
                 return Err((
                     Some(c.name.span().start),
@@ -656,7 +659,7 @@ impl Config {
                 ));
             }
         }
-        for c in self.onboot.iter().chain(&self.onshutdown) {
+        for c in self.onboot.iter().chain(&self.onshutdown).chain(&self.console) {
             if let Some(d) = c.depends_on.first() {
                 return Err((Some(d.span().start), format!("container `{}`: depends_on is for [[service]]; onboot and onshutdown containers run in file order", c.name.get_ref())));
             }

@@ -50,6 +50,9 @@ pub struct Plan {
     /// Run one after another at shutdown, after the services stopped.
     #[serde(default)]
     pub onshutdown: Vec<PlannedContainer>,
+    /// The debug shell on the serial console.
+    #[serde(default)]
+    pub console: Option<PlannedContainer>,
 }
 
 /// One container, fully resolved.
@@ -219,9 +222,9 @@ impl Plan {
         Ok(plan)
     }
 
-    /// All containers: onboot, services, onshutdown.
+    /// All containers: onboot, services, onshutdown, the console.
     pub fn containers(&self) -> impl Iterator<Item = &PlannedContainer> {
-        self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter())
+        self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter()).chain(self.console.iter())
     }
 }
 
@@ -239,6 +242,7 @@ mod tests {
             late_modules: vec![],
             onboot: vec![],
             onshutdown: vec![],
+            console: None,
             service: vec![PlannedContainer {
                 name: "hello".into(),
                 image: "oci:x".into(),

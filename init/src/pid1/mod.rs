@@ -90,6 +90,7 @@ fn empty_plan() -> Plan {
         onboot: Vec::new(),
         service: Vec::new(),
         onshutdown: Vec::new(),
+        console: None,
     }
 }
 

@@ -77,6 +77,8 @@ pub enum Kind {
     Service,
     /// `[[onshutdown]]`.
     OnShutdown,
+    /// `[console]`: the debug shell on the serial console.
+    Console,
 }
 
 impl Kind {
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Onboot => "onboot",
             Kind::Service => "service",
             Kind::OnShutdown => "onshutdown",
+            Kind::Console => "console",
         }
     }
 }
@@ -152,6 +155,8 @@ pub struct Supervisor {
     restarts: BTreeMap<String, RestartState>,
     /// Services waiting for their restart delay: (due, name).
     pending_restarts: Vec<(Instant, String)>,
+    /// When the console shell is started again after it exited.
+    console_respawn: Option<Instant>,
     /// Services not started yet because a dependency is not ready, in file order.
     waiting: Vec<String>,
     /// Onboot containers that exited 0.
@@ -196,6 +201,7 @@ impl Supervisor {
             plan,
             restarts: BTreeMap::new(),
             pending_restarts: Vec::new(),
+            console_respawn: None,
             waiting: Vec::new(),
             onboot_ok: BTreeSet::new(),
             ready: BTreeSet::new(),
@@ -230,7 +236,11 @@ impl Supervisor {
         let kills = self.running.values().filter_map(|r| r.kill_at);
         let checks =
             self.health.values().filter_map(|h| h.next_at).chain(self.checks.values().map(|(_, at)| *at));
-        kills.chain(self.pending_restarts.iter().map(|(due, _)| *due)).chain(checks).min()
+        kills
+            .chain(self.pending_restarts.iter().map(|(due, _)| *due))
+            .chain(checks)
+            .chain(self.console_respawn)
+            .min()
     }
 
     /// A container's stop timeout: its own, else the machine's.
@@ -540,6 +550,12 @@ impl Supervisor {
     /// Starts the services whose restart delay has passed.
     pub fn restart_due(&mut self) -> Request {
         self.health_timers();
+        if self.console_respawn.is_some_and(|at| at <= Instant::now()) {
+            self.console_respawn = None;
+            if let (Phase::Running, Some(console)) = (self.phase, self.plan.console.clone()) {
+                self.start_container(&console, Kind::Console);
+            }
+        }
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = self.pending_restarts.drain(..).partition(|(at, _)| *at <= now);
         self.pending_restarts = later;
@@ -597,6 +613,9 @@ impl Supervisor {
                 log::emit(log::event("boot.stage").with("stage", "services"));
                 self.waiting = self.plan.service.iter().map(|c| c.name.clone()).collect();
                 self.start_ready();
+                if let Some(console) = self.plan.console.clone() {
+                    self.start_container(&console, Kind::Console);
+                }
                 return self.check_done();
             };
             if self.start_container(&c, Kind::Onboot) {
@@ -609,7 +628,7 @@ impl Supervisor {
 
     fn check_done(&mut self) -> Request {
         if self.phase != Phase::Running
-            || !self.running.is_empty()
+            || self.running.values().any(|r| r.kind != Kind::Console)
             || !self.pending_restarts.is_empty()
             || !self.waiting.is_empty()
         {
@@ -760,6 +779,14 @@ impl Supervisor {
         let result = self
             .premount(c, &state)
             .and_then(|root| self.spec_for(c, write.as_raw_fd(), root))
+            .map(|mut spec| {
+                if kind == Kind::Console {
+                    // The serial console itself, as the shell's terminal.
+                    spec.stdio = Stdio::Fds([0, 1, 2]);
+                    spec.controlling_tty = true;
+                }
+                spec
+            })
             .map_err(|e| berth_runtime::StepError::new("prepare", Errno::EINVAL, e))
             .and_then(|spec| launch(&spec));
         drop(write);
@@ -929,6 +956,10 @@ impl Supervisor {
             self.onboot_ok.insert(run.name.clone());
         }
         self.health.remove(&run.name);
+        if run.kind == Kind::Console && self.phase == Phase::Running {
+            // Like a getty: a new shell after the last one ended.
+            self.console_respawn = Some(Instant::now() + Duration::from_secs(1));
+        }
         if self.restart_after_stop.remove(&run.name) && self.phase == Phase::Running {
             self.stopped_by_hand.remove(&run.name);
             if let Some(c) = self.plan.service.iter().find(|c| c.name == run.name).cloned() {
@@ -992,6 +1023,7 @@ impl Supervisor {
     /// stop together. Once all have ended, the onshutdown containers run.
     pub fn begin_stop(&mut self) {
         self.pending_restarts.clear();
+        self.console_respawn = None;
         self.waiting.clear();
         self.health.clear();
         self.phase = Phase::Stopping;
