@@ -8,7 +8,7 @@ use berth_qemu::default_timeout;
 
 const CGROUPS: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"
@@ -88,7 +88,7 @@ fn pids_and_cpu_limits_hold() {
 
 const IO_AND_MORE: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 modules = ["virtio_pci", "virtio_blk"]
 
 [system]

@@ -8,7 +8,7 @@ use berth_qemu::{default_timeout, GuestShutdown};
 
 const CONTROL: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 stop_timeout = "2s"
@@ -87,7 +87,7 @@ fn berthctl_ps_logs_stop_poweroff() {
 
 const LOG_FILES: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"
@@ -133,7 +133,7 @@ fn output_goes_to_rotated_files() {
 
 const CONSOLE: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [console]
 name = "shell"

@@ -10,7 +10,7 @@ use serde_json::json;
 
 const FAILURES: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"
@@ -80,7 +80,7 @@ fn failures_are_reported_and_others_go_on() {
 
 const STOPPING: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 compression = "gzip"
 
 [system]
@@ -192,7 +192,7 @@ fn the_acpi_power_button_shuts_down_gracefully() {
 
 const RESTARTS: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"
@@ -249,7 +249,7 @@ fn a_failing_service_restarts_with_growing_delays() {
 
 const ORPHANS: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"
@@ -297,7 +297,7 @@ fn orphans_are_reaped() {
 
 const STOP_SETTINGS: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 stop_timeout = "20s"
@@ -371,7 +371,7 @@ fn stop_signal_stop_timeout_and_onshutdown() {
 
 const DEPENDENCIES: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 stop_timeout = "1s"
@@ -436,7 +436,7 @@ fn depends_on_waits_for_a_healthy_dependency() {
 
 const KERNEL_POWEROFF: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 # A crash's core dump goes to /sbin/poweroff, run by the kernel as a usermode helper — the way

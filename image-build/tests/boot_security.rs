@@ -8,7 +8,7 @@ use berth_qemu::default_timeout;
 
 const SECURITY: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"
@@ -125,7 +125,7 @@ fn a_bad_capability_name_is_located() {
 
 const USERNS: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 when_done = "poweroff"

@@ -10,7 +10,7 @@ use berth_qemu::default_timeout;
 
 const SETTINGS: &str = r#"
 [kernel]
-cmdline = "console=ttyS0"
+cmdline = "console=ttyS0 quiet"
 
 [system]
 hostname = "machine"
