@@ -57,9 +57,7 @@ fn field(console: &str, prefix: &str) -> String {
 
 #[test]
 fn pids_and_cpu_limits_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "cgroups", CGROUPS);
+    let (_dir, out) = common::build_fresh("cgroups", CGROUPS);
     let mut vm = common::boot(&out);
     let t = default_timeout() * 2;
     for name in ["forkbomb", "half", "whole"] {
@@ -131,9 +129,7 @@ command = ["sh", "-c", "echo low=$(cat /sys/fs/cgroup/memory.low) swap=$(cat /sy
 
 #[test]
 fn io_throttling_and_docker_resource_options() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "io", IO_AND_MORE);
+    let (dir, out) = common::build_fresh("io", IO_AND_MORE);
     let disk = dir.path().join("disk.img");
     std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
     let drive = format!("file={},if=virtio,format=raw,cache=unsafe", disk.display());

@@ -49,9 +49,7 @@ sleep 100
 
 #[test]
 fn berthctl_ps_logs_stop_poweroff() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "control", CONTROL);
+    let (_dir, out) = common::build_fresh("control", CONTROL);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     let begin = vm.wait_for_event("shutdown.begin", |_| true, t).unwrap();
@@ -110,9 +108,7 @@ command = ["sh", "-c", "ls /logs | tr '\\n' ' '; echo; echo sizes $(wc -c /logs/
 
 #[test]
 fn output_goes_to_rotated_files() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "logfiles", LOG_FILES);
+    let (_dir, out) = common::build_fresh("logfiles", LOG_FILES);
     let mut vm = common::boot(&out);
     vm.wait_exit(default_timeout()).unwrap();
     let c = vm.console_text();
@@ -143,9 +139,7 @@ command = ["sh"]
 
 #[test]
 fn the_debug_console_is_a_shell_on_the_serial_line() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "console", CONSOLE);
+    let (_dir, out) = common::build_fresh("console", CONSOLE);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     let started = vm.wait_for_event("container.started", |e| e.get("name") == Some("shell"), t).unwrap();

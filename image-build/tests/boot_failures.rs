@@ -44,9 +44,7 @@ command = ["sh", "-c", "sleep 3; echo still here"]
 
 #[test]
 fn failures_are_reported_and_others_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "failures", FAILURES);
+    let (_dir, out) = common::build_fresh("failures", FAILURES);
     let mut vm = common::boot(&out);
     let t = default_timeout();
 
@@ -99,9 +97,7 @@ command = ["sh", "-c", "echo ready; exec sleep 1000"]
 
 #[test]
 fn ctrl_alt_del_stops_containers_then_reboots() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "stopping", STOPPING);
+    let (_dir, out) = common::build_fresh("stopping", STOPPING);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     vm.wait_for_line(|l| l.starts_with("polite | ready"), t).unwrap();
@@ -139,9 +135,7 @@ fn ctrl_alt_del_stops_containers_then_reboots() {
 #[test]
 fn an_unreadable_boot_plan_leaves_a_defined_state() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "plain", STOPPING);
+    let (_dir, out) = common::build_fresh("plain", STOPPING);
     // A second archive appended to the initramfs replaces the plan with garbage.
     let initrd = out.join("initrd.img");
     let mut bytes = std::fs::read(&initrd).unwrap();
@@ -171,9 +165,7 @@ fn an_unreadable_boot_plan_leaves_a_defined_state() {
 
 #[test]
 fn the_acpi_power_button_shuts_down_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "button", STOPPING);
+    let (_dir, out) = common::build_fresh("button", STOPPING);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     vm.wait_for_event("power_button.ready", |_| true, t).unwrap();
@@ -217,9 +209,7 @@ command = ["sh", "-c", "i=0; while [ $i -lt 8 ]; do echo tick $i; i=$((i+1)); sl
 
 #[test]
 fn a_failing_service_restarts_with_growing_delays() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "restarts", RESTARTS);
+    let (_dir, out) = common::build_fresh("restarts", RESTARTS);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     vm.wait_for_event("shutdown.complete", |_| true, t).unwrap();
@@ -273,9 +263,7 @@ echo sleepers=$(cat /hostproc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -
 
 #[test]
 fn orphans_are_reaped() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "orphans", ORPHANS);
+    let (_dir, out) = common::build_fresh("orphans", ORPHANS);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some("inspector"), t).unwrap();
@@ -322,9 +310,7 @@ command = ["sh", "-c", "echo bye"]
 
 #[test]
 fn stop_signal_stop_timeout_and_onshutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "stopsettings", STOP_SETTINGS);
+    let (_dir, out) = common::build_fresh("stopsettings", STOP_SETTINGS);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     vm.wait_for_event("power_button.ready", |_| true, t).unwrap();
@@ -407,9 +393,7 @@ command = ["sh", "-c", "echo should not run"]
 
 #[test]
 fn depends_on_waits_for_a_healthy_dependency() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "deps", DEPENDENCIES);
+    let (_dir, out) = common::build_fresh("deps", DEPENDENCIES);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     let healthy = vm.wait_for_event("container.healthy", |e| e.get("name") == Some("db"), t).unwrap();
@@ -457,9 +441,7 @@ command = ["sh", "-c", "sleep 2; f() { f; }; f"]
 
 #[test]
 fn the_kernel_running_sbin_poweroff_shuts_down_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "kpoweroff", KERNEL_POWEROFF);
+    let (_dir, out) = common::build_fresh("kpoweroff", KERNEL_POWEROFF);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     let begin = vm.wait_for_event("shutdown.begin", |_| true, t).unwrap();
@@ -473,9 +455,7 @@ fn the_kernel_running_sbin_poweroff_shuts_down_gracefully() {
 
 #[test]
 fn ctrl_alt_del_reboots_into_a_second_boot() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "reboot", STOPPING);
+    let (_dir, out) = common::build_fresh("reboot", STOPPING);
     let mut vm = common::boot_rebootable(&out);
     let t = default_timeout();
     vm.wait_for_line(|l| l.starts_with("polite | ready"), t).unwrap();

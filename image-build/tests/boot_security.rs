@@ -66,9 +66,7 @@ fn field<'a>(console: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn containers_get_dockers_defaults_and_opt_outs() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "security", SECURITY);
+    let (_dir, out) = common::build_fresh("security", SECURITY);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     for name in ["default", "unconfined", "adjusted", "privileged"] {
@@ -159,9 +157,7 @@ command = ["sh", "-c", "echo \"uidmap=$(cat /proc/self/uid_map | tr -s ' ' | sed
 
 #[test]
 fn userns_auto_maps_a_private_range_and_keeps_the_image_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "userns", USERNS);
+    let (_dir, out) = common::build_fresh("userns", USERNS);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     for name in ["mapped", "mapped2", "host"] {

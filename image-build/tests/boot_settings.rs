@@ -66,9 +66,7 @@ fn line<'a>(console: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn container_settings_reach_the_container() {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let out = common::build(dir.path(), "settings", SETTINGS);
+    let (_dir, out) = common::build_fresh("settings", SETTINGS);
     let mut vm = common::boot(&out);
     let t = default_timeout();
     for name in ["settings", "host2", "isolated"] {

@@ -56,6 +56,14 @@ pub fn busybox_image(dir: &Path) {
     assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A fresh directory with the busybox image, and `config` built in it (see [`build`]).
+pub fn build_fresh(name: &str, config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    busybox_image(dir.path());
+    let out = build(dir.path(), name, config);
+    (dir, out)
+}
+
 /// Writes `config` as `dir/NAME.toml` and builds it into `dir/NAME.out`; panics with berth's
 /// stderr on failure.
 pub fn build(dir: &Path, name: &str, config: &str) -> PathBuf {
