@@ -242,6 +242,20 @@ impl<W: Write> CpioWriter<W> {
         self.pad4(&path)
     }
 
+    /// A device node of file type `kind` (`S_IFCHR` or `S_IFBLK`).
+    fn device_node(
+        &mut self,
+        path: &str,
+        kind: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        dev: (u32, u32),
+    ) -> Result<(), CpioError> {
+        let path = self.prepare(path)?;
+        self.entry_header(&path, kind | (mode & PERMISSION_BITS), uid, gid, 0, dev)
+    }
+
     /// Write a character device node with device number `major:minor`.
     pub fn char_dev(
         &mut self,
@@ -252,9 +266,7 @@ impl<W: Write> CpioWriter<W> {
         major: u32,
         minor: u32,
     ) -> Result<(), CpioError> {
-        let path = self.prepare(path)?;
-        let mode = S_IFCHR | (mode & PERMISSION_BITS);
-        self.entry_header(&path, mode, uid, gid, 0, (major, minor))
+        self.device_node(path, S_IFCHR, mode, uid, gid, (major, minor))
     }
 
     /// Write a block device node with device number `major:minor`.
@@ -267,9 +279,7 @@ impl<W: Write> CpioWriter<W> {
         major: u32,
         minor: u32,
     ) -> Result<(), CpioError> {
-        let path = self.prepare(path)?;
-        let mode = S_IFBLK | (mode & PERMISSION_BITS);
-        self.entry_header(&path, mode, uid, gid, 0, (major, minor))
+        self.device_node(path, S_IFBLK, mode, uid, gid, (major, minor))
     }
 
     /// Write a named pipe (fifo).
