@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_init::config::{
-    Config, ConfigError, ContainerConfig, DeviceMapping, InitrdCompression, SeccompMode, UsernsMode,
+    Config, ConfigError, ContainerConfig, DeviceMapping, InitrdCompression, NetMode, PortMapping,
+    SeccompMode, UsernsMode,
 };
 use berth_init::plan::{
     layer_dir_name, IdRange, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH,
@@ -40,6 +41,11 @@ use crate::source::{self, LayerBlob, ResolvedImage};
 
 /// Modules every berth system needs (container roots are overlays).
 pub const BASE_MODULES: &[&str] = &["overlay"];
+/// Network drivers packed when the machine configures an interface.
+pub const NIC_MODULES: &[&str] = &["virtio_net"];
+/// Modules for `net = "bridge"` containers: the bridge, veth pairs, and nftables NAT
+/// (masquerade, published ports); their dependencies (nf_nat, nf_conntrack …) come along.
+pub const BRIDGE_MODULES: &[&str] = &["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat"];
 /// Modules loaded after the first containers start: the ACPI power button as an input device.
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];
 
@@ -203,6 +209,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             gid,
             additional_gids,
             net: c.net,
+            ports: c.ports.iter().filter_map(|p| PortMapping::parse(p.get_ref()).ok()).collect(),
             memory: c.memory,
             cpus: c.cpus,
             pids_limit: c.pids_limit,
@@ -239,6 +246,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     progress.step("kernel");
     let kernel = kernel::debian_cloud_kernel(&opts.cache_dir, &|m| progress.step(m.to_string()))?;
     let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
+    if !config.network.effective_interfaces().is_empty() {
+        wanted.extend(NIC_MODULES.iter().map(|m| m.to_string()));
+    }
+    if config.containers().any(|c| c.net == NetMode::Bridge) {
+        wanted.extend(BRIDGE_MODULES.iter().map(|m| m.to_string()));
+    }
     wanted.extend(config.kernel.modules.iter().cloned());
     let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
     let late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
@@ -286,6 +299,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         version: PLAN_VERSION,
         system: config.system.clone(),
         log: config.log.clone(),
+        network: config.network.clone(),
         modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,

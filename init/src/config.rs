@@ -14,6 +14,9 @@ use toml::Spanned;
 
 use crate::units;
 
+mod network;
+pub use network::*;
+
 /// A whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,9 @@ pub struct Config {
     /// `[log]`: where containers' output goes besides the console.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[network]`: interfaces, DNS, the container bridge.
+    #[serde(default)]
+    pub network: NetworkConfig,
     /// `[[onboot]]`: containers run one after another, each to completion, before services.
     #[serde(default)]
     pub onboot: Vec<ContainerConfig>,
@@ -169,6 +175,10 @@ pub enum WhenDone {
     Reboot,
 }
 
+/// The name a service lists in `depends_on` to wait until every configured interface of the
+/// machine has its addresses (DHCP bound, static ones set).
+pub const NETWORK_UNIT: &str = "network";
+
 /// A container, as written in `[[onboot]]` or `[[service]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +203,9 @@ pub struct ContainerConfig {
     /// Network mode.
     #[serde(default)]
     pub net: NetMode,
+    /// Published ports (`net = "bridge"`): `["8080:80", "5353:53/udp"]`.
+    #[serde(default)]
+    pub ports: Vec<Spanned<String>>,
     /// Memory limit, Docker's spelling (`"512m"`); written to `memory.max`.
     #[serde(default, deserialize_with = "de_opt_bytes")]
     pub memory: Option<u64>,
@@ -484,6 +497,9 @@ pub enum NetMode {
     None,
     /// The machine's network namespace (Docker's `--network host`).
     Host,
+    /// A network namespace of its own on the bridge `berth0`: an address, a default route,
+    /// outbound NAT, published ports (Docker's default `--network bridge`).
+    Bridge,
 }
 
 /// A parsed `devices` entry.
@@ -641,6 +657,31 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
+        network::validate(&self.network).map_err(|m| (None, m))?;
+        let mut published: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
+        for c in self.containers() {
+            let name = c.name.get_ref();
+            if name == NETWORK_UNIT {
+                return Err((Some(c.name.span().start), format!("`{NETWORK_UNIT}` is reserved (depends_on = [\"{NETWORK_UNIT}\"] waits for the machine's addresses); choose another name")));
+            }
+            for p in &c.ports {
+                let at = Some(p.span().start);
+                let port =
+                    PortMapping::parse(p.get_ref()).map_err(|m| (at, format!("container `{name}`: {m}")))?;
+                if c.net != NetMode::Bridge {
+                    return Err((at, format!("container `{name}`: ports need net = \"bridge\" (with net = \"host\" the container's ports are the machine's already)")));
+                }
+                if let Some(other) = published.insert((port.host_port, port.protocol), name) {
+                    return Err((
+                        at,
+                        format!(
+                            "container `{name}`: port {} is published by `{other}` already",
+                            port.host_port
+                        ),
+                    ));
+                }
+            }
+        }
         validate_hostname(&self.system.hostname).map_err(|m| (None, format!("[system] hostname: {m}")))?;
         for key in self.system.sysctl.keys() {
             if key.is_empty() || key.contains('/') || key.contains("..") {
@@ -669,11 +710,14 @@ impl Config {
         for c in &self.service {
             for d in &c.depends_on {
                 let dep = d.get_ref().as_str();
+                if dep == NETWORK_UNIT {
+                    continue;
+                }
                 if dep == c.name.get_ref() || !(onboot.contains(&dep) || services.contains(&dep)) {
                     return Err((
                         Some(d.span().start),
                         format!(
-                            "container `{}`: depends_on `{dep}` is not another onboot or service container",
+                            "container `{}`: depends_on `{dep}` is not another onboot or service container (nor \"network\")",
                             c.name.get_ref()
                         ),
                     ));
@@ -1155,9 +1199,56 @@ read_only = true
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         assert!(e.message.contains("512m"), "{e}");
-        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nnet = \"bridge\"\n";
+        let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nnet = \"overlay\"\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
-        assert!(e.message.contains("none"), "{e}");
+        assert!(e.message.contains("bridge"), "{e}");
+    }
+
+    #[test]
+    fn network_section_and_ports() {
+        let text = r#"
+[network]
+dns = ["1.1.1.1"]
+search = ["example.com"]
+hosts = { "db.local" = "10.0.0.5" }
+bridge = { subnet = "10.88.0.0/24" }
+
+[[network.interface]]
+match = "52:54:00:12:34:56"
+addresses = ["10.0.2.15/24", "fd00::15/64"]
+gateway = "10.0.2.2"
+routes = [{ to = "192.168.0.0/16", via = "10.0.2.1" }]
+mtu = 1400
+
+[[service]]
+name = "web"
+image = "oci:x"
+net = "bridge"
+ports = ["8080:80", "5353:53/udp"]
+depends_on = ["network"]
+"#;
+        let c = Config::parse(text, "x.toml").unwrap();
+        assert_eq!(c.network.interface[0].matches, InterfaceMatch::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert_eq!(c.network.interface[0].addresses.len(), 2);
+        assert_eq!(c.network.bridge.gateway().to_string(), "10.88.0.1/24");
+        assert_eq!(c.service[0].net, NetMode::Bridge);
+
+        let base = "[[service]]\nname = \"web\"\nimage = \"oci:x\"\n";
+        let e = Config::parse(&format!("{base}ports = [\"8080:80\"]\n"), "x.toml").unwrap_err();
+        assert!(e.message.contains("net = \"bridge\""), "{e}");
+        assert_eq!(e.line, Some(4));
+        let two = format!("{base}net = \"bridge\"\nports = [\"8080:80\"]\n[[service]]\nname = \"b\"\nimage = \"oci:x\"\nnet = \"bridge\"\nports = [\"8080:81\"]\n");
+        let e = Config::parse(&two, "x.toml").unwrap_err();
+        assert!(e.message.contains("published by `web`"), "{e}");
+        let e = Config::parse(&format!("{base}net = \"bridge\"\nports = [\"80\"]\n"), "x.toml").unwrap_err();
+        assert!(e.message.contains("HOST:CONTAINER"), "{e}");
+        let e = Config::parse("[[service]]\nname = \"network\"\nimage = \"oci:x\"\n", "x.toml").unwrap_err();
+        assert!(e.message.contains("reserved"), "{e}");
+        let e =
+            Config::parse("[[network.interface]]\naddresses = [\"10.0.2.300/24\"]\n", "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = Config::parse("[[network.interface]]\nmatch = \"not an interface\"\n", "x.toml").unwrap_err();
+        assert!(e.message.contains("MAC"), "{e}");
     }
 
     #[test]

@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod events;
+pub mod net;
 pub mod plan;
 pub mod units;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    Bind, DeviceMapping, HealthcheckConfig, IoConfig, LogConfig, NetMode, RestartPolicy, SwapLimit,
-    SystemConfig,
+    Bind, DeviceMapping, HealthcheckConfig, IoConfig, LogConfig, NetMode, NetworkConfig, PortMapping,
+    RestartPolicy, SwapLimit, SystemConfig,
 };
 
 /// Where the plan lives in the initramfs.
@@ -34,6 +34,9 @@ pub struct Plan {
     /// Container output: files and console.
     #[serde(default)]
     pub log: LogConfig,
+    /// Interfaces, DNS and the container bridge.
+    #[serde(default)]
+    pub network: NetworkConfig,
     /// Kernel modules to load, as paths in the initramfs, dependencies first.
     #[serde(default)]
     pub modules: Vec<String>,
@@ -84,6 +87,9 @@ pub struct PlannedContainer {
     pub hostname: String,
     /// Network mode.
     pub net: NetMode,
+    /// Published ports (bridge only).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
     /// `memory.max` in bytes.
     pub memory: Option<u64>,
     /// CPUs for `cpu.max`.
@@ -238,6 +244,7 @@ mod tests {
             version: PLAN_VERSION,
             system: SystemConfig::default(),
             log: LogConfig::default(),
+            network: NetworkConfig::default(),
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
             late_modules: vec![],
             onboot: vec![],
@@ -256,6 +263,7 @@ mod tests {
                 additional_gids: vec![],
                 hostname: "hello".into(),
                 net: NetMode::None,
+                ports: vec![],
                 memory: Some(64 << 20),
                 cpus: Some(0.5),
                 pids_limit: None,

@@ -85,6 +85,7 @@ fn empty_plan() -> Plan {
         version: PLAN_VERSION,
         system: SystemConfig::default(),
         log: Default::default(),
+        network: Default::default(),
         modules: Vec::new(),
         late_modules: Vec::new(),
         onboot: Vec::new(),
