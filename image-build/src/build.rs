@@ -42,7 +42,7 @@ use crate::source::{self, LayerBlob, ResolvedImage};
 /// Modules every berth system needs (container roots are overlays).
 pub const BASE_MODULES: &[&str] = &["overlay"];
 /// Network drivers packed when the machine configures an interface.
-pub const NIC_MODULES: &[&str] = &["virtio_net"];
+pub const NIC_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 /// Modules for `net = "bridge"` containers: the bridge, veth pairs, and nftables NAT
 /// (masquerade, published ports); their dependencies (nf_nat, nf_conntrack …) come along.
 pub const BRIDGE_MODULES: &[&str] = &["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat"];

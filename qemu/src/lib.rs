@@ -20,4 +20,4 @@ pub use berth_init::events::Event;
 pub use error::{Error, Result};
 pub use kvm::{kvm_usable, probe_kvm};
 pub use qmp::Qmp;
-pub use vm::{default_timeout, Accel, GuestShutdown, Machine, Vm, VmConfig};
+pub use vm::{default_timeout, user_net_args, Accel, GuestShutdown, Machine, Vm, VmConfig};

@@ -184,6 +184,17 @@ impl VmConfig {
     }
 }
 
+/// QEMU arguments for a virtio NIC on user-mode networking (the guest gets 10.0.2.15 by DHCP,
+/// the host is 10.0.2.2, DNS 10.0.2.3) with TCP port forwards `(host port on 127.0.0.1, guest
+/// port)`.
+pub fn user_net_args(tcp_forwards: &[(u16, u16)]) -> Vec<String> {
+    let mut netdev = String::from("user,id=net0");
+    for (host, guest) in tcp_forwards {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0".into()]
+}
+
 /// How the guest kernel said it was stopping (from its `reboot: …` console message). With
 /// `-no-reboot` QEMU exits in every case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,6 +463,15 @@ mod tests {
     #[test]
     fn arguments() {
         let mut cfg = VmConfig::new("/k", "/i", "console=ttyS0 quiet");
+        assert_eq!(
+            user_net_args(&[(8080, 80)]),
+            [
+                "-netdev",
+                "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80",
+                "-device",
+                "virtio-net-pci,netdev=net0"
+            ]
+        );
         cfg.extra_args = vec!["-device".into(), "virtio-net-pci".into()];
         let args: Vec<String> = cfg
             .args(Accel::Tcg, std::path::Path::new("/t/qmp.sock"))

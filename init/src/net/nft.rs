@@ -118,7 +118,7 @@ impl Attrs {
         self.nested(kind, inner)
     }
     fn pad(&mut self) {
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
     }

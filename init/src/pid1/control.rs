@@ -72,7 +72,7 @@ pub fn reply(mut stream: UnixStream, text: &str) {
 pub fn client(args: &[String]) -> i32 {
     if args.is_empty() || args[0] == "-h" || args[0] == "--help" {
         eprintln!(
-            "usage: berthctl ps | logs [-n N] NAME | start NAME | stop NAME | poweroff | reboot | halt"
+            "usage: berthctl ps | logs [-n N] NAME | start NAME | stop NAME | net | renew [IFACE] | poweroff | reboot | halt"
         );
         return 2;
     }

@@ -9,11 +9,14 @@
 //! shutdown request (event `boot.failed`). A bug that panics lands in [`emergency_loop`], which
 //! only reaps children and obeys shutdown signals.
 
+pub mod bridge;
 pub mod control;
 pub mod limits;
 pub mod log;
 pub mod log_files;
 pub mod mounts;
+pub mod netlink;
+pub mod network;
 pub mod power_button;
 pub mod shutdown;
 pub mod supervisor;
@@ -154,6 +157,28 @@ fn boot(signals: Option<&SignalFd>) {
     }
     stage("system");
 
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let mut net = network::HostNetwork::start(&plan.network, &cmdline);
+    let mut bridge = bridge::Bridge::for_plan(&plan);
+    if let Some(b) = bridge.as_mut() {
+        if let Err(e) = b.setup() {
+            log::error(&format!("bridge: {e}; net = \"bridge\" containers cannot start"));
+            log::emit(log::event("network.failed").with("iface", &plan.network.bridge.name).with("error", e));
+        }
+    }
+    let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let entries = bridge.as_ref().map(|b| b.hosts_entries(&plan)).unwrap_or_default();
+    let hosts = berth_init::net::files::hosts(&hostname, &entries, &plan.network.hosts);
+    if let Err(e) = network::write_in_place(network::HOSTS, &hosts) {
+        log::warn(&format!("network: {e}"));
+    }
+    for (file, target) in [("/etc/resolv.conf", network::RESOLV_CONF), ("/etc/hosts", network::HOSTS)] {
+        let _ = std::fs::create_dir_all("/etc");
+        let _ = std::fs::remove_file(file);
+        let _ = std::os::unix::fs::symlink(target, file);
+    }
+    stage("network");
+
     let late_modules = plan.late_modules.clone();
     // Before the containers: a container may be given the socket by a bind.
     let control = match control::ControlSocket::bind() {
@@ -164,6 +189,10 @@ fn boot(signals: Option<&SignalFd>) {
         }
     };
     let mut sup = Supervisor::new(plan, cgroups);
+    sup.set_bridge(bridge);
+    if net.check_ready() {
+        sup.unit_ready(berth_init::config::NETWORK_UNIT);
+    }
     stage("containers");
     let first = sup.start();
     // Modules nothing at boot waits for (the power button's) load once containers run.
@@ -175,7 +204,7 @@ fn boot(signals: Option<&SignalFd>) {
         Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
         None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
     }
-    event_loop(&mut sup, signals, button.as_ref(), control.as_ref(), first)
+    event_loop(&mut sup, &mut net, signals, button.as_ref(), control.as_ref(), first)
 }
 
 /// Enables the controllers for containers: in the root group and in `berth/`.
@@ -190,6 +219,7 @@ fn supervisor_cgroup_parent() -> std::io::Result<()> {
 
 fn event_loop(
     sup: &mut Supervisor,
+    net: &mut network::HostNetwork,
     signals: Option<&SignalFd>,
     button: Option<&power_button::PowerButton>,
     control: Option<&control::ControlSocket>,
@@ -205,12 +235,14 @@ fn event_loop(
         if let Some(a) = action {
             if sup.stopped() {
                 sup.drain_logs(None);
+                net.release();
                 shutdown::finish(a);
             }
         }
 
         let log_fds = sup.log_fds();
-        let timeout = match sup.deadline() {
+        let deadline = [sup.deadline(), net.deadline()].into_iter().flatten().min();
+        let timeout = match deadline {
             Some(d) => {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
                 PollTimeout::from(ms)
@@ -222,7 +254,8 @@ fn event_loop(
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
         }
         let extra = [button.map(|b| b.raw_fd()), control.map(|c| c.raw_fd())];
-        for fd in log_fds.iter().chain(extra.iter().flatten()) {
+        let net_fds = net.fds();
+        for fd in log_fds.iter().chain(extra.iter().flatten()).chain(net_fds.iter()) {
             // SAFETY: the descriptors belong to `sup` and the power button, and stay open until
             // after this poll.
             fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
@@ -231,11 +264,21 @@ fn event_loop(
         drop(fds);
 
         sup.drain_logs(None);
+        net.poll(Instant::now());
+        if net.check_ready() {
+            sup.unit_ready(berth_init::config::NETWORK_UNIT);
+        }
         if button.is_some_and(|b| b.pressed()) {
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
         }
         while let Some((stream, request)) = control.and_then(|c| c.next_request()) {
-            let (text, outcome) = sup.control(&request);
+            let words: Vec<&str> = request.split_whitespace().collect();
+            let (text, outcome) = match words.as_slice() {
+                ["net"] => (net.status(), supervisor::Outcome::Close),
+                ["renew"] => (net.renew(None), supervisor::Outcome::Close),
+                ["renew", iface] => (net.renew(Some(iface)), supervisor::Outcome::Close),
+                _ => sup.control(&request),
+            };
             match outcome {
                 supervisor::Outcome::Close => control::reply(stream, &text),
                 supervisor::Outcome::Shutdown(a) => {

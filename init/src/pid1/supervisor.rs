@@ -11,14 +11,18 @@ use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
 use berth_runtime::seccomp::SeccompProgram;
 use berth_runtime::spec::{IdMap, Namespace, NamespaceKind, Root};
-use berth_runtime::{launch, BindMount, CapabilitySets, Container, ContainerSpec, Rlimit, Stdio};
+use berth_runtime::{
+    launch, launch_with, BindMount, CapabilitySets, Container, ContainerSpec, LaunchHooks, Rlimit, Stdio,
+};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::pid1::bridge::Bridge;
 use crate::pid1::log_files::LogFiles;
+use crate::pid1::network::{HOSTS, RESOLV_CONF};
 use crate::pid1::shutdown::Action;
 use crate::pid1::{limits, log, userns_root};
 
@@ -148,6 +152,22 @@ pub enum Outcome {
     Follow(log::Follow),
 }
 
+/// Read-only binds of the machine's `resolv.conf` and `hosts`, unless the container binds
+/// something there itself.
+fn resolver_binds(c: &PlannedContainer) -> Vec<BindMount> {
+    [(RESOLV_CONF, "/etc/resolv.conf"), (HOSTS, "/etc/hosts")]
+        .into_iter()
+        .filter(|(src, target)| {
+            std::path::Path::new(src).exists() && !c.binds.iter().any(|b| b.target == *target)
+        })
+        .map(|(src, target)| BindMount {
+            source: PathBuf::from(src),
+            target: target.to_string(),
+            read_only: true,
+        })
+        .collect()
+}
+
 /// The container supervisor.
 pub struct Supervisor {
     plan: Plan,
@@ -184,6 +204,8 @@ pub struct Supervisor {
     stale_cgroups: Vec<Container>,
     cgroups: bool,
     devnull: Option<OwnedFd>,
+    /// The bridge of `net = "bridge"` containers, when any exists and could be set up.
+    bridge: Option<Bridge>,
 }
 
 impl Supervisor {
@@ -218,6 +240,19 @@ impl Supervisor {
             stale_cgroups: Vec::new(),
             cgroups,
             devnull,
+            bridge: None,
+        }
+    }
+
+    /// Gives the supervisor the container bridge (set up at boot).
+    pub fn set_bridge(&mut self, bridge: Option<Bridge>) {
+        self.bridge = bridge;
+    }
+
+    /// A pseudo-unit (`"network"`) became ready: services waiting for it may start.
+    pub fn unit_ready(&mut self, name: &str) {
+        if self.ready.insert(name.to_string()) && self.phase == Phase::Running {
+            self.start_ready();
         }
     }
 
@@ -682,15 +717,14 @@ impl Supervisor {
             uid: c.uid,
             gid: c.gid,
             additional_gids: c.additional_gids.clone(),
-            new_net: c.net == NetMode::None,
-            binds: c
-                .binds
-                .iter()
-                .map(|b| BindMount {
+            new_net: c.net != NetMode::Host,
+            binds: resolver_binds(c)
+                .into_iter()
+                .chain(c.binds.iter().map(|b| BindMount {
                     source: PathBuf::from(&b.source),
                     target: b.target.clone(),
                     read_only: b.read_only,
-                })
+                }))
                 .collect(),
             read_only: c.read_only,
             cgroup: self.cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
@@ -721,7 +755,7 @@ impl Supervisor {
                     NamespaceKind::Ipc,
                     NamespaceKind::Cgroup,
                 ];
-                if c.net == NetMode::None {
+                if c.net != NetMode::Host {
                     kinds.push(NamespaceKind::Network);
                 }
                 kinds.into_iter().map(|kind| Namespace { kind, path: None }).collect()
@@ -788,11 +822,27 @@ impl Supervisor {
                 spec
             })
             .map_err(|e| berth_runtime::StepError::new("prepare", Errno::EINVAL, e))
-            .and_then(|spec| launch(&spec));
+            .and_then(|spec| {
+                if c.net != NetMode::Bridge {
+                    return launch_with(&spec, LaunchHooks::default());
+                }
+                let Some(bridge) = self.bridge.as_mut() else {
+                    return Err(berth_runtime::StepError::new(
+                        "network",
+                        Errno::ENETDOWN,
+                        "the bridge could not be set up at boot (see the error there)",
+                    ));
+                };
+                let mut attach = |pid: Pid| bridge.attach(&c.name, pid.as_raw(), &c.ports).map(|_| ());
+                launch_with(&spec, LaunchHooks { before_pivot: Some(&mut attach) })
+            });
         drop(write);
         if result.is_err() {
             if let Some(state) = &premounted {
                 userns_root::unmount_root(state);
+            }
+            if let Some(b) = self.bridge.as_mut() {
+                b.detach(&c.name);
             }
         }
         match result {
@@ -921,6 +971,9 @@ impl Supervisor {
 
     fn exited(&mut self, run: Running, status: WaitStatus) -> Request {
         let info = run.container.exit_info(status);
+        if let Some(b) = self.bridge.as_mut() {
+            b.detach(&run.name);
+        }
         // Output written before the exit comes before the exit event.
         self.drain_logs(Some(&run.name));
         let mut ev = log::event("container.exited").with("name", &run.name);
