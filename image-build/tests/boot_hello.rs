@@ -47,7 +47,7 @@ fn hello_example_boots_runs_and_powers_off() {
         .filter(|e| e.name == "boot.stage")
         .filter_map(|e| e.get("stage").map(String::from))
         .collect();
-    assert_eq!(stages, ["init", "mounts", "modules", "system", "containers", "services"]);
+    assert_eq!(stages, ["init", "mounts", "modules", "system", "network", "containers", "services"]);
     let times: Vec<u64> = vm.events().iter().map(|e| e.ms).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "event times go backwards: {times:?}");
     assert!(!vm.console_text().contains("Kernel panic"));

@@ -688,7 +688,24 @@ impl Supervisor {
     fn premount(&self, c: &PlannedContainer, state: &std::path::Path) -> Result<Option<PathBuf>, String> {
         let Some(range) = c.userns else { return Ok(None) };
         let layers: Vec<PathBuf> = c.layers.iter().map(|l| PathBuf::from(l.dir())).collect();
-        userns_root::mount_root(state, &layers, range.host_id).map(Some)
+        let root = userns_root::mount_root(state, &layers, range.host_id)?;
+        // The resolver files' mount points are made here, with PID 1's credentials: the image's
+        // /etc belongs to the machine's root, which the container's root is not.
+        for bind in resolver_binds(c) {
+            let target = root.join(bind.target.trim_start_matches('/'));
+            if !target.exists() {
+                let made = target
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .unwrap_or(Ok(()))
+                    .and_then(|_| std::fs::File::create(&target).map(|_| ()));
+                if let Err(e) = made {
+                    userns_root::unmount_root(state);
+                    return Err(format!("create {}: {e}", bind.target));
+                }
+            }
+        }
+        Ok(Some(root))
     }
 
     fn spec_for(
