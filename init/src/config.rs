@@ -138,6 +138,10 @@ pub struct LogConfig {
     /// Also print containers' output on the console (`NAME | line`).
     #[serde(default = "default_true")]
     pub console: bool,
+    /// Remote syslog collector for PID 1's messages, events and containers' output:
+    /// `"udp://10.0.2.2:514"` or `"tcp://10.0.2.2:514"` (RFC 5424).
+    #[serde(default)]
+    pub syslog: Option<crate::syslog::SyslogTarget>,
 }
 
 fn default_log_size() -> u64 {
@@ -154,7 +158,12 @@ fn default_true() -> bool {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { max_size: default_log_size(), max_files: default_log_files(), console: true }
+        LogConfig {
+            max_size: default_log_size(),
+            max_files: default_log_files(),
+            console: true,
+            syslog: None,
+        }
     }
 }
 
@@ -1202,6 +1211,15 @@ read_only = true
         let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nnet = \"overlay\"\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert!(e.message.contains("bridge"), "{e}");
+    }
+
+    #[test]
+    fn syslog_target() {
+        let c = Config::parse("[log]\nsyslog = \"tcp://10.0.2.2:6514\"\n", "x.toml").unwrap();
+        assert_eq!(c.log.syslog.unwrap().to_string(), "tcp://10.0.2.2:6514");
+        let e = Config::parse("[log]\nsyslog = \"10.0.2.2:514\"\n", "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("udp://"), "{e}");
     }
 
     #[test]

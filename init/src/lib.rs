@@ -5,4 +5,5 @@ pub mod config;
 pub mod events;
 pub mod net;
 pub mod plan;
+pub mod syslog;
 pub mod units;

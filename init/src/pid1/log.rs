@@ -73,6 +73,7 @@ pub fn open_kmsg() {
 }
 
 fn log_at(level: i32, message: &str) {
+    super::syslog::send(level as u8, "berth", Some(1), "-", message.as_bytes());
     let mut on_console = true;
     if let Ok(mut guard) = KMSG.lock() {
         if let Some(kmsg) = guard.as_mut() {
@@ -110,6 +111,7 @@ pub fn error(message: &str) {
 /// Prints an event line (see `berth_init::events`).
 pub fn emit(event: Event) {
     let line = format!("{event}\n");
+    super::syslog::send(6, "berth", Some(1), "event", line.trim_end().as_bytes());
     console_write(line.as_bytes());
     feed_followers(None, line.as_bytes());
 }

@@ -20,6 +20,7 @@ pub mod network;
 pub mod power_button;
 pub mod shutdown;
 pub mod supervisor;
+pub mod syslog;
 pub mod system;
 pub mod userns_root;
 
@@ -133,6 +134,9 @@ fn boot(signals: Option<&SignalFd>) {
         }
     };
 
+    if let Some(target) = plan.log.syslog {
+        syslog::configure(target);
+    }
     for f in system::load_modules(&plan.modules) {
         log::warn(&f);
     }
@@ -191,6 +195,7 @@ fn boot(signals: Option<&SignalFd>) {
     let mut sup = Supervisor::new(plan, cgroups);
     sup.set_bridge(bridge);
     if net.check_ready() {
+        syslog::network_ready();
         sup.unit_ready(berth_init::config::NETWORK_UNIT);
     }
     stage("containers");
@@ -236,12 +241,13 @@ fn event_loop(
             if sup.stopped() {
                 sup.drain_logs(None);
                 net.release();
+                syslog::flush(std::time::Duration::from_millis(500));
                 shutdown::finish(a);
             }
         }
 
         let log_fds = sup.log_fds();
-        let deadline = [sup.deadline(), net.deadline()].into_iter().flatten().min();
+        let deadline = [sup.deadline(), net.deadline(), syslog::deadline()].into_iter().flatten().min();
         let timeout = match deadline {
             Some(d) => {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
@@ -260,14 +266,22 @@ fn event_loop(
             // after this poll.
             fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
         }
+        if let Some((fd, write)) = syslog::poll_fd() {
+            let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+            // SAFETY: the syslog socket stays open until after this poll (only `service`,
+            // called after it, may close it).
+            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, flags));
+        }
         let _ = poll(&mut fds, timeout);
         drop(fds);
 
         sup.drain_logs(None);
         net.poll(Instant::now());
         if net.check_ready() {
+            syslog::network_ready();
             sup.unit_ready(berth_init::config::NETWORK_UNIT);
         }
+        syslog::service();
         if button.is_some_and(|b| b.pressed()) {
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
         }

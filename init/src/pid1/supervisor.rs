@@ -152,6 +152,24 @@ pub enum Outcome {
     Follow(log::Follow),
 }
 
+/// One line of a container's output, everywhere it goes: the console, the ring `berthctl logs`
+/// reads, the log file, followers and the syslog collector.
+fn deliver(
+    console: bool,
+    rings: &mut BTreeMap<String, VecDeque<String>>,
+    files: &mut LogFiles,
+    name: &str,
+    text: &[u8],
+) {
+    if console {
+        log::container_line(name, text);
+    }
+    remember(rings, name, text);
+    files.write(name, text);
+    log::feed_followers(Some(name), &[text, b"\n"].concat());
+    crate::pid1::syslog::send(6, name, None, "-", text);
+}
+
 /// Read-only binds of the machine's `resolv.conf` and `hosts`, unless the container binds
 /// something there itself.
 fn resolver_binds(c: &PlannedContainer) -> Vec<BindMount> {
@@ -923,19 +941,10 @@ impl Supervisor {
                             let line: Vec<u8> = pipe.partial.drain(..=pos).collect();
                             let text =
                                 line[..line.len() - 1].strip_suffix(b"\r").unwrap_or(&line[..line.len() - 1]);
-                            if console {
-                                log::container_line(&pipe.name, text);
-                            }
-                            remember(rings, &pipe.name, text);
-                            files.write(&pipe.name, text);
-                            log::feed_followers(Some(&pipe.name), &[text, b"\n"].concat());
+                            deliver(console, rings, files, &pipe.name, text);
                         }
                         if pipe.partial.len() >= 4096 {
-                            if console {
-                                log::container_line(&pipe.name, &pipe.partial);
-                            }
-                            remember(rings, &pipe.name, &pipe.partial);
-                            files.write(&pipe.name, &pipe.partial);
+                            deliver(console, rings, files, &pipe.name, &pipe.partial);
                             pipe.partial.clear();
                         }
                     }
@@ -947,11 +956,7 @@ impl Supervisor {
         for index in closed.into_iter().rev() {
             let pipe = self.logs.remove(index);
             if !pipe.partial.is_empty() {
-                if self.plan.log.console {
-                    log::container_line(&pipe.name, &pipe.partial);
-                }
-                remember(&mut self.rings, &pipe.name, &pipe.partial);
-                self.files.write(&pipe.name, &pipe.partial);
+                deliver(self.plan.log.console, &mut self.rings, &mut self.files, &pipe.name, &pipe.partial);
             }
         }
     }
