@@ -86,6 +86,7 @@ echo "page: $(wget -q -O - http://10.0.2.2:{port}/)"
 berthctl renew eth0
 sleep 2
 berthctl net
+sleep 2; ip -6 addr show dev eth0 | grep fec0
 sleep 100
 """]
 "#
@@ -109,6 +110,8 @@ sleep 100
     assert!(text.contains("nameserver 10.0.2.3"), "{text}");
     assert!(text.contains("page: host-page-ok"), "{text}");
     assert!(text.contains("renewing the DHCP lease of eth0"), "{text}");
+    // IPv6 autoconfiguration by the kernel from QEMU's router advertisement (prefix fec0::/64).
+    vm.wait_for_line(|l| l.contains("probe |     inet6 fec0::"), t).unwrap();
     assert!(served.load(Ordering::SeqCst) >= 1);
     // The service waited for the address.
     common::assert_in_order(
@@ -132,29 +135,68 @@ dns = ["10.0.2.3"]
 
 [[network.interface]]
 match = "eth0"
-addresses = ["10.0.2.15/24"]
+addresses = ["10.0.2.15/24", "fd00::15/64"]
 gateway = "10.0.2.2"
+ipv6_autoconf = false
 
 [[service]]
 name = "probe"
 image = "oci:images/busybox:latest"
 net = "host"
 depends_on = ["network"]
-command = ["sh", "-c", "ip -4 addr show dev eth0 | grep inet; echo \"page: $(wget -q -O - http://10.0.2.2:{port}/)\"; grep nameserver /etc/resolv.conf"]
+command = ["sh", "-c", "ip addr show dev eth0 | grep inet; echo \"page: $(wget -q -O - http://10.0.2.2:{port}/)\"; grep nameserver /etc/resolv.conf"]
 "#
     );
     let (_dir, out) = common::build_fresh("static", &config);
     let mut vm = common::boot_with(&out, &user_net_args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
     let t = default_timeout();
     let addr = vm.wait_for_event("network.address", |_| true, t).unwrap();
-    assert_eq!((addr.get("address"), addr.get("source")), (Some("10.0.2.15/24"), Some("static")), "{addr:?}");
+    assert_eq!(
+        (addr.get("address"), addr.get("source")),
+        (Some("10.0.2.15/24,fd00::15/64"), Some("static")),
+        "{addr:?}"
+    );
     vm.wait_for_event("container.exited", |e| e.get("name") == Some("probe"), t).unwrap();
     let text = lines_of(&vm, "probe").join("\n");
     assert!(text.contains("inet 10.0.2.15/24"), "{text}");
+    assert!(text.contains("inet6 fd00::15/64"), "{text}");
+    assert!(!text.contains("inet6 fec0::"), "autoconfiguration is off: {text}");
     assert!(text.contains("page: static-page-ok"), "{text}");
     assert!(text.contains("nameserver 10.0.2.3"), "{text}");
     assert_eq!(served.load(Ordering::SeqCst), 1);
     assert!(!vm.events().iter().any(|e| e.name.starts_with("network.dhcp")), "no DHCP expected");
+    powerdown(&mut vm);
+}
+
+#[test]
+fn kernel_command_line_ip_overrides_the_config() {
+    let config = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet ip=10.0.2.16::10.0.2.2:255.255.255.0:from-cmdline:eth0:none nameserver=10.0.2.3"
+
+[[network.interface]]
+match = "eth0"
+dhcp = true
+
+[[service]]
+name = "probe"
+image = "oci:images/busybox:latest"
+net = "host"
+depends_on = ["network"]
+command = ["sh", "-c", "ip -4 addr show dev eth0 | grep inet; grep 127.0.1.1 /etc/hosts; grep nameserver /etc/resolv.conf; ip route | grep default"]
+"#;
+    let (_dir, out) = common::build_fresh("cmdline-ip", config);
+    let mut vm = common::boot_with(&out, &user_net_args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let t = default_timeout();
+    let addr = vm.wait_for_event("network.address", |_| true, t).unwrap();
+    assert_eq!((addr.get("address"), addr.get("source")), (Some("10.0.2.16/24"), Some("static")), "{addr:?}");
+    vm.wait_for_event("container.exited", |e| e.get("name") == Some("probe"), t).unwrap();
+    let text = lines_of(&vm, "probe").join("\n");
+    assert!(text.contains("inet 10.0.2.16/24"), "{text}");
+    assert!(text.contains("127.0.1.1\tfrom-cmdline"), "the machine's hostname: {text}");
+    assert!(text.contains("nameserver 10.0.2.3"), "{text}");
+    assert!(text.contains("default via 10.0.2.2"), "{text}");
+    assert!(!vm.events().iter().any(|e| e.name.starts_with("network.dhcp")), "ip= replaced DHCP");
     powerdown(&mut vm);
 }
 

@@ -7,3 +7,4 @@ pub mod dhcp;
 pub mod files;
 pub mod ipam;
 pub mod nft;
+pub mod rtnl;

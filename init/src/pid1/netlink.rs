@@ -80,6 +80,7 @@ impl Rtnl {
         let mut sock = Socket::new(protocols::NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))?;
         sock.bind_auto().map_err(|e| format!("netlink bind: {e}"))?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(|e| format!("netlink connect: {e}"))?;
+        set_receive_timeout(&sock, 2);
         Ok(Rtnl { sock, seq: 1 })
     }
 
@@ -145,15 +146,8 @@ impl Rtnl {
     ) -> Result<(), String> {
         let mut buf = vec![0u8; 64 * 1024];
         let n = self.sock.recv(&mut &mut buf[..], 0).map_err(io_err)?;
-        let mut at = 0;
-        while at < n {
-            let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..n]) else { break };
-            let len = m.header.length as usize;
+        for m in berth_init::net::rtnl::parse_messages(&buf[..n]) {
             f(&m);
-            if len == 0 {
-                break;
-            }
-            at += (len + 3) & !3;
         }
         Ok(())
     }
@@ -355,12 +349,10 @@ impl Rtnl {
     }
 }
 
-/// Sends an nftables batch (see `berth_init::net::nft`) and checks every acknowledgement.
-pub fn send_nft_batch(batch: &berth_init::net::nft::EncodedBatch) -> Result<(), String> {
-    let mut sock = Socket::new(protocols::NETLINK_NETFILTER).map_err(|e| format!("netfilter socket: {e}"))?;
-    sock.bind_auto().map_err(|e| format!("netfilter bind: {e}"))?;
-    sock.connect(&SocketAddr::new(0, 0)).map_err(|e| format!("netfilter connect: {e}"))?;
-    let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+/// Makes `recv` on a netlink socket give up after `secs` (the kernel answers at once; this only
+/// keeps a lost reply from stopping PID 1 for ever).
+fn set_receive_timeout(sock: &Socket, secs: i64) {
+    let timeout = libc::timeval { tv_sec: secs, tv_usec: 0 };
     // SAFETY: setsockopt reads a timeval that lives across the call, on a socket we own.
     unsafe {
         libc::setsockopt(
@@ -371,6 +363,14 @@ pub fn send_nft_batch(batch: &berth_init::net::nft::EncodedBatch) -> Result<(), 
             std::mem::size_of::<libc::timeval>() as u32,
         );
     }
+}
+
+/// Sends an nftables batch (see `berth_init::net::nft`) and checks every acknowledgement.
+pub fn send_nft_batch(batch: &berth_init::net::nft::EncodedBatch) -> Result<(), String> {
+    let mut sock = Socket::new(protocols::NETLINK_NETFILTER).map_err(|e| format!("netfilter socket: {e}"))?;
+    sock.bind_auto().map_err(|e| format!("netfilter bind: {e}"))?;
+    sock.connect(&SocketAddr::new(0, 0)).map_err(|e| format!("netfilter connect: {e}"))?;
+    set_receive_timeout(&sock, 2);
     sock.send(&batch.bytes, 0).map_err(|e| format!("send nftables batch: {e}"))?;
     let mut pending: Vec<u32> = batch.acked.clone();
     let mut first_error = None;
