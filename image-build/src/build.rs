@@ -41,12 +41,15 @@ use crate::source::{self, LayerBlob, ResolvedImage};
 
 /// Modules every berth system needs (container roots are overlays).
 pub const BASE_MODULES: &[&str] = &["overlay"];
-/// Network drivers packed when the machine configures an interface.
+/// Network drivers packed when the machine configures an interface. They load with the late
+/// modules, after the first containers start: nothing waits for them but the services that
+/// `depends_on = ["network"]`, and loading (signature checks, device probes) costs boot time.
 pub const NIC_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 /// Modules for `net = "bridge"` containers: the bridge, veth pairs, and nftables NAT
 /// (masquerade, published ports); their dependencies (nf_nat, nf_conntrack …) come along.
 pub const BRIDGE_MODULES: &[&str] = &["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat"];
-/// Modules loaded after the first containers start: the ACPI power button as an input device.
+/// Modules loaded after the first containers start: the ACPI power button as an input device
+/// (and the NIC drivers, see [`NIC_MODULES`]).
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];
 
 /// Names of the files `berth build` writes.
@@ -246,15 +249,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     progress.step("kernel");
     let kernel = kernel::debian_cloud_kernel(&opts.cache_dir, &|m| progress.step(m.to_string()))?;
     let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
-    if !config.network.effective_interfaces().is_empty() {
-        wanted.extend(NIC_MODULES.iter().map(|m| m.to_string()));
-    }
     if config.containers().any(|c| c.net == NetMode::Bridge) {
         wanted.extend(BRIDGE_MODULES.iter().map(|m| m.to_string()));
     }
     wanted.extend(config.kernel.modules.iter().cloned());
     let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
-    let late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
+    let mut late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
+    if !config.network.effective_interfaces().is_empty() {
+        late.extend(NIC_MODULES.iter().map(|m| m.to_string()));
+    }
     let late_files: Vec<_> = modules::resolve_modules(&kernel.modules_dir, &late)?
         .into_iter()
         .filter(|m| !module_files.iter().any(|b| b.rel_path == m.rel_path))

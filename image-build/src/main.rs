@@ -59,7 +59,25 @@ enum Command {
         /// Extra text appended to the kernel command line.
         #[arg(long)]
         append: Option<String>,
+        /// Forward a TCP port of this machine (on 127.0.0.1) to the guest, like Docker's
+        /// `-p HOST:GUEST` (repeatable). The guest has a NIC on QEMU's user-mode network
+        /// (10.0.2.15 by DHCP; this machine is 10.0.2.2).
+        #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST", value_parser = parse_forward)]
+        publish: Vec<(u16, u16)>,
+        /// Boot without a network card.
+        #[arg(long)]
+        no_net: bool,
     },
+}
+
+/// Parses `HOST:GUEST` port numbers.
+fn parse_forward(text: &str) -> Result<(u16, u16), String> {
+    let (h, g) =
+        text.split_once(':').ok_or_else(|| format!("`{text}` is not HOST:GUEST (like 8080:8080)"))?;
+    let port = |p: &str| {
+        p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("`{p}` is not a port (1-65535)"))
+    };
+    Ok((port(h)?, port(g)?))
 }
 
 #[derive(Subcommand)]
@@ -146,7 +164,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{digest}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { dir, memory, cpus, accel, timeout, append } => {
+        Command::Run { dir, memory, cpus, accel, timeout, append, publish, no_net } => {
             let read = |name: &str| -> Result<PathBuf> {
                 let p = dir.join(name);
                 if p.is_file() {
@@ -175,6 +193,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 AccelArg::Tcg => Accel::Tcg,
             };
             cfg.console_stdout = true;
+            if no_net {
+                anyhow::ensure!(publish.is_empty(), "--publish needs a network card; drop --no-net");
+            } else {
+                cfg.extra_args.extend(berth_qemu::user_net_args(&publish));
+            }
             let mut vm = Vm::start(cfg)?;
             let limit = timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
             match vm.wait_exit(limit) {

@@ -319,3 +319,32 @@ command = ["sh", "-c", "echo needs started"]
     powerdown(&mut vm);
     drop(sink);
 }
+
+#[test]
+fn berth_run_publishes_a_port_for_the_web_example() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let example = std::fs::read_to_string(common::workspace().join("examples/web.toml")).unwrap();
+    let out = common::build(dir.path(), "web", &example);
+    let port = free_port();
+    let mut child = std::process::Command::new(common::berth())
+        .args(["run", out.to_str().unwrap(), "-p", &format!("{port}:8080"), "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + default_timeout();
+    let body = loop {
+        if let Some(b) = http_get(port) {
+            break b;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the web example did not answer on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.starts_with("hello from web at 172.30.0.2/16"), "{body}");
+}

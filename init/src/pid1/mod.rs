@@ -200,10 +200,12 @@ fn boot(signals: Option<&SignalFd>) {
     }
     stage("containers");
     let first = sup.start();
-    // Modules nothing at boot waits for (the power button's) load once containers run.
+    // Modules nothing at boot waits for (the power button's, the NIC drivers) load once
+    // containers run; then the interfaces are there to configure.
     for f in system::load_modules(&late_modules) {
         log::warn(&f);
     }
+    net.look_for_interfaces();
     let button = power_button::PowerButton::open();
     match &button {
         Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),

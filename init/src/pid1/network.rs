@@ -165,8 +165,13 @@ impl HostNetwork {
             resolv: String::new(),
         };
         net.write_resolv_conf();
-        net.scan(Instant::now());
         net
+    }
+
+    /// Looks for the interfaces (once their drivers are loaded) and configures those found;
+    /// missing ones are looked for again every second.
+    pub fn look_for_interfaces(&mut self) {
+        self.scan(Instant::now());
     }
 
     /// Finds the links of interfaces not found yet and configures them.
