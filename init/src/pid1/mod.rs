@@ -239,6 +239,11 @@ fn event_loop(
             request_shutdown(sup, &mut action, a, "done");
         }
         pending = Request::None;
+        // Before sleeping: whatever happened last round may have completed the network.
+        if net.check_ready() {
+            syslog::network_ready();
+            sup.unit_ready(berth_init::config::NETWORK_UNIT);
+        }
         if let Some(a) = action {
             if sup.stopped() {
                 sup.drain_logs(None);
@@ -279,10 +284,6 @@ fn event_loop(
 
         sup.drain_logs(None);
         net.poll(Instant::now());
-        if net.check_ready() {
-            syslog::network_ready();
-            sup.unit_ready(berth_init::config::NETWORK_UNIT);
-        }
         syslog::service();
         if button.is_some_and(|b| b.pressed()) {
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
