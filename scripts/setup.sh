@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what berth's build, tests and example need on Debian (run as root). Idempotent.
 set -euo pipefail
-packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2)
+packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
+  # bootable formats: UKI stub, FAT, GPT, ISO, disk conversion, UEFI firmware
+  systemd-boot-efi binutils dosfstools mtools gdisk xorriso isolinux syslinux-common qemu-utils ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +17,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null; then
-  echo "setup.sh: cargo is missing: install a Rust toolchain (rustup, stable, 1.82 or newer) and run this again" >&2
+  echo "setup.sh: cargo is missing: install a Rust toolchain (rustup, stable, 1.87 or newer) and run this again" >&2
   exit 1
 fi

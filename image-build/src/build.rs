@@ -31,6 +31,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::blobs::BlobCache;
 use crate::cpio::CpioWriter;
+use crate::formats::{self, Format};
 use crate::image_config::merge_process;
 use crate::init_binary;
 use crate::kernel;
@@ -48,6 +49,9 @@ pub const NIC_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 /// Modules for `net = "bridge"` containers: the bridge, veth pairs, and nftables NAT
 /// (masquerade, published ports); their dependencies (nf_nat, nf_conntrack …) come along.
 pub const BRIDGE_MODULES: &[&str] = &["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat"];
+/// Hyper-V's drivers, packed for `vhdx` images (Gen2 VMs): the bus, the NIC, the host's
+/// shutdown and time integration, the keyboard (Ctrl-Alt-Del), memory ballooning.
+pub const HYPERV_MODULES: &[&str] = &["hv_vmbus", "hv_netvsc", "hv_utils", "hyperv_keyboard", "hv_balloon"];
 /// Modules loaded after the first containers start: the ACPI power button as an input device
 /// (and the NIC drivers, see [`NIC_MODULES`]).
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];
@@ -70,6 +74,8 @@ pub struct BuildOptions {
     pub init: Option<PathBuf>,
     /// Blob and kernel cache.
     pub cache_dir: PathBuf,
+    /// Bootable formats to write besides `vmlinuz`, `initrd.img` and `cmdline`.
+    pub formats: Vec<Format>,
 }
 
 /// What was built.
@@ -255,6 +261,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     wanted.extend(config.kernel.modules.iter().cloned());
     let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
     let mut late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
+    if opts.formats.contains(&Format::Vhdx) {
+        late.extend(HYPERV_MODULES.iter().map(|m| m.to_string()));
+    }
     if !config.network.effective_interfaces().is_empty() {
         late.extend(NIC_MODULES.iter().map(|m| m.to_string()));
     }
@@ -374,6 +383,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     fs::copy(&kernel.vmlinuz, staging.path().join(VMLINUZ))
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
     fs::write(staging.path().join(CMDLINE), format!("{}\n", config.kernel.cmdline.trim()))?;
+    write_formats(staging.path(), &opts.formats, &config, &progress)?;
 
     publish(staging, &opts.output)?;
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
@@ -505,6 +515,50 @@ fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &L
     .with_context(|| format!("packing layer {}", blob.digest))
 }
 
+/// Writes the requested bootable formats next to the kernel and initramfs in `dir`.
+fn write_formats(dir: &Path, wanted: &[Format], config: &Config, progress: &Progress) -> Result<()> {
+    let disk = [Format::RawEfi, Format::Qcow2, Format::Vhdx];
+    let needs_uki = wanted.iter().any(|f| *f != Format::KernelInitrd);
+    if !needs_uki {
+        return Ok(());
+    }
+    let epoch = formats::image_epoch();
+    let (vmlinuz, initrd) = (dir.join(VMLINUZ), dir.join(INITRD));
+    let cmdline = config.kernel.cmdline.trim();
+    let uki = dir.join(formats::UKI);
+    progress.step("making the UKI");
+    let os_release = format!(
+        "ID=berth\nNAME=berth\nVERSION_ID={}\nPRETTY_NAME=\"berth {} ({})\"\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION"),
+        config.system.hostname
+    );
+    formats::write_uki(&vmlinuz, &initrd, cmdline, &os_release, epoch, &uki)?;
+    if wanted.contains(&Format::Iso) {
+        progress.step("making the ISO");
+        formats::write_iso(&vmlinuz, &initrd, cmdline, &uki, epoch, &dir.join(formats::ISO))?;
+    }
+    let raw = dir.join(formats::RAW);
+    if wanted.iter().any(|f| disk.contains(f)) {
+        progress.step("making the EFI disk");
+        formats::write_raw_efi(&uki, epoch, &raw)?;
+        for f in [Format::Qcow2, Format::Vhdx] {
+            if wanted.contains(&f) {
+                progress.step(format!("converting the disk to {}", f.name()));
+                let name = f.file_name().expect("disk formats have a file");
+                formats::convert(&raw, f, &dir.join(name))?;
+            }
+        }
+        if !wanted.contains(&Format::RawEfi) {
+            fs::remove_file(&raw)?;
+        }
+    }
+    if !wanted.contains(&Format::Uki) {
+        fs::remove_file(&uki)?;
+    }
+    Ok(())
+}
+
 /// Moves the staged files into `output`: the whole directory when it does not exist yet,
 /// otherwise file by file (each rename atomic).
 fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
@@ -516,9 +570,10 @@ fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
     if !output.is_dir() {
         bail!("{} exists and is not a directory", output.display());
     }
-    for name in [VMLINUZ, INITRD, CMDLINE] {
-        fs::rename(staging.path().join(name), output.join(name))
-            .with_context(|| format!("writing {}", output.join(name).display()))?;
+    for entry in fs::read_dir(staging.path())? {
+        let name = entry?.file_name();
+        fs::rename(staging.path().join(&name), output.join(&name))
+            .with_context(|| format!("writing {}", output.join(&name).display()))?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod blobs;
 pub mod build;
 pub mod cpio;
+pub mod formats;
 pub mod image_config;
 pub mod import;
 pub mod init_binary;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_image_build::build::{self, BuildOptions};
+use berth_image_build::formats::{self, Bootable, Format};
 use berth_image_build::import::{import_rootfs, ImportOptions};
 use berth_image_build::kernel::default_cache_dir;
 use berth_qemu::{Accel, Vm, VmConfig};
@@ -34,6 +35,11 @@ enum Command {
         /// Cache for blobs and kernels (default: $BERTH_CACHE_DIR, $XDG_CACHE_HOME/berth, ~/.cache/berth).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Bootable formats to write besides vmlinuz/initrd.img/cmdline (repeatable): uki
+        /// (berth.efi), iso (berth.iso, BIOS and UEFI), raw-efi (disk.raw), qcow2 (disk.qcow2),
+        /// vhdx (disk.vhdx, Hyper-V Gen2).
+        #[arg(long = "format", value_name = "FORMAT", value_parser = Format::parse)]
+        formats: Vec<Format>,
     },
     /// Work with images.
     Image {
@@ -42,8 +48,13 @@ enum Command {
     },
     /// Boot a built image in QEMU with the serial console on this terminal.
     Run {
-        /// A directory made by `berth build`.
+        /// A directory made by `berth build` (boots its kernel and initramfs), or an image it
+        /// wrote: berth.iso (SeaBIOS, as a CD), disk.raw / disk.qcow2 / disk.vhdx or berth.efi
+        /// (UEFI firmware, OVMF).
         dir: PathBuf,
+        /// Boot with UEFI firmware (OVMF) even when the image also boots with a BIOS (ISO).
+        #[arg(long)]
+        uefi: bool,
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 512)]
         memory: u32,
@@ -130,12 +141,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Build { config, output, init, cache_dir } => {
+        Command::Build { config, output, init, cache_dir, formats } => {
             let opts = BuildOptions {
                 config,
                 output: output.clone(),
                 init,
                 cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
+                formats,
             };
             let report = build::build(&opts)?;
             let n = report.plan.onboot.len() + report.plan.service.len();
@@ -164,52 +176,97 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{digest}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { dir, memory, cpus, accel, timeout, append, publish, no_net } => {
-            let read = |name: &str| -> Result<PathBuf> {
-                let p = dir.join(name);
-                if p.is_file() {
-                    Ok(p)
-                } else {
-                    anyhow::bail!(
-                        "{} is missing: is {} a directory made by `berth build`?",
-                        p.display(),
-                        dir.display()
-                    )
+        Command::Run { dir, uefi, memory, cpus, accel, timeout, append, publish, no_net } => {
+            let bootable = Bootable::detect(&dir)?;
+            let scratch = tempfile::tempdir()?;
+            let mut cfg = match &bootable {
+                Bootable::KernelInitrd(_) => kernel_vm_config(&dir, append.as_deref())?,
+                other => {
+                    anyhow::ensure!(
+                        append.is_none(),
+                        "--append works with a build directory only: the image carries its own command line"
+                    );
+                    let mut cfg = VmConfig::default();
+                    if uefi || other.needs_uefi() {
+                        cfg.extra_args.extend(["-bios".to_string(), formats::ovmf()?.display().to_string()]);
+                    }
+                    cfg.extra_args.extend(other.qemu_args(scratch.path())?);
+                    cfg
                 }
             };
-            let kernel = read(build::VMLINUZ)?;
-            let initrd = read(build::INITRD)?;
-            let mut cmdline =
-                std::fs::read_to_string(read(build::CMDLINE)?).context("reading cmdline")?.trim().to_string();
-            if let Some(extra) = append {
-                cmdline = format!("{cmdline} {extra}");
+            if uefi && matches!(bootable, Bootable::KernelInitrd(_)) {
+                cfg.extra_args.extend(["-bios".to_string(), formats::ovmf()?.display().to_string()]);
             }
-            let mut cfg = VmConfig::new(kernel, initrd, &cmdline);
-            cfg.memory_mib = memory;
-            cfg.cpus = cpus;
-            cfg.accel = match accel {
-                AccelArg::Auto => Accel::Auto,
-                AccelArg::Kvm => Accel::Kvm,
-                AccelArg::Tcg => Accel::Tcg,
-            };
-            cfg.console_stdout = true;
-            if no_net {
-                anyhow::ensure!(publish.is_empty(), "--publish needs a network card; drop --no-net");
-            } else {
-                cfg.extra_args.extend(berth_qemu::user_net_args(&publish));
-            }
-            let mut vm = Vm::start(cfg)?;
-            let limit = timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
-            match vm.wait_exit(limit) {
-                Ok(status) => {
-                    let clean = status.success() && vm.guest_shutdown().is_some();
-                    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            run_vm(cfg, memory, cpus, accel, timeout, &publish, no_net)
+        }
+    }
+}
+
+/// The VM configuration booting a build directory's kernel and initramfs.
+fn kernel_vm_config(dir: &std::path::Path, append: Option<&str>) -> Result<VmConfig> {
+    let read = |name: &str| -> Result<PathBuf> {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            anyhow::bail!(
+                "{} is missing: is {} a directory made by `berth build`?",
+                p.display(),
+                dir.display()
+            )
+        }
+    };
+    let kernel = read(build::VMLINUZ)?;
+    let initrd = read(build::INITRD)?;
+    let mut cmdline =
+        std::fs::read_to_string(read(build::CMDLINE)?).context("reading cmdline")?.trim().to_string();
+    if let Some(extra) = append {
+        cmdline = format!("{cmdline} {extra}");
+    }
+    Ok(VmConfig::new(kernel, initrd, &cmdline))
+}
+
+/// Boots `cfg` with the serial console on this terminal; success when the guest shut down
+/// cleanly.
+fn run_vm(
+    mut cfg: VmConfig,
+    memory: u32,
+    cpus: u32,
+    accel: AccelArg,
+    timeout: Option<u64>,
+    publish: &[(u16, u16)],
+    no_net: bool,
+) -> Result<ExitCode> {
+    cfg.memory_mib = memory;
+    cfg.cpus = cpus;
+    cfg.accel = match accel {
+        AccelArg::Auto => Accel::Auto,
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+    };
+    cfg.console_stdout = true;
+    if no_net {
+        anyhow::ensure!(publish.is_empty(), "--publish needs a network card; drop --no-net");
+    } else {
+        cfg.extra_args.extend(berth_qemu::user_net_args(publish));
+    }
+    let mut vm = Vm::start(cfg)?;
+    let limit = timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
+    match vm.wait_exit(limit) {
+        Ok(status) => {
+            let clean = status.success() && vm.guest_shutdown().is_some();
+            if !clean {
+                eprintln!("berth: QEMU ended ({status}) without the machine shutting down");
+                let qemu_errors = vm.console_tail(0);
+                if !qemu_errors.trim().is_empty() {
+                    eprint!("{qemu_errors}");
                 }
-                Err(e) => {
-                    vm.kill();
-                    Err(e.into())
-                }
             }
+            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Err(e) => {
+            vm.kill();
+            Err(e.into())
         }
     }
 }

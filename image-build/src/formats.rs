@@ -1,0 +1,625 @@
+//! Bootable output formats made from the kernel, the initramfs and the command line.
+//!
+//! - `uki`: a Unified Kernel Image — systemd's EFI stub with `.osrel`, `.cmdline`, `.linux` and
+//!   `.initrd` sections added by `objcopy`; an EFI application any UEFI firmware starts.
+//! - `raw-efi`: a GPT disk whose EFI system partition holds the UKI as the removable-media boot
+//!   path `\EFI\BOOT\BOOTX64.EFI` (no boot manager, no NVRAM entry needed).
+//! - `qcow2`, `vhdx`: that disk converted by `qemu-img` (vhdx for Hyper-V Gen2: UEFI).
+//! - `iso`: one hybrid image for BIOS (isolinux) and UEFI (an El Torito EFI image holding the
+//!   UKI), as a CD and as a USB disk (isohybrid MBR + GPT).
+//!
+//! No root, no loop devices: the FAT file system is made in a file (`mkfs.vfat`, `mtools`), the
+//! partition table by `sgdisk`, the ISO by `xorriso`. Reproducible: timestamps come from
+//! `SOURCE_DATE_EPOCH` (default: a fixed date), GUIDs and serials from the content's hash, and
+//! the UKI's PE timestamp is fixed (and its checksum recomputed).
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// An output format of `berth build --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// `vmlinuz`, `initrd.img`, `cmdline` (always written).
+    KernelInitrd,
+    /// `berth.efi`.
+    Uki,
+    /// `berth.iso`.
+    Iso,
+    /// `disk.raw`.
+    RawEfi,
+    /// `disk.qcow2`.
+    Qcow2,
+    /// `disk.vhdx`.
+    Vhdx,
+}
+
+impl Format {
+    /// Every format, in the order they are made.
+    pub const ALL: [Format; 6] =
+        [Format::KernelInitrd, Format::Uki, Format::Iso, Format::RawEfi, Format::Qcow2, Format::Vhdx];
+
+    /// Parses a `--format` value.
+    pub fn parse(text: &str) -> Result<Format, String> {
+        Ok(match text {
+            "kernel+initrd" => Format::KernelInitrd,
+            "uki" => Format::Uki,
+            "iso" => Format::Iso,
+            "raw-efi" => Format::RawEfi,
+            "qcow2" => Format::Qcow2,
+            "vhdx" => Format::Vhdx,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2 or vhdx"
+                ))
+            }
+        })
+    }
+
+    /// The format's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::KernelInitrd => "kernel+initrd",
+            Format::Uki => "uki",
+            Format::Iso => "iso",
+            Format::RawEfi => "raw-efi",
+            Format::Qcow2 => "qcow2",
+            Format::Vhdx => "vhdx",
+        }
+    }
+
+    /// The file it writes in the output directory (`None`: the three kernel+initrd files).
+    pub fn file_name(self) -> Option<&'static str> {
+        match self {
+            Format::KernelInitrd => None,
+            Format::Uki => Some(UKI),
+            Format::Iso => Some(ISO),
+            Format::RawEfi => Some(RAW),
+            Format::Qcow2 => Some(QCOW2),
+            Format::Vhdx => Some(VHDX),
+        }
+    }
+
+    /// Whether the format boots only with UEFI firmware.
+    pub fn needs_uefi(self) -> bool {
+        matches!(self, Format::Uki | Format::RawEfi | Format::Qcow2 | Format::Vhdx)
+    }
+}
+
+/// `berth.efi`.
+pub const UKI: &str = "berth.efi";
+/// `berth.iso`.
+pub const ISO: &str = "berth.iso";
+/// `disk.raw`.
+pub const RAW: &str = "disk.raw";
+/// `disk.qcow2`.
+pub const QCOW2: &str = "disk.qcow2";
+/// `disk.vhdx`.
+pub const VHDX: &str = "disk.vhdx";
+
+/// The default timestamp of every file in the images when `SOURCE_DATE_EPOCH` is not set
+/// (2024-01-01T00:00:00Z; FAT cannot store dates before 1980).
+pub const DEFAULT_EPOCH: u64 = 1_704_067_200;
+
+/// The timestamp for image contents: `SOURCE_DATE_EPOCH` (as for the initramfs), but never
+/// before 1980 (FAT's first date): [`DEFAULT_EPOCH`] then.
+pub fn image_epoch() -> u64 {
+    let e = u64::from(crate::build::source_date_epoch());
+    if e < 315_532_800 {
+        DEFAULT_EPOCH
+    } else {
+        e
+    }
+}
+
+/// A host tool, or an error naming the Debian package that has it.
+fn tool(name: &str, package: &str) -> Result<PathBuf> {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "`{name}` is needed for this format and is not installed; install it with: apt-get install {package}"
+    )
+}
+
+/// A host file shipped by a package, or an error naming the package.
+fn packaged_file(path: &str, package: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(path);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!("{path} is needed for this format and is missing; install it with: apt-get install {package}")
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A GUID (as sgdisk reads it) derived from a hash and a label, stable for the same content.
+fn guid(seed: &[u8], label: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(label.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let x = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+fn align_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// Makes the UKI at `out` from the kernel, initramfs, command line and os-release text.
+pub fn write_uki(
+    vmlinuz: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    os_release: &str,
+    epoch: u64,
+    out: &Path,
+) -> Result<()> {
+    let stub = packaged_file("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi")?;
+    let objcopy = tool("objcopy", "binutils")?;
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let osrel = dir.join(".uki-osrel");
+    let cmd = dir.join(".uki-cmdline");
+    fs::write(&osrel, os_release)?;
+    fs::write(&cmd, cmdline.trim())?;
+    let linux_size = fs::metadata(vmlinuz)?.len();
+    // Sections at fixed addresses after the stub's own, the initramfs after the kernel.
+    let linux_vma: u64 = 0x200_0000;
+    let initrd_vma = align_up(linux_vma + linux_size, 0x10_0000);
+    let section = |name: &str, file: &Path| format!("{name}={}", file.display());
+    let result = run(
+        Command::new(objcopy)
+            .arg("--add-section")
+            .arg(section(".osrel", &osrel))
+            .args(["--change-section-vma", ".osrel=0x20000"])
+            .arg("--add-section")
+            .arg(section(".cmdline", &cmd))
+            .args(["--change-section-vma", ".cmdline=0x30000"])
+            .arg("--add-section")
+            .arg(section(".linux", vmlinuz))
+            .arg("--change-section-vma")
+            .arg(format!(".linux={linux_vma:#x}"))
+            .arg("--add-section")
+            .arg(section(".initrd", initrd))
+            .arg("--change-section-vma")
+            .arg(format!(".initrd={initrd_vma:#x}"))
+            .arg(&stub)
+            .arg(out),
+        "objcopy (making the UKI)",
+    );
+    let _ = fs::remove_file(&osrel);
+    let _ = fs::remove_file(&cmd);
+    result?;
+    let mut pe = fs::read(out)?;
+    fix_pe_timestamp(&mut pe, epoch as u32)?;
+    fs::write(out, pe)?;
+    Ok(())
+}
+
+/// Sets a PE image's COFF timestamp (objcopy writes the current time) and recomputes the
+/// optional header's checksum.
+pub fn fix_pe_timestamp(pe: &mut [u8], stamp: u32) -> Result<()> {
+    let at = |o: usize| -> Result<u32> {
+        let b = pe.get(o..o + 4).context("the UKI is not a PE image")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let header = at(0x3c)? as usize;
+    if pe.get(header..header + 4) != Some(b"PE\0\0") {
+        bail!("the UKI is not a PE image");
+    }
+    let checksum_at = header + 24 + 64;
+    at(checksum_at)?;
+    pe[header + 8..header + 12].copy_from_slice(&stamp.to_le_bytes());
+    pe[checksum_at..checksum_at + 4].copy_from_slice(&[0; 4]);
+    let mut sum: u64 = 0;
+    for chunk in pe.chunks(2) {
+        let word = u64::from(chunk[0]) | (u64::from(*chunk.get(1).unwrap_or(&0)) << 8);
+        sum += word;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = ((sum & 0xffff) + (sum >> 16)) as u32 + pe.len() as u32;
+    pe[checksum_at..checksum_at + 4].copy_from_slice(&sum.to_le_bytes());
+    Ok(())
+}
+
+/// A FAT image at `out` holding `files` (`(path in the image, source)`), sized for them.
+fn write_fat(files: &[(&str, &Path)], label: &str, seed: &[u8], epoch: u64, out: &Path) -> Result<()> {
+    let mkfs = tool("mkfs.vfat", "dosfstools")?;
+    let mmd = tool("mmd", "mtools")?;
+    let mcopy = tool("mcopy", "mtools")?;
+    let payload: u64 = files.iter().map(|(_, f)| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let kib = align_up(payload + payload / 20 + (2 << 20), 1 << 20).max(16 << 20) / 1024;
+    let _ = fs::remove_file(out);
+    let serial = &guid(seed, label).replace('-', "")[..8];
+    run(
+        Command::new(mkfs)
+            .args(["--invariant", "-i", serial, "-n", label, "-C"])
+            .arg(out)
+            .arg(kib.to_string())
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+        "mkfs.vfat",
+    )?;
+    let mut dirs: Vec<String> = Vec::new();
+    for (dest, _) in files {
+        let parts: Vec<&str> = dest.trim_start_matches('/').split('/').collect();
+        for i in 1..parts.len() {
+            let d = parts[..i].join("/");
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    for d in &dirs {
+        run(
+            Command::new(&mmd)
+                .arg("-i")
+                .arg(out)
+                .arg(format!("::/{d}"))
+                .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+            "mmd",
+        )?;
+    }
+    for (dest, src) in files {
+        // mcopy -m keeps the source's time: give the source the fixed one first.
+        let stamp = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+        fs::File::options().write(true).open(src)?.set_modified(stamp)?;
+        run(
+            Command::new(&mcopy)
+                .args(["-m", "-i"])
+                .arg(out)
+                .arg(src)
+                .arg(format!("::/{}", dest.trim_start_matches('/')))
+                .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+            "mcopy",
+        )?;
+    }
+    Ok(())
+}
+
+/// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`.
+pub fn write_raw_efi(uki: &Path, epoch: u64, out: &Path) -> Result<()> {
+    let sgdisk = tool("sgdisk", "gdisk")?;
+    let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let esp = dir.join(".esp.img");
+    write_fat(&[("EFI/BOOT/BOOTX64.EFI", uki)], "BERTH-ESP", seed.as_bytes(), epoch, &esp)?;
+    let esp_bytes = fs::metadata(&esp)?.len();
+    const START: u64 = 1 << 20;
+    let total = START + esp_bytes + (1 << 20);
+    let _ = fs::remove_file(out);
+    let f = fs::File::create(out)?;
+    f.set_len(total)?;
+    drop(f);
+    run(
+        Command::new(sgdisk)
+            .arg("-U")
+            .arg(guid(seed.as_bytes(), "disk"))
+            .arg("-n")
+            .arg(format!("1:{}:{}", START / 512, (START + esp_bytes) / 512 - 1))
+            .args(["-t", "1:ef00", "-c", "1:EFI system partition"])
+            .arg("-u")
+            .arg(format!("1:{}", guid(seed.as_bytes(), "esp")))
+            .arg(out),
+        "sgdisk",
+    )?;
+    let mut disk = fs::File::options().write(true).open(out)?;
+    disk.seek(SeekFrom::Start(START))?;
+    std::io::copy(&mut fs::File::open(&esp)?, &mut disk)?;
+    disk.flush()?;
+    let _ = fs::remove_file(&esp);
+    Ok(())
+}
+
+/// Converts the raw disk to `qcow2` or `vhdx` with `qemu-img`.
+pub fn convert(raw: &Path, format: Format, out: &Path) -> Result<()> {
+    let qemu_img = tool("qemu-img", "qemu-utils")?;
+    let (name, opts): (&str, &[&str]) = match format {
+        Format::Qcow2 => ("qcow2", &[]),
+        // Hyper-V wants dynamic VHDX; 1 MiB blocks keep it small.
+        Format::Vhdx => ("vhdx", &["-o", "subformat=dynamic,block_size=1048576"]),
+        _ => bail!("{} is not a disk conversion", format.name()),
+    };
+    let _ = fs::remove_file(out);
+    run(
+        Command::new(qemu_img).args(["convert", "-q", "-f", "raw", "-O", name]).args(opts).arg(raw).arg(out),
+        "qemu-img convert",
+    )?;
+    if format == Format::Vhdx {
+        normalize_vhdx(out, raw)?;
+    }
+    Ok(())
+}
+
+/// qemu-img writes random GUIDs into a VHDX (file, data-write and log GUIDs in both headers,
+/// and the virtual disk id): replace them with ones derived from the disk's content and fix the
+/// headers' CRC-32C, so two builds are byte-identical.
+fn normalize_vhdx(vhdx: &Path, raw: &Path) -> Result<()> {
+    let seed = crate::blobs::sha256_file(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut f = fs::File::options().read(true).write(true).open(vhdx)?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    let guid_bytes = |label: &str| -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest([seed.as_bytes(), label.as_bytes()].concat());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        b
+    };
+    // Two headers at 64 KiB and 128 KiB: signature "head", checksum (4), sequence (8), then
+    // FileWriteGuid, DataWriteGuid, LogGuid (16 each), LogVersion, Version, LogLength (4),
+    // LogOffset (8); the checksum covers 4 KiB. The sequence numbers become 1 and 2, in the
+    // order qemu-img left them (the higher one is the current header).
+    let seq = |h: usize| u64::from_le_bytes(data[h + 8..h + 16].try_into().unwrap_or([0; 8]));
+    let first_is_current = seq(64 * 1024) > seq(128 * 1024);
+    for header in [64 * 1024usize, 128 * 1024] {
+        if data.get(header..header + 4) != Some(b"head") {
+            bail!("{}: not a VHDX header at {header}", vhdx.display());
+        }
+        data[header + 16..header + 32].copy_from_slice(&guid_bytes("file-write"));
+        data[header + 32..header + 48].copy_from_slice(&guid_bytes("data-write"));
+        let current = (header == 64 * 1024) == first_is_current;
+        data[header + 8..header + 16].copy_from_slice(&(if current { 2u64 } else { 1 }).to_le_bytes());
+        if data[header + 48..header + 64].iter().any(|b| *b != 0) {
+            bail!("{}: qemu-img left a log to replay; cannot make it reproducible", vhdx.display());
+        }
+        // LogGuid zero: the log holds nothing to replay; its leftover entries (with random
+        // GUIDs) are cleared.
+        let log_len = u32::from_le_bytes(data[header + 68..header + 72].try_into()?) as usize;
+        let log_off = u64::from_le_bytes(data[header + 72..header + 80].try_into()?) as usize;
+        if let Some(log) = data.get_mut(log_off..log_off + log_len) {
+            log.fill(0);
+        }
+        data[header + 4..header + 8].copy_from_slice(&[0; 4]);
+        let crc = crc32c(&data[header..header + 4096]);
+        data[header + 4..header + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+    // The metadata region (found through the region table at 192 KiB) holds the Page 83 data
+    // (the virtual disk's id).
+    let page83: [u8; 16] =
+        [0xAB, 0x12, 0xCA, 0xBE, 0xE6, 0xB2, 0x23, 0x45, 0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46];
+    let metadata_region: [u8; 16] =
+        [0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B, 0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E];
+    let rt = 192 * 1024;
+    let count = u32::from_le_bytes(data[rt + 8..rt + 12].try_into()?) as usize;
+    for i in 0..count {
+        let e = rt + 16 + i * 32;
+        if data[e..e + 16] == metadata_region {
+            let off = u64::from_le_bytes(data[e + 16..e + 24].try_into()?) as usize;
+            let entries = u16::from_le_bytes(data[off + 10..off + 12].try_into()?) as usize;
+            for j in 0..entries {
+                let me = off + 32 + j * 32;
+                if data[me..me + 16] == page83 {
+                    let item = off + u32::from_le_bytes(data[me + 16..me + 20].try_into()?) as usize;
+                    data[item..item + 16].copy_from_slice(&guid_bytes("disk-id"));
+                }
+            }
+        }
+    }
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&data)?;
+    Ok(())
+}
+
+/// CRC-32C (Castagnoli), as VHDX checksums use.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// The hybrid ISO at `out`: isolinux for BIOS (kernel and initramfs as files), an El Torito
+/// EFI image holding the UKI for UEFI, isohybrid MBR and GPT so it also boots as a USB disk.
+pub fn write_iso(
+    vmlinuz: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    uki: &Path,
+    epoch: u64,
+    out: &Path,
+) -> Result<()> {
+    let xorriso = tool("xorriso", "xorriso")?;
+    let isolinux = packaged_file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?;
+    let mbr = packaged_file("/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux")?;
+    let ldlinux = packaged_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")?;
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let tree = dir.join(".iso-tree");
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(tree.join("isolinux"))?;
+    fs::copy(vmlinuz, tree.join("vmlinuz"))?;
+    fs::copy(initrd, tree.join("initrd.img"))?;
+    fs::copy(&isolinux, tree.join("isolinux/isolinux.bin"))?;
+    fs::copy(&ldlinux, tree.join("isolinux/ldlinux.c32"))?;
+    fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        format!(
+            "SERIAL 0 115200\nDEFAULT berth\nPROMPT 0\nTIMEOUT 0\nLABEL berth\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd.img {}\n",
+            cmdline.trim()
+        ),
+    )?;
+    let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_fat(
+        &[("EFI/BOOT/BOOTX64.EFI", uki)],
+        "BERTH-EFI",
+        seed.as_bytes(),
+        epoch,
+        &tree.join("efiboot.img"),
+    )?;
+    let stamp = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    for entry in walk(&tree)?.into_iter().chain([tree.clone()]) {
+        fs::File::open(&entry)?.set_modified(stamp)?;
+    }
+    let _ = fs::remove_file(out);
+    let result = run(
+        Command::new(xorriso)
+            .args(["-as", "mkisofs", "-quiet", "-o"])
+            .arg(out)
+            .args(["-R", "-J", "-V", "BERTH", "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat"])
+            .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr"])
+            .arg(&mbr)
+            .args(["-eltorito-alt-boot", "-e", "efiboot.img", "-no-emul-boot", "-isohybrid-gpt-basdat"])
+            .arg(&tree)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+        "xorriso",
+    );
+    let _ = fs::remove_dir_all(&tree);
+    result
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// UEFI firmware for QEMU (Debian's `ovmf`), or an error naming the package.
+pub fn ovmf() -> Result<PathBuf> {
+    for p in ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd"] {
+        if Path::new(p).is_file() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    bail!("UEFI firmware (/usr/share/ovmf/OVMF.fd) is missing; install it with: apt-get install ovmf")
+}
+
+/// What `berth run` boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootable {
+    /// A build directory: `-kernel`/`-initrd`/`-append`.
+    KernelInitrd(PathBuf),
+    /// A hybrid ISO, attached as a CD.
+    Iso(PathBuf),
+    /// A disk image (`raw`, `qcow2` or `vhdx`), attached as a virtio disk; needs UEFI.
+    Disk(PathBuf, &'static str),
+    /// A UKI, served to the firmware from a FAT directory; needs UEFI.
+    Uki(PathBuf),
+}
+
+impl Bootable {
+    /// Recognizes a build directory or an image file by its content.
+    pub fn detect(path: &Path) -> Result<Bootable> {
+        if path.is_dir() {
+            return Ok(Bootable::KernelInitrd(path.to_path_buf()));
+        }
+        let mut head = vec![0u8; 0x8006];
+        let n = fs::File::open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?
+            .read(&mut head)?;
+        head.truncate(n);
+        let at = |o: usize, m: &[u8]| head.get(o..o + m.len()) == Some(m);
+        Ok(if at(0x8001, b"CD001") {
+            Bootable::Iso(path.to_path_buf())
+        } else if at(0, b"QFI\xfb") {
+            Bootable::Disk(path.to_path_buf(), "qcow2")
+        } else if at(0, b"vhdxfile") {
+            Bootable::Disk(path.to_path_buf(), "vhdx")
+        } else if at(0, b"MZ") {
+            Bootable::Uki(path.to_path_buf())
+        } else if at(0x200, b"EFI PART") {
+            Bootable::Disk(path.to_path_buf(), "raw")
+        } else {
+            bail!(
+                "{} is neither a build directory nor a berth image (ISO, raw-efi, qcow2, vhdx or UKI)",
+                path.display()
+            )
+        })
+    }
+
+    /// Whether it boots only under UEFI.
+    pub fn needs_uefi(&self) -> bool {
+        matches!(self, Bootable::Disk(..) | Bootable::Uki(_))
+    }
+
+    /// QEMU arguments attaching it (firmware excluded); `scratch` is a directory that lives as
+    /// long as the VM (for a UKI's FAT directory).
+    pub fn qemu_args(&self, scratch: &Path) -> Result<Vec<String>> {
+        let drive = |spec: String| vec!["-drive".to_string(), spec];
+        Ok(match self {
+            Bootable::KernelInitrd(_) => Vec::new(),
+            Bootable::Iso(p) => drive(format!("file={},media=cdrom,readonly=on", p.display())),
+            Bootable::Disk(p, fmt) => drive(format!("file={},format={fmt},if=virtio", p.display())),
+            Bootable::Uki(p) => {
+                let dir = scratch.join("esp");
+                fs::create_dir_all(dir.join("EFI/BOOT"))?;
+                fs::copy(p, dir.join("EFI/BOOT/BOOTX64.EFI"))?;
+                drive(format!("file=fat:ro:{},format=raw,if=virtio,readonly=on", dir.display()))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse() {
+        for f in Format::ALL {
+            assert_eq!(Format::parse(f.name()).unwrap(), f);
+        }
+        assert!(Format::parse("vmdk").unwrap_err().contains("raw-efi"));
+        assert!(Format::RawEfi.needs_uefi() && !Format::Iso.needs_uefi());
+    }
+
+    #[test]
+    fn guids_are_stable_and_well_formed() {
+        let a = guid(b"seed", "disk");
+        assert_eq!(a, guid(b"seed", "disk"));
+        assert_ne!(a, guid(b"seed", "esp"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn crc32c_known_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn pe_checksum_changes_with_timestamp_only() {
+        let mut pe = vec![0u8; 512];
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        let mut a = pe.clone();
+        fix_pe_timestamp(&mut a, 1).unwrap();
+        let mut b = pe.clone();
+        fix_pe_timestamp(&mut b, 1).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(u32::from_le_bytes(a[0x88..0x8c].try_into().unwrap()), 1);
+        assert!(fix_pe_timestamp(&mut [0u8; 10], 1).is_err());
+    }
+}
