@@ -50,8 +50,10 @@ pub const NIC_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 /// (masquerade, published ports); their dependencies (nf_nat, nf_conntrack …) come along.
 pub const BRIDGE_MODULES: &[&str] = &["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat"];
 /// Hyper-V's drivers, packed for `vhdx` images (Gen2 VMs): the bus, the NIC, the host's
-/// shutdown and time integration, the keyboard (Ctrl-Alt-Del), memory ballooning.
-pub const HYPERV_MODULES: &[&str] = &["hv_vmbus", "hv_netvsc", "hv_utils", "hyperv_keyboard", "hv_balloon"];
+/// shutdown and time integration, the keyboard (Ctrl-Alt-Del), memory ballooning, and the
+/// SCSI disks (storvsc).
+pub const HYPERV_MODULES: &[&str] =
+    &["hv_vmbus", "hv_storvsc", "hv_netvsc", "hv_utils", "hyperv_keyboard", "hv_balloon"];
 /// Modules loaded after the first containers start: the ACPI power button as an input device
 /// (and the NIC drivers, see [`NIC_MODULES`]).
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];

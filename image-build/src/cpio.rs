@@ -509,3 +509,56 @@ fn normalize(path: &str) -> Result<String, CpioError> {
     }
     Ok(p.to_string())
 }
+
+/// One entry read back from a newc archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEntry {
+    /// The path as stored (relative, no leading `/`).
+    pub path: String,
+    /// `st_mode` (file type and permissions).
+    pub mode: u32,
+    /// The file's bytes (empty for non-files).
+    pub data: Vec<u8>,
+}
+
+/// Reads every entry of an (uncompressed) newc archive up to the trailer; concatenated
+/// archives and zero padding between them are read through. Malformed input is an error.
+pub fn read_archive(mut r: impl Read) -> io::Result<Vec<ReadEntry>> {
+    let mut all = Vec::new();
+    r.read_to_end(&mut all)?;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut at = 0usize;
+    let mut out = Vec::new();
+    loop {
+        while at < all.len() && all[at] == 0 {
+            at += 1;
+        }
+        if at >= all.len() {
+            return Ok(out);
+        }
+        let header = all.get(at..at + 110).ok_or_else(|| bad("truncated cpio header"))?;
+        if &header[..6] != b"070701" {
+            return Err(bad("not a newc cpio archive"));
+        }
+        let field = |i: usize| -> io::Result<usize> {
+            let text =
+                std::str::from_utf8(&header[6 + i * 8..14 + i * 8]).map_err(|_| bad("bad cpio header"))?;
+            usize::from_str_radix(text, 16).map_err(|_| bad("bad cpio header"))
+        };
+        let mode = field(1)? as u32;
+        let size = field(6)?;
+        let name_len = field(11)?;
+        let name_start = at + 110;
+        let name = all
+            .get(name_start..name_start + name_len.saturating_sub(1))
+            .ok_or_else(|| bad("truncated cpio name"))?;
+        let name = String::from_utf8_lossy(name).to_string();
+        let data_start = (name_start + name_len).div_ceil(4) * 4;
+        let data = all.get(data_start..data_start + size).ok_or_else(|| bad("truncated cpio data"))?;
+        at = (data_start + size).div_ceil(4) * 4;
+        if name == "TRAILER!!!" {
+            continue;
+        }
+        out.push(ReadEntry { path: name, mode, data: data.to_vec() });
+    }
+}

@@ -11,6 +11,7 @@ pub mod formats;
 pub mod image_config;
 pub mod import;
 pub mod init_binary;
+pub mod inspect;
 pub mod kernel;
 pub mod layer;
 pub mod modules;

@@ -46,6 +46,15 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Show what a built image holds: kernel, command line, modules, containers with their
+    /// image digests and layer sizes — for a build directory or any image file it wrote.
+    Inspect {
+        /// A directory made by `berth build`, or berth.iso, berth.efi, disk.raw/qcow2/vhdx.
+        image: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot a built image in QEMU with the serial console on this terminal.
     Run {
         /// A directory made by `berth build` (boots its kernel and initramfs), or an image it
@@ -174,6 +183,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let digest = import_rootfs(&rootfs, &output, &tag, &opts)?;
             println!("{digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { image, json } => {
+            let report = berth_image_build::inspect::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { dir, uefi, memory, cpus, accel, timeout, append, publish, no_net } => {

@@ -135,3 +135,36 @@ fn a_missing_tool_is_named_with_its_package() {
     assert!(err.contains("apt-get install binutils"), "{err}");
     assert!(!out.exists(), "nothing half-written");
 }
+
+#[test]
+fn inspect_reads_every_format() {
+    let (_, out) = built();
+    let mut reports = Vec::new();
+    for image in ["", "berth.efi", "berth.iso", "disk.raw", "disk.qcow2", "disk.vhdx"] {
+        let path = if image.is_empty() { out.clone() } else { out.join(image) };
+        let o = common::run_berth(&["inspect", "--json", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{image}: {}", String::from_utf8_lossy(&o.stderr));
+        let mut r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(r["kernel_version"].as_str().unwrap().starts_with("6.1."), "{r}");
+        assert_eq!(r["cmdline"], "console=ttyS0 quiet", "{image}");
+        assert!(r["modules"]["overlay"].as_u64().unwrap() > 100_000, "{r}");
+        assert!(r["modules"].get("hv_vmbus").is_some(), "vhdx images pack Hyper-V's drivers: {r}");
+        let c = &r["containers"][0];
+        assert_eq!((c["name"].as_str(), c["kind"].as_str()), (Some("hello"), Some("onboot")));
+        assert!(c["digest"].as_str().unwrap().starts_with("sha256:"));
+        let layer = &c["layers"][0];
+        assert!(
+            layer[0].as_str().unwrap().starts_with("sha256:") && layer[1].as_u64().unwrap() > 1_000_000,
+            "{c}"
+        );
+        assert!(r["image_bytes"].as_u64().unwrap() > r["initrd_bytes"].as_u64().unwrap());
+        for k in ["image", "format", "image_bytes"] {
+            r.as_object_mut().unwrap().remove(k);
+        }
+        reports.push(r);
+    }
+    assert!(reports.windows(2).all(|w| w[0] == w[1]), "every format holds the same boot: {reports:#?}");
+    let text = common::run_berth(&["inspect", out.join("berth.iso").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("hello (onboot)") && text.contains("layer sha256:"), "{text}");
+}
