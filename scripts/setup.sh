@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   # bootable formats: UKI stub, FAT, GPT, ISO, disk conversion, UEFI firmware
-  systemd-boot-efi binutils dosfstools mtools gdisk xorriso isolinux syslinux-common qemu-utils ovmf)
+  systemd-boot-efi binutils dosfstools mtools xorriso isolinux syslinux-common qemu-utils ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,7 +9,7 @@
 //!   UKI), as a CD and as a USB disk (isohybrid MBR + GPT).
 //!
 //! No root, no loop devices: the FAT file system is made in a file (`mkfs.vfat`, `mtools`), the
-//! partition table by `sgdisk`, the ISO by `xorriso`. Reproducible: timestamps come from
+//! partition table is written here (GPT), the ISO by `xorriso`. Reproducible: timestamps come from
 //! `SOURCE_DATE_EPOCH` (default: a fixed date), GUIDs and serials from the content's hash, and
 //! the UKI's PE timestamp is fixed (and its checksum recomputed).
 
@@ -151,7 +151,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A GUID (as sgdisk reads it) derived from a hash and a label, stable for the same content.
+/// A GUID (text form) derived from a hash and a label, stable for the same content.
 fn guid(seed: &[u8], label: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -302,7 +302,6 @@ fn write_fat(files: &[(&str, &Path)], label: &str, seed: &[u8], epoch: u64, out:
 
 /// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`.
 pub fn write_raw_efi(uki: &Path, epoch: u64, out: &Path) -> Result<()> {
-    let sgdisk = tool("sgdisk", "gdisk")?;
     let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let esp = dir.join(".esp.img");
@@ -311,27 +310,113 @@ pub fn write_raw_efi(uki: &Path, epoch: u64, out: &Path) -> Result<()> {
     const START: u64 = 1 << 20;
     let total = START + esp_bytes + (1 << 20);
     let _ = fs::remove_file(out);
-    let f = fs::File::create(out)?;
-    f.set_len(total)?;
-    drop(f);
-    run(
-        Command::new(sgdisk)
-            .arg("-U")
-            .arg(guid(seed.as_bytes(), "disk"))
-            .arg("-n")
-            .arg(format!("1:{}:{}", START / 512, (START + esp_bytes) / 512 - 1))
-            .args(["-t", "1:ef00", "-c", "1:EFI system partition"])
-            .arg("-u")
-            .arg(format!("1:{}", guid(seed.as_bytes(), "esp")))
-            .arg(out),
-        "sgdisk",
-    )?;
-    let mut disk = fs::File::options().write(true).open(out)?;
+    let mut disk = fs::File::create(out)?;
+    disk.set_len(total)?;
+    let partition = GptPartition {
+        type_guid: ESP_TYPE_GUID,
+        guid: guid(seed.as_bytes(), "esp"),
+        first_lba: START / 512,
+        last_lba: (START + esp_bytes) / 512 - 1,
+        name: "EFI system partition".to_string(),
+    };
+    for (offset, bytes) in gpt(total / 512, &guid(seed.as_bytes(), "disk"), &[partition]) {
+        disk.seek(SeekFrom::Start(offset))?;
+        disk.write_all(&bytes)?;
+    }
     disk.seek(SeekFrom::Start(START))?;
     std::io::copy(&mut fs::File::open(&esp)?, &mut disk)?;
     disk.flush()?;
     let _ = fs::remove_file(&esp);
     Ok(())
+}
+
+/// The EFI system partition's type GUID.
+pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+/// One GPT partition.
+#[derive(Debug, Clone)]
+pub struct GptPartition {
+    /// Type GUID (text form).
+    pub type_guid: &'static str,
+    /// Unique GUID (text form).
+    pub guid: String,
+    /// First sector.
+    pub first_lba: u64,
+    /// Last sector (inclusive).
+    pub last_lba: u64,
+    /// Name (at most 36 UTF-16 units).
+    pub name: String,
+}
+
+/// A GUID's on-disk form: the first three fields little-endian.
+fn guid_bytes(text: &str) -> [u8; 16] {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let mut b = [0u8; 16];
+    for (i, byte) in b.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap_or(0);
+    }
+    b[0..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    b
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(data);
+    c.sum()
+}
+
+/// The sectors of a GPT for a disk of `sectors` 512-byte sectors: protective MBR, primary
+/// header and entries, backup entries and header — as (byte offset, bytes) to write.
+pub fn gpt(sectors: u64, disk_guid: &str, parts: &[GptPartition]) -> Vec<(u64, Vec<u8>)> {
+    let mut mbr = vec![0u8; 512];
+    let entry = &mut mbr[446..462];
+    entry[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
+    entry[4] = 0xEE;
+    entry[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
+    entry[8..12].copy_from_slice(&1u32.to_le_bytes());
+    entry[12..16].copy_from_slice(&((sectors - 1).min(0xFFFF_FFFF) as u32).to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let mut entries = vec![0u8; 128 * 128];
+    for (i, p) in parts.iter().enumerate() {
+        let e = &mut entries[i * 128..(i + 1) * 128];
+        e[0..16].copy_from_slice(&guid_bytes(p.type_guid));
+        e[16..32].copy_from_slice(&guid_bytes(&p.guid));
+        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
+        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
+        for (j, unit) in p.name.encode_utf16().take(36).enumerate() {
+            e[56 + j * 2..58 + j * 2].copy_from_slice(&unit.to_le_bytes());
+        }
+    }
+    let entries_crc = crc32(&entries);
+    let header = |my: u64, alternate: u64, entries_lba: u64| {
+        let mut h = vec![0u8; 512];
+        h[0..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&my.to_le_bytes());
+        h[32..40].copy_from_slice(&alternate.to_le_bytes());
+        h[40..48].copy_from_slice(&34u64.to_le_bytes());
+        h[48..56].copy_from_slice(&(sectors - 34).to_le_bytes());
+        h[56..72].copy_from_slice(&guid_bytes(disk_guid));
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+        h[80..84].copy_from_slice(&128u32.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
+        let crc = crc32(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    };
+    let last = sectors - 1;
+    vec![
+        (0, mbr),
+        (512, header(1, last, 2)),
+        (1024, entries.clone()),
+        ((last - 32) * 512, entries),
+        (last * 512, header(last, 1, last - 32)),
+    ]
 }
 
 /// Converts the raw disk to `qcow2` or `vhdx` with `qemu-img`.
@@ -602,6 +687,30 @@ mod tests {
         assert_ne!(a, guid(b"seed", "esp"));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn gpt_layout() {
+        let parts = [GptPartition {
+            type_guid: ESP_TYPE_GUID,
+            guid: guid(b"x", "esp"),
+            first_lba: 2048,
+            last_lba: 4095,
+            name: "EFI system partition".into(),
+        }];
+        let sectors = 8192;
+        let w = gpt(sectors, &guid(b"x", "disk"), &parts);
+        assert_eq!(w[0].1[450], 0xEE);
+        assert_eq!(&w[1].1[..8], b"EFI PART");
+        // The header CRC covers 92 bytes with its own field zeroed.
+        let mut h = w[1].1[..92].to_vec();
+        let stored = u32::from_le_bytes(h[16..20].try_into().unwrap());
+        h[16..20].copy_from_slice(&[0; 4]);
+        assert_eq!(crc32(&h), stored);
+        // The ESP type GUID in its on-disk (mixed-endian) form.
+        assert_eq!(&w[2].1[..4], &[0x28, 0x73, 0x2a, 0xc1]);
+        assert_eq!(w[4].0, (sectors - 1) * 512);
+        assert_eq!(&w[4].1[..8], b"EFI PART");
     }
 
     #[test]
