@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what berth's build, tests and example need on Debian (run as root). Idempotent.
 set -euo pipefail
-packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2)
+packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2 docker-registry skopeo openssl apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

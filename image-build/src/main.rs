@@ -34,6 +34,13 @@ enum Command {
         /// Cache for blobs and kernels (default: $BERTH_CACHE_DIR, $XDG_CACHE_HOME/berth, ~/.cache/berth).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Reach this registry (HOST[:PORT]) over plain HTTP instead of HTTPS (repeatable; also
+        /// $BERTH_INSECURE_REGISTRIES, comma-separated).
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
+        /// Resolve registry tags again instead of using the digests in berth.lock, and rewrite it.
+        #[arg(long)]
+        update: bool,
     },
     /// Work with images.
     Image {
@@ -130,14 +137,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Build { config, output, init, cache_dir } => {
+        Command::Build { config, output, init, cache_dir, insecure_registry, update } => {
             let opts = BuildOptions {
                 config,
                 output: output.clone(),
                 init,
                 cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
+                insecure_registries: insecure_registry,
+                update,
             };
             let report = build::build(&opts)?;
+            let mut seen = std::collections::BTreeSet::new();
+            for c in report.plan.containers() {
+                if seen.insert(&c.image) {
+                    eprintln!("berth: image {} is {}", c.image, c.image_digest);
+                }
+            }
             let n = report.plan.onboot.len() + report.plan.service.len();
             eprintln!(
                 "berth: built {} (kernel {}, initrd {:.1} MiB, {} container{})",
