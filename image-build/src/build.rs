@@ -155,7 +155,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let pull = PullOptions::with_env(&opts.insecure_registries);
     let lock_path = LockFile::path_in(&base_dir);
     let old_lock = LockFile::read(&lock_path)?;
-    let mut new_lock = LockFile::new();
+    let mut new_lock = old_lock.clone();
     let mut images: BTreeMap<String, ResolvedImage> = BTreeMap::new();
     for c in config.containers() {
         let reference = c.image.get_ref().clone();
@@ -398,8 +398,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     fs::write(staging.path().join(CMDLINE), format!("{}\n", config.kernel.cmdline.trim()))?;
 
     publish(staging, &opts.output)?;
-    // The lock file records what this build used (entries of images no longer named go).
-    if new_lock != old_lock && (!new_lock.images.is_empty() || lock_path.exists()) {
+    // The lock file (shared by the configs of this directory) records what this build used.
+    if new_lock != old_lock {
         new_lock.write(&lock_path)?;
     }
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();

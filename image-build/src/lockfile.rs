@@ -20,8 +20,14 @@ const LOCK_VERSION: u32 = 1;
 const HEADER: &str = "# berth.lock: the image digests `berth build` resolved for this directory's configs.\n\
 # Commit it for repeatable builds; `berth build --update` resolves the tags again.\n\n";
 
+impl Default for LockFile {
+    fn default() -> LockFile {
+        LockFile::new()
+    }
+}
+
 /// The lock file's content.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockFile {
     /// Always 1.
     pub version: u32,
@@ -40,9 +46,7 @@ impl LockFile {
     pub fn read(path: &Path) -> Result<LockFile> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LockFile { version: LOCK_VERSION, images: BTreeMap::new() })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockFile::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let lock: LockFile = toml::from_str(&text).with_context(|| {

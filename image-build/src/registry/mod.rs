@@ -262,7 +262,7 @@ impl<'a> Client<'a> {
 
     /// A request that could not be made or whose answer could not be read.
     fn transport(&self, url: &str, e: impl std::fmt::Display) -> Failure {
-        let hint = if self.insecure {
+        let hint = if self.insecure || self.image.registry == crate::reference::DEFAULT_REGISTRY {
             String::new()
         } else {
             format!(
