@@ -623,6 +623,88 @@ fn interrupted_download_restarts_cleanly() {
     assert!(fx.temp_files().is_empty(), "temporary files left: {:?}", fx.temp_files());
 }
 
+/// Imports a small image (busybox and a marker file) into the layout `layout` as `tag`.
+fn other_image(dir: &Path, layout: &Path, tag: &str) {
+    let rootfs = dir.join(format!("other-root-{tag}"));
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/echo")).unwrap();
+    std::fs::write(rootfs.join("marker"), "second image\n").unwrap();
+    let out = common::run_berth(&[
+        "image",
+        "import",
+        rootfs.to_str().unwrap(),
+        "--tag",
+        tag,
+        "-o",
+        layout.to_str().unwrap(),
+        "--env",
+        "PATH=/bin",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn index_leads_to_the_linux_amd64_image() {
+    let fx = Fixture::new();
+    let layout = fx.busybox();
+    // The layout gets a second image, and an index naming it arm64 and busybox amd64.
+    other_image(fx.path(), &layout, "arm");
+    let index_path = layout.join("index.json");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entry = |tag: &str| {
+        let found = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag));
+        found.unwrap_or_else(|| panic!("no {tag} in {index}")).clone()
+    };
+    let (amd64, arm64) = (entry("latest"), entry("arm"));
+    let platform = |mut d: serde_json::Value, arch: &str| {
+        d.as_object_mut().unwrap().remove("annotations");
+        d["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        d
+    };
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [platform(arm64, "arm64"), platform(amd64.clone(), "amd64")],
+    })
+    .to_string();
+    let nested_digest = berth_image_build::blobs::sha256_bytes(nested.as_bytes());
+    std::fs::write(layout.join("blobs/sha256").join(&nested_digest["sha256:".len()..]), &nested).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": nested_digest,
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(&index_path, top.to_string()).unwrap();
+
+    let registry = Registry::start(fx.path(), None);
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/multi/app:v1", registry.host()))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "skopeo copy --all: {}", String::from_utf8_lossy(&out.stderr));
+
+    let host = registry.host();
+    let image = format!("{host}/multi/app:v1");
+    let stderr = fx.build_ok("multi", &image, &["--insecure-registry", &host]);
+    let amd64_digest = amd64["digest"].as_str().unwrap();
+    assert_eq!(reported_digest(&stderr, &image), amd64_digest);
+    assert!(fx.lock().contains(amd64_digest), "{}", fx.lock());
+    // The index itself was verified and cached too.
+    assert!(fx.blob_dir().join(&nested_digest["sha256:".len()..]).is_file());
+}
+
 #[test]
 fn lock_file_pins_tags_until_update() {
     let fx = Fixture::new();
@@ -639,23 +721,7 @@ fn lock_file_pins_tags_until_update() {
 
     // Another image under the same tag.
     let other = fx.path().join("images/other");
-    let rootfs = fx.path().join("other-root");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/echo")).unwrap();
-    std::fs::write(rootfs.join("marker"), "second image\n").unwrap();
-    let out = common::run_berth(&[
-        "image",
-        "import",
-        rootfs.to_str().unwrap(),
-        "--tag",
-        "latest",
-        "-o",
-        other.to_str().unwrap(),
-        "--env",
-        "PATH=/bin",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    other_image(fx.path(), &other, "latest");
     let second = registry.push(&other, "moving/app", "stable", None);
     assert_ne!(first, second);
 
