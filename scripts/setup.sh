@@ -2,8 +2,10 @@
 # Installs what berth's build, tests and example need on Debian (run as root). Idempotent.
 set -euo pipefail
 packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
-  # bootable formats: UKI stub, FAT, GPT, ISO, disk conversion, UEFI firmware
-  systemd-boot-efi binutils dosfstools mtools xorriso isolinux syslinux-common qemu-utils ovmf)
+  # bootable formats: UKI stub, FAT, ISO, disk conversion, UEFI firmware
+  systemd-boot-efi binutils dosfstools mtools xorriso isolinux syslinux-common qemu-utils ovmf
+  # registry tests: a registry server, a pusher, token signing, htpasswd
+  docker-registry skopeo openssl apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,7 @@
 //! `berth build`: a config file in, `vmlinuz` + `initrd.img` + `cmdline` out.
 //!
 //! Steps: parse the config (errors carry file:line:column) → resolve every image (verified
-//! blobs) → merge each container's process with its image config, Docker's way, and resolve
+//! blobs; registry tags pinned by `berth.lock`) → merge each container's process with its image config, Docker's way, and resolve
 //! its user → pick the init binary (must be static) → the kernel and the modules the system
 //! needs → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
 //!
@@ -36,8 +36,10 @@ use crate::image_config::merge_process;
 use crate::init_binary;
 use crate::kernel;
 use crate::layer::{self, EntryKind, LayerSummary};
+use crate::lockfile::LockFile;
 use crate::modules;
-use crate::reference::ImageRef;
+use crate::reference::{ImageRef, RegistryRef};
+use crate::registry::PullOptions;
 use crate::source::{self, LayerBlob, ResolvedImage};
 
 /// Modules every berth system needs (container roots are overlays).
@@ -78,6 +80,10 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Bootable formats to write besides `vmlinuz`, `initrd.img` and `cmdline`.
     pub formats: Vec<Format>,
+    /// Registries (`HOST[:PORT]`) reached over plain HTTP, besides `$BERTH_INSECURE_REGISTRIES`.
+    pub insecure_registries: Vec<String>,
+    /// Resolve registry tags again instead of using the digests of `berth.lock`, and rewrite it.
+    pub update: bool,
 }
 
 /// What was built.
@@ -152,8 +158,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let base_dir = opts.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
 
-    // Images, each resolved once.
+    // Images, each resolved once; registry tags through the lock file.
     let cache = BlobCache::new(opts.cache_dir.clone());
+    let pull = PullOptions::with_env(&opts.insecure_registries);
+    let lock_path = LockFile::path_in(&base_dir);
+    let old_lock = LockFile::read(&lock_path)?;
+    let mut new_lock = old_lock.clone();
     let mut images: BTreeMap<String, ResolvedImage> = BTreeMap::new();
     for c in config.containers() {
         let reference = c.image.get_ref().clone();
@@ -164,8 +174,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let at = c.image.span().start;
         let image_ref = ImageRef::parse(&reference, &base_dir)
             .map_err(|e| src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref())))?;
-        let resolved = source::resolve(&image_ref, &cache)
+        let registry_ref = match &image_ref {
+            ImageRef::Registry(text) => RegistryRef::parse(text).ok(),
+            _ => None,
+        };
+        let lock_key = registry_ref.as_ref().map(|r| r.to_string());
+        let pinned = match (&registry_ref, &lock_key) {
+            (Some(r), Some(key)) if r.digest.is_none() && !opts.update => old_lock.images.get(key),
+            _ => None,
+        };
+        let resolved = source::resolve_with(&image_ref, &cache, &pull, pinned.map(String::as_str))
             .map_err(|e| src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref())))?;
+        if let Some(key) = lock_key {
+            new_lock.images.insert(key, resolved.manifest_digest.clone());
+        }
         images.insert(reference, resolved);
     }
 
@@ -388,6 +410,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     write_formats(staging.path(), &opts.formats, &config, &progress)?;
 
     publish(staging, &opts.output)?;
+    // The lock file (shared by the configs of this directory) records what this build used.
+    if new_lock != old_lock {
+        new_lock.write(&lock_path)?;
+    }
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
     Ok(BuildReport { kernel_version: kernel.version, initrd_bytes, plan })
 }

@@ -1,6 +1,6 @@
 //! berth-image-build: turns a berth config into bootable images.
 //!
-//! Image sources ([`reference`], [`source`], [`blobs`]) → layers as entry streams ([`layer`]) →
+//! Image sources ([`reference`], [`source`], [`registry`], [`blobs`]) → layers as entry streams ([`layer`]) →
 //! process merge ([`image_config`]) → kernel and modules ([`kernel`], [`modules`]) → initramfs
 //! ([`cpio`]) → outputs ([`build`]). [`import`] makes OCI images from root filesystems.
 
@@ -14,6 +14,8 @@ pub mod init_binary;
 pub mod inspect;
 pub mod kernel;
 pub mod layer;
+pub mod lockfile;
 pub mod modules;
 pub mod reference;
+pub mod registry;
 pub mod source;

@@ -40,6 +40,13 @@ enum Command {
         /// vhdx (disk.vhdx, Hyper-V Gen2).
         #[arg(long = "format", value_name = "FORMAT", value_parser = Format::parse)]
         formats: Vec<Format>,
+        /// Reach this registry (HOST[:PORT]) over plain HTTP instead of HTTPS (repeatable; also
+        /// $BERTH_INSECURE_REGISTRIES, comma-separated).
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
+        /// Resolve registry tags again instead of using the digests in berth.lock, and rewrite it.
+        #[arg(long)]
+        update: bool,
     },
     /// Work with images.
     Image {
@@ -150,15 +157,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Build { config, output, init, cache_dir, formats } => {
+        Command::Build { config, output, init, cache_dir, formats, insecure_registry, update } => {
             let opts = BuildOptions {
                 config,
                 output: output.clone(),
                 init,
                 cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
                 formats,
+                insecure_registries: insecure_registry,
+                update,
             };
             let report = build::build(&opts)?;
+            let mut seen = std::collections::BTreeSet::new();
+            for c in report.plan.containers() {
+                if seen.insert(&c.image) {
+                    eprintln!("berth: image {} is {}", c.image, c.image_digest);
+                }
+            }
             let n = report.plan.onboot.len() + report.plan.service.len();
             eprintln!(
                 "berth: built {} (kernel {}, initrd {:.1} MiB, {} container{})",

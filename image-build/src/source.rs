@@ -15,9 +15,11 @@ use std::path::PathBuf;
 
 use crate::blobs::{BlobCache, BlobError};
 use crate::image_config::{ConfigFile, ImageConfig};
-use crate::reference::ImageRef;
+use crate::reference::{ImageRef, RegistryRef};
+use crate::registry::PullOptions;
 
 pub use spec::Compression;
+use spec::{Descriptor, Index};
 
 /// An image whose manifest, configuration and layers were verified and stored in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,11 +161,13 @@ pub enum ImageError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// Registry references are not implemented yet.
-    #[error("{reference}: pulling from a registry is not supported yet; use oci:DIR or docker-archive:FILE")]
-    RegistryNotSupported {
+    /// Talking to a registry failed (unreachable, refused credentials, missing manifest, …).
+    #[error("{reference}: {message}")]
+    Registry {
         /// The registry reference.
         reference: String,
+        /// What failed, with the URL and what to do.
+        message: String,
     },
     /// Reading the image failed.
     #[error("{reference}: {location}: {source}")]
@@ -208,8 +212,20 @@ fn list(items: &[String]) -> String {
 ///   `manifest_digest` is the digest of the canonical OCI manifest berth synthesizes (compact
 ///   JSON: OCI media types, the config and layers as stored in the cache), which is also stored
 ///   in the cache; the same archive always gives the same digest.
-/// - a registry reference: [`ImageError::RegistryNotSupported`] (the seam for a later pull).
+/// - a registry reference: pulled (see [`crate::registry`]) with the insecure registries of
+///   `$BERTH_INSECURE_REGISTRIES`; [`resolve_with`] takes more options.
 pub fn resolve(image: &ImageRef, cache: &BlobCache) -> Result<ResolvedImage, ImageError> {
+    resolve_with(image, cache, &PullOptions::with_env(&[]), None)
+}
+
+/// [`resolve`] with the registry options, and for a registry reference by tag the manifest
+/// digest `pinned` by the lock file (fetched instead of the tag).
+pub fn resolve_with(
+    image: &ImageRef,
+    cache: &BlobCache,
+    pull: &PullOptions,
+    pinned: Option<&str>,
+) -> Result<ResolvedImage, ImageError> {
     let reference = image.to_string();
     match image {
         ImageRef::OciLayout { dir, tag } => oci_layout::resolve(&reference, dir, tag.as_deref(), cache),
@@ -217,12 +233,20 @@ pub fn resolve(image: &ImageRef, cache: &BlobCache) -> Result<ResolvedImage, Ima
         // A registry client will plug in here: fetch the manifest and blobs over HTTP into
         // `cache`, verifying digests with `BlobCache::insert_verified`, then build the same
         // `ResolvedImage`.
-        ImageRef::Registry(_) => Err(ImageError::RegistryNotSupported { reference }),
+        ImageRef::Registry(text) => {
+            let parsed = RegistryRef::parse(text)
+                .map_err(|message| ImageError::Invalid { reference: reference.clone(), message })?;
+            crate::registry::pull(&parsed, &reference, pinned, cache, pull)
+        }
     }
 }
 
 /// Checks the configuration's platform and diff id count; shared by the sources.
-fn check_config(reference: &str, config: &ConfigFile, layer_count: usize) -> Result<(), ImageError> {
+pub(crate) fn check_config(
+    reference: &str,
+    config: &ConfigFile,
+    layer_count: usize,
+) -> Result<(), ImageError> {
     let invalid = |message: String| ImageError::Invalid { reference: reference.to_string(), message };
     if let Some(os) = config.os.as_deref().filter(|s| !s.is_empty()) {
         if os != "linux" {
@@ -246,4 +270,34 @@ fn check_config(reference: &str, config: &ConfigFile, layer_count: usize) -> Res
         crate::blobs::validate_digest(diff_id).map_err(|e| invalid(format!("rootfs.diff_ids[{i}]: {e}")))?;
     }
     Ok(())
+}
+
+/// Picks the linux/amd64 entry of an image index (`digest` names it in the error).
+pub(crate) fn select_platform(
+    reference: &str,
+    digest: &str,
+    index: &Index,
+) -> Result<Descriptor, ImageError> {
+    let found = index
+        .manifests
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"));
+    match found {
+        Some(d) => Ok(d.clone()),
+        None => Err(ImageError::NoMatchingPlatform {
+            reference: reference.to_string(),
+            digest: digest.to_string(),
+            available: index
+                .manifests
+                .iter()
+                .map(|d| match &d.platform {
+                    Some(p) => match &p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    },
+                    None => format!("{} (no platform)", d.digest),
+                })
+                .collect(),
+        }),
+    }
 }

@@ -205,10 +205,8 @@ fn layout_errors_name_the_fix() {
     assert!(err.contains("holds 2 images") && err.contains("one, two"), "{err}");
     assert!(resolve(&oci(&layout, "two"), &cache).is_ok());
 
-    let registry = ImageRef::parse("nginx:1.27", tmp.path()).unwrap();
+    // A registry reference goes over HTTPS unless marked insecure (port 9: nothing listens).
+    let registry = ImageRef::parse("127.0.0.1:9/app:1.27", tmp.path()).unwrap();
     let err = resolve(&registry, &cache).unwrap_err().to_string();
-    assert!(
-        err.contains("pulling from a registry is not supported yet; use oci:DIR or docker-archive:FILE"),
-        "{err}"
-    );
+    assert!(err.contains("HTTPS") && err.contains("--insecure-registry 127.0.0.1:9"), "{err}");
 }

@@ -215,28 +215,7 @@ impl Layout<'_> {
 
     /// Picks the linux/amd64 entry of a nested index.
     fn select_platform(&self, digest: &str, index: &Index) -> Result<Descriptor, ImageError> {
-        let found = index
-            .manifests
-            .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"));
-        match found {
-            Some(d) => Ok(d.clone()),
-            None => Err(ImageError::NoMatchingPlatform {
-                reference: self.reference.to_string(),
-                digest: digest.to_string(),
-                available: index
-                    .manifests
-                    .iter()
-                    .map(|d| match &d.platform {
-                        Some(p) => match &p.variant {
-                            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                            None => format!("{}/{}", p.os, p.architecture),
-                        },
-                        None => format!("{} (no platform)", d.digest),
-                    })
-                    .collect(),
-            }),
-        }
+        super::select_platform(self.reference, digest, index)
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
