@@ -750,3 +750,38 @@ fn lock_file_pins_tags_until_update() {
     let stderr = fx.build_ok("app", &image, &insecure);
     assert_eq!(reported_digest(&stderr, &image), second);
 }
+
+#[test]
+fn concurrent_builds_share_the_cache_safely() {
+    let fx = Fixture::new();
+    let registry = Registry::start(fx.path(), None);
+    let pushed = registry.push(&fx.busybox(), "team/busybox", "1.0", None);
+    let host = registry.host();
+    let image = format!("{host}/team/busybox:1.0");
+    // Four builds at once into one empty cache: each downloads and commits the same blobs.
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (fx, image, host) = (&fx, &image, &host);
+                s.spawn(move || fx.build(&format!("c{i}"), image, &["--insecure-registry", host]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, o) in outputs.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "build {i}: {stderr}");
+        assert_eq!(reported_digest(&stderr, &image), pushed);
+    }
+    let layer = fx.busybox_layer();
+    assert_eq!(sha256_file(&fx.blob_dir().join(&layer["sha256:".len()..])).unwrap(), layer);
+    assert!(fx.temp_files().is_empty(), "{:?}", fx.temp_files());
+    // The four initramfs files are identical: same inputs, same bytes.
+    let first = std::fs::read(fx.path().join("c0.out/initrd.img")).unwrap();
+    for i in 1..4 {
+        assert!(
+            std::fs::read(fx.path().join(format!("c{i}.out/initrd.img"))).unwrap() == first,
+            "build {i} differs"
+        );
+    }
+}
