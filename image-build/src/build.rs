@@ -80,6 +80,8 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Bootable formats to write besides `vmlinuz`, `initrd.img` and `cmdline`.
     pub formats: Vec<Format>,
+    /// Size of a blank data partition on the EFI disks (raw-efi, qcow2, vhdx).
+    pub data_size: Option<u64>,
     /// Registries (`HOST[:PORT]`) reached over plain HTTP, besides `$BERTH_INSECURE_REGISTRIES`.
     pub insecure_registries: Vec<String>,
     /// Resolve registry tags again instead of using the digests of `berth.lock`, and rewrite it.
@@ -283,7 +285,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         wanted.extend(BRIDGE_MODULES.iter().map(|m| m.to_string()));
     }
     wanted.extend(config.kernel.modules.iter().cloned());
-    let module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
+    let mut module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
+    // A virtio driver asked for at boot (virtio_blk, virtio_scsi …) sees no device without the
+    // PCI transport, which otherwise loads late with the NIC drivers.
+    if module_files.iter().any(|m| m.name == "virtio") && !module_files.iter().any(|m| m.name == "virtio_pci")
+    {
+        wanted.push("virtio_pci".to_string());
+        module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
+    }
     let mut late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
     if opts.formats.contains(&Format::Vhdx) {
         late.extend(HYPERV_MODULES.iter().map(|m| m.to_string()));
@@ -407,7 +416,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     fs::copy(&kernel.vmlinuz, staging.path().join(VMLINUZ))
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
     fs::write(staging.path().join(CMDLINE), format!("{}\n", config.kernel.cmdline.trim()))?;
-    write_formats(staging.path(), &opts.formats, &config, &progress)?;
+    write_formats(staging.path(), opts, &config, &progress)?;
 
     publish(staging, &opts.output)?;
     // The lock file (shared by the configs of this directory) records what this build used.
@@ -544,7 +553,8 @@ fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &L
 }
 
 /// Writes the requested bootable formats next to the kernel and initramfs in `dir`.
-fn write_formats(dir: &Path, wanted: &[Format], config: &Config, progress: &Progress) -> Result<()> {
+fn write_formats(dir: &Path, opts: &BuildOptions, config: &Config, progress: &Progress) -> Result<()> {
+    let wanted = &opts.formats;
     let disk = [Format::RawEfi, Format::Qcow2, Format::Vhdx];
     let needs_uki = wanted.iter().any(|f| *f != Format::KernelInitrd);
     if !needs_uki {
@@ -569,7 +579,7 @@ fn write_formats(dir: &Path, wanted: &[Format], config: &Config, progress: &Prog
     let raw = dir.join(formats::RAW);
     if wanted.iter().any(|f| disk.contains(f)) {
         progress.step("making the EFI disk");
-        formats::write_raw_efi(&uki, epoch, &raw)?;
+        formats::write_raw_efi(&uki, epoch, opts.data_size, &raw)?;
         for f in [Format::Qcow2, Format::Vhdx] {
             if wanted.contains(&f) {
                 progress.step(format!("converting the disk to {}", f.name()));

@@ -300,26 +300,44 @@ fn write_fat(files: &[(&str, &Path)], label: &str, seed: &[u8], epoch: u64, out:
     Ok(())
 }
 
-/// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`.
-pub fn write_raw_efi(uki: &Path, epoch: u64, out: &Path) -> Result<()> {
+/// The name of the optional data partition (a blank partition the machine may use for its
+/// data, found by this GPT partition name).
+pub const DATA_PARTITION: &str = "berth-data";
+/// The GPT type of the data partition: Linux filesystem data.
+pub const LINUX_DATA_TYPE_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+/// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`,
+/// and with `data_bytes`, a blank data partition named [`DATA_PARTITION`] after it (the file
+/// stays sparse: the blank space takes no room).
+pub fn write_raw_efi(uki: &Path, epoch: u64, data_bytes: Option<u64>, out: &Path) -> Result<()> {
     let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let esp = dir.join(".esp.img");
     write_fat(&[("EFI/BOOT/BOOTX64.EFI", uki)], "BERTH-ESP", seed.as_bytes(), epoch, &esp)?;
     let esp_bytes = fs::metadata(&esp)?.len();
     const START: u64 = 1 << 20;
-    let total = START + esp_bytes + (1 << 20);
+    let data = data_bytes.map(|b| align_up(b, 1 << 20)).unwrap_or(0);
+    let total = START + esp_bytes + data + (1 << 20);
     let _ = fs::remove_file(out);
     let mut disk = fs::File::create(out)?;
     disk.set_len(total)?;
-    let partition = GptPartition {
+    let mut partitions = vec![GptPartition {
         type_guid: ESP_TYPE_GUID,
         guid: guid(seed.as_bytes(), "esp"),
         first_lba: START / 512,
         last_lba: (START + esp_bytes) / 512 - 1,
         name: "EFI system partition".to_string(),
-    };
-    for (offset, bytes) in gpt(total / 512, &guid(seed.as_bytes(), "disk"), &[partition]) {
+    }];
+    if data > 0 {
+        partitions.push(GptPartition {
+            type_guid: LINUX_DATA_TYPE_GUID,
+            guid: guid(seed.as_bytes(), "data"),
+            first_lba: (START + esp_bytes) / 512,
+            last_lba: (START + esp_bytes + data) / 512 - 1,
+            name: DATA_PARTITION.to_string(),
+        });
+    }
+    for (offset, bytes) in gpt(total / 512, &guid(seed.as_bytes(), "disk"), &partitions) {
         disk.seek(SeekFrom::Start(offset))?;
         disk.write_all(&bytes)?;
     }

@@ -40,6 +40,10 @@ enum Command {
         /// vhdx (disk.vhdx, Hyper-V Gen2).
         #[arg(long = "format", value_name = "FORMAT", value_parser = Format::parse)]
         formats: Vec<Format>,
+        /// Add a blank data partition of this size ("1g") to the EFI disks (raw-efi, qcow2,
+        /// vhdx), GPT name `berth-data`.
+        #[arg(long, value_name = "SIZE", value_parser = berth_init::units::parse_bytes)]
+        data_size: Option<u64>,
         /// Reach this registry (HOST[:PORT]) over plain HTTP instead of HTTPS (repeatable; also
         /// $BERTH_INSECURE_REGISTRIES, comma-separated).
         #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
@@ -94,6 +98,9 @@ enum Command {
         /// Boot without a network card.
         #[arg(long)]
         no_net: bool,
+        /// Attach a disk image (raw or qcow2, by its content) as a virtio disk (repeatable).
+        #[arg(long = "disk", value_name = "FILE")]
+        disks: Vec<PathBuf>,
     },
 }
 
@@ -157,13 +164,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Build { config, output, init, cache_dir, formats, insecure_registry, update } => {
+        Command::Build { config, output, init, cache_dir, formats, data_size, insecure_registry, update } => {
             let opts = BuildOptions {
                 config,
                 output: output.clone(),
                 init,
                 cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
                 formats,
+                data_size,
                 insecure_registries: insecure_registry,
                 update,
             };
@@ -209,7 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { dir, uefi, memory, cpus, accel, timeout, append, publish, no_net } => {
+        Command::Run { dir, uefi, memory, cpus, accel, timeout, append, publish, no_net, disks } => {
             let bootable = Bootable::detect(&dir)?;
             let scratch = tempfile::tempdir()?;
             let mut cfg = match &bootable {
@@ -227,12 +235,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     cfg
                 }
             };
+            for disk in &disks {
+                let format = match Bootable::detect(disk) {
+                    Ok(Bootable::Disk(_, f)) => f,
+                    _ => disk_format(disk)?,
+                };
+                cfg.extra_args.extend([
+                    "-drive".to_string(),
+                    format!("file={},format={format},if=virtio", disk.display()),
+                ]);
+            }
             if uefi && matches!(bootable, Bootable::KernelInitrd(_)) {
                 cfg.extra_args.extend(["-bios".to_string(), formats::ovmf()?.display().to_string()]);
             }
             run_vm(cfg, memory, cpus, accel, timeout, &publish, no_net)
         }
     }
+}
+
+/// The QEMU format of a data disk: qcow2 or vhdx by their magic, else raw.
+fn disk_format(path: &std::path::Path) -> Result<&'static str> {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    let n =
+        std::fs::File::open(path).with_context(|| format!("--disk {}", path.display()))?.read(&mut magic)?;
+    Ok(match &magic[..n] {
+        [b'Q', b'F', b'I', 0xfb, ..] => "qcow2",
+        m if m.starts_with(b"vhdxfile") => "vhdx",
+        _ => "raw",
+    })
 }
 
 /// The VM configuration booting a build directory's kernel and initramfs.

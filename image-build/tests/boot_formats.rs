@@ -37,6 +37,13 @@ fn build_all(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// `berth run` on `image` (plus `extra` arguments): the console text; asserts a clean power-off
 /// after the hello container ran.
 fn boot(image: &Path, extra: &[&str]) -> String {
+    let console = run_image(image, extra);
+    assert!(console.contains("hello | hello from hello"), "{}: {console}", image.display());
+    console
+}
+
+/// `berth run` on `image`: the console text; asserts a clean power-off.
+fn run_image(image: &Path, extra: &[&str]) -> String {
     let o = Command::new(common::berth())
         .arg("run")
         .arg(image)
@@ -54,7 +61,6 @@ fn boot(image: &Path, extra: &[&str]) -> String {
         image.display(),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(console.contains("hello | hello from hello"), "{}: {tail}", image.display());
     assert!(console.contains("event=shutdown.complete action=poweroff"), "{tail}");
     console
 }
@@ -167,4 +173,52 @@ fn inspect_reads_every_format() {
     let text = common::run_berth(&["inspect", out.join("berth.iso").to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("hello (onboot)") && text.contains("layer sha256:"), "{text}");
+}
+
+#[test]
+fn data_partition_and_an_extra_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let config = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+modules = ["virtio_blk"]
+
+[system]
+when_done = "poweroff"
+
+[[onboot]]
+name = "disks"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "cat /proc/partitions | tail -n +3"]
+"#;
+    std::fs::write(dir.path().join("disks.toml"), config).unwrap();
+    let out = dir.path().join("out");
+    let o = common::run_berth(&[
+        "build",
+        dir.path().join("disks.toml").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "qcow2",
+        "--data-size",
+        "64m",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let extra = dir.path().join("extra.raw");
+    std::fs::File::create(&extra).unwrap().set_len(32 << 20).unwrap();
+    let console = run_image(&out.join("disk.qcow2"), &["--disk", extra.to_str().unwrap()]);
+    let sizes: Vec<(String, u64)> = console
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("disks | "))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(3)?.to_string(), f.get(2)?.parse().ok()?))
+        })
+        .collect();
+    let size = |name: &str| sizes.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+    // /proc/partitions counts 1 KiB blocks: the data partition is 64 MiB, the extra disk 32 MiB.
+    assert_eq!(size("vda2"), Some(64 * 1024), "{sizes:?}");
+    assert!(size("vda1").is_some_and(|s| s > 16 * 1024), "the ESP: {sizes:?}");
+    assert_eq!(size("vdb"), Some(32 * 1024), "{sizes:?}");
 }
