@@ -158,7 +158,8 @@ fn parts(bootable: &Bootable, scratch: &Path) -> Result<(Vec<u8>, Vec<u8>, Strin
             } else {
                 let raw = scratch.join("disk.raw");
                 run(
-                    Command::new("qemu-img").args(["convert", "-f", fmt, "-O", "raw"]).arg(p).arg(&raw),
+                    // -U: read it even while a VM has it open (inspecting is read-only).
+                    Command::new("qemu-img").args(["convert", "-U", "-f", fmt, "-O", "raw"]).arg(p).arg(&raw),
                     "qemu-img convert (apt-get install qemu-utils)",
                 )?;
                 raw
