@@ -234,11 +234,33 @@ impl BlobCache {
     pub fn writer(&self) -> Result<BlobWriter, BlobError> {
         let dir = self.blob_dir();
         fs::create_dir_all(&dir).map_err(|source| BlobError::Io { path: dir.clone(), source })?;
+        remove_stale_temp_files(&dir);
         let temp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&dir)
             .map_err(|source| BlobError::Io { path: dir.clone(), source })?;
         Ok(BlobWriter { inner: HashingWriter::new(temp), dir })
+    }
+}
+
+/// How old a temporary file must be before it counts as left behind by a killed build (a live
+/// download touches its file continuously).
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes `.tmp-*` files not written to for [`STALE_TEMP_AGE`]: what a build killed in the
+/// middle of a download (SIGKILL, power loss) left. Failures are ignored.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
+            && e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE);
+        if stale {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
@@ -304,6 +326,22 @@ mod tests {
     use super::*;
 
     const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn stale_temp_files_are_removed_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::new(dir.path().to_path_buf());
+        let blobs = cache.blob_dir();
+        fs::create_dir_all(&blobs).unwrap();
+        let old = blobs.join(".tmp-old");
+        let fresh = blobs.join(".tmp-fresh");
+        fs::write(&old, b"x").unwrap();
+        fs::write(&fresh, b"x").unwrap();
+        let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+        fs::File::options().write(true).open(&old).unwrap().set_modified(two_days_ago).unwrap();
+        drop(cache.writer().unwrap());
+        assert!(!old.exists() && fresh.exists());
+    }
 
     #[test]
     fn digest_validation() {
