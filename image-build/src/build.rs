@@ -304,6 +304,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .into_iter()
         .filter(|m| !module_files.iter().any(|b| b.rel_path == m.rel_path))
         .collect();
+    // The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
+    let qemu_files: Vec<_> = modules::resolve_modules(&kernel.modules_dir, &["qemu_fw_cfg".to_string()])?
+        .into_iter()
+        .filter(|m| !module_files.iter().chain(&late_files).any(|b| b.rel_path == m.rel_path))
+        .collect();
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.version, rel);
 
     // Seccomp filters are compiled here, for the kernel that will boot (Docker's profile has
@@ -347,6 +352,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         network: config.network.clone(),
         modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,
         service,
         onshutdown,
@@ -384,7 +390,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         for name in ["poweroff", "reboot", "halt"] {
             cpio.symlink(&format!("sbin/{name}"), "/init", 0, 0)?;
         }
-        for m in module_files.iter().chain(&late_files) {
+        for m in module_files.iter().chain(&late_files).chain(&qemu_files) {
             let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
             let len = f.metadata()?.len();
             cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;

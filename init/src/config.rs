@@ -15,6 +15,7 @@ use toml::Spanned;
 use crate::units;
 
 mod network;
+pub mod overrides;
 pub use network::*;
 
 /// A whole config file.

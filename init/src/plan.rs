@@ -44,6 +44,10 @@ pub struct Plan {
     /// power button), dependencies first.
     #[serde(default)]
     pub late_modules: Vec<String>,
+    /// Modules loaded only on QEMU (its ACPI device `QEMU0002` present), before the boot-time
+    /// configuration is read: the fw_cfg driver.
+    #[serde(default)]
+    pub qemu_modules: Vec<String>,
     /// Run one after another, each to completion.
     #[serde(default)]
     pub onboot: Vec<PlannedContainer>,
@@ -247,6 +251,7 @@ mod tests {
             network: NetworkConfig::default(),
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
             late_modules: vec![],
+            qemu_modules: vec![],
             onboot: vec![],
             onshutdown: vec![],
             console: None,

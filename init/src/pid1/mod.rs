@@ -9,6 +9,7 @@
 //! shutdown request (event `boot.failed`). A bug that panics lands in [`emergency_loop`], which
 //! only reaps children and obeys shutdown signals.
 
+pub mod boot_config;
 pub mod bridge;
 pub mod control;
 pub mod limits;
@@ -92,6 +93,7 @@ fn empty_plan() -> Plan {
         network: Default::default(),
         modules: Vec::new(),
         late_modules: Vec::new(),
+        qemu_modules: Vec::new(),
         onboot: Vec::new(),
         service: Vec::new(),
         onshutdown: Vec::new(),
@@ -134,13 +136,16 @@ fn boot(signals: Option<&SignalFd>) {
         }
     };
 
-    if let Some(target) = plan.log.syslog {
-        syslog::configure(target);
-    }
     for f in system::load_modules(&plan.modules) {
         log::warn(&f);
     }
     stage("modules");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let mut plan = plan;
+    boot_config::apply(&mut plan, &cmdline);
+    if let Some(target) = plan.log.syslog {
+        syslog::configure(target);
+    }
     let cgroups = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if cgroups {
         let _ = supervisor_cgroup_parent();
@@ -161,7 +166,6 @@ fn boot(signals: Option<&SignalFd>) {
     }
     stage("system");
 
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let mut net = network::HostNetwork::start(&plan.network, &cmdline);
     let mut bridge = bridge::Bridge::for_plan(&plan);
     if let Some(b) = bridge.as_mut() {

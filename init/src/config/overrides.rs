@@ -1,0 +1,297 @@
+//! Configuration delivered at boot, merged over the image's own: TOML fragments from the
+//! kernel command line (`berth.config=BASE64`, plus `berth.hostname=NAME`) and QEMU's fw_cfg
+//! (`opt/berth/config`).
+//!
+//! Merge rules (docs/config.md): sources apply in order — fw_cfg, then the kernel command
+//! line — each over the result of the previous; in a fragment, every key that is present
+//! replaces the image's value, except the tables `[system] sysctl` and `[network] hosts`, which
+//! merge by key. A fragment that does not parse or validate is reported (naming its source,
+//! line and column) and ignored as a whole: the boot goes on with what was in force.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{de_sysctl, duration_text, line_col, validate_hostname, InterfaceConfig, WhenDone};
+use crate::plan::Plan;
+use crate::syslog::SyslogTarget;
+
+/// A boot-time fragment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// `[system]` keys.
+    #[serde(default)]
+    pub system: SystemOverride,
+    /// `[network]` keys.
+    #[serde(default)]
+    pub network: NetworkOverride,
+    /// `[log]` keys.
+    #[serde(default)]
+    pub log: LogOverride,
+    /// Containers cannot be added at boot yet; named so the error says so.
+    #[serde(default)]
+    service: Option<toml::Value>,
+    #[serde(default)]
+    onboot: Option<toml::Value>,
+}
+
+/// `[system]` in a fragment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SystemOverride {
+    /// The machine's hostname.
+    pub hostname: Option<String>,
+    /// sysctls, merged by key over the image's.
+    #[serde(default, deserialize_with = "de_sysctl")]
+    pub sysctl: BTreeMap<String, String>,
+    /// What to do when every container is done.
+    pub when_done: Option<WhenDone>,
+    /// The machine's stop timeout.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stop_timeout: Option<Duration>,
+}
+
+fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration_text::deserialize(d).map(Some)
+}
+
+/// `[network]` in a fragment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkOverride {
+    /// DHCP on the first ethernet interface when none is declared.
+    pub auto: Option<bool>,
+    /// Replaces the image's interfaces.
+    pub interface: Option<Vec<InterfaceConfig>>,
+    /// Replaces the image's name servers.
+    pub dns: Option<Vec<IpAddr>>,
+    /// Replaces the image's search domains.
+    pub search: Option<Vec<String>>,
+    /// Extra `/etc/hosts` entries, merged by name.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, IpAddr>,
+}
+
+/// `[log]` in a fragment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogOverride {
+    /// The remote syslog collector.
+    pub syslog: Option<SyslogTarget>,
+    /// Containers' output on the console.
+    pub console: Option<bool>,
+}
+
+impl Override {
+    /// Parses and checks a fragment; errors name `source`, the line and column.
+    pub fn parse(text: &str, source: &str) -> Result<Override, String> {
+        let located = |offset: Option<usize>, message: &str| match offset {
+            Some(o) => {
+                let (line, col) = line_col(text, o);
+                format!("{source}:{line}:{col}: {message}")
+            }
+            None => format!("{source}: {message}"),
+        };
+        let o: Override =
+            toml::from_str(text).map_err(|e| located(e.span().map(|s| s.start), e.message().trim()))?;
+        if o.service.is_some() || o.onboot.is_some() {
+            return Err(located(
+                None,
+                "containers cannot be added at boot yet; a boot-time fragment may set [system], [network] and [log]",
+            ));
+        }
+        if let Some(h) = &o.system.hostname {
+            validate_hostname(h).map_err(|m| located(None, &format!("[system] hostname: {m}")))?;
+        }
+        for key in o.system.sysctl.keys() {
+            if key.is_empty() || key.contains('/') || key.contains("..") {
+                return Err(located(None, &format!("[system] sysctl: `{key}` is not a sysctl name")));
+            }
+        }
+        Ok(o)
+    }
+
+    /// An override of the hostname alone (`berth.hostname=`).
+    pub fn hostname(name: &str, source: &str) -> Result<Override, String> {
+        validate_hostname(name).map_err(|m| format!("{source}: {m}"))?;
+        Ok(Override {
+            system: SystemOverride { hostname: Some(name.to_string()), ..Default::default() },
+            ..Default::default()
+        })
+    }
+
+    /// Merges the fragment over `plan`; returns the keys it changed (for the event).
+    pub fn apply(&self, plan: &mut Plan) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let s = &self.system;
+        if let Some(h) = &s.hostname {
+            plan.system.hostname = h.clone();
+            changed.push("system.hostname");
+        }
+        if !s.sysctl.is_empty() {
+            plan.system.sysctl.extend(s.sysctl.clone());
+            changed.push("system.sysctl");
+        }
+        if let Some(w) = s.when_done {
+            plan.system.when_done = w;
+            changed.push("system.when_done");
+        }
+        if let Some(t) = s.stop_timeout {
+            plan.system.stop_timeout = t;
+            changed.push("system.stop_timeout");
+        }
+        let n = &self.network;
+        if let Some(a) = n.auto {
+            plan.network.auto = a;
+            changed.push("network.auto");
+        }
+        if let Some(i) = &n.interface {
+            plan.network.interface = i.clone();
+            changed.push("network.interface");
+        }
+        if let Some(d) = &n.dns {
+            plan.network.dns = d.clone();
+            changed.push("network.dns");
+        }
+        if let Some(d) = &n.search {
+            plan.network.search = d.clone();
+            changed.push("network.search");
+        }
+        if !n.hosts.is_empty() {
+            plan.network.hosts.extend(n.hosts.clone());
+            changed.push("network.hosts");
+        }
+        if let Some(t) = self.log.syslog {
+            plan.log.syslog = Some(t);
+            changed.push("log.syslog");
+        }
+        if let Some(c) = self.log.console {
+            plan.log.console = c;
+            changed.push("log.console");
+        }
+        changed
+    }
+}
+
+/// The fragments on a kernel command line: `berth.config=BASE64` (a TOML fragment, standard
+/// or URL-safe base64, padding optional) and `berth.hostname=NAME`, in that order.
+pub fn from_cmdline(cmdline: &str) -> Vec<Result<Override, String>> {
+    let mut out = Vec::new();
+    for word in cmdline.split_whitespace() {
+        if let Some(b64) = word.strip_prefix("berth.config=") {
+            let source = "kernel command line berth.config";
+            out.push(
+                decode_base64(b64)
+                    .ok_or_else(|| format!("{source}: not base64"))
+                    .and_then(|bytes| {
+                        String::from_utf8(bytes).map_err(|_| format!("{source}: not UTF-8 text"))
+                    })
+                    .and_then(|text| Override::parse(&text, source)),
+            );
+        }
+    }
+    for word in cmdline.split_whitespace() {
+        if let Some(name) = word.strip_prefix("berth.hostname=") {
+            out.push(Override::hostname(name, "kernel command line berth.hostname"));
+        }
+    }
+    out
+}
+
+/// Standard or URL-safe base64, padding optional; `None` on anything else.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PLAN_VERSION;
+
+    fn plan() -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            system: Default::default(),
+            log: Default::default(),
+            network: Default::default(),
+            modules: vec![],
+            late_modules: vec![],
+            qemu_modules: vec![],
+            onboot: vec![],
+            service: vec![],
+            onshutdown: vec![],
+            console: None,
+        }
+    }
+
+    #[test]
+    fn merge_rules() {
+        let mut p = plan();
+        p.system.sysctl.insert("vm.swappiness".into(), "10".into());
+        p.network.hosts.insert("a".into(), "10.0.0.1".parse().unwrap());
+        let o = Override::parse(
+            "[system]\nhostname = \"edge-7\"\nsysctl = { \"net.ipv4.ip_forward\" = 1 }\nstop_timeout = \"3s\"\n\n[network]\nhosts = { b = \"10.0.0.2\" }\ndns = [\"1.1.1.1\"]\n\n[log]\nsyslog = \"udp://10.0.2.2:514\"\n",
+            "fw_cfg",
+        )
+        .unwrap();
+        let changed = o.apply(&mut p);
+        assert_eq!(p.system.hostname, "edge-7");
+        assert_eq!(p.system.sysctl.len(), 2, "sysctl merges by key");
+        assert_eq!(p.system.stop_timeout, Duration::from_secs(3));
+        assert_eq!(p.network.hosts.len(), 2, "hosts merge by key");
+        assert_eq!(p.network.dns.len(), 1);
+        assert!(p.log.syslog.is_some());
+        assert!(changed.contains(&"system.hostname") && changed.contains(&"log.syslog"));
+    }
+
+    #[test]
+    fn errors_name_the_source_and_line() {
+        let e = Override::parse("[system]\nhostname = 5\n", "fw_cfg opt/berth/config").unwrap_err();
+        assert!(e.starts_with("fw_cfg opt/berth/config:2:"), "{e}");
+        let e = Override::parse("[system]\nhostname = \"-bad\"\n", "x").unwrap_err();
+        assert!(e.contains("hostname"), "{e}");
+        let e = Override::parse("[[service]]\nname = \"a\"\nimage = \"oci:x\"\n", "x").unwrap_err();
+        assert!(e.contains("cannot be added at boot yet"), "{e}");
+        let e = Override::parse("[kernel]\ncmdline = \"x\"\n", "x").unwrap_err();
+        assert!(e.contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn command_line() {
+        let frag = "[system]\nhostname = \"from-b64\"\n";
+        let b64 = "W3N5c3RlbV0KaG9zdG5hbWUgPSAiZnJvbS1iNjQiCg==";
+        assert_eq!(decode_base64(b64).unwrap(), frag.as_bytes());
+        let found = from_cmdline(&format!("quiet berth.hostname=later berth.config={b64}"));
+        assert_eq!(found.len(), 2);
+        let mut p = plan();
+        for o in &found {
+            o.as_ref().unwrap().apply(&mut p);
+        }
+        assert_eq!(p.system.hostname, "later", "berth.hostname applies after berth.config");
+        assert!(from_cmdline("berth.config=%%%")[0].as_ref().unwrap_err().contains("not base64"));
+        assert!(from_cmdline("berth.hostname=-x")[0].is_err());
+    }
+}
