@@ -56,6 +56,10 @@ pub const BRIDGE_MODULES: &[&str] = &["bridge", "veth", "nf_tables", "nft_chain_
 /// SCSI disks (storvsc).
 pub const HYPERV_MODULES: &[&str] =
     &["hv_vmbus", "hv_storvsc", "hv_netvsc", "hv_utils", "hyperv_keyboard", "hv_balloon"];
+/// Drivers for finding a NoCloud config drive (`[system] config_drive`): the IDE CD-ROM, virtio
+/// disks, ISO 9660 and FAT (with the code pages FAT mounts need).
+pub const CONFIG_DRIVE_MODULES: &[&str] =
+    &["ata_piix", "sr_mod", "virtio_pci", "virtio_blk", "isofs", "vfat", "nls_cp437", "nls_ascii"];
 /// Modules loaded after the first containers start: the ACPI power button as an input device
 /// (and the NIC drivers, see [`NIC_MODULES`]).
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];
@@ -309,6 +313,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .into_iter()
         .filter(|m| !module_files.iter().chain(&late_files).any(|b| b.rel_path == m.rel_path))
         .collect();
+    // A NoCloud config drive: IDE CD-ROM, virtio disk, ISO 9660 and FAT.
+    let drive_files: Vec<_> = if config.system.config_drive {
+        let wanted: Vec<String> = CONFIG_DRIVE_MODULES.iter().map(|m| m.to_string()).collect();
+        modules::resolve_modules(&kernel.modules_dir, &wanted)?
+            .into_iter()
+            .filter(|m| !module_files.iter().chain(&qemu_files).any(|b| b.rel_path == m.rel_path))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.version, rel);
 
     // Seccomp filters are compiled here, for the kernel that will boot (Docker's profile has
@@ -353,6 +367,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        config_drive_modules: drive_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         onboot,
         service,
         onshutdown,
@@ -390,7 +405,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         for name in ["poweroff", "reboot", "halt"] {
             cpio.symlink(&format!("sbin/{name}"), "/init", 0, 0)?;
         }
-        for m in module_files.iter().chain(&late_files).chain(&qemu_files) {
+        let mut packed = std::collections::BTreeSet::new();
+        for m in module_files.iter().chain(&late_files).chain(&qemu_files).chain(&drive_files) {
+            if !packed.insert(m.rel_path.clone()) {
+                continue;
+            }
             let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
             let len = f.metadata()?.len();
             cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;

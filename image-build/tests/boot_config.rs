@@ -65,3 +65,86 @@ fn malformed_fragment_is_reported_and_ignored() {
     assert_eq!(field(&c, "machine"), "from-image", "{c}");
     assert_eq!(field(&c, "swappiness"), "60", "{c}");
 }
+
+const DRIVE_CONFIG: &str = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[system]
+hostname = "from-image"
+when_done = "poweroff"
+config_drive = true
+
+[[onboot]]
+name = "probe"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo machine=$(grep 127.0.1.1 /etc/hosts | cut -f2); echo swappiness=$(cat /proc/sys/vm/swappiness)"]
+"#;
+
+/// A seed directory with NoCloud `meta-data` and `user-data`.
+fn seed(dir: &std::path::Path, user_data: &str) -> std::path::PathBuf {
+    let seed = dir.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("meta-data"), "instance-id: iid-berth-01\nlocal-hostname: from-meta\n").unwrap();
+    std::fs::write(seed.join("user-data"), user_data).unwrap();
+    seed
+}
+
+fn run(cmd: &mut std::process::Command) {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn nocloud_iso_config_drive() {
+    let (dir, out) = common::build_fresh("drive-iso", DRIVE_CONFIG);
+    let seed = seed(dir.path(), "[system]\nsysctl = { \"vm.swappiness\" = 9 }\n");
+    let iso = dir.path().join("seed.iso");
+    run(std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "CIDATA", "-J", "-R", "-o"])
+        .arg(&iso)
+        .arg(&seed));
+    let drive = format!("file={},media=cdrom,readonly=on", iso.display());
+    let mut vm = common::boot_with(&out, &["-drive", &drive]);
+    vm.wait_exit(default_timeout()).unwrap();
+    let c = vm.console_text();
+    assert_eq!(field(&c, "machine"), "from-meta", "meta-data's local-hostname: {c}");
+    assert_eq!(field(&c, "swappiness"), "9", "user-data's sysctl: {c}");
+    let found = vm.events().into_iter().find(|e| e.name == "config.drive").expect("config.drive");
+    assert_eq!(found.get("fs"), Some("iso9660"));
+}
+
+#[test]
+fn nocloud_fat_config_drive_and_a_bad_user_data() {
+    let (dir, out) = common::build_fresh("drive-fat", DRIVE_CONFIG);
+    let make = |name: &str, user_data: &str| {
+        let d = dir.path().join(name);
+        let seed = seed(&d, user_data);
+        let img = d.join("seed.img");
+        run(std::process::Command::new("mkfs.vfat").args(["-n", "CIDATA", "-C"]).arg(&img).arg("2048"));
+        for f in ["meta-data", "user-data"] {
+            run(std::process::Command::new("mcopy")
+                .arg("-i")
+                .arg(&img)
+                .arg(seed.join(f))
+                .arg(format!("::/{f}")));
+        }
+        format!("file={},format=raw,if=virtio,readonly=on", img.display())
+    };
+    // user-data's hostname comes after meta-data's.
+    let good = make("good", "[system]\nhostname = \"from-user-data\"\n");
+    let mut vm = common::boot_with(&out, &["-drive", &good]);
+    vm.wait_exit(default_timeout()).unwrap();
+    let c = vm.console_text();
+    assert_eq!(field(&c, "machine"), "from-user-data", "{c}");
+    assert!(vm.events().iter().any(|e| e.name == "config.drive" && e.get("fs") == Some("vfat")));
+
+    // A malformed user-data is reported; meta-data still applies; the boot goes on.
+    let bad = make("bad", "[system]\nsysctl = \"no\"\n");
+    let mut vm = common::boot_with(&out, &["-drive", &bad]);
+    vm.wait_exit(default_timeout()).unwrap();
+    let c = vm.console_text();
+    assert!(c.contains("config drive user-data:2:"), "{c}");
+    assert_eq!(field(&c, "machine"), "from-meta", "{c}");
+    assert_eq!(field(&c, "swappiness"), "60", "{c}");
+}

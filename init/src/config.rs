@@ -105,6 +105,10 @@ pub struct SystemConfig {
     /// How long a container gets between SIGTERM and SIGKILL at shutdown.
     #[serde(default = "default_stop_timeout", with = "duration_text")]
     pub stop_timeout: Duration,
+    /// Look for a NoCloud config drive (a volume labelled CIDATA) at boot and merge its
+    /// configuration; packs and loads the CD-ROM, virtio disk, ISO 9660 and FAT drivers.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 fn default_hostname() -> String {
@@ -122,6 +126,7 @@ impl Default for SystemConfig {
             sysctl: BTreeMap::new(),
             when_done: WhenDone::default(),
             stop_timeout: default_stop_timeout(),
+            config_drive: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and (in the binary) PID 1 itself.
 
 pub mod config;
+pub mod config_drive;
 pub mod events;
 pub mod net;
 pub mod plan;

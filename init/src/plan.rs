@@ -48,6 +48,9 @@ pub struct Plan {
     /// configuration is read: the fw_cfg driver.
     #[serde(default)]
     pub qemu_modules: Vec<String>,
+    /// Modules loaded before looking for a config drive (`[system] config_drive`).
+    #[serde(default)]
+    pub config_drive_modules: Vec<String>,
     /// Run one after another, each to completion.
     #[serde(default)]
     pub onboot: Vec<PlannedContainer>,
@@ -252,6 +255,7 @@ mod tests {
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
             late_modules: vec![],
             qemu_modules: vec![],
+            config_drive_modules: vec![],
             onboot: vec![],
             onshutdown: vec![],
             console: None,

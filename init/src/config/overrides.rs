@@ -240,6 +240,7 @@ mod tests {
             modules: vec![],
             late_modules: vec![],
             qemu_modules: vec![],
+            config_drive_modules: vec![],
             onboot: vec![],
             service: vec![],
             onshutdown: vec![],

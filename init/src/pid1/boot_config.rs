@@ -1,11 +1,15 @@
-//! Reads the boot-time configuration (QEMU's fw_cfg, the kernel command line) and merges it
-//! over the plan; see `berth_init::config::overrides` for the rules. A bad fragment is reported
-//! on the console and skipped: it never stops the boot.
+//! Reads the boot-time configuration (a NoCloud config drive, QEMU's fw_cfg, the kernel command
+//! line) and merges it over the plan; see `berth_init::config::overrides` for the rules. A bad
+//! fragment is reported on the console and skipped: it never stops the boot.
 
+use std::io::Read;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use berth_init::config::overrides::{self, Override};
+use berth_init::config_drive::{is_cidata, volume_label, DriveFs};
 use berth_init::plan::Plan;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::{log, system};
 
@@ -32,9 +36,82 @@ fn fw_cfg(plan: &Plan) -> Option<Result<Override, String>> {
     )
 }
 
-/// Applies every fragment found, in order: fw_cfg, then the kernel command line.
+/// Where a config drive is mounted while it is read.
+const DRIVE_MOUNT: &str = "/run/berth/config-drive";
+/// How long block devices may take to appear (SCSI scans asynchronously).
+const DRIVE_WAIT: Duration = Duration::from_secs(3);
+
+/// A block device labelled CIDATA: (device path, file system).
+fn find_drive() -> Option<(String, DriveFs)> {
+    let start = Instant::now();
+    let mut seen = 0usize;
+    let mut stable_since = Instant::now();
+    loop {
+        let names: Vec<String> = std::fs::read_dir("/sys/class/block")
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        for name in names.iter().filter(|n| !n.starts_with("loop") && !n.starts_with("ram")) {
+            let dev = format!("/dev/{name}");
+            let mut head = vec![0u8; 64 * 1024];
+            let Ok(mut f) = std::fs::File::open(&dev) else { continue };
+            let n = f.read(&mut head).unwrap_or(0);
+            head.truncate(n);
+            if let Some((fs, label)) = volume_label(&head) {
+                if is_cidata(&label) {
+                    return Some((dev, fs));
+                }
+            }
+        }
+        if names.len() != seen {
+            seen = names.len();
+            stable_since = Instant::now();
+        }
+        // Done when nothing new appeared for a while, or at the limit.
+        if start.elapsed() > DRIVE_WAIT || (seen > 0 && stable_since.elapsed() > Duration::from_millis(700)) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Mounts the drive read-only and reads `meta-data` and `user-data`.
+fn read_drive(dev: &str, fs: DriveFs) -> Result<(Option<String>, Option<String>), String> {
+    std::fs::create_dir_all(DRIVE_MOUNT).map_err(|e| format!("{DRIVE_MOUNT}: {e}"))?;
+    mount(
+        Some(dev),
+        DRIVE_MOUNT,
+        Some(fs.kernel_name()),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount the config drive {dev} ({}): {e}", fs.kernel_name()))?;
+    let read = |name: &str| std::fs::read_to_string(Path::new(DRIVE_MOUNT).join(name)).ok();
+    let files = (read("meta-data"), read("user-data"));
+    let _ = umount2(DRIVE_MOUNT, MntFlags::MNT_DETACH);
+    Ok(files)
+}
+
+fn config_drive(plan: &Plan) -> Vec<Result<Override, String>> {
+    for f in system::load_modules(&plan.config_drive_modules) {
+        log::warn(&f);
+    }
+    let Some((dev, fs)) = find_drive() else {
+        log::info("no config drive (a volume labelled CIDATA) found");
+        return Vec::new();
+    };
+    log::emit(log::event("config.drive").with("device", &dev).with("fs", fs.kernel_name()));
+    match read_drive(&dev, fs) {
+        Ok((meta, user)) => berth_init::config_drive::fragments(meta.as_deref(), user.as_deref()),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// Applies every fragment found, in order: the config drive, fw_cfg, the kernel command line.
 pub fn apply(plan: &mut Plan, cmdline: &str) {
     let mut found: Vec<(&str, Result<Override, String>)> = Vec::new();
+    if plan.system.config_drive {
+        found.extend(config_drive(plan).into_iter().map(|r| ("config-drive", r)));
+    }
     if let Some(r) = fw_cfg(plan) {
         found.push(("fw_cfg", r));
     }

@@ -94,6 +94,7 @@ fn empty_plan() -> Plan {
         modules: Vec::new(),
         late_modules: Vec::new(),
         qemu_modules: Vec::new(),
+        config_drive_modules: Vec::new(),
         onboot: Vec::new(),
         service: Vec::new(),
         onshutdown: Vec::new(),
