@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use berth_init::config::{
     Config, ConfigError, ContainerConfig, DeviceMapping, InitrdCompression, NetMode, PortMapping,
-    SeccompMode, UsernsMode,
+    SeccompMode, TmpfsMount, UsernsMode,
 };
 use berth_init::plan::{
     layer_dir_name, IdRange, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH,
@@ -253,6 +253,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             cpus: c.cpus,
             pids_limit: c.pids_limit,
             binds: c.parsed_binds(),
+            tmpfs: c.tmpfs.iter().filter_map(|t| TmpfsMount::parse(t.get_ref()).ok()).collect(),
             read_only: c.read_only,
             capabilities: capabilities::names(capabilities),
             privileged: c.privileged,

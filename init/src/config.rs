@@ -190,6 +190,56 @@ pub enum WhenDone {
     Reboot,
 }
 
+/// A tmpfs mount of a container: its path and `mount(8)` options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// Absolute path in the container.
+    pub target: String,
+    /// Options, Docker's defaults (`nosuid`, `nodev`, `noexec`) first, then the given ones.
+    pub options: Vec<String>,
+}
+
+impl TmpfsMount {
+    /// Parses `"/path"` or `"/path:size=64m,mode=1777"` and checks the options.
+    pub fn parse(text: &str) -> Result<TmpfsMount, String> {
+        let (target, opts) = text.split_once(':').unwrap_or((text, ""));
+        if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
+            return Err(format!("tmpfs `{text}`: the path must be absolute, without `..`, and not `/`"));
+        }
+        let mut options: Vec<String> = ["nosuid", "nodev", "noexec"].iter().map(|o| o.to_string()).collect();
+        options.extend(opts.split(',').filter(|o| !o.is_empty()).map(str::to_string));
+        const TMPFS_KEYS: &[&str] = &["size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "huge", "mpol"];
+        for o in &options {
+            if let Some(size) = o.strip_prefix("size=") {
+                crate::units::parse_bytes(size).map_err(|e| format!("tmpfs `{text}`: size: {e}"))?;
+            }
+            let parsed = berth_runtime::mounts::parse_options(std::slice::from_ref(o))
+                .map_err(|e| format!("tmpfs `{text}`: {e}"))?;
+            let key = o.split('=').next().unwrap_or_default();
+            if !parsed.data.is_empty() && !TMPFS_KEYS.contains(&key) {
+                return Err(format!(
+                    "tmpfs `{text}`: `{o}` is not a tmpfs option (size, mode, uid, gid, nr_inodes, huge; or ro, exec, nosuid …)"
+                ));
+            }
+        }
+        berth_runtime::Mount::parse(target, "tmpfs", "tmpfs", &options).map_err(|e| {
+            format!("tmpfs `{text}`: {e} (options are mount(8)'s: size=64m, mode=1777, ro, exec …)")
+        })?;
+        Ok(TmpfsMount { target: target.to_string(), options })
+    }
+
+    /// The options for the kernel: sizes in Docker's spelling (`64m`) become bytes.
+    pub fn mount_options(&self) -> Vec<String> {
+        self.options
+            .iter()
+            .map(|o| match o.strip_prefix("size=").and_then(|s| crate::units::parse_bytes(s).ok()) {
+                Some(bytes) => format!("size={bytes}"),
+                None => o.clone(),
+            })
+            .collect()
+    }
+}
+
 /// The name a service lists in `depends_on` to wait until every configured interface of the
 /// machine has its addresses (DHCP bound, static ones set).
 pub const NETWORK_UNIT: &str = "network";
@@ -232,6 +282,10 @@ pub struct ContainerConfig {
     /// Bind mounts from the machine: `"/src:/dst"` or `"/src:/dst:ro"`.
     #[serde(default)]
     pub binds: Vec<Spanned<String>>,
+    /// tmpfs mounts, Docker's `--tmpfs`: `"/cache"` or `"/cache:size=64m,mode=1777"`
+    /// (default options `nosuid,nodev,noexec`; `exec` allows running programs from it).
+    #[serde(default)]
+    pub tmpfs: Vec<Spanned<String>>,
     /// Mount the container's root read-only.
     #[serde(default)]
     pub read_only: bool,
@@ -823,6 +877,10 @@ impl Config {
             for b in &c.binds {
                 Bind::parse(b.get_ref()).map_err(|m| (Some(b.span().start), m))?;
             }
+            for t in &c.tmpfs {
+                TmpfsMount::parse(t.get_ref())
+                    .map_err(|m| (Some(t.span().start), format!("container `{name}`: {m}")))?;
+            }
             for (key, limit) in &c.ulimits {
                 let at = Some(limit.span().start);
                 if !ULIMIT_NAMES.contains(&key.as_str()) {
@@ -1217,6 +1275,20 @@ read_only = true
         let text = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\nnet = \"overlay\"\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert!(e.message.contains("bridge"), "{e}");
+    }
+
+    #[test]
+    fn tmpfs_mounts() {
+        let t = TmpfsMount::parse("/cache:size=64m,mode=1777").unwrap();
+        assert_eq!(t.target, "/cache");
+        assert_eq!(t.mount_options(), ["nosuid", "nodev", "noexec", "size=67108864", "mode=1777"]);
+        assert_eq!(TmpfsMount::parse("/run").unwrap().options.len(), 3);
+        for bad in ["cache", "/", "/a/../b", "/x:size=lots", "/x:bogus-option"] {
+            assert!(TmpfsMount::parse(bad).is_err(), "{bad}");
+        }
+        let e = Config::parse("[[service]]\nname = \"a\"\nimage = \"oci:x\"\ntmpfs = [\"rel\"]\n", "x.toml")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
     }
 
     #[test]

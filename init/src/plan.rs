@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     Bind, DeviceMapping, HealthcheckConfig, IoConfig, LogConfig, NetMode, NetworkConfig, PortMapping,
-    RestartPolicy, SwapLimit, SystemConfig,
+    RestartPolicy, SwapLimit, SystemConfig, TmpfsMount,
 };
 
 /// Where the plan lives in the initramfs.
@@ -106,6 +106,9 @@ pub struct PlannedContainer {
     /// Bind mounts from the machine.
     #[serde(default)]
     pub binds: Vec<Bind>,
+    /// tmpfs mounts.
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsMount>,
     /// Read-only root.
     #[serde(default)]
     pub read_only: bool,
@@ -273,6 +276,7 @@ mod tests {
                 hostname: "hello".into(),
                 net: NetMode::None,
                 ports: vec![],
+                tmpfs: vec![],
                 memory: Some(64 << 20),
                 cpus: Some(0.5),
                 pids_limit: None,

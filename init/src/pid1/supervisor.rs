@@ -762,6 +762,14 @@ impl Supervisor {
                 }))
                 .collect(),
             read_only: c.read_only,
+            // berth's mounts, then the container's tmpfs mounts over them.
+            mounts: (!c.tmpfs.is_empty()).then(|| {
+                let mut list = berth_runtime::mounts::berth_mounts(self.cgroups);
+                list.extend(c.tmpfs.iter().filter_map(|t| {
+                    berth_runtime::Mount::parse(&t.target, "tmpfs", "tmpfs", &t.mount_options()).ok()
+                }));
+                list
+            }),
             cgroup: self.cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
             stdio: Stdio::Fds([stdin, stdout, stdout]),
             capabilities: Some(CapabilitySets::uniform(caps)),
