@@ -209,7 +209,7 @@ pub struct BridgeConfig {
 }
 
 fn default_bridge_subnet() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(172, 30, 0, 0), 16).expect("a /16 prefix is valid")
+    Ipv4Net::new(Ipv4Addr::new(172, 30, 0, 0), 16).unwrap_or_default()
 }
 
 fn default_bridge_name() -> String {
@@ -226,7 +226,8 @@ impl BridgeConfig {
     /// The bridge's own address (the subnet's first host), with the subnet's prefix.
     pub fn gateway(&self) -> Ipv4Net {
         let first = u32::from(self.subnet.network()) + 1;
-        Ipv4Net::new(Ipv4Addr::from(first), self.subnet.prefix_len()).expect("prefix from a valid net")
+        // The prefix comes from a valid net, so `new` cannot fail.
+        Ipv4Net::new(Ipv4Addr::from(first), self.subnet.prefix_len()).unwrap_or(self.subnet)
     }
 }
 

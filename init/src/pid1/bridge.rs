@@ -129,7 +129,7 @@ impl Bridge {
             let net = Ipv4Net::new(addr, self.ipam.prefix_len()).map_err(|e| e.to_string())?;
             inside.add_address(eth0, IpNet::V4(net))?;
             inside.add_route(&Route {
-                to: "0.0.0.0/0".parse().expect("literal"),
+                to: IpNet::V4(Ipv4Net::default()),
                 via: Some(self.ipam.gateway().into()),
                 oif: eth0,
                 metric: None,

@@ -241,8 +241,8 @@ impl HostNetwork {
                 errors.push(e);
             }
         }
-        let default4: IpNet = "0.0.0.0/0".parse().expect("literal");
-        let default6: IpNet = "::/0".parse().expect("literal");
+        let default4 = IpNet::V4(ipnet::Ipv4Net::default());
+        let default6 = IpNet::V6(ipnet::Ipv6Net::default());
         let mut routes: Vec<Route> = Vec::new();
         if let Some(g) = cfg.gateway {
             routes.push(Route {
@@ -378,7 +378,7 @@ impl HostNetwork {
             }
             if let (Some(router), None) = (lease.router, cfg.gateway) {
                 let r = Route {
-                    to: "0.0.0.0/0".parse().expect("literal"),
+                    to: IpNet::V4(Ipv4Net::default()),
                     via: Some(IpAddr::V4(router)),
                     oif: link.index,
                     metric: None,
