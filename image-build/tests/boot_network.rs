@@ -348,3 +348,38 @@ fn berth_run_publishes_a_port_for_the_web_example() {
     let _ = child.wait();
     assert!(body.starts_with("hello from web at 172.30.0.2/16"), "{body}");
 }
+
+#[test]
+fn a_hot_plugged_nic_is_configured_at_once() {
+    let config = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[[service]]
+name = "probe"
+image = "oci:images/busybox:latest"
+net = "host"
+depends_on = ["network"]
+command = ["sh", "-c", "ip -4 addr show dev eth0 | grep inet; sleep 100"]
+"#;
+    let (_dir, out) = common::build_fresh("hotplug", config);
+    // The user-mode network exists, the NIC does not yet.
+    let mut vm = common::boot_with(&out, &["-netdev", "user,id=net0"]);
+    let t = default_timeout();
+    vm.wait_for_event("network.waiting", |_| true, t).unwrap();
+    vm.wait_for_event("power_button.ready", |_| true, t).unwrap();
+    let plugged = Instant::now();
+    vm.qmp()
+        .unwrap()
+        .execute(
+            "device_add",
+            serde_json::json!({"driver": "virtio-net-pci", "netdev": "net0", "id": "nic1"}),
+        )
+        .unwrap();
+    let addr = vm.wait_for_event("network.address", |_| true, t).unwrap();
+    assert_eq!(addr.get("address"), Some("10.0.2.15/24"), "{addr:?}");
+    // Well before the 30 s safety-net rescan: the kernel's link notification woke PID 1.
+    assert!(plugged.elapsed() < Duration::from_secs(20), "took {:?}", plugged.elapsed());
+    vm.wait_for_line(|l| l.contains("probe |     inet 10.0.2.15/24"), t).unwrap();
+    powerdown(&mut vm);
+}

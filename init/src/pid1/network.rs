@@ -23,8 +23,13 @@ pub const RESOLV_CONF: &str = "/run/berth/net/resolv.conf";
 /// The machine's `hosts`.
 pub const HOSTS: &str = "/run/berth/net/hosts";
 
-/// How long to wait between looks for an interface that is not there yet.
+/// How long to wait between looks for an interface that is not there yet, when the kernel's
+/// link notifications cannot be received (with them, a new link wakes PID 1 at once).
 const RESCAN: std::time::Duration = std::time::Duration::from_secs(1);
+/// The same with link notifications: only a safety net.
+const RESCAN_NOTIFIED: std::time::Duration = std::time::Duration::from_secs(30);
+/// rtnetlink's multicast group of link changes (`RTNLGRP_LINK`).
+const RTNLGRP_LINK: u32 = 1;
 
 struct Interface {
     cfg: InterfaceConfig,
@@ -48,6 +53,8 @@ pub struct HostNetwork {
     config: NetworkConfig,
     ifaces: Vec<Interface>,
     next_scan: Option<Instant>,
+    /// Subscribed to the kernel's link notifications (new NICs, hot-plugged or late drivers).
+    link_events: Option<netlink_sys::Socket>,
     ready_reported: bool,
     resolv: String,
 }
@@ -82,6 +89,15 @@ fn random_seed() -> u64 {
     } else {
         t ^ 0x5DEE_CE66_D1CE_4E5B
     }
+}
+
+/// A socket that receives the kernel's link notifications, or `None` (then PID 1 polls).
+fn link_events() -> Option<netlink_sys::Socket> {
+    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE).ok()?;
+    sock.bind_auto().ok()?;
+    sock.add_membership(RTNLGRP_LINK).ok()?;
+    sock.set_non_blocking(true).ok()?;
+    Some(sock)
 }
 
 /// A UDP socket on port 68 of one interface, allowed to broadcast.
@@ -161,6 +177,7 @@ impl HostNetwork {
             config,
             ifaces,
             next_scan: None,
+            link_events: link_events(),
             ready_reported: false,
             resolv: String::new(),
         };
@@ -182,7 +199,7 @@ impl HostNetwork {
             Ok(l) => l,
             Err(e) => {
                 log::warn(&format!("network: {e}"));
-                self.next_scan = Some(now + RESCAN);
+                self.next_scan = Some(now + self.rescan_interval());
                 return;
             }
         };
@@ -208,7 +225,7 @@ impl HostNetwork {
                     self.configure(i, now);
                 }
                 None => {
-                    self.next_scan = Some(now + RESCAN);
+                    self.next_scan = Some(now + self.rescan_interval());
                     if !self.ifaces[i].waiting_reported {
                         self.ifaces[i].waiting_reported = true;
                         let m = self.ifaces[i].cfg.matches.to_string();
@@ -453,9 +470,21 @@ impl HostNetwork {
         ready
     }
 
-    /// Descriptors to poll: the DHCP sockets.
+    fn rescan_interval(&self) -> std::time::Duration {
+        if self.link_events.is_some() {
+            RESCAN_NOTIFIED
+        } else {
+            RESCAN
+        }
+    }
+
+    /// Descriptors to poll: the DHCP sockets and the link notifications.
     pub fn fds(&self) -> Vec<RawFd> {
-        self.ifaces.iter().filter_map(|i| i.dhcp.as_ref().map(|(_, s)| s.as_raw_fd())).collect()
+        self.ifaces
+            .iter()
+            .filter_map(|i| i.dhcp.as_ref().map(|(_, s)| s.as_raw_fd()))
+            .chain(self.link_events.as_ref().map(|s| s.as_raw_fd()))
+            .collect()
     }
 
     /// When [`poll`](Self::poll) must run next.
@@ -480,7 +509,16 @@ impl HostNetwork {
             }
             self.run_actions(i, actions);
         }
-        if self.next_scan.is_some_and(|t| now >= t) {
+        // A link appeared or changed: look again now if an interface is still missing.
+        let mut notified = false;
+        if let Some(sock) = &self.link_events {
+            let mut buf = vec![0u8; 16 * 1024];
+            while sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT).is_ok_and(|n| n > 0) {
+                notified = true;
+            }
+        }
+        let missing = self.ifaces.iter().any(|i| i.link.is_none());
+        if (notified && missing) || self.next_scan.is_some_and(|t| now >= t) {
             self.scan(now);
         }
     }
