@@ -45,16 +45,6 @@ fn time_boot(kernel: &Path, initrd: &Path, cmdline: &str, pred: impl Fn(&str) ->
     start.elapsed().as_secs_f64()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; there is nothing to list
@@ -88,6 +78,6 @@ fn main() {
         b.push(t_bare);
         p.push(t_berth);
     }
-    let (mb, mp) = (median(&mut b), median(&mut p));
+    let (mb, mp) = (common::median(&mut b), common::median(&mut p));
     println!("median: bare /init {mb:.3} s   berth {mp:.3} s   ratio {:.3}", mp / mb);
 }

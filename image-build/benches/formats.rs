@@ -53,15 +53,10 @@ fn main() {
     println!("{:<14} {:>10} {:>12} {:>12}", "format", "warm (s)", "file (MiB)", "initrd (MiB)");
     for (format, file) in FORMATS {
         let mut times: Vec<f64> = (0..runs).map(|_| build(&config, &out, format, &cold_cache)).collect();
-        times.sort_by(|a, b| a.total_cmp(b));
+        let warm = common::median(&mut times);
         let size =
             |name: &str| std::fs::metadata(out.join(name)).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
         let file_size = if file.is_empty() { size("vmlinuz") + size("initrd.img") } else { size(file) };
-        println!(
-            "{format:<14} {:>10.2} {:>12.1} {:>12.1}",
-            times[times.len() / 2],
-            file_size,
-            size("initrd.img")
-        );
+        println!("{format:<14} {:>10.2} {:>12.1} {:>12.1}", warm, file_size, size("initrd.img"));
     }
 }

@@ -51,11 +51,6 @@ fn answered(port: u16) -> bool {
     text.ends_with("ok\n")
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// One boot: (PID 1 start → address, s; QEMU start → published-port answer, s).
 fn measure(out: &std::path::Path) -> (f64, f64) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -100,12 +95,12 @@ fn main() {
     println!("median of {runs} runs (TCG):");
     println!(
         "  PID 1 start → address acquired:      DHCP {:.3} s   static {:.3} s",
-        median(&mut d_addr),
-        median(&mut s_addr)
+        common::median(&mut d_addr),
+        common::median(&mut s_addr)
     );
     println!(
         "  QEMU start → published-port answer:  DHCP {:.3} s   static {:.3} s",
-        median(&mut d_port),
-        median(&mut s_port)
+        common::median(&mut d_port),
+        common::median(&mut s_port)
     );
 }

@@ -40,11 +40,6 @@ binds = ["/proc:/hostproc:ro"]
 command = ["sh", "-c", "trap 'exit 0' TERM; sleep 3; grep -E '^VmRSS|^VmHWM' /hostproc/1/status; while true; do sleep 0.1; done"]
 "#;
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -84,9 +79,9 @@ fn main() {
     }
     println!(
         "median: PID 1 VmRSS {:.0} kB (peak {:.0} kB) with 5 services logging; shutdown {:.3} s, {:.3} s beyond the services' own stop (goals: ≤ 2048 kB; ≤ 0.3 s)",
-        median(&mut rss),
-        median(&mut hwm),
-        median(&mut latency),
-        median(&mut stop_work)
+        common::median(&mut rss),
+        common::median(&mut hwm),
+        common::median(&mut latency),
+        common::median(&mut stop_work)
     );
 }

@@ -112,3 +112,14 @@ pub fn assert_in_order(seen: &[String], wanted: &[&str]) {
         assert!(it.any(|s| s == w), "event {w} missing or out of order in {seen:#?}");
     }
 }
+
+/// The median of benchmark figures (the mean of the middle two for an even count).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
