@@ -22,7 +22,7 @@ use berth_init::config::{
 };
 use berth_init::plan::{
     layer_dir_name, IdRange, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH,
-    PLAN_VERSION, USERNS_FIRST_ID, USERNS_RANGE,
+    PLAN_VERSION, TOOLS_DIR, USERNS_FIRST_ID, USERNS_RANGE,
 };
 use berth_runtime::capabilities;
 use berth_runtime::defaults::DEFAULT_CAPABILITIES;
@@ -32,6 +32,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::blobs::BlobCache;
 use crate::cpio::CpioWriter;
 use crate::formats::{self, Format};
+use crate::fs_tools;
 use crate::image_config::merge_process;
 use crate::init_binary;
 use crate::kernel;
@@ -60,6 +61,9 @@ pub const HYPERV_MODULES: &[&str] =
 /// disks, ISO 9660 and FAT (with the code pages FAT mounts need).
 pub const CONFIG_DRIVE_MODULES: &[&str] =
     &["ata_piix", "sr_mod", "virtio_pci", "virtio_blk", "isofs", "vfat", "nls_cp437", "nls_ascii"];
+/// Disk drivers packed and loaded at boot for the data disk (`[storage]`): virtio block and
+/// SCSI (NVMe, ext4 and its checksums are built into Debian's kernel).
+pub const STORAGE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"];
 /// Modules loaded after the first containers start: the ACPI power button as an input device
 /// (and the NIC drivers, see [`NIC_MODULES`]).
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];
@@ -254,6 +258,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             pids_limit: c.pids_limit,
             binds: c.parsed_binds(),
             tmpfs: c.tmpfs.iter().filter_map(|t| TmpfsMount::parse(t.get_ref()).ok()).collect(),
+            volumes: c.parsed_volumes(),
+            persistent: c.persistent,
             read_only: c.read_only,
             capabilities: capabilities::names(capabilities),
             privileged: c.privileged,
@@ -288,6 +294,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
     if config.containers().any(|c| c.net == NetMode::Bridge) {
         wanted.extend(BRIDGE_MODULES.iter().map(|m| m.to_string()));
+    }
+    if config.storage.is_some() {
+        wanted.extend(STORAGE_MODULES.iter().map(|m| m.to_string()));
+        if opts.formats.contains(&Format::Vhdx) {
+            // The data disk on Hyper-V is a SCSI disk behind VMBus.
+            wanted.extend(["hv_vmbus", "hv_storvsc"].iter().map(|m| m.to_string()));
+        }
     }
     wanted.extend(config.kernel.modules.iter().cloned());
     let mut module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
@@ -360,6 +373,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         })?;
     }
 
+    // mke2fs and e2fsck for the data disk, with their libraries.
+    let tools = match &config.storage {
+        Some(_) => Some(fs_tools::collect()?),
+        None => None,
+    };
     let plan = Plan {
         version: PLAN_VERSION,
         system: config.system.clone(),
@@ -369,6 +387,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         config_drive_modules: drive_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        storage: config.storage.clone(),
+        tool_loader: tools.as_ref().and_then(|t| t.loader.as_ref()).map(|l| format!("{TOOLS_DIR}/lib/{l}")),
         onboot,
         service,
         onshutdown,
@@ -414,6 +434,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
             let len = f.metadata()?.len();
             cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;
+        }
+        if let Some(tools) = &tools {
+            let root = TOOLS_DIR.trim_start_matches('/');
+            for dir in ["", "/bin", "/lib", "/etc"] {
+                cpio.dir(&format!("{root}{dir}"), 0o755, 0, 0)?;
+            }
+            for (dest, source) in &tools.files {
+                let f = fs::File::open(source).with_context(|| format!("opening {}", source.display()))?;
+                let len = f.metadata()?.len();
+                let mode = if dest.starts_with("etc/") { 0o644 } else { 0o755 };
+                cpio.file(&format!("{root}/{dest}"), mode, 0, 0, len, f)?;
+            }
         }
         let mut written = std::collections::BTreeSet::new();
         for c in plan.containers() {

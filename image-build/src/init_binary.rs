@@ -74,7 +74,7 @@ pub fn check_static(path: &Path) -> Result<()> {
 }
 
 /// The `DT_NEEDED` entries of a 64-bit little-endian ELF file.
-fn needed_libraries(data: &[u8]) -> Result<Option<Vec<String>>> {
+pub(crate) fn needed_libraries(data: &[u8]) -> Result<Option<Vec<String>>> {
     use object::elf::{FileHeader64, DT_NEEDED};
     use object::read::elf::{Dyn, FileHeader};
     use object::LittleEndian as LE;

@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod build;
 pub mod cpio;
 pub mod formats;
+pub mod fs_tools;
 pub mod image_config;
 pub mod import;
 pub mod init_binary;

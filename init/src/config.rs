@@ -16,7 +16,9 @@ use crate::units;
 
 mod network;
 pub mod overrides;
+mod storage;
 pub use network::*;
+pub use storage::*;
 
 /// A whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +36,9 @@ pub struct Config {
     /// `[network]`: interfaces, DNS, the container bridge.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// `[storage]`: the data disk for named volumes and persistent writable layers.
+    #[serde(default)]
+    pub storage: Option<StorageConfig>,
     /// `[[onboot]]`: containers run one after another, each to completion, before services.
     #[serde(default)]
     pub onboot: Vec<ContainerConfig>,
@@ -286,6 +291,13 @@ pub struct ContainerConfig {
     /// (default options `nosuid,nodev,noexec`; `exec` allows running programs from it).
     #[serde(default)]
     pub tmpfs: Vec<Spanned<String>>,
+    /// Named volumes on the data disk (`[storage]`): `"NAME:/path"` or `"NAME:/path:ro"`.
+    /// A new volume starts with what the image holds at the path, as in Docker.
+    #[serde(default)]
+    pub volumes: Vec<Spanned<String>>,
+    /// Keep the writable layer on the data disk across restarts and reboots (`[storage]`).
+    #[serde(default)]
+    pub persistent: bool,
     /// Mount the container's root read-only.
     #[serde(default)]
     pub read_only: bool,
@@ -727,6 +739,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
         network::validate(&self.network).map_err(|m| (None, m))?;
+        if let Some(storage) = &self.storage {
+            storage.validate().map_err(|m| (None, m))?;
+        }
         let mut published: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
         for c in self.containers() {
             let name = c.name.get_ref();
@@ -881,6 +896,24 @@ impl Config {
                 TmpfsMount::parse(t.get_ref())
                     .map_err(|m| (Some(t.span().start), format!("container `{name}`: {m}")))?;
             }
+            let mut targets: BTreeMap<&str, ()> = BTreeMap::new();
+            for v in &c.volumes {
+                let at = Some(v.span().start);
+                let volume =
+                    VolumeMount::parse(v.get_ref()).map_err(|m| (at, format!("container `{name}`: {m}")))?;
+                if self.storage.is_none() {
+                    return Err((at, format!("container `{name}`: volumes live on the data disk; add a [storage] section (like `[storage]\ndisk = \"serial:data\"`)")));
+                }
+                if targets.insert(v.get_ref().split(':').nth(1).unwrap_or_default(), ()).is_some() {
+                    return Err((
+                        at,
+                        format!("container `{name}`: two volumes are mounted on `{}`", volume.target),
+                    ));
+                }
+            }
+            if c.persistent && self.storage.is_none() {
+                return Err((name_at, format!("container `{name}`: persistent = true keeps the writable layer on the data disk; add a [storage] section")));
+            }
             for (key, limit) in &c.ulimits {
                 let at = Some(limit.span().start);
                 if !ULIMIT_NAMES.contains(&key.as_str()) {
@@ -989,6 +1022,11 @@ impl ContainerConfig {
     /// The parsed bind mounts (validated at load time).
     pub fn parsed_binds(&self) -> Vec<Bind> {
         self.binds.iter().filter_map(|b| Bind::parse(b.get_ref()).ok()).collect()
+    }
+
+    /// The parsed named volumes (validated at load time).
+    pub fn parsed_volumes(&self) -> Vec<VolumeMount> {
+        self.volumes.iter().filter_map(|v| VolumeMount::parse(v.get_ref()).ok()).collect()
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod config_drive;
+pub mod disk_probe;
 pub mod events;
 pub mod net;
 pub mod plan;

@@ -13,13 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     Bind, DeviceMapping, HealthcheckConfig, IoConfig, LogConfig, NetMode, NetworkConfig, PortMapping,
-    RestartPolicy, SwapLimit, SystemConfig, TmpfsMount,
+    RestartPolicy, StorageConfig, SwapLimit, SystemConfig, TmpfsMount, VolumeMount,
 };
 
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
 /// Where unpacked layers live in the initramfs: `LAYERS_DIR/<sha256 hex>/`.
 pub const LAYERS_DIR: &str = "/berth/layers";
+/// Where `berth build` packs the filesystem tools the data disk needs (`[storage]`):
+/// `TOOLS_DIR/bin/{mke2fs,e2fsck}`, their libraries in `TOOLS_DIR/lib`, `TOOLS_DIR/etc/mke2fs.conf`.
+pub const TOOLS_DIR: &str = "/berth/tools";
 /// The plan format version this code reads and writes.
 pub const PLAN_VERSION: u32 = 1;
 
@@ -51,6 +54,13 @@ pub struct Plan {
     /// Modules loaded before looking for a config drive (`[system] config_drive`).
     #[serde(default)]
     pub config_drive_modules: Vec<String>,
+    /// The data disk.
+    #[serde(default)]
+    pub storage: Option<StorageConfig>,
+    /// The dynamic loader (a path in the initramfs) the packed tools under [`TOOLS_DIR`] run
+    /// with; none when they are static.
+    #[serde(default)]
+    pub tool_loader: Option<String>,
     /// Run one after another, each to completion.
     #[serde(default)]
     pub onboot: Vec<PlannedContainer>,
@@ -109,6 +119,12 @@ pub struct PlannedContainer {
     /// tmpfs mounts.
     #[serde(default)]
     pub tmpfs: Vec<TmpfsMount>,
+    /// Named volumes on the data disk.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// The writable layer lives on the data disk and survives restarts and reboots.
+    #[serde(default)]
+    pub persistent: bool,
     /// Read-only root.
     #[serde(default)]
     pub read_only: bool,
@@ -238,6 +254,11 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Whether any container keeps data on the data disk (named volumes, persistent layers).
+    pub fn uses_storage(&self) -> bool {
+        self.containers().any(|c| c.persistent || !c.volumes.is_empty())
+    }
+
     /// All containers: onboot, services, onshutdown, the console.
     pub fn containers(&self) -> impl Iterator<Item = &PlannedContainer> {
         self.onboot.iter().chain(self.service.iter()).chain(self.onshutdown.iter()).chain(self.console.iter())
@@ -259,6 +280,8 @@ mod tests {
             late_modules: vec![],
             qemu_modules: vec![],
             config_drive_modules: vec![],
+            storage: None,
+            tool_loader: None,
             onboot: vec![],
             onshutdown: vec![],
             console: None,
@@ -277,6 +300,8 @@ mod tests {
                 net: NetMode::None,
                 ports: vec![],
                 tmpfs: vec![],
+                volumes: vec![VolumeMount { name: "db".into(), target: "/db".into(), read_only: false }],
+                persistent: true,
                 memory: Some(64 << 20),
                 cpus: Some(0.5),
                 pids_limit: None,

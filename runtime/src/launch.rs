@@ -25,8 +25,8 @@
 //!    back to the caller;
 //! 3. `lo` up (own network namespace only);
 //! 4. the root: tmpfs on the state dir; `upper/`, `work/`, `rootfs/` in it; overlay of the layers
-//!    on `rootfs/` — the writable layer vanishes with the mount namespace. Or a directory
-//!    bind-mounted on itself;
+//!    on `rootfs/` — the writable layer vanishes with the mount namespace (unless the spec puts
+//!    `upper/` and `work/` in a persistent directory). Or a directory bind-mounted on itself;
 //! 5. the mounts, in order, targets created (berth's set: `/proc` — after the pid namespace
 //!    exists, so it shows the container's pids —, `/dev` tmpfs, `pts` (new devpts instance),
 //!    `shm`, `mqueue`, `/sys` read-only and, with a cgroup, the cgroup2 hierarchy read-only at
@@ -373,7 +373,8 @@ fn push_root(b: &mut PlanBuilder, spec: &ContainerSpec) -> Result<PathBuf, StepE
                 Some("mode=0700"),
                 "mount state tmpfs",
             )?;
-            let (upper, work, root) = (state.join("upper"), state.join("work"), state.join("rootfs"));
+            let writable = spec.writable_layer.as_deref().unwrap_or(state);
+            let (upper, work, root) = (writable.join("upper"), writable.join("work"), state.join("rootfs"));
             for d in [&upper, &work, &root] {
                 b.mkdir(d, 0o755)?;
             }

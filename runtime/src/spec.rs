@@ -46,6 +46,10 @@ pub struct ContainerSpec {
     /// own mount namespace, so it vanishes with the container) holding the overlay's upper and
     /// work directories and the merged root.
     pub state_dir: PathBuf,
+    /// A directory holding the overlay's `upper/` and `work/` instead of the state tmpfs: the
+    /// writable layer outlives the container (a persistent layer on a data disk). Same
+    /// filesystem for both, as overlayfs requires.
+    pub writable_layer: Option<PathBuf>,
     /// argv; `args[0]` is looked up in the container's `PATH` when it has no `/`.
     pub args: Vec<String>,
     /// `KEY=VALUE` environment.

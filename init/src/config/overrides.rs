@@ -241,6 +241,8 @@ mod tests {
             late_modules: vec![],
             qemu_modules: vec![],
             config_drive_modules: vec![],
+            storage: None,
+            tool_loader: None,
             onboot: vec![],
             service: vec![],
             onshutdown: vec![],

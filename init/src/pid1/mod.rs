@@ -1,8 +1,9 @@
 //! PID 1: boot steps, the event loop, shutdown.
 //!
 //! Boot order: leave the initramfs → kernel filesystems → kmsg logging → Ctrl-Alt-Del to SIGINT
-//! → read the plan → kernel modules → cgroup controllers → opaque layer dirs → hostname, sysctls,
-//! `lo` → onboot containers one by one → services → event loop.
+//! → read the plan → kernel modules → boot-time configuration → cgroup controllers → opaque
+//! layer dirs → hostname, sysctls, `lo` → network (started) → the data disk → onboot containers
+//! one by one → services → event loop.
 //!
 //! PID 1 must never exit or panic (the kernel would panic). Every step reports failures and goes
 //! on; a plan that cannot be read leaves the machine up with no containers, waiting for a
@@ -20,6 +21,7 @@ pub mod netlink;
 pub mod network;
 pub mod power_button;
 pub mod shutdown;
+pub mod storage;
 pub mod supervisor;
 pub mod syslog;
 pub mod system;
@@ -95,6 +97,8 @@ fn empty_plan() -> Plan {
         late_modules: Vec::new(),
         qemu_modules: Vec::new(),
         config_drive_modules: Vec::new(),
+        storage: None,
+        tool_loader: None,
         onboot: Vec::new(),
         service: Vec::new(),
         onshutdown: Vec::new(),
@@ -187,6 +191,16 @@ fn boot(signals: Option<&SignalFd>) {
         let _ = std::os::unix::fs::symlink(target, file);
     }
     stage("network");
+
+    // The data disk, before any container: volumes and persistent layers live there. A disk
+    // that cannot be used fails only the containers that need it.
+    if let Some(cfg) = plan.storage.clone() {
+        if let Err(e) = storage::setup(&cfg, plan.tool_loader.as_deref()) {
+            log::error(&format!("storage: {e}"));
+            log::emit(log::event("storage.failed").with("error", &e));
+        }
+        stage("storage");
+    }
 
     let late_modules = plan.late_modules.clone();
     // Before the containers: a container may be given the socket by a bind.

@@ -7,7 +7,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::pid1::{log, mounts};
+use crate::pid1::{log, mounts, storage};
 
 /// What the machine does at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,7 @@ pub fn finish(action: Action) -> ! {
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     reap_all(Duration::from_secs(1));
     nix::unistd::sync();
+    storage::release();
     mounts::unmount_all();
     nix::unistd::sync();
     log::emit(log::event("shutdown.complete").with("action", action.as_str()));

@@ -24,7 +24,7 @@ use crate::pid1::bridge::Bridge;
 use crate::pid1::log_files::LogFiles;
 use crate::pid1::network::{HOSTS, RESOLV_CONF};
 use crate::pid1::shutdown::Action;
-use crate::pid1::{limits, log, userns_root};
+use crate::pid1::{limits, log, storage, userns_root};
 
 /// Where containers' private state directories are made.
 const STATE_ROOT: &str = "/run/berth/containers";
@@ -400,7 +400,7 @@ impl Supervisor {
     /// cgroup joined, its user, capabilities and seccomp filter.
     fn exec_check(&self, c: &PlannedContainer, pid: Pid, cmd: &[String]) -> Result<Pid, String> {
         let devnull = self.devnull.as_ref().map(|f| f.as_raw_fd()).ok_or("no /dev/null")?;
-        let mut spec = self.spec_for(c, devnull, None)?;
+        let mut spec = self.spec_for(c, devnull, None, storage::OnDisk::default())?;
         // The container's own namespaces (a user namespace among them with userns = "auto").
         let kinds: Vec<NamespaceKind> = spec.effective_namespaces().iter().map(|n| n.kind).collect();
         spec.namespaces = Some(
@@ -703,10 +703,15 @@ impl Supervisor {
 
     /// For a user-namespaced container, mounts its root in PID 1's namespace (see
     /// `userns_root`) and returns it; `None` for the others, whose child mounts its own.
-    fn premount(&self, c: &PlannedContainer, state: &std::path::Path) -> Result<Option<PathBuf>, String> {
+    fn premount(
+        &self,
+        c: &PlannedContainer,
+        state: &std::path::Path,
+        writable: Option<&std::path::Path>,
+    ) -> Result<Option<PathBuf>, String> {
         let Some(range) = c.userns else { return Ok(None) };
         let layers: Vec<PathBuf> = c.layers.iter().map(|l| PathBuf::from(l.dir())).collect();
-        let root = userns_root::mount_root(state, &layers, range.host_id)?;
+        let root = userns_root::mount_root(state, &layers, range.host_id, writable)?;
         // The resolver files' mount points are made here, with PID 1's credentials: the image's
         // /etc belongs to the machine's root, which the container's root is not.
         for bind in resolver_binds(c) {
@@ -731,6 +736,7 @@ impl Supervisor {
         c: &PlannedContainer,
         stdout: i32,
         premounted_root: Option<PathBuf>,
+        on_disk: storage::OnDisk,
     ) -> Result<ContainerSpec, String> {
         let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
         let limits = limits::cgroup_limits(c)?;
@@ -760,7 +766,9 @@ impl Supervisor {
                     target: b.target.clone(),
                     read_only: b.read_only,
                 }))
+                .chain(on_disk.volumes)
                 .collect(),
+            writable_layer: on_disk.writable_layer,
             read_only: c.read_only,
             // berth's mounts, then the container's tmpfs mounts over them.
             mounts: (!c.tmpfs.is_empty()).then(|| {
@@ -853,9 +861,11 @@ impl Supervisor {
         let _ = nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
         let state = PathBuf::from(STATE_ROOT).join(&c.name);
         let premounted = c.userns.map(|_| state.clone());
-        let result = self
-            .premount(c, &state)
-            .and_then(|root| self.spec_for(c, write.as_raw_fd(), root))
+        let result = storage::prepare(c)
+            .and_then(|on_disk| {
+                let root = self.premount(c, &state, on_disk.writable_layer.as_deref())?;
+                self.spec_for(c, write.as_raw_fd(), root, on_disk)
+            })
             .map(|mut spec| {
                 if kind == Kind::Console {
                     // The serial console itself, as the shell's terminal.

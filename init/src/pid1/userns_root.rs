@@ -15,16 +15,23 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chown, Gid, Uid};
 
 /// Mounts a tmpfs on `state` holding the writable layer (owned by `owner`, the container's
-/// root seen from outside) and the overlay of `layers` (bottom first) on `state/rootfs`.
+/// root seen from outside) and the overlay of `layers` (bottom first) on `state/rootfs`. With
+/// `writable`, the layer's `upper/` and `work/` are there instead (a persistent layer).
 /// Returns the merged root.
-pub fn mount_root(state: &Path, layers: &[PathBuf], owner: u32) -> Result<PathBuf, String> {
+pub fn mount_root(
+    state: &Path,
+    layers: &[PathBuf],
+    owner: u32,
+    writable: Option<&Path>,
+) -> Result<PathBuf, String> {
     fs::create_dir_all(state).map_err(|e| format!("create {}: {e}", state.display()))?;
     mount(Some("tmpfs"), state, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
         .map_err(|e| format!("mount tmpfs on {}: {e}", state.display()))?;
     let result = (|| {
-        let (upper, work, root) = (state.join("upper"), state.join("work"), state.join("rootfs"));
+        let layer = writable.unwrap_or(state);
+        let (upper, work, root) = (layer.join("upper"), layer.join("work"), state.join("rootfs"));
         for d in [&upper, &work, &root] {
-            fs::create_dir(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+            fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
         }
         chown(&upper, Some(Uid::from_raw(owner)), Some(Gid::from_raw(owner)))
             .map_err(|e| format!("chown {}: {e}", upper.display()))?;
