@@ -65,7 +65,7 @@ command = ["echo", "plain ran"]
 name = "writer"
 image = "oci:images/busybox:latest"
 volumes = ["records:/data"]
-command = ["sh", "-c", "echo boot >> /data/boots && sync /data/boots && echo boots=$(wc -l < /data/boots) && exec sleep 1000"]
+command = ["sh", "-c", "echo boot >> /data/boots && sync /data/boots && echo size-mb=$(df -m /data | tail -1 | awk '{print $2}') && echo boots=$(wc -l < /data/boots) && trap 'exit 0' TERM; sleep 1000 & wait"]
 "#;
 
 /// QEMU arguments for a virtio disk with a serial number.
@@ -139,7 +139,15 @@ fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
     assert!(!report.contains("needs_recovery"), "{report}");
     assert!(report.contains("Filesystem volume name:   berth-data"), "{report}");
 
-    // Second boot: not formatted again, the record is there, the check found it clean.
+    // Second boot, on a disk grown to 384 MiB: not formatted again, the record is there, the
+    // check found it clean, the filesystem grew.
+    let o = std::process::Command::new("qemu-img")
+        .args(["resize", "-q"])
+        .arg(&qcow2)
+        .arg("384M")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut vm = boot_disk(&out, &qcow2, "qcow2");
     vm.wait_for_line(|l| l.contains("writer | boots="), default_timeout()).unwrap();
     powerdown(&mut vm);
@@ -150,6 +158,9 @@ fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
     let mounted = event(&events, "storage.mounted").expect("storage.mounted");
     assert_eq!((mounted.get("formatted"), mounted.get("was_clean")), (Some("false"), Some("true")), "{c}");
     assert_eq!(event(&events, "storage.checked").and_then(|e| e.get("exit")), Some("0"), "{c}");
+    let grown = event(&events, "storage.grown").expect("storage.grown");
+    assert_eq!(grown.get("to"), Some((384u64 << 20).to_string().as_str()), "{c}");
+    assert!(c.contains("writer | size-mb=3"), "df sees the larger filesystem: {c}");
 }
 
 #[test]
@@ -176,4 +187,182 @@ fn a_disk_holding_data_is_refused_untouched() {
     assert!(writer.is_some_and(|e| e.get("error").unwrap_or_default().contains("data disk")), "{c}");
     assert!(event(&events, "storage.formatted").is_none());
     assert!(std::fs::read(&raw).unwrap() == bytes, "the disk's bytes changed");
+}
+
+/// Named volumes and a persistent writable layer, on the data partition of berth's own EFI
+/// disk (found by its GPT name).
+const VOLUMES_CONFIG: &str = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[storage]
+disk = "partlabel:berth-data"
+
+[[service]]
+name = "keeper"
+image = "oci:images/busybox:latest"
+volumes = ["state:/state", "app-home:/home/app", "config:/etc:ro"]
+persistent = true
+restart = "on-failure"
+command = ["sh", "-c", """
+echo x >> /state/starts && sync /state/starts
+echo y >> /layer-file && sync /layer-file
+n=$(wc -l < /state/starts)
+echo "run=$n layer=$(wc -l < /layer-file) home=$(stat -c %u:%g /home/app) passwd=$(grep -c '^app:' /etc/passwd) resolv=$(test -s /etc/resolv.conf && echo yes)"
+touch /etc/x 2>/dev/null && echo etc=writable || echo etc=read-only
+[ "$n" = 1 ] && exit 1
+trap 'exit 0' TERM; sleep 1000 & wait
+"""]
+"#;
+
+#[test]
+fn volumes_and_a_persistent_layer_survive_restarts_and_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    std::fs::write(dir.path().join("vol.toml"), VOLUMES_CONFIG).unwrap();
+    let out = dir.path().join("out");
+    let o = common::run_berth(&[
+        "build",
+        dir.path().join("vol.toml").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "raw-efi",
+        "--data-size",
+        "64m",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let disk = out.join("disk.raw");
+    let run = |c: &str, n: u32| -> Option<String> {
+        let prefix = format!("keeper | run={n} ");
+        c.lines().find_map(|l| l.trim_end().strip_prefix(prefix.as_str()).map(str::to_string))
+    };
+
+    // First boot: the partition is formatted; the first run fails and is restarted.
+    let mut vm = boot_disk(&out, &disk, "raw");
+    vm.wait_for_line(|l| l.contains("keeper | run=2 "), default_timeout()).unwrap();
+    powerdown(&mut vm);
+    let c = vm.console_text();
+    let events = vm.events();
+    let mounted = event(&events, "storage.mounted").expect("storage.mounted");
+    assert_eq!(mounted.get("device"), Some("/dev/vda2"), "the berth-data partition: {c}");
+    assert_eq!(mounted.get("formatted"), Some("true"));
+    assert_eq!(run(&c, 1).as_deref(), Some("layer=1 home=1000:1000 passwd=1 resolv=yes"), "{c}");
+    assert_eq!(run(&c, 2).as_deref(), Some("layer=2 home=1000:1000 passwd=1 resolv=yes"), "restart: {c}");
+    assert!(c.contains("keeper | etc=read-only"), "{c}");
+    let created: Vec<&str> =
+        events.iter().filter(|e| e.name == "volume.created").filter_map(|e| e.get("name")).collect();
+    assert_eq!(created, ["state", "app-home", "config"], "made once, on the first start");
+
+    // Second boot: both the volume and the writable layer kept their data.
+    let mut vm = boot_disk(&out, &disk, "raw");
+    vm.wait_for_line(|l| l.contains("keeper | run="), default_timeout()).unwrap();
+    powerdown(&mut vm);
+    let c = vm.console_text();
+    assert_eq!(run(&c, 3).as_deref(), Some("layer=3 home=1000:1000 passwd=1 resolv=yes"), "reboot: {c}");
+    assert!(vm.events().iter().all(|e| e.name != "volume.created" && e.name != "storage.formatted"), "{c}");
+}
+
+/// Appends numbered records, each fsync'd before it is reported; on boot it first reports how
+/// many records the disk holds and the first line out of sequence, if any.
+const RECORDS_CONFIG: &str = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[storage]
+disk = "serial:berth-data"
+
+[[service]]
+name = "records"
+image = "oci:images/busybox:latest"
+volumes = ["records:/data"]
+command = ["sh", "-c", """
+touch /data/log
+n=$(wc -l < /data/log)
+echo "have=$n gap=$(awk 'NR != $1 { print NR; exit }' /data/log)"
+i=$n
+while [ $i -lt $((n + ${BURST:-1000000})) ]; do
+  i=$((i + 1))
+  echo $i >> /data/log && sync /data/log && echo synced=$i
+done
+trap 'exit 0' TERM; sleep 1000 & wait
+"""]
+"#;
+
+fn have(console: &str) -> (u64, String) {
+    let line = console
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("records | have="))
+        .unwrap_or_else(|| panic!("no have= line: {console}"));
+    let (n, gap) = line.split_once(" gap=").unwrap_or((line, ""));
+    (n.parse().unwrap(), gap.to_string())
+}
+
+fn blank_qcow2(dir: &std::path::Path) -> std::path::PathBuf {
+    let qcow2 = dir.join("data.qcow2");
+    let o = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&qcow2)
+        .arg("128M")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    qcow2
+}
+
+#[test]
+fn a_power_cut_loses_no_fsynced_record() {
+    let (dir, out) = common::build_fresh("records", RECORDS_CONFIG);
+    let qcow2 = blank_qcow2(dir.path());
+    // Killed mid-write, twice: after the first records, and again after recovering.
+    let mut synced = 0u64;
+    for round in 0..2 {
+        let mut vm = boot_disk(&out, &qcow2, "qcow2");
+        let target = synced + 40;
+        let wanted = format!("records | synced={target}");
+        vm.wait_for_line(|l| l.trim_end() == wanted, default_timeout()).unwrap();
+        vm.kill();
+        let c = vm.console_text();
+        let (n, gap) = have(&c);
+        assert_eq!(gap, "", "records out of sequence after round {round}: {c}");
+        assert!(n >= synced, "round {round}: {n} records on disk, {synced} were fsync'd: {c}");
+        if round == 1 {
+            let mounted = vm.events().into_iter().find(|e| e.name == "storage.mounted").unwrap();
+            assert_eq!(mounted.get("was_clean"), Some("false"), "the journal needed replaying: {c}");
+        }
+        synced = c
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("records | synced="))
+            .filter_map(|v| v.parse().ok())
+            .max()
+            .unwrap();
+        assert!(synced >= target);
+    }
+    // A last boot, shut down cleanly, counts them all.
+    let mut vm = boot_disk(&out, &qcow2, "qcow2");
+    vm.wait_for_line(|l| l.contains("records | have="), default_timeout()).unwrap();
+    powerdown(&mut vm);
+    let c = vm.console_text();
+    let (n, gap) = have(&c);
+    assert_eq!(gap, "", "{c}");
+    assert!(n >= synced, "{n} records on disk, {synced} were fsync'd: {c}");
+}
+
+#[test]
+fn twenty_boot_write_power_button_cycles_keep_every_record() {
+    let (dir, out) = common::build_fresh("cycles", &RECORDS_CONFIG.replace("${BURST:-1000000}", "1"));
+    let qcow2 = blank_qcow2(dir.path());
+    for cycle in 0..20u64 {
+        let mut vm = boot_disk(&out, &qcow2, "qcow2");
+        let wanted = format!("records | synced={}", cycle + 1);
+        vm.wait_for_line(|l| l.trim_end() == wanted, default_timeout())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        powerdown(&mut vm);
+        let c = vm.console_text();
+        assert_eq!(have(&c), (cycle, String::new()), "cycle {cycle}: {c}");
+        let unmounted = vm.events().into_iter().find(|e| e.name == "storage.unmounted");
+        assert_eq!(unmounted.and_then(|e| e.get("result").map(str::to_string)).as_deref(), Some("unmounted"));
+    }
+    let report = superblock_report(dir.path(), &qcow2);
+    assert!(report.lines().any(|l| l.starts_with("Filesystem state:") && l.ends_with(" clean")), "{report}");
 }

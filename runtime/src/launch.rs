@@ -33,7 +33,7 @@
 //!    `/sys/fs/cgroup`, showing the container's own group as its root); then the default devices
 //!    null, zero, full, random, urandom, tty, the `fd`/`std*`/`ptmx` symlinks and the spec's
 //!    devices (`mknod`; in a user namespace the host's nodes are bind-mounted);
-//! 6. binds (targets created in the writable layer, read-only ones remounted); working dir made;
+//! 6. binds (targets created in the writable layer); working dir made; read-only binds remounted;
 //! 7. namespaced sysctls; masked paths; read-only paths (`/proc/sys` is written before it turns
 //!    read-only); `oom_score_adj`; rlimits (raising a hard limit needs privileges still held);
 //! 8. `sethostname`; the before-pivot sync (hooks); `pivot_root` into the root and detach the old
@@ -470,19 +470,29 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
         }
         push_devices(&mut b, spec, &root, userns)?;
 
-        // Binds and the working directory, while the writable layer is still writable.
+        // Binds and the working directory, while the writable layer is still writable. Binds
+        // turn read-only only once all are mounted: a later bind's target may be created
+        // inside an earlier read-only one (/etc/resolv.conf in a volume on /etc).
         for bind in &spec.binds {
             let m = Mount {
                 destination: bind.target.clone(),
                 fstype: String::new(),
                 source: bind.source.display().to_string(),
-                flags: libc::MS_BIND | libc::MS_REC | if bind.read_only { libc::MS_RDONLY } else { 0 },
+                flags: libc::MS_BIND | libc::MS_REC,
                 propagation: 0,
                 data: String::new(),
             };
             push_mount(&mut b, &root, &m)?;
         }
         b.mkdir_all(&root, &spec.working_dir)?;
+        for bind in spec.binds.iter().filter(|b| b.read_only) {
+            let target = in_root(&root, &bind.target)?;
+            b.push(
+                Step::Remount { path: path_cstr(&target)?, flags: libc::MS_RDONLY },
+                "remount bind",
+                format!("{} read-only", bind.target),
+            );
+        }
 
         // Namespaced sysctls, before /proc/sys turns read-only.
         for (key, value) in &spec.sysctl {

@@ -759,14 +759,17 @@ impl Supervisor {
             gid: c.gid,
             additional_gids: c.additional_gids.clone(),
             new_net: c.net != NetMode::Host,
-            binds: resolver_binds(c)
+            // Volumes first: the resolver files and the user's binds go over them (a volume on
+            // /etc still shows the machine's resolv.conf and hosts, as in Docker).
+            binds: on_disk
+                .volumes
                 .into_iter()
+                .chain(resolver_binds(c))
                 .chain(c.binds.iter().map(|b| BindMount {
                     source: PathBuf::from(&b.source),
                     target: b.target.clone(),
                     read_only: b.read_only,
                 }))
-                .chain(on_disk.volumes)
                 .collect(),
             writable_layer: on_disk.writable_layer,
             read_only: c.read_only,
