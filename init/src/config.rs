@@ -1330,6 +1330,41 @@ read_only = true
     }
 
     #[test]
+    fn storage_and_volumes() {
+        let svc = "[[service]]\nname = \"a\"\nimage = \"oci:x\"\n";
+        let c = Config::parse(
+            &format!("[storage]\ndisk = \"serial:d1\"\n\n{svc}volumes = [\"db:/db\", \"conf:/etc:ro\"]\npersistent = true\n"),
+            "x.toml",
+        )
+        .unwrap();
+        let s = c.storage.as_ref().unwrap();
+        assert_eq!(
+            (s.disk.clone(), s.mount.as_str(), s.format),
+            (DiskSelector::Serial("d1".into()), "/var/lib/berth", true)
+        );
+        assert_eq!(c.service[0].parsed_volumes().len(), 2);
+        assert!(c.service[0].persistent);
+        // Volumes and persistent layers need the data disk; the error points at the value.
+        let e = Config::parse(&format!("{svc}volumes = [\"db:/db\"]\n"), "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("[storage]"), "{e}");
+        let e = Config::parse(&format!("{svc}persistent = true\n"), "x.toml").unwrap_err();
+        assert!(e.message.contains("persistent = true") && e.message.contains("[storage]"), "{e}");
+        let e = Config::parse("[storage]\ndisk = \"vdb\"\n", "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("serial:ID"), "{e}");
+        let e =
+            Config::parse("[storage]\ndisk = \"/dev/vdb\"\nmount = \"/proc/data\"\n", "x.toml").unwrap_err();
+        assert!(e.message.contains("[storage] mount"), "{e}");
+        let e = Config::parse(
+            &format!("[storage]\ndisk = \"/dev/vdb\"\n\n{svc}volumes = [\"a:/x\", \"b:/x\"]\n"),
+            "x.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("two volumes"), "{e}");
+    }
+
+    #[test]
     fn syslog_target() {
         let c = Config::parse("[log]\nsyslog = \"tcp://10.0.2.2:6514\"\n", "x.toml").unwrap();
         assert_eq!(c.log.syslog.unwrap().to_string(), "tcp://10.0.2.2:6514");
