@@ -245,6 +245,7 @@ mod tests {
             service: vec![],
             onshutdown: vec![],
             console: None,
+            catalog: Default::default(),
         }
     }
 
