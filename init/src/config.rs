@@ -15,6 +15,7 @@ use toml::Spanned;
 use crate::units;
 
 mod container_set;
+mod extra_containers;
 mod network;
 pub mod overrides;
 pub use network::*;

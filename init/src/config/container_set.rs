@@ -1,10 +1,12 @@
 //! Checks over a machine's whole set of containers: unique names, each host port published
 //! once, `depends_on` naming another onboot or service container, no dependency cycle.
-//! `Config::validate` runs them on a config file.
+//! `Config::validate` runs them on a config file; PID 1 on the image's containers merged with
+//! those of a boot-time fragment (`extra_containers`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ContainerConfig, PortMapping, Protocol, NETWORK_UNIT};
+use crate::plan::PlannedContainer;
 
 /// Which list a container is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,17 @@ impl<'a> Member<'a> {
                 .iter()
                 .filter_map(|p| PortMapping::parse(p.get_ref()).ok().map(|m| (m, Some(p.span().start))))
                 .collect(),
+        }
+    }
+
+    /// A container of the image's plan.
+    pub(crate) fn from_planned(kind: Kind, c: &'a PlannedContainer) -> Member<'a> {
+        Member {
+            kind,
+            name: &c.name,
+            at: None,
+            depends_on: c.depends_on.iter().map(|d| (d.as_str(), None)).collect(),
+            ports: c.ports.iter().map(|p| (*p, None)).collect(),
         }
     }
 }
