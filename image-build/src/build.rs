@@ -3,8 +3,9 @@
 //! Steps: parse the config (errors carry file:line:column) → resolve every image (verified
 //! blobs; registry tags pinned by `berth.lock`) → plan each container on its image
 //! (`berth_init::resolve`, the code PID 1 uses for containers delivered at boot: the process
-//! merged with the image config, Docker's way, its user resolved) → pick the init binary (must be static) → the kernel and the modules the system
-//! needs → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
+//! merged with the image config, Docker's way, its user resolved) → pick the init binary (must
+//! be static) → the kernel and the modules the system needs → compile the seccomp filters for
+//! that kernel → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
 //!
 //! Nothing is written to the output directory until everything succeeded: the outputs are made
 //! in a staging directory beside it and renamed into place. The same inputs give byte-identical
