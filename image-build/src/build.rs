@@ -1,9 +1,11 @@
 //! `berth build`: a config file in, `vmlinuz` + `initrd.img` + `cmdline` out.
 //!
 //! Steps: parse the config (errors carry file:line:column) → resolve every image (verified
-//! blobs; registry tags pinned by `berth.lock`) → merge each container's process with its image config, Docker's way, and resolve
-//! its user → pick the init binary (must be static) → the kernel and the modules the system
-//! needs → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
+//! blobs; registry tags pinned by `berth.lock`) → plan each container on its image
+//! (`berth_init::resolve`, the code PID 1 uses for containers delivered at boot: the process
+//! merged with the image config, Docker's way, its user resolved) → pick the init binary (must
+//! be static) → the kernel and the modules the system needs → compile the seccomp filters for
+//! that kernel → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
 //!
 //! Nothing is written to the output directory until everything succeeded: the outputs are made
 //! in a staging directory beside it and renamed into place. The same inputs give byte-identical
@@ -16,24 +18,19 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{
-    Config, ConfigError, ContainerConfig, DeviceMapping, InitrdCompression, NetMode, PortMapping,
-    SeccompMode, TmpfsMount, UsernsMode,
-};
+use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, NetMode, UsernsMode};
 use berth_init::plan::{
-    layer_dir_name, IdRange, Plan, PlannedContainer, PlannedLayer, SeccompFilter, LAYERS_DIR, PLAN_PATH,
-    PLAN_VERSION, TOOLS_DIR, USERNS_FIRST_ID, USERNS_RANGE,
+    layer_dir_name, Catalog, IdRange, Plan, PlannedContainer, PlannedImage, PlannedLayer, LAYERS_DIR,
+    PLAN_PATH, PLAN_VERSION, TOOLS_DIR, USERNS_FIRST_ID, USERNS_RANGE,
 };
-use berth_runtime::capabilities;
-use berth_runtime::defaults::DEFAULT_CAPABILITIES;
-use berth_runtime::seccomp::{self, KernelVersion};
+use berth_init::resolve;
+use berth_runtime::seccomp::KernelVersion;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::blobs::BlobCache;
 use crate::cpio::CpioWriter;
 use crate::formats::{self, Format};
 use crate::fs_tools;
-use crate::image_config::merge_process;
 use crate::init_binary;
 use crate::kernel;
 use crate::layer::{self, EntryKind, LayerSummary};
@@ -41,6 +38,7 @@ use crate::lockfile::LockFile;
 use crate::modules;
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::PullOptions;
+use crate::seccomp_filters;
 use crate::source::{self, LayerBlob, ResolvedImage};
 
 /// Modules every berth system needs (container roots are overlays).
@@ -213,73 +211,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
     }
 
+    // Every image as PID 1 sees it: what planning a container on it takes (shared code).
+    let packed: BTreeMap<String, PlannedImage> = images
+        .iter()
+        .map(|(reference, image)| (reference.clone(), planned_image(image, &summaries)))
+        .collect();
     let plan_container = |c: &ContainerConfig| -> Result<PlannedContainer> {
-        let image = &images[c.image.get_ref()];
-        let name = c.name.get_ref().clone();
-        let at = c.name.span().start;
-        let merged = merge_process(
-            &image.config,
-            c.entrypoint.as_deref(),
-            c.command.as_deref(),
-            &c.env,
-            c.working_dir.as_deref(),
-            c.user.as_deref(),
-        )
-        .map_err(|e| src.error_at(at, format!("container `{name}`: {e}")))?;
-        let layer_summaries: Vec<LayerSummary> =
-            image.layers.iter().map(|l| summaries[&l.digest].clone()).collect();
-        let (uid, gid, additional_gids) = layer::resolve_user_in(&layer_summaries, &merged.user)
-            .map_err(|e| src.error_at(at, format!("container `{name}`: user: {e}")))?;
-        let capabilities = capability_set(c)
-            .map_err(|(offset, e)| src.error_at(offset, format!("container `{name}`: capabilities: {e}")))?;
-        Ok(PlannedContainer {
-            hostname: c.hostname.clone().unwrap_or_else(|| name.clone()),
-            name,
-            image: c.image.get_ref().clone(),
-            image_digest: image.manifest_digest.clone(),
-            layers: image
-                .layers
-                .iter()
-                .map(|l| PlannedLayer {
-                    digest: l.digest.clone(),
-                    opaque_dirs: summaries[&l.digest].opaque_dirs.clone(),
-                })
-                .collect(),
-            args: merged.args,
-            env: merged.env,
-            working_dir: merged.working_dir,
-            uid,
-            gid,
-            additional_gids,
-            net: c.net,
-            ports: c.ports.iter().filter_map(|p| PortMapping::parse(p.get_ref()).ok()).collect(),
-            memory: c.memory,
-            cpus: c.cpus,
-            pids_limit: c.pids_limit,
-            binds: c.parsed_binds(),
-            tmpfs: c.tmpfs.iter().filter_map(|t| TmpfsMount::parse(t.get_ref()).ok()).collect(),
-            volumes: c.parsed_volumes(),
-            persistent: c.persistent,
-            read_only: c.read_only,
-            capabilities: capabilities::names(capabilities),
-            privileged: c.privileged,
-            seccomp: None,
-            ulimits: c.ulimits.iter().map(|(k, v)| (k.clone(), v.get_ref().limits())).collect(),
-            sysctls: c.sysctls.clone(),
-            oom_score_adj: c.oom_score_adj,
-            userns: None,
-            memory_reservation: c.memory_reservation,
-            memory_swap: c.memory_swap,
-            cpu_shares: c.cpu_shares,
-            cpuset: c.cpuset.clone(),
-            io: c.io.clone(),
-            devices: c.devices.iter().filter_map(|d| DeviceMapping::parse(d.get_ref()).ok()).collect(),
-            restart: c.restart,
-            depends_on: c.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
-            healthcheck: c.healthcheck.clone(),
-            stop_signal: c.stop_signal.as_deref().and_then(berth_init::config::signal_number),
-            stop_timeout_ms: c.stop_timeout.map(|d| d.as_millis() as u64),
-        })
+        resolve::plan_container(c, &packed[c.image.get_ref()]).map_err(|(at, e)| src.error_at(at, e))
     };
     let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
     // (seccomp filters are filled in once the kernel is known)
@@ -292,7 +230,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     progress.step("kernel");
     let kernel = kernel::debian_cloud_kernel(&opts.cache_dir, &|m| progress.step(m.to_string()))?;
     let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
-    if config.containers().any(|c| c.net == NetMode::Bridge) {
+    let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
+    if bridge {
         wanted.extend(BRIDGE_MODULES.iter().map(|m| m.to_string()));
     }
     if config.storage.is_some() {
@@ -361,6 +300,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             next_range += USERNS_RANGE;
         }
     }
+    let filtered = onboot.iter().chain(&service).chain(&onshutdown).chain(&console).zip(config.containers());
+    let mut seccomp_filters = seccomp_filters::compile(
+        filtered
+            .filter(|(_, c)| resolve::wants_seccomp(c))
+            .map(|(planned, _)| planned.capabilities.as_slice()),
+        target_kernel,
+    )?;
     for (planned, c) in onboot
         .iter_mut()
         .chain(service.iter_mut())
@@ -368,10 +314,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .chain(console.iter_mut())
         .zip(config.containers())
     {
-        planned.seccomp = seccomp_filter(c, planned, target_kernel).map_err(|e| {
-            src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))
-        })?;
+        planned.seccomp =
+            resolve::seccomp_filter(c, &planned.capabilities, &seccomp_filters).map_err(|e| {
+                src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))
+            })?;
     }
+    seccomp_filters::drop_carried(
+        &mut seccomp_filters,
+        onboot.iter().chain(&service).chain(&onshutdown).chain(&console),
+    );
 
     // mke2fs and e2fsck for the data disk, with their libraries.
     let tools = match &config.storage {
@@ -393,6 +344,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         service,
         onshutdown,
         console,
+        catalog: Catalog { images: packed, seccomp: seccomp_filters, bridge },
     };
 
     // Stage the outputs beside the output directory, then publish.
@@ -534,42 +486,23 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
-/// A container's capability mask: Docker's defaults, plus `add`, minus `drop`; all when
-/// privileged. Errors carry the offset of the bad name.
-fn capability_set(c: &ContainerConfig) -> std::result::Result<u64, (usize, String)> {
-    if c.privileged {
-        return Ok(capabilities::all());
+/// An image as the plan's catalog keeps it: digest, layers, process defaults and accounts.
+fn planned_image(image: &ResolvedImage, summaries: &BTreeMap<String, LayerSummary>) -> PlannedImage {
+    let layer_summaries: Vec<LayerSummary> =
+        image.layers.iter().map(|l| summaries[&l.digest].clone()).collect();
+    PlannedImage {
+        digest: image.manifest_digest.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|l| PlannedLayer {
+                digest: l.digest.clone(),
+                opaque_dirs: summaries[&l.digest].opaque_dirs.clone(),
+            })
+            .collect(),
+        config: image.config.clone(),
+        accounts: layer::image_accounts(&layer_summaries),
     }
-    let mut set = capabilities::mask(DEFAULT_CAPABILITIES).map_err(|e| (c.name.span().start, e))?;
-    for name in &c.capabilities.add {
-        set |= capabilities::mask(&[name.get_ref()]).map_err(|e| (name.span().start, e))?;
-    }
-    for name in &c.capabilities.drop {
-        set &= !capabilities::mask(&[name.get_ref()]).map_err(|e| (name.span().start, e))?;
-    }
-    Ok(set)
-}
-
-/// The compiled seccomp filter of a container: berth's default profile (Docker's, without the
-/// keyring calls) for its capabilities,
-/// or none when unconfined or privileged.
-fn seccomp_filter(
-    c: &ContainerConfig,
-    planned: &PlannedContainer,
-    kernel: KernelVersion,
-) -> std::result::Result<Option<SeccompFilter>, String> {
-    if c.privileged || c.seccomp == SeccompMode::Unconfined {
-        return Ok(None);
-    }
-    let caps: Vec<&str> = planned.capabilities.iter().map(String::as_str).collect();
-    let profile = seccomp::berth_default_profile(&caps, kernel).map_err(|e| e.to_string())?;
-    let program = seccomp::compile(&profile).map_err(|e| e.to_string())?;
-    let instructions = program
-        .filter
-        .iter()
-        .map(|i| (i.code as u64) << 48 | (i.jt as u64) << 40 | (i.jf as u64) << 32 | i.k as u64)
-        .collect();
-    Ok(Some(SeccompFilter { flags: program.flags, instructions }))
 }
 
 fn short(digest: &str) -> &str {

@@ -1,6 +1,7 @@
 //! Reading image layers as streams of entries, without unpacking them to disk (the initramfs is
 //! written as cpio by an unprivileged build), with the OCI whiteouts converted to the overlayfs
-//! form; and resolving a container's user against the image's `/etc/passwd` and `/etc/group`.
+//! form; and finding the image's `/etc/passwd` and `/etc/group` across its layers (the lookup
+//! itself is `berth_init::accounts`, shared with PID 1).
 //!
 //! A layer is read twice: [`scan_layer`] (pass 1) collects what a writer must know before it
 //! writes anything (opaque directories, hard link targets, `etc/passwd`, `etc/group`), then
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_init::accounts::Accounts;
 use sha2::{Digest as _, Sha256};
 
 use crate::blobs::format_digest;
@@ -27,8 +29,6 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Largest `etc/passwd` / `etc/group` captured by [`scan_layer`].
 const MAX_ACCOUNT_FILE: u64 = 16 << 20;
-/// Highest uid/gid runc accepts.
-const MAX_ID: i64 = i32::MAX as i64;
 
 /// What a layer entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,64 +389,6 @@ fn convert<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Item>> {
     Ok(Some(Item::Entry(LayerEntry { path, kind, mode, uid, gid, mtime, size })))
 }
 
-/// A `passwd` line: `name:password:uid:gid:gecos:home:shell`.
-struct PasswdEntry {
-    name: String,
-    uid: i64,
-    gid: i64,
-}
-
-/// A `group` line: `name:password:gid:member,member`.
-struct GroupEntry {
-    name: String,
-    gid: i64,
-    members: Vec<String>,
-}
-
-/// Parses an id field as runc does (`strconv.Atoi`, a malformed field counts as 0).
-fn parse_id(field: Option<&str>) -> i64 {
-    field.and_then(|f| f.trim().parse().ok()).unwrap_or(0)
-}
-
-fn account_lines(bytes: &[u8]) -> impl Iterator<Item = Vec<&str>> {
-    let text = std::str::from_utf8(bytes).unwrap_or("");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(':').collect())
-}
-
-fn parse_passwd(bytes: &[u8]) -> Vec<PasswdEntry> {
-    account_lines(bytes)
-        .map(|f| PasswdEntry {
-            name: f[0].to_string(),
-            uid: parse_id(f.get(2).copied()),
-            gid: parse_id(f.get(3).copied()),
-        })
-        .collect()
-}
-
-fn parse_group(bytes: &[u8]) -> Vec<GroupEntry> {
-    account_lines(bytes)
-        .map(|f| GroupEntry {
-            name: f[0].to_string(),
-            gid: parse_id(f.get(2).copied()),
-            members: f
-                .get(3)
-                .map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
-                .unwrap_or_default(),
-        })
-        .collect()
-}
-
-fn check_range(id: i64, what: &str, spec: &str) -> Result<u32, String> {
-    if (0..=MAX_ID).contains(&id) {
-        Ok(id as u32)
-    } else {
-        Err(format!("user {spec:?}: {what} {id} is out of range (0..={MAX_ID})"))
-    }
-}
-
 /// Resolves a container's `user[:group]` (names or numbers) to `(uid, gid, additional gids)`
 /// against the image's merged `/etc/passwd` and `/etc/group` (the topmost layer having the
 /// file wins; a whiteout or opaque directory above deletes it). Reads the layers (bottom
@@ -454,9 +396,9 @@ fn check_range(id: i64, what: &str, spec: &str) -> Result<u32, String> {
 pub fn resolve_user(layers: &[LayerBlob], user: &str) -> Result<(u32, u32, Vec<u32>), String> {
     // Fully numeric `uid:gid` never depends on the account files.
     if let Some((u, g)) = user.split_once(':') {
-        if let (Ok(uid), Ok(gid)) = (u.parse::<i64>(), g.parse::<i64>()) {
+        if let (Ok(_), Ok(_)) = (u.parse::<i64>(), g.parse::<i64>()) {
             if !g.contains(':') {
-                return Ok((check_range(uid, "uid", user)?, check_range(gid, "gid", user)?, Vec::new()));
+                return Accounts::default().resolve(user);
             }
         }
     }
@@ -484,91 +426,20 @@ fn merged_file<'a>(
     None
 }
 
-/// [`resolve_user`] on layer summaries from [`scan_layer`] (bottom first). Implements runc's
-/// `user.GetExecUser` with Docker's defaults (uid 0, gid 0):
-///
-/// - the user part (empty: uid 0) is looked up in `/etc/passwd` by name, or by uid when
-///   numeric; a found entry gives the uid and the primary gid; a numeric uid without an entry
-///   is used as is with gid 0; an unknown name is an error;
-/// - an explicit group (name or number) replaces the gid, and then no additional groups are
-///   added; a numeric gid without an entry is used as is, an unknown name is an error;
-/// - without an explicit group, the additional gids are the groups of `/etc/group` listing the
-///   matched user name (so `""` in an image whose `/etc/group` lists `root` in `wheel` gets
-///   `wheel`, as with `docker run`).
+/// The image's accounts from layer summaries (bottom first): the merged `/etc/passwd` and
+/// `/etc/group` (the topmost layer having the file wins; a whiteout or opaque directory above
+/// deletes it), parsed.
+pub fn image_accounts(summaries: &[LayerSummary]) -> Accounts {
+    Accounts::parse(
+        merged_file(summaries, "etc/passwd", |s| s.passwd.as_ref()),
+        merged_file(summaries, "etc/group", |s| s.group.as_ref()),
+    )
+}
+
+/// [`resolve_user`] on layer summaries from [`scan_layer`] (bottom first); the rules are
+/// [`Accounts::resolve`]'s.
 pub fn resolve_user_in(summaries: &[LayerSummary], user: &str) -> Result<(u32, u32, Vec<u32>), String> {
-    let passwd = merged_file(summaries, "etc/passwd", |s| s.passwd.as_ref()).map(parse_passwd);
-    let group = merged_file(summaries, "etc/group", |s| s.group.as_ref()).map(parse_group);
-
-    let mut parts = user.split(':');
-    let user_arg = parts.next().unwrap_or("");
-    let group_arg = parts.next().unwrap_or("");
-    let uid_num = user_arg.parse::<i64>().ok();
-    let gid_num = group_arg.parse::<i64>().ok();
-
-    let (mut uid, mut gid) = (0u32, 0u32);
-    let mut matched_name: Option<&str> = None;
-    let found = passwd.as_deref().unwrap_or(&[]).iter().find(|u| {
-        if user_arg.is_empty() {
-            u.uid == 0
-        } else if let Some(n) = uid_num {
-            u.uid == n
-        } else {
-            u.name == user_arg
-        }
-    });
-    if let Some(entry) = found {
-        uid = check_range(entry.uid, "uid", user)?;
-        gid = check_range(entry.gid, "gid", user)?;
-        matched_name = Some(&entry.name);
-    } else if !user_arg.is_empty() {
-        match uid_num {
-            Some(n) => uid = check_range(n, "uid", user)?,
-            None if passwd.is_none() => {
-                return Err(format!(
-                    "user {user_arg:?} cannot be resolved: the image has no /etc/passwd (use a numeric uid[:gid])"
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "user {user_arg:?} is not in the image's /etc/passwd (add it to the image, or use a numeric uid[:gid])"
-                ))
-            }
-        }
-    }
-
-    let mut additional = Vec::new();
-    if !group_arg.is_empty() || matched_name.is_some() {
-        let groups: Vec<&GroupEntry> = group
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .filter(|g| {
-                if group_arg.is_empty() {
-                    matched_name.is_some_and(|name| g.members.iter().any(|m| m == name))
-                } else if let Some(n) = gid_num {
-                    g.gid == n
-                } else {
-                    g.name == group_arg
-                }
-            })
-            .collect();
-        if !group_arg.is_empty() {
-            match (groups.first(), gid_num) {
-                (Some(g), _) => gid = check_range(g.gid, "gid", user)?,
-                (None, Some(n)) => gid = check_range(n, "gid", user)?,
-                (None, None) => {
-                    return Err(format!(
-                        "group {group_arg:?} is not in the image's /etc/group (add it to the image, or use a numeric gid)"
-                    ))
-                }
-            }
-        } else {
-            for g in groups {
-                additional.push(check_range(g.gid, "gid", user)?);
-            }
-        }
-    }
-    Ok((uid, gid, additional))
+    image_accounts(summaries).resolve(user)
 }
 
 #[cfg(test)]
@@ -592,28 +463,13 @@ mod tests {
     }
 
     #[test]
-    fn runc_user_rules() {
-        assert_eq!(resolve("").unwrap(), (0, 0, vec![10]));
-        assert_eq!(resolve("app").unwrap(), (1000, 1000, vec![10, 29]));
-        assert_eq!(resolve("1000").unwrap(), (1000, 1000, vec![10, 29]));
-        assert_eq!(resolve("app:staff").unwrap(), (1000, 50, vec![]));
-        assert_eq!(resolve("app:77").unwrap(), (1000, 77, vec![]));
-        assert_eq!(resolve("4242").unwrap(), (4242, 0, vec![]));
-        assert_eq!(resolve("4242:10").unwrap(), (4242, 10, vec![]));
-        assert!(resolve("nobody").unwrap_err().contains("\"nobody\""));
-        assert!(resolve("app:nogroup").unwrap_err().contains("nogroup"));
-        assert!(resolve("-1").is_err());
-    }
-
-    #[test]
     fn without_account_files() {
-        assert_eq!(resolve_user_in(&[], "").unwrap(), (0, 0, vec![]));
-        assert_eq!(resolve_user_in(&[], "5:6").unwrap(), (5, 6, vec![]));
-        assert_eq!(resolve_user_in(&[], "5").unwrap(), (5, 0, vec![]));
+        assert_eq!(resolve("app").unwrap(), (1000, 1000, vec![10, 29]));
         let err = resolve_user_in(&[], "app").unwrap_err();
         assert!(err.contains("no /etc/passwd"), "{err}");
         // numeric uid:gid needs no layers at all.
         assert_eq!(resolve_user(&[], "7:8").unwrap(), (7, 8, vec![]));
+        assert!(resolve_user(&[], "-7:8").unwrap_err().contains("out of range"));
     }
 
     #[test]

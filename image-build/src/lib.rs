@@ -19,4 +19,5 @@ pub mod lockfile;
 pub mod modules;
 pub mod reference;
 pub mod registry;
+pub mod seccomp_filters;
 pub mod source;

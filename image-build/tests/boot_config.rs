@@ -1,8 +1,11 @@
-//! Configuration delivered at boot: a TOML fragment from QEMU's fw_cfg and from the kernel
-//! command line merged over the image's; a malformed one is reported and ignored.
+//! Configuration delivered at boot: a TOML fragment from QEMU's fw_cfg, the kernel command line
+//! and a NoCloud config drive merged over the image's — settings and extra containers (on an
+//! image already packed); a malformed one is reported and ignored.
 
 mod common;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use berth_qemu::default_timeout;
 
 const CONFIG: &str = r#"
@@ -24,12 +27,30 @@ fn field(console: &str, key: &str) -> String {
     console.lines().find_map(|l| l.trim_end().strip_prefix(&prefix)).unwrap_or_default().to_string()
 }
 
+/// A fragment's extra service: it prints the machine's hostname and its own environment.
+fn extra_service(greeting: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "extra"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo ran machine=$(grep 127.0.1.1 /etc/hosts | cut -f2) greeting=$GREETING"]
+env = {{ GREETING = "{greeting}" }}
+"#
+    )
+}
+
+/// What the extra service printed (empty when it did not run).
+fn extra_line(console: &str) -> String {
+    console.lines().find_map(|l| l.trim_end().strip_prefix("extra | ran ")).unwrap_or_default().to_string()
+}
+
 #[test]
 fn fw_cfg_fragment_then_command_line() {
     let (dir, out) = common::build_fresh("cfg", CONFIG);
     let fragment = dir.path().join("fragment.toml");
-    std::fs::write(&fragment, "[system]\nhostname = \"from-fwcfg\"\nsysctl = { \"vm.swappiness\" = 7 }\n")
-        .unwrap();
+    let settings = "[system]\nhostname = \"from-fwcfg\"\nsysctl = { \"vm.swappiness\" = 7 }\n";
+    std::fs::write(&fragment, format!("{settings}{}", extra_service("hello-from-fwcfg"))).unwrap();
     let fw_cfg = format!("name=opt/berth/config,file={}", fragment.display());
     let mut vm = common::boot_with(&out, &["-fw_cfg", &fw_cfg]);
     vm.wait_exit(default_timeout()).unwrap();
@@ -38,7 +59,11 @@ fn fw_cfg_fragment_then_command_line() {
     assert_eq!(field(&c, "swappiness"), "7", "{c}");
     let applied = vm.events().into_iter().find(|e| e.name == "config.applied").expect("config.applied");
     assert_eq!(applied.get("source"), Some("fw_cfg"));
-    assert_eq!(applied.get("changed"), Some("system.hostname,system.sysctl"));
+    assert_eq!(applied.get("changed"), Some("system.hostname,system.sysctl,service.extra"));
+    assert_eq!(extra_line(&c), "machine=from-fwcfg greeting=hello-from-fwcfg", "{c}");
+    assert!(vm.events().iter().any(|e| e.name == "container.started"
+        && e.get("name") == Some("extra")
+        && e.get("kind") == Some("service")));
 
     // The kernel command line comes last: its hostname wins over fw_cfg's.
     let mut vm = common::boot_with(
@@ -49,6 +74,7 @@ fn fw_cfg_fragment_then_command_line() {
     let c = vm.console_text();
     assert_eq!(field(&c, "machine"), "from-cmdline", "{c}");
     assert_eq!(field(&c, "swappiness"), "7", "fw_cfg's sysctl still applies: {c}");
+    assert_eq!(extra_line(&c), "machine=from-cmdline greeting=hello-from-fwcfg", "{c}");
 }
 
 #[test]
@@ -57,12 +83,19 @@ fn malformed_fragment_is_reported_and_ignored() {
     let fragment = dir.path().join("bad.toml");
     std::fs::write(&fragment, "[system]\nhostname = 5\n").unwrap();
     let fw_cfg = format!("name=opt/berth/config,file={}", fragment.display());
-    let mut vm = common::boot_with(&out, &["-fw_cfg", &fw_cfg]);
+    // And on the command line, a service on an image the machine does not have.
+    let unknown = "[system]\nhostname = \"from-cmdline\"\n\n[[service]]\nname = \"ghost\"\nimage = \"oci:images/nginx:latest\"\n";
+    let append = format!("console=ttyS0 quiet berth.config={}", STANDARD.encode(unknown));
+    let mut vm = common::boot_with(&out, &["-fw_cfg", &fw_cfg, "-append", &append]);
     vm.wait_exit(default_timeout()).unwrap();
     let c = vm.console_text();
     assert!(c.contains("fw_cfg opt/berth/config:2:"), "the error names the source and line: {c}");
     assert!(vm.events().iter().any(|e| e.name == "config.rejected" && e.get("source") == Some("fw_cfg")));
-    assert_eq!(field(&c, "machine"), "from-image", "{c}");
+    let error = "kernel command line berth.config:6:9: container `ghost`: image `oci:images/nginx:latest` is not packed in this image (PID 1 cannot pull images); packed images: oci:images/busybox:latest";
+    assert!(c.contains(error), "the error names the images there are: {c}");
+    assert!(vm.events().iter().any(|e| e.name == "config.rejected" && e.get("source") == Some("cmdline")));
+    assert!(!vm.events().iter().any(|e| e.get("name") == Some("ghost")), "{c}");
+    assert_eq!(field(&c, "machine"), "from-image", "the rejected fragment's hostname is ignored too: {c}");
     assert_eq!(field(&c, "swappiness"), "60", "{c}");
 }
 
@@ -131,13 +164,17 @@ fn nocloud_fat_config_drive_and_a_bad_user_data() {
         }
         format!("file={},format=raw,if=virtio,readonly=on", img.display())
     };
-    // user-data's hostname comes after meta-data's.
-    let good = make("good", "[system]\nhostname = \"from-user-data\"\n");
+    // user-data's hostname comes after meta-data's; it adds a service.
+    let good = make(
+        "good",
+        &format!("[system]\nhostname = \"from-user-data\"\n{}", extra_service("hello-from-drive")),
+    );
     let mut vm = common::boot_with(&out, &["-drive", &good]);
     vm.wait_exit(default_timeout()).unwrap();
     let c = vm.console_text();
     assert_eq!(field(&c, "machine"), "from-user-data", "{c}");
     assert!(vm.events().iter().any(|e| e.name == "config.drive" && e.get("fs") == Some("vfat")));
+    assert_eq!(extra_line(&c), "machine=from-user-data greeting=hello-from-drive", "{c}");
 
     // A malformed user-data is reported; meta-data still applies; the boot goes on.
     let bad = make("bad", "[system]\nsysctl = \"no\"\n");

@@ -14,6 +14,8 @@ use toml::Spanned;
 
 use crate::units;
 
+mod container_set;
+mod extra_containers;
 mod network;
 pub mod overrides;
 mod storage;
@@ -738,11 +740,33 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
+        self.validate_parts()?;
+        container_set::check(&self.members())
+    }
+
+    /// The config's containers, for [`container_set::check`].
+    fn members(&self) -> Vec<container_set::Member<'_>> {
+        use container_set::{Kind, Member};
+        let lists = [
+            (Kind::Onboot, &self.onboot),
+            (Kind::Service, &self.service),
+            (Kind::OnShutdown, &self.onshutdown),
+        ];
+        let mut members: Vec<Member<'_>> = lists
+            .into_iter()
+            .flat_map(|(kind, list)| list.iter().map(move |c| Member::from_config(kind, c)))
+            .collect();
+        members.extend(self.console.iter().map(|c| Member::from_config(Kind::Console, c)));
+        members
+    }
+
+    /// Every check but those over the whole set of containers (see `container_set`): each
+    /// container on its own, the other sections.
+    fn validate_parts(&self) -> Result<(), (Option<usize>, String)> {
         network::validate(&self.network).map_err(|m| (None, m))?;
         if let Some(storage) = &self.storage {
             storage.validate().map_err(|m| (None, m))?;
         }
-        let mut published: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
         for c in self.containers() {
             let name = c.name.get_ref();
             if name == NETWORK_UNIT {
@@ -750,19 +774,9 @@ impl Config {
             }
             for p in &c.ports {
                 let at = Some(p.span().start);
-                let port =
-                    PortMapping::parse(p.get_ref()).map_err(|m| (at, format!("container `{name}`: {m}")))?;
+                PortMapping::parse(p.get_ref()).map_err(|m| (at, format!("container `{name}`: {m}")))?;
                 if c.net != NetMode::Bridge {
                     return Err((at, format!("container `{name}`: ports need net = \"bridge\" (with net = \"host\" the container's ports are the machine's already)")));
-                }
-                if let Some(other) = published.insert((port.host_port, port.protocol), name) {
-                    return Err((
-                        at,
-                        format!(
-                            "container `{name}`: port {} is published by `{other}` already",
-                            port.host_port
-                        ),
-                    ));
                 }
             }
         }
@@ -772,7 +786,6 @@ impl Config {
                 return Err((None, format!("[system] sysctl: `{key}` is not a sysctl name (write it dotted, like \"net.ipv4.ip_forward\")")));
             }
         }
-        let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
         for c in self.onboot.iter().chain(&self.onshutdown).chain(&self.console) {
             if c.restart != RestartPolicy::No {
                 return Err((
@@ -789,70 +802,10 @@ impl Config {
                 return Err((Some(d.span().start), format!("container `{}`: depends_on is for [[service]]; onboot and onshutdown containers run in file order", c.name.get_ref())));
             }
         }
-        let onboot: Vec<&str> = self.onboot.iter().map(|c| c.name.get_ref().as_str()).collect();
-        let services: Vec<&str> = self.service.iter().map(|c| c.name.get_ref().as_str()).collect();
-        for c in &self.service {
-            for d in &c.depends_on {
-                let dep = d.get_ref().as_str();
-                if dep == NETWORK_UNIT {
-                    continue;
-                }
-                if dep == c.name.get_ref() || !(onboot.contains(&dep) || services.contains(&dep)) {
-                    return Err((
-                        Some(d.span().start),
-                        format!(
-                            "container `{}`: depends_on `{dep}` is not another onboot or service container (nor \"network\")",
-                            c.name.get_ref()
-                        ),
-                    ));
-                }
-            }
-        }
-        // Cycles among services: depth-first search with colours.
-        fn visit<'a>(
-            name: &'a str,
-            svc: &'a [ContainerConfig],
-            state: &mut BTreeMap<&'a str, u8>,
-            path: &mut Vec<&'a str>,
-        ) -> Result<(), Vec<&'a str>> {
-            match state.get(name) {
-                Some(2) => return Ok(()),
-                Some(1) => {
-                    let start = path.iter().position(|n| *n == name).unwrap_or(0);
-                    let mut cycle = path[start..].to_vec();
-                    cycle.push(name);
-                    return Err(cycle);
-                }
-                _ => {}
-            }
-            state.insert(name, 1);
-            path.push(name);
-            if let Some(c) = svc.iter().find(|c| c.name.get_ref() == name) {
-                for d in &c.depends_on {
-                    if svc.iter().any(|s| s.name.get_ref() == d.get_ref()) {
-                        visit(d.get_ref(), svc, state, path)?;
-                    }
-                }
-            }
-            path.pop();
-            state.insert(name, 2);
-            Ok(())
-        }
-        let mut state = BTreeMap::new();
-        for c in &self.service {
-            if let Err(cycle) = visit(c.name.get_ref(), &self.service, &mut state, &mut Vec::new()) {
-                let at =
-                    self.service.iter().find(|s| s.name.get_ref() == cycle[0]).map(|s| s.name.span().start);
-                return Err((at, format!("depends_on makes a cycle: {}", cycle.join(" → "))));
-            }
-        }
         for c in self.containers() {
             let name = c.name.get_ref();
             let name_at = Some(c.name.span().start);
             validate_name(name).map_err(|m| (name_at, m))?;
-            if seen.insert(name, ()).is_some() {
-                return Err((name_at, format!("two containers are named `{name}`; names must be unique")));
-            }
             if c.image.get_ref().trim().is_empty() {
                 return Err((Some(c.image.span().start), "`image` is empty".to_string()));
             }

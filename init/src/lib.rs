@@ -1,11 +1,14 @@
 //! berth-init: the config schema shared with `berth build`, the boot plan, console events,
-//! and (in the binary) PID 1 itself.
+//! the planning of one container (shared with `berth build`), and (in the binary) PID 1 itself.
 
+pub mod accounts;
 pub mod config;
 pub mod config_drive;
 pub mod disk_probe;
 pub mod events;
 pub mod net;
 pub mod plan;
+pub mod process;
+pub mod resolve;
 pub mod syslog;
 pub mod units;

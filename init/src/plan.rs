@@ -6,15 +6,18 @@
 //! `berth build` writes it into the initramfs at [`PLAN_PATH`]; PID 1 reads it at boot. Every
 //! container carries its final process (Docker's merge of image config and TOML overrides) and
 //! the digests of its layers, which are unpacked under [`LAYERS_DIR`], one directory per digest.
+//! The [`Catalog`] keeps what PID 1 needs to plan containers delivered at boot the same way.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Accounts;
 use crate::config::{
     Bind, DeviceMapping, HealthcheckConfig, IoConfig, LogConfig, NetMode, NetworkConfig, PortMapping,
     RestartPolicy, StorageConfig, SwapLimit, SystemConfig, TmpfsMount, VolumeMount,
 };
+use crate::process::ImageConfig;
 
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
@@ -73,6 +76,68 @@ pub struct Plan {
     /// The debug shell on the serial console.
     #[serde(default)]
     pub console: Option<PlannedContainer>,
+    /// What containers delivered at boot may use: the packed images, seccomp filters, the bridge.
+    #[serde(default)]
+    pub catalog: Catalog,
+}
+
+/// What PID 1 needs to plan a container delivered at boot (`[[service]]` in a boot-time
+/// fragment) as `berth build` plans the image's own: PID 1 cannot pull images, read layers'
+/// account files or compile seccomp profiles.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Every packed image, by its reference as written in the config.
+    #[serde(default)]
+    pub images: BTreeMap<String, PlannedImage>,
+    /// Seccomp filters compiled for the packed kernel.
+    #[serde(default)]
+    pub seccomp: SeccompFilters,
+    /// Whether the modules `net = "bridge"` needs (bridge, veth, NAT) are packed.
+    #[serde(default)]
+    pub bridge: bool,
+}
+
+/// One packed image, resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedImage {
+    /// Digest of the image's manifest (`sha256:…`).
+    pub digest: String,
+    /// Its layers, bottom first.
+    pub layers: Vec<PlannedLayer>,
+    /// Its process defaults (entrypoint, command, environment, working directory, user).
+    #[serde(default)]
+    pub config: ImageConfig,
+    /// Its `/etc/passwd` and `/etc/group` entries, for user names.
+    #[serde(default)]
+    pub accounts: Accounts,
+}
+
+/// Seccomp filters for berth's default profile, compiled by `berth build` for the packed kernel.
+/// The profile depends on a container's capabilities only through the few it names
+/// (`profile_caps`), so one filter serves every capability set with the same such subset.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompFilters {
+    /// The capabilities the profile's rules test (`CAP_…`, sorted).
+    #[serde(default)]
+    pub profile_caps: Vec<String>,
+    /// One filter per subset of `profile_caps` in use — Docker's default capability set's, and
+    /// that of each container of the image — except those a container of the plan carries
+    /// already (see `resolve::collect_filters`): the plan holds each filter once.
+    #[serde(default)]
+    pub variants: Vec<SeccompVariant>,
+}
+
+/// The filter for the capability sets whose intersection with the profile's is `caps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompVariant {
+    /// The subset of [`SeccompFilters::profile_caps`] (sorted).
+    pub caps: Vec<String>,
+    /// The compiled filter.
+    pub filter: SeccompFilter,
 }
 
 /// One container, fully resolved.
@@ -285,6 +350,25 @@ mod tests {
             onboot: vec![],
             onshutdown: vec![],
             console: None,
+            catalog: Catalog {
+                images: BTreeMap::from([(
+                    "oci:x".to_string(),
+                    PlannedImage {
+                        digest: "sha256:00".into(),
+                        layers: vec![PlannedLayer { digest: "sha256:ab".into(), opaque_dirs: vec![] }],
+                        config: ImageConfig { cmd: vec!["sh".into()], ..Default::default() },
+                        accounts: Accounts::parse(Some(b"root:x:0:0::/:/bin/sh\n"), None),
+                    },
+                )]),
+                seccomp: SeccompFilters {
+                    profile_caps: vec!["CAP_SYS_ADMIN".into()],
+                    variants: vec![SeccompVariant {
+                        caps: vec![],
+                        filter: SeccompFilter { flags: 0, instructions: vec![1] },
+                    }],
+                },
+                bridge: true,
+            },
             service: vec![PlannedContainer {
                 name: "hello".into(),
                 image: "oci:x".into(),

@@ -95,9 +95,11 @@ use oci_spec::runtime::{
 };
 use std::collections::BTreeMap;
 
-pub use berth::{berth_default_profile, BERTH_DENIED_SYSCALLS};
+pub use berth::{berth_default_profile, berth_profile_capabilities, BERTH_DENIED_SYSCALLS};
 use bpf::{Asm, Op, Target, JEQ, JGE, JGT};
-pub use docker::{docker_default_profile, docker_profile, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON};
+pub use docker::{
+    docker_default_profile, docker_profile, profile_capabilities, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON,
+};
 pub use x86_64::syscall_number;
 
 /// `AUDIT_ARCH_X86_64` (`EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`): the value of

@@ -5,8 +5,10 @@
 //! Merge rules (docs/config.md): sources apply in order — fw_cfg, then the kernel command
 //! line — each over the result of the previous; in a fragment, every key that is present
 //! replaces the image's value, except the tables `[system] sysctl` and `[network] hosts`, which
-//! merge by key. A fragment that does not parse or validate is reported (naming its source,
-//! line and column) and ignored as a whole: the boot goes on with what was in force.
+//! merge by key. `[[onboot]]` and `[[service]]` containers are planned on the packed images and
+//! merged by name (see `extra_containers`). A fragment that does not parse or validate is
+//! reported (naming its source, line and column) and ignored as a whole: the boot goes on with
+//! what was in force.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,12 +16,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{de_sysctl, duration_text, line_col, validate_hostname, InterfaceConfig, WhenDone};
+use super::{
+    de_sysctl, duration_text, extra_containers, line_col, validate_hostname, ContainerConfig,
+    InterfaceConfig, WhenDone,
+};
 use crate::plan::Plan;
 use crate::syslog::SyslogTarget;
 
 /// A boot-time fragment.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
     /// `[system]` keys.
@@ -31,11 +36,35 @@ pub struct Override {
     /// `[log]` keys.
     #[serde(default)]
     pub log: LogOverride,
-    /// Containers cannot be added at boot yet; named so the error says so.
+    /// `[[onboot]]` containers: each replaces the image's of the same name, or is appended.
     #[serde(default)]
-    service: Option<toml::Value>,
+    pub onboot: Vec<ContainerConfig>,
+    /// `[[service]]` containers: each replaces the image's of the same name, or is appended.
     #[serde(default)]
-    onboot: Option<toml::Value>,
+    pub service: Vec<ContainerConfig>,
+    /// Where the fragment comes from, to locate errors found when it is applied.
+    #[serde(skip)]
+    origin: Origin,
+}
+
+/// A fragment's source name and text.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    source: String,
+    text: String,
+}
+
+impl Origin {
+    /// `SOURCE:LINE:COLUMN: message`, or `SOURCE: message` without an offset.
+    fn locate(&self, offset: Option<usize>, message: &str) -> String {
+        match offset {
+            Some(o) => {
+                let (line, col) = line_col(&self.text, o);
+                format!("{}:{line}:{col}: {message}", self.source)
+            }
+            None => format!("{}: {message}", self.source),
+        }
+    }
 }
 
 /// `[system]` in a fragment.
@@ -86,23 +115,13 @@ pub struct LogOverride {
 }
 
 impl Override {
-    /// Parses and checks a fragment; errors name `source`, the line and column.
+    /// Parses and checks a fragment; errors name `source`, the line and column. Its containers
+    /// are checked against the plan when it is applied.
     pub fn parse(text: &str, source: &str) -> Result<Override, String> {
-        let located = |offset: Option<usize>, message: &str| match offset {
-            Some(o) => {
-                let (line, col) = line_col(text, o);
-                format!("{source}:{line}:{col}: {message}")
-            }
-            None => format!("{source}: {message}"),
-        };
-        let o: Override =
+        let origin = Origin { source: source.to_string(), text: text.to_string() };
+        let located = |offset: Option<usize>, message: &str| origin.locate(offset, message);
+        let mut o: Override =
             toml::from_str(text).map_err(|e| located(e.span().map(|s| s.start), e.message().trim()))?;
-        if o.service.is_some() || o.onboot.is_some() {
-            return Err(located(
-                None,
-                "containers cannot be added at boot yet; a boot-time fragment may set [system], [network] and [log]",
-            ));
-        }
         if let Some(h) = &o.system.hostname {
             validate_hostname(h).map_err(|m| located(None, &format!("[system] hostname: {m}")))?;
         }
@@ -111,6 +130,7 @@ impl Override {
                 return Err(located(None, &format!("[system] sysctl: `{key}` is not a sysctl name")));
             }
         }
+        o.origin = origin;
         Ok(o)
     }
 
@@ -123,8 +143,18 @@ impl Override {
         })
     }
 
-    /// Merges the fragment over `plan`; returns the keys it changed (for the event).
-    pub fn apply(&self, plan: &mut Plan) -> Vec<&'static str> {
+    /// Merges the fragment over `plan`; returns the keys it changed (for the event). An error
+    /// (its containers do not fit the image) leaves `plan` unchanged.
+    pub fn apply(&self, plan: &mut Plan) -> Result<Vec<String>, String> {
+        let containers = extra_containers::merge(&self.onboot, &self.service, plan)
+            .map_err(|(at, m)| self.origin.locate(at, &m))?;
+        let mut changed: Vec<String> = self.apply_settings(plan).into_iter().map(str::to_string).collect();
+        changed.extend(containers);
+        Ok(changed)
+    }
+
+    /// Merges `[system]`, `[network]` and `[log]`; returns the keys changed.
+    fn apply_settings(&self, plan: &mut Plan) -> Vec<&'static str> {
         let mut changed = Vec::new();
         let s = &self.system;
         if let Some(h) = &s.hostname {
@@ -247,6 +277,7 @@ mod tests {
             service: vec![],
             onshutdown: vec![],
             console: None,
+            catalog: Default::default(),
         }
     }
 
@@ -260,14 +291,14 @@ mod tests {
             "fw_cfg",
         )
         .unwrap();
-        let changed = o.apply(&mut p);
+        let changed = o.apply(&mut p).unwrap();
         assert_eq!(p.system.hostname, "edge-7");
         assert_eq!(p.system.sysctl.len(), 2, "sysctl merges by key");
         assert_eq!(p.system.stop_timeout, Duration::from_secs(3));
         assert_eq!(p.network.hosts.len(), 2, "hosts merge by key");
         assert_eq!(p.network.dns.len(), 1);
         assert!(p.log.syslog.is_some());
-        assert!(changed.contains(&"system.hostname") && changed.contains(&"log.syslog"));
+        assert!(changed.iter().any(|c| c == "system.hostname") && changed.iter().any(|c| c == "log.syslog"));
     }
 
     #[test]
@@ -276,8 +307,11 @@ mod tests {
         assert!(e.starts_with("fw_cfg opt/berth/config:2:"), "{e}");
         let e = Override::parse("[system]\nhostname = \"-bad\"\n", "x").unwrap_err();
         assert!(e.contains("hostname"), "{e}");
-        let e = Override::parse("[[service]]\nname = \"a\"\nimage = \"oci:x\"\n", "x").unwrap_err();
-        assert!(e.contains("cannot be added at boot yet"), "{e}");
+        let e =
+            Override::parse("[[service]]\nname = \"a\"\nimage = \"oci:x\"\nmemroy = 1\n", "x").unwrap_err();
+        assert!(e.starts_with("x:4:1: unknown field `memroy`"), "{e}");
+        let e = Override::parse("[[onshutdown]]\nname = \"a\"\nimage = \"oci:x\"\n", "x").unwrap_err();
+        assert!(e.contains("onshutdown"), "{e}");
         let e = Override::parse("[kernel]\ncmdline = \"x\"\n", "x").unwrap_err();
         assert!(e.contains("kernel"), "{e}");
     }
@@ -291,7 +325,7 @@ mod tests {
         assert_eq!(found.len(), 2);
         let mut p = plan();
         for o in &found {
-            o.as_ref().unwrap().apply(&mut p);
+            o.as_ref().unwrap().apply(&mut p).unwrap();
         }
         assert_eq!(p.system.hostname, "later", "berth.hostname applies after berth.config");
         assert!(from_cmdline("berth.config=%%%")[0].as_ref().unwrap_err().contains("not base64"));

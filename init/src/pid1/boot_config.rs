@@ -1,6 +1,7 @@
 //! Reads the boot-time configuration (a NoCloud config drive, QEMU's fw_cfg, the kernel command
 //! line) and merges it over the plan; see `berth_init::config::overrides` for the rules. A bad
-//! fragment is reported on the console and skipped: it never stops the boot.
+//! fragment (one that does not parse, or whose containers do not fit the image) is reported on
+//! the console and skipped: it never stops the boot.
 
 use std::io::Read;
 use std::path::Path;
@@ -117,9 +118,8 @@ pub fn apply(plan: &mut Plan, cmdline: &str) {
     }
     found.extend(overrides::from_cmdline(cmdline).into_iter().map(|r| ("cmdline", r)));
     for (source, result) in found {
-        match result {
-            Ok(o) => {
-                let changed = o.apply(plan);
+        match result.and_then(|o| o.apply(plan)) {
+            Ok(changed) => {
                 log::emit(
                     log::event("config.applied").with("source", source).with("changed", changed.join(",")),
                 );

@@ -103,6 +103,7 @@ fn empty_plan() -> Plan {
         service: Vec::new(),
         onshutdown: Vec::new(),
         console: None,
+        catalog: Default::default(),
     }
 }
 

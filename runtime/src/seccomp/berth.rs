@@ -7,7 +7,7 @@
 
 use oci_spec::runtime::LinuxSeccomp;
 
-use super::docker::{docker_profile, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON};
+use super::docker::{docker_profile, profile_capabilities, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON};
 use super::SeccompError;
 
 /// System calls berth's default profile refuses on top of Docker's.
@@ -36,4 +36,10 @@ pub fn berth_default_profile(caps: &[&str], kernel: KernelVersion) -> Result<Lin
     });
     profile.set_syscalls(rules);
     Ok(profile)
+}
+
+/// The capabilities berth's default profile tests (see [`profile_capabilities`]): a filter
+/// compiled for a capability set serves every set with the same intersection with these.
+pub fn berth_profile_capabilities() -> Result<Vec<String>, SeccompError> {
+    profile_capabilities(DOCKER_DEFAULT_PROFILE_JSON)
 }

@@ -226,6 +226,25 @@ pub fn docker_profile(
     Ok(out)
 }
 
+/// The capabilities a Docker-format profile's rules test (`includes.caps` and `excludes.caps`),
+/// normalised to `CAP_…`, sorted, once each. [`docker_profile`] depends on a capability set only
+/// through its intersection with these: two sets with the same intersection give the same
+/// profile, which lets `berth build` compile one filter per intersection.
+pub fn profile_capabilities(json: &str) -> Result<Vec<String>, SeccompError> {
+    let profile: Profile = serde_json::from_str(json)?;
+    let mut caps: Vec<String> = profile
+        .syscalls
+        .iter()
+        .flatten()
+        .flat_map(|c| [&c.includes, &c.excludes])
+        .flat_map(|f| f.iter().flat_map(|f| f.caps.iter().flatten()))
+        .map(|c| normalize_cap(c))
+        .collect();
+    caps.sort();
+    caps.dedup();
+    Ok(caps)
+}
+
 /// Docker's default profile ([`DOCKER_DEFAULT_PROFILE_JSON`]) evaluated for x86_64, the running
 /// kernel and `effective_caps` (e.g. `["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]`); see
 /// [`docker_profile`] for the rules. Without `CAP_SYS_ADMIN`, for instance, `mount`, `unshare`,
@@ -297,6 +316,29 @@ mod tests {
         assert!(n.iter().any(|x| x == "ptrace"));
         assert!(n.iter().any(|x| x == "mount"));
         assert!(!admin.syscalls().iter().flatten().any(|s| s.names() == &["clone3"]));
+    }
+
+    #[test]
+    fn only_the_named_capabilities_matter() {
+        let named = profile_capabilities(DOCKER_DEFAULT_PROFILE_JSON).unwrap();
+        for c in ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT", "CAP_BPF"] {
+            assert!(named.iter().any(|n| n == c), "{c} in {named:?}");
+        }
+        assert!(!named.iter().any(|n| n == "CAP_NET_ADMIN" || n == "CAP_CHOWN"), "{named:?}");
+        let k = KernelVersion { major: 6, minor: 1 };
+        for full in [
+            &["CAP_CHOWN", "CAP_NET_ADMIN", "CAP_SYS_CHROOT", "CAP_KILL"][..],
+            &["CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTRACE", "CAP_SETUID"][..],
+        ] {
+            let subset: Vec<&str> = full.iter().copied().filter(|c| named.iter().any(|n| n == c)).collect();
+            assert_eq!(
+                docker_profile(DOCKER_DEFAULT_PROFILE_JSON, full, k).unwrap(),
+                docker_profile(DOCKER_DEFAULT_PROFILE_JSON, &subset, k).unwrap(),
+                "{full:?}"
+            );
+        }
+        let one = r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["a"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["sys_time"]},"excludes":{"caps":["CAP_BPF","CAP_SYS_TIME"]}}]}"#;
+        assert_eq!(profile_capabilities(one).unwrap(), ["CAP_BPF", "CAP_SYS_TIME"]);
     }
 
     #[test]
