@@ -301,6 +301,30 @@ pub fn layer_dir_name(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
+impl Default for Plan {
+    /// A plan with nothing in it: default settings, no modules, no containers (what PID 1 runs
+    /// when the real plan cannot be read).
+    fn default() -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            system: SystemConfig::default(),
+            log: LogConfig::default(),
+            network: NetworkConfig::default(),
+            modules: Vec::new(),
+            late_modules: Vec::new(),
+            qemu_modules: Vec::new(),
+            config_drive_modules: Vec::new(),
+            storage: None,
+            tool_loader: None,
+            onboot: Vec::new(),
+            service: Vec::new(),
+            onshutdown: Vec::new(),
+            console: None,
+            catalog: Catalog::default(),
+        }
+    }
+}
+
 impl Plan {
     /// Serializes the plan as JSON (pretty, for people reading an image).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {

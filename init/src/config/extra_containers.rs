@@ -167,8 +167,8 @@ mod tests {
     use crate::accounts::Accounts;
     use crate::config::overrides::Override;
     use crate::plan::{
-        Catalog, PlannedImage, PlannedLayer, SeccompFilter, SeccompFilters, SeccompVariant, PLAN_VERSION,
-        USERNS_FIRST_ID, USERNS_RANGE,
+        Catalog, PlannedImage, PlannedLayer, SeccompFilter, SeccompFilters, SeccompVariant, USERNS_FIRST_ID,
+        USERNS_RANGE,
     };
     use crate::process::ImageConfig;
 
@@ -216,23 +216,7 @@ userns = "auto"
     }
 
     fn plan_with(bridge: bool) -> Plan {
-        let mut plan = Plan {
-            version: PLAN_VERSION,
-            system: Default::default(),
-            log: Default::default(),
-            network: Default::default(),
-            modules: vec![],
-            late_modules: vec![],
-            qemu_modules: vec![],
-            config_drive_modules: vec![],
-            storage: None,
-            tool_loader: None,
-            onboot: vec![],
-            service: vec![],
-            onshutdown: vec![],
-            console: None,
-            catalog: catalog(bridge),
-        };
+        let mut plan = Plan { catalog: catalog(bridge), ..Plan::default() };
         // An image without bridge containers has no bridge modules.
         let text = if bridge {
             IMAGE.to_string()

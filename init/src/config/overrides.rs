@@ -259,26 +259,9 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::PLAN_VERSION;
 
     fn plan() -> Plan {
-        Plan {
-            version: PLAN_VERSION,
-            system: Default::default(),
-            log: Default::default(),
-            network: Default::default(),
-            modules: vec![],
-            late_modules: vec![],
-            qemu_modules: vec![],
-            config_drive_modules: vec![],
-            storage: None,
-            tool_loader: None,
-            onboot: vec![],
-            service: vec![],
-            onshutdown: vec![],
-            console: None,
-            catalog: Default::default(),
-        }
+        Plan::default()
     }
 
     #[test]

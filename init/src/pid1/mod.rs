@@ -31,8 +31,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use berth_init::config::SystemConfig;
-use berth_init::plan::{Plan, PLAN_PATH, PLAN_VERSION};
+use berth_init::plan::{Plan, PLAN_PATH};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -86,27 +85,6 @@ pub fn run() -> ! {
     emergency_loop()
 }
 
-/// The plan PID 1 runs when the real one cannot be read: no containers, wait for shutdown.
-fn empty_plan() -> Plan {
-    Plan {
-        version: PLAN_VERSION,
-        system: SystemConfig::default(),
-        log: Default::default(),
-        network: Default::default(),
-        modules: Vec::new(),
-        late_modules: Vec::new(),
-        qemu_modules: Vec::new(),
-        config_drive_modules: Vec::new(),
-        storage: None,
-        tool_loader: None,
-        onboot: Vec::new(),
-        service: Vec::new(),
-        onshutdown: Vec::new(),
-        console: None,
-        catalog: Default::default(),
-    }
-}
-
 fn stage(name: &str) {
     log::emit(log::event("boot.stage").with("stage", name));
 }
@@ -138,7 +116,7 @@ fn boot(signals: Option<&SignalFd>) {
                 "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
             ));
             log::emit(log::event("boot.failed").with("error", &e));
-            empty_plan()
+            Plan::default()
         }
     };
 
