@@ -148,6 +148,12 @@ fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // This time the disk is found by its filesystem's label.
+    let out = common::build(
+        dir.path(),
+        "disk-by-label",
+        &DISK_CONFIG.replace("serial:berth-data", "label:berth-data"),
+    );
     let mut vm = boot_disk(&out, &qcow2, "qcow2");
     vm.wait_for_line(|l| l.contains("writer | boots="), default_timeout()).unwrap();
     powerdown(&mut vm);
@@ -157,6 +163,7 @@ fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
     assert!(event(&events, "storage.formatted").is_none(), "formatted twice: {c}");
     let mounted = event(&events, "storage.mounted").expect("storage.mounted");
     assert_eq!((mounted.get("formatted"), mounted.get("was_clean")), (Some("false"), Some("true")), "{c}");
+    assert_eq!(mounted.get("device"), Some("/dev/vda"), "found by label: {c}");
     assert_eq!(event(&events, "storage.checked").and_then(|e| e.get("exit")), Some("0"), "{c}");
     let grown = event(&events, "storage.grown").expect("storage.grown");
     assert_eq!(grown.get("to"), Some((384u64 << 20).to_string().as_str()), "{c}");
@@ -165,7 +172,8 @@ fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
 
 #[test]
 fn a_disk_holding_data_is_refused_untouched() {
-    let (dir, out) = common::build_fresh("disk-data", DISK_CONFIG);
+    // Named by its path this time.
+    let (dir, out) = common::build_fresh("disk-data", &DISK_CONFIG.replace("serial:berth-data", "/dev/vda"));
     let raw = dir.path().join("data.raw");
     let mut bytes = vec![0u8; 32 << 20];
     for (i, b) in bytes[8192..16384].iter_mut().enumerate() {
