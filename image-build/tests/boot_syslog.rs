@@ -24,9 +24,12 @@ when_done = "poweroff"
 [log]
 syslog = "{target}"
 
+# Started once the machine has its address, so its lines go out live however slow the boot
+# (what PID 1 said before that waits in the backlog).
 [[service]]
 name = "talker"
 image = "oci:images/busybox:latest"
+depends_on = ["network"]
 command = ["sh", "-c", "for i in 1 2 3; do echo hello syslog $i; done; sleep 1"]
 "#
     )
@@ -60,6 +63,9 @@ fn check(messages: &[String]) {
         f[3] == "berth" && f[4] == "1" && f[5] == "event" && m.contains("event=container.started name=talker")
     });
     assert!(started.is_some(), "PID 1's event missing: {messages:#?}");
+    // Sent from the backlog: PID 1's events from before the network was up.
+    let first = parsed.iter().find(|(_, f, m)| f[5] == "event" && m.contains("event=boot.stage stage=system"));
+    assert!(first.is_some(), "the backlog was not sent: {messages:#?}");
 }
 
 #[test]
