@@ -574,17 +574,14 @@ fn check_kernel(
     if report.ok {
         return Ok(());
     }
-    let from = if kernel.config == kernel.vmlinuz {
-        String::new()
-    } else {
-        format!(", configuration {}", kernel.config.display())
-    };
     let format_args: String = formats.iter().map(|f| format!(" --format {}", f.name())).collect();
     bail!(
-        "{}: the kernel {}{from} cannot boot this config; it lacks (option (need): status: what breaks):{}\n\
+        "{}: {} (release {}, configuration {}) lacks what this config needs:{}\n\
          Use a kernel with these options{}; `berth kernel check {} --for {}{format_args}` shows the whole report.",
         src.file,
         kernel.description,
+        kernel.release,
+        if kernel.config == kernel.vmlinuz { "embedded".to_string() } else { kernel.config.display().to_string() },
         report.refusal(),
         if kernel.modules_dir.is_some() { "" } else { " built in (kernel-config/build makes one)" },
         kernel.config.display(),

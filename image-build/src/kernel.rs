@@ -48,7 +48,7 @@ impl Kernel {
             vmlinuz: self.vmlinuz.clone(),
             modules_dir: Some(self.modules_dir.clone()),
             config: self.config_file(),
-            description: format!("the Debian cloud kernel {} ({})", self.version, kernel_cache_root(self)),
+            description: format!("the Debian cloud kernel in {}", kernel_cache_root(self)),
         }
     }
 }
@@ -65,7 +65,7 @@ pub struct BootKernel {
     /// Where its configuration is read from: a `.config` (plain or gzip'd), or the bzImage
     /// itself (an embedded configuration, `CONFIG_IKCONFIG`).
     pub config: PathBuf,
-    /// The kernel for people, in messages.
+    /// The kernel for people, in messages: "the Debian cloud kernel in DIR", "the kernel PATH".
     pub description: String,
 }
 
@@ -87,7 +87,7 @@ pub fn path_kernel(vmlinuz: &Path, config: Option<&Path>) -> Result<BootKernel> 
     let release = crate::bzimage::release(&head)
         .ok_or_else(|| anyhow!("{}: the bzImage header has no kernel version string", vmlinuz.display()))?;
     Ok(BootKernel {
-        description: format!("{} (release {release})", vmlinuz.display()),
+        description: format!("the kernel {}", vmlinuz.display()),
         release,
         vmlinuz: vmlinuz.to_path_buf(),
         modules_dir: None,

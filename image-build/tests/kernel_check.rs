@@ -207,11 +207,14 @@ fn build_refuses_a_kernel_that_lacks_what_the_config_needs() {
     }
     assert_eq!(stderr.matches("\n  CONFIG_").count(), 3, "exactly the three options: {stderr}");
     let vmlinuz = dir.path().join("bzImage");
-    assert!(
-        stderr.contains(&format!("the kernel {} (release {})", vmlinuz.display(), kernel.version)),
-        "{stderr}"
+    let config = dir.path().join("kernel.config");
+    let kernel_line = format!(
+        "the kernel {} (release {}, configuration {}) lacks what this config needs:",
+        vmlinuz.display(),
+        kernel.version,
+        config.display()
     );
-    assert!(stderr.contains("kernel.config"), "names the configuration it read: {stderr}");
+    assert!(stderr.contains(&kernel_line), "{stderr}");
 
     // The same configuration with the Debian kernel's modules (source = "debian") would pack
     // overlay and virtio_net, but =m is no use to a path kernel.
