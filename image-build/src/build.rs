@@ -155,23 +155,30 @@ struct ModuleFiles {
 }
 
 fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleFiles> {
+    // (resolving reads the whole modules tree: not for an empty list)
+    let resolve = |names: &[String]| -> Result<Vec<modules::ModuleFile>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(modules::resolve_modules(modules_dir, names)?)
+    };
     let mut wanted = plan.early.clone();
-    let mut early = modules::resolve_modules(modules_dir, &wanted)?;
+    let mut early = resolve(&wanted)?;
     // A virtio driver asked for at boot (virtio_blk, virtio_scsi …) sees no device without the
     // PCI transport, which otherwise loads late with the NIC drivers.
     if early.iter().any(|m| m.name == "virtio") && !early.iter().any(|m| m.name == "virtio_pci") {
         wanted.push("virtio_pci".to_string());
-        early = modules::resolve_modules(modules_dir, &wanted)?;
+        early = resolve(&wanted)?;
     }
-    let late: Vec<_> = modules::resolve_modules(modules_dir, &plan.late)?
+    let late: Vec<_> = resolve(&plan.late)?
         .into_iter()
         .filter(|m| !early.iter().any(|b| b.rel_path == m.rel_path))
         .collect();
-    let qemu: Vec<_> = modules::resolve_modules(modules_dir, &plan.qemu)?
+    let qemu: Vec<_> = resolve(&plan.qemu)?
         .into_iter()
         .filter(|m| !early.iter().chain(&late).any(|b| b.rel_path == m.rel_path))
         .collect();
-    let config_drive: Vec<_> = modules::resolve_modules(modules_dir, &plan.config_drive)?
+    let config_drive: Vec<_> = resolve(&plan.config_drive)?
         .into_iter()
         .filter(|m| !early.iter().chain(&qemu).any(|b| b.rel_path == m.rel_path))
         .collect();

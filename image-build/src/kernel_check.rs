@@ -678,7 +678,8 @@ impl Report {
             if self.modules {
                 "packed by berth build from the kernel's package"
             } else {
-                "none ([kernel] path kernel): every option must be built in (=y)"
+                "none, as for a [kernel] path kernel: every option must be built in (=y) \
+                 (--modules: the kernel's modules are packed, as the Debian kernel's are)"
             }
         );
         let _ = writeln!(
