@@ -12,7 +12,7 @@
 //! outputs: entries are written in a fixed order, every mtime is `SOURCE_DATE_EPOCH` (or 0), the
 //! compressor carries no time or name (zstd by default; `[kernel] compression = "gzip"` for old kernels).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ use crate::formats::{self, Format};
 use crate::fs_tools;
 use crate::init_binary;
 use crate::kernel;
+use crate::kernel_check;
 use crate::layer::{self, EntryKind, LayerSummary};
 use crate::lockfile::LockFile;
 use crate::modules;
@@ -62,9 +63,127 @@ pub const CONFIG_DRIVE_MODULES: &[&str] =
 /// Disk drivers packed and loaded at boot for the data disk (`[storage]`): virtio block and
 /// SCSI (NVMe, ext4 and its checksums are built into Debian's kernel).
 pub const STORAGE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"];
+/// Hyper-V's disk drivers, packed with [`STORAGE_MODULES`] for `vhdx` images: the data disk on
+/// Hyper-V is a SCSI disk behind VMBus.
+pub const HYPERV_STORAGE_MODULES: &[&str] = &["hv_vmbus", "hv_storvsc"];
 /// Modules loaded after the first containers start: the ACPI power button as an input device
 /// (and the NIC drivers, see [`NIC_MODULES`]).
 pub const LATE_MODULES: &[&str] = &["evdev", "button"];
+/// The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
+pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
+
+/// The modules `berth build` packs for a config, by name (dependencies are added when they
+/// are resolved against the kernel's modules tree). A kernel without modules gets none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModulePlan {
+    /// Loaded at boot before the containers: overlay, the bridge and NAT, the data disk's
+    /// drivers, `[kernel] modules`.
+    pub early: Vec<String>,
+    /// Loaded after the first containers start: the power button, the NIC, Hyper-V's drivers.
+    pub late: Vec<String>,
+    /// Loaded on QEMU only.
+    pub qemu: Vec<String>,
+    /// Loaded to look for a NoCloud config drive.
+    pub config_drive: Vec<String>,
+}
+
+impl ModulePlan {
+    /// Every module of the plan, names normalized (`_`).
+    pub fn names(&self) -> BTreeSet<String> {
+        self.early
+            .iter()
+            .chain(&self.late)
+            .chain(&self.qemu)
+            .chain(&self.config_drive)
+            .map(|m| modules::module_name(m))
+            .collect()
+    }
+}
+
+/// The modules `berth build` packs for `config` built into `formats`.
+pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
+    let names = |list: &[&str]| list.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    let mut early = names(BASE_MODULES);
+    if config.containers().any(|c| c.net == NetMode::Bridge) {
+        early.extend(names(BRIDGE_MODULES));
+    }
+    if config.storage.is_some() {
+        early.extend(names(STORAGE_MODULES));
+        if formats.contains(&Format::Vhdx) {
+            early.extend(names(HYPERV_STORAGE_MODULES));
+        }
+    }
+    early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
+    let mut late = names(LATE_MODULES);
+    if formats.contains(&Format::Vhdx) {
+        late.extend(names(HYPERV_MODULES));
+    }
+    if !config.network.effective_interfaces().is_empty() {
+        late.extend(names(NIC_MODULES));
+    }
+    let config_drive = if config.system.config_drive { names(CONFIG_DRIVE_MODULES) } else { Vec::new() };
+    ModulePlan { early, late, qemu: names(QEMU_MODULES), config_drive }
+}
+
+/// Every module `berth build` packs for some config (besides those `[kernel] modules` names).
+pub fn packable_modules() -> BTreeSet<String> {
+    [
+        BASE_MODULES,
+        BRIDGE_MODULES,
+        STORAGE_MODULES,
+        HYPERV_STORAGE_MODULES,
+        LATE_MODULES,
+        HYPERV_MODULES,
+        NIC_MODULES,
+        CONFIG_DRIVE_MODULES,
+        QEMU_MODULES,
+    ]
+    .concat()
+    .into_iter()
+    .map(modules::module_name)
+    .collect()
+}
+
+/// The module files of a [`ModulePlan`], resolved against a kernel's modules tree with their
+/// dependencies; each file in one list only.
+#[derive(Debug, Default)]
+struct ModuleFiles {
+    early: Vec<modules::ModuleFile>,
+    late: Vec<modules::ModuleFile>,
+    qemu: Vec<modules::ModuleFile>,
+    config_drive: Vec<modules::ModuleFile>,
+}
+
+fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleFiles> {
+    // (resolving reads the whole modules tree: not for an empty list)
+    let resolve = |names: &[String]| -> Result<Vec<modules::ModuleFile>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(modules::resolve_modules(modules_dir, names)?)
+    };
+    let mut wanted = plan.early.clone();
+    let mut early = resolve(&wanted)?;
+    // A virtio driver asked for at boot (virtio_blk, virtio_scsi …) sees no device without the
+    // PCI transport, which otherwise loads late with the NIC drivers.
+    if early.iter().any(|m| m.name == "virtio") && !early.iter().any(|m| m.name == "virtio_pci") {
+        wanted.push("virtio_pci".to_string());
+        early = resolve(&wanted)?;
+    }
+    let late: Vec<_> = resolve(&plan.late)?
+        .into_iter()
+        .filter(|m| !early.iter().any(|b| b.rel_path == m.rel_path))
+        .collect();
+    let qemu: Vec<_> = resolve(&plan.qemu)?
+        .into_iter()
+        .filter(|m| !early.iter().chain(&late).any(|b| b.rel_path == m.rel_path))
+        .collect();
+    let config_drive: Vec<_> = resolve(&plan.config_drive)?
+        .into_iter()
+        .filter(|m| !early.iter().chain(&qemu).any(|b| b.rel_path == m.rel_path))
+        .collect();
+    Ok(ModuleFiles { early, late, qemu, config_drive })
+}
 
 /// Names of the files `berth build` writes.
 pub const VMLINUZ: &str = "vmlinuz";
@@ -228,60 +347,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let init = init_binary::find(opts.init.as_deref())?;
 
     progress.step("kernel");
-    let kernel = kernel::debian_cloud_kernel(&opts.cache_dir, &|m| progress.step(m.to_string()))?;
-    let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| m.to_string()).collect();
-    let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
-    if bridge {
-        wanted.extend(BRIDGE_MODULES.iter().map(|m| m.to_string()));
-    }
-    if config.storage.is_some() {
-        wanted.extend(STORAGE_MODULES.iter().map(|m| m.to_string()));
-        if opts.formats.contains(&Format::Vhdx) {
-            // The data disk on Hyper-V is a SCSI disk behind VMBus.
-            wanted.extend(["hv_vmbus", "hv_storvsc"].iter().map(|m| m.to_string()));
-        }
-    }
-    wanted.extend(config.kernel.modules.iter().cloned());
-    let mut module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
-    // A virtio driver asked for at boot (virtio_blk, virtio_scsi …) sees no device without the
-    // PCI transport, which otherwise loads late with the NIC drivers.
-    if module_files.iter().any(|m| m.name == "virtio") && !module_files.iter().any(|m| m.name == "virtio_pci")
-    {
-        wanted.push("virtio_pci".to_string());
-        module_files = modules::resolve_modules(&kernel.modules_dir, &wanted)?;
-    }
-    let mut late: Vec<String> = LATE_MODULES.iter().map(|m| m.to_string()).collect();
-    if opts.formats.contains(&Format::Vhdx) {
-        late.extend(HYPERV_MODULES.iter().map(|m| m.to_string()));
-    }
-    if !config.network.effective_interfaces().is_empty() {
-        late.extend(NIC_MODULES.iter().map(|m| m.to_string()));
-    }
-    let late_files: Vec<_> = modules::resolve_modules(&kernel.modules_dir, &late)?
-        .into_iter()
-        .filter(|m| !module_files.iter().any(|b| b.rel_path == m.rel_path))
-        .collect();
-    // The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
-    let qemu_files: Vec<_> = modules::resolve_modules(&kernel.modules_dir, &["qemu_fw_cfg".to_string()])?
-        .into_iter()
-        .filter(|m| !module_files.iter().chain(&late_files).any(|b| b.rel_path == m.rel_path))
-        .collect();
-    // A NoCloud config drive: IDE CD-ROM, virtio disk, ISO 9660 and FAT.
-    let drive_files: Vec<_> = if config.system.config_drive {
-        let wanted: Vec<String> = CONFIG_DRIVE_MODULES.iter().map(|m| m.to_string()).collect();
-        modules::resolve_modules(&kernel.modules_dir, &wanted)?
-            .into_iter()
-            .filter(|m| !module_files.iter().chain(&qemu_files).any(|b| b.rel_path == m.rel_path))
-            .collect()
-    } else {
-        Vec::new()
+    let kernel = boot_kernel(&config, &src, &base_dir, &opts.cache_dir, &progress)?;
+    let module_plan = module_plan(&config, &opts.formats);
+    check_kernel(&kernel, &config, &src, &opts.formats, &module_plan)?;
+    let module_files = match &kernel.modules_dir {
+        Some(dir) => resolve_module_files(dir, &module_plan)?,
+        None => ModuleFiles::default(),
     };
-    let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.version, rel);
+    let ModuleFiles { early: module_files, late: late_files, qemu: qemu_files, config_drive: drive_files } =
+        module_files;
+    let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
+    let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.release, rel);
 
     // Seccomp filters are compiled here, for the kernel that will boot (Docker's profile has
     // rules that depend on the kernel version), so PID 1 only installs them.
-    let target_kernel = KernelVersion::parse(&kernel.version)
-        .ok_or_else(|| anyhow!("cannot read a version from kernel release {}", kernel.version))?;
+    let target_kernel = KernelVersion::parse(&kernel.release)
+        .ok_or_else(|| anyhow!("cannot read a version from kernel release {}", kernel.release))?;
     let mut onboot = onboot;
     let mut service = service;
     let mut onshutdown = onshutdown;
@@ -434,7 +515,85 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         new_lock.write(&lock_path)?;
     }
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
-    Ok(BuildReport { kernel_version: kernel.version, initrd_bytes, plan })
+    Ok(BuildReport { kernel_version: kernel.release, initrd_bytes, plan })
+}
+
+/// The kernel `config` boots: `[kernel] path` (relative to the config file's directory), else
+/// the Debian cloud kernel from the cache (fetched on first use).
+fn boot_kernel(
+    config: &Config,
+    src: &Source<'_>,
+    base_dir: &Path,
+    cache_dir: &Path,
+    progress: &Progress,
+) -> Result<kernel::BootKernel> {
+    let Some(path) = &config.kernel.path else {
+        let debian = kernel::debian_cloud_kernel(cache_dir, &|m| progress.step(m.to_string()))?;
+        return Ok(debian.boot_kernel());
+    };
+    let kernel_config = match &config.kernel.config {
+        Some(c) => {
+            let file = base_dir.join(c.get_ref());
+            if !file.is_file() {
+                return Err(src.error_at(
+                    c.span().start,
+                    format!("[kernel] config: {} is not a file (the kernel's .config)", file.display()),
+                ));
+            }
+            Some(file)
+        }
+        None => None,
+    };
+    kernel::path_kernel(&base_dir.join(path.get_ref()), kernel_config.as_deref())
+        .map_err(|e| src.error_at(path.span().start, format!("[kernel] path: {e:#}")))
+}
+
+/// Checks the kernel against what `config` needs (`berth kernel check --for`): an error lists
+/// every option it lacks, with its need and what breaks.
+fn check_kernel(
+    kernel: &kernel::BootKernel,
+    config: &Config,
+    src: &Source<'_>,
+    formats: &[Format],
+    plan: &ModulePlan,
+) -> Result<()> {
+    let loaded = kernel_check::load(&kernel.config).map_err(|e| {
+        let fix =
+            "give [kernel] config = \"PATH\" (the kernel's .config) or build the kernel with CONFIG_IKCONFIG";
+        match (&config.kernel.config, &config.kernel.path) {
+            (Some(c), _) => src.error_at(
+                c.span().start,
+                format!("[kernel] config: cannot check the kernel: {}: {e}", kernel.config.display()),
+            ),
+            (None, Some(p)) => src.error_at(
+                p.span().start,
+                format!("[kernel] path: cannot check {}: {e}; {fix}", kernel.vmlinuz.display()),
+            ),
+            (None, None) => anyhow!("cannot check {}: {}: {e}", kernel.description, kernel.config.display()),
+        }
+    })?;
+    let needs = kernel_check::needs_for(config, formats);
+    let modules = match &kernel.modules_dir {
+        Some(_) => kernel_check::Modules::Packed(plan.names()),
+        None => kernel_check::Modules::None,
+    };
+    let report = kernel_check::check(&loaded, &kernel_check::Scope::Needs(needs), &modules)?;
+    if report.ok {
+        return Ok(());
+    }
+    let format_args: String = formats.iter().map(|f| format!(" --format {}", f.name())).collect();
+    bail!(
+        "{}: {} (release {}, configuration {}) lacks what this config needs:{}\n\
+         Use a kernel with these options{}; `berth kernel check {} --for {}{format_args}` shows the whole report.",
+        src.file,
+        kernel.description,
+        kernel.release,
+        if kernel.config == kernel.vmlinuz { "embedded".to_string() } else { kernel.config.display().to_string() },
+        report.refusal(),
+        if kernel.modules_dir.is_some() { "" } else { " built in (kernel-config/build makes one)" },
+        kernel.config.display(),
+        src.file,
+    )
 }
 
 /// The initramfs compressor: the cpio stream goes through it into the file.
@@ -605,4 +764,37 @@ fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
             .with_context(|| format!("writing {}", output.join(&name).display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str, formats: &[Format]) -> ModulePlan {
+        module_plan(&Config::parse(text, "t.toml").unwrap(), formats)
+    }
+
+    #[test]
+    fn the_module_plan_follows_the_config() {
+        let minimal = plan("[network]\nauto = false\n", &[]);
+        assert_eq!(
+            minimal.names(),
+            BTreeSet::from(["overlay", "evdev", "button", "qemu_fw_cfg"].map(String::from))
+        );
+        let everything = plan(
+            "[kernel]\nmodules = [\"nls-utf8\"]\n[system]\nconfig_drive = true\n[storage]\ndisk = \"/dev/vdb\"\n\
+             [[service]]\nname = \"web\"\nimage = \"oci:x\"\nnet = \"bridge\"\n",
+            &Format::ALL,
+        );
+        assert!(everything.early.contains(&"nls-utf8".to_string()));
+        assert!(everything.names().contains("nls_utf8"), "names are normalized");
+        for m in
+            ["bridge", "nft_masq", "virtio_blk", "hv_storvsc", "virtio_net", "hv_utils", "sr_mod", "isofs"]
+        {
+            assert!(everything.names().contains(m), "{m} missing from {everything:?}");
+        }
+        let mut without_extra = everything.names();
+        without_extra.remove("nls_utf8");
+        assert_eq!(without_extra, packable_modules(), "packable_modules() is every module some config packs");
+    }
 }

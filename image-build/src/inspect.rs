@@ -71,18 +71,6 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The kernel release from a bzImage's setup header (`kernel_version` pointer at 0x20e).
-pub fn kernel_release(bzimage: &[u8]) -> Option<String> {
-    if bzimage.get(0x202..0x206) != Some(b"HdrS") {
-        return None;
-    }
-    let ptr = u16::from_le_bytes([*bzimage.get(0x20e)?, *bzimage.get(0x20f)?]) as usize + 0x200;
-    let text = bzimage.get(ptr..ptr + 256)?;
-    let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
-    let full = String::from_utf8_lossy(&text[..end]).to_string();
-    full.split_whitespace().next().map(str::to_string)
-}
-
 /// A UKI's sections: (kernel, initramfs, command line).
 fn uki_parts(pe: &[u8]) -> Result<(Vec<u8>, Vec<u8>, String)> {
     use object::{Object, ObjectSection};
@@ -260,7 +248,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         image: path.display().to_string(),
         format: format.to_string(),
         image_bytes,
-        kernel_version: kernel_release(&kernel).unwrap_or_else(|| "unknown".into()),
+        kernel_version: crate::bzimage::release(&kernel).unwrap_or_else(|| "unknown".into()),
         kernel_bytes: kernel.len() as u64,
         cmdline,
         initrd_bytes: initrd.len() as u64,
@@ -303,20 +291,5 @@ impl Report {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_release_from_a_setup_header() {
-        let mut img = vec![0u8; 0x400];
-        img[0x202..0x206].copy_from_slice(b"HdrS");
-        img[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
-        img[0x300..0x320].copy_from_slice(b"6.1.0-56-cloud-amd64 (debian) #1");
-        assert_eq!(kernel_release(&img).as_deref(), Some("6.1.0-56-cloud-amd64"));
-        assert_eq!(kernel_release(&[0u8; 16]), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The kernel an image boots: the Debian cloud kernel package, fetched once with `apt-get
-//! download` and cached, or an already extracted kernel tree.
+//! download` and cached, or an already extracted kernel tree — or a kernel image given by path
+//! (`[kernel] path`), which comes without modules ([`BootKernel`]).
 //!
 //! Cache layout: `<cache_dir>/kernels/<version>/` holds the `dpkg-deb -x` of the package
 //! `linux-image-<version>` (so `boot/vmlinuz-<version>` and `lib/modules/<version>/`), plus the
@@ -31,6 +32,67 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
     /// The modules tree of this kernel, `…/lib/modules/<version>`.
     pub modules_dir: PathBuf,
+}
+
+impl Kernel {
+    /// The `.config` the kernel package ships beside the image (`boot/config-<version>`).
+    pub fn config_file(&self) -> PathBuf {
+        self.vmlinuz.with_file_name(format!("config-{}", self.version))
+    }
+
+    /// This kernel as `berth build` packs it: with its modules, its configuration from
+    /// [`Kernel::config_file`].
+    pub fn boot_kernel(&self) -> BootKernel {
+        BootKernel {
+            release: self.version.clone(),
+            vmlinuz: self.vmlinuz.clone(),
+            modules_dir: Some(self.modules_dir.clone()),
+            config: self.config_file(),
+            description: format!("the Debian cloud kernel in {}", kernel_cache_root(self)),
+        }
+    }
+}
+
+/// The kernel an image boots, whichever its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootKernel {
+    /// The kernel release (`uname -r`), for the seccomp filters and the modules' directory.
+    pub release: String,
+    /// The kernel image (a bzImage).
+    pub vmlinuz: PathBuf,
+    /// Its modules tree; `None` for a `[kernel] path` kernel, which gets no modules.
+    pub modules_dir: Option<PathBuf>,
+    /// Where its configuration is read from: a `.config` (plain or gzip'd), or the bzImage
+    /// itself (an embedded configuration, `CONFIG_IKCONFIG`).
+    pub config: PathBuf,
+    /// The kernel for people, in messages: "the Debian cloud kernel in DIR", "the kernel PATH".
+    pub description: String,
+}
+
+/// A kernel image given by path (`[kernel] path`): its release is read from the bzImage
+/// header; its configuration from `config`, else from the image (which then needs
+/// `CONFIG_IKCONFIG`). It comes without modules.
+pub fn path_kernel(vmlinuz: &Path, config: Option<&Path>) -> Result<BootKernel> {
+    let mut head = Vec::new();
+    {
+        use std::io::Read;
+        let file = fs::File::open(vmlinuz).with_context(|| format!("cannot open {}", vmlinuz.display()))?;
+        file.take(64 * 1024)
+            .read_to_end(&mut head)
+            .with_context(|| format!("reading {}", vmlinuz.display()))?;
+    }
+    if !crate::bzimage::is_bzimage(&head) {
+        bail!("{} is not an x86 kernel image (bzImage): it has no setup header", vmlinuz.display());
+    }
+    let release = crate::bzimage::release(&head)
+        .ok_or_else(|| anyhow!("{}: the bzImage header has no kernel version string", vmlinuz.display()))?;
+    Ok(BootKernel {
+        description: format!("the kernel {}", vmlinuz.display()),
+        release,
+        vmlinuz: vmlinuz.to_path_buf(),
+        modules_dir: None,
+        config: config.unwrap_or(vmlinuz).to_path_buf(),
+    })
 }
 
 /// The berth cache directory: `$BERTH_CACHE_DIR`, else `$XDG_CACHE_HOME/berth`, else

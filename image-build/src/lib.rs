@@ -1,11 +1,13 @@
 //! berth-image-build: turns a berth config into bootable images.
 //!
 //! Image sources ([`reference`], [`source`], [`registry`], [`blobs`]) → layers as entry streams ([`layer`]) →
-//! process merge ([`image_config`]) → kernel and modules ([`kernel`], [`modules`]) → initramfs
+//! process merge ([`image_config`]) → kernel and modules ([`kernel`], [`modules`]), checked against what the
+//! config needs ([`kernel_check`], [`bzimage`]) → initramfs
 //! ([`cpio`]) → outputs ([`build`]). [`import`] makes OCI images from root filesystems.
 
 pub mod blobs;
 pub mod build;
+pub mod bzimage;
 pub mod cpio;
 pub mod formats;
 pub mod fs_tools;
@@ -14,6 +16,7 @@ pub mod import;
 pub mod init_binary;
 pub mod inspect;
 pub mod kernel;
+pub mod kernel_check;
 pub mod layer;
 pub mod lockfile;
 pub mod modules;

@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Work with kernels.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
     /// Show what a built image holds: kernel, command line, modules, containers with their
     /// image digests and layer sizes — for a build directory or any image file it wrote.
     Inspect {
@@ -144,6 +149,40 @@ enum ImageCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Report, per berth need, whether a kernel has each option berth needs: built in, a
+    /// module (and whether `berth build` packs it), or missing with what breaks. The needs:
+    /// boot and containers (every image), network, bridge, storage, config-drive, hyperv, efi
+    /// (when the config or a format uses them), and optional (reported, never refused). The
+    /// options come from the `# @berth NEED: CONSEQUENCE` annotations of kernel-config/fragments.
+    /// Exit status 1 when a needed option is missing: without --for, any boot or containers one
+    /// (every need is reported); with --for, any the config needs. `berth build` runs the same
+    /// check and refuses such a kernel.
+    #[command(verbatim_doc_comment)]
+    Check {
+        /// The kernel's configuration: a .config, a gzip'd one (/proc/config.gz), or a bzImage
+        /// built with CONFIG_IKCONFIG (gzip or zstd compressed).
+        file: PathBuf,
+        /// Check only what this berth config needs; its [kernel] decides whether modules come
+        /// with the kernel (the Debian kernel: yes; a [kernel] path kernel: no).
+        #[arg(long = "for", value_name = "CONFIG.toml")]
+        for_config: Option<PathBuf>,
+        /// The formats the build writes (repeatable; with --for): efi and hyperv needs follow
+        /// from them.
+        #[arg(long = "format", value_name = "FORMAT", value_parser = Format::parse, requires = "for_config")]
+        formats: Vec<Format>,
+        /// The kernel comes with its modules, packed by `berth build` (as the Debian kernel's
+        /// are). Without it (and without --for a Debian-kernel config), an option set to `m`
+        /// counts as missing, as for a [kernel] path kernel.
+        #[arg(long)]
+        modules: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum AccelArg {
     Auto,
@@ -208,6 +247,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{digest}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Kernel { command: KernelCommand::Check { file, for_config, formats, modules, json } } => {
+            kernel_check(&file, for_config.as_deref(), &formats, modules, json)
+        }
         Command::Inspect { image, json } => {
             let report = berth_image_build::inspect::inspect(&image)?;
             if json {
@@ -251,6 +293,56 @@ fn run(cli: Cli) -> Result<ExitCode> {
             run_vm(cfg, memory, cpus, accel, timeout, &publish, no_net)
         }
     }
+}
+
+/// `berth kernel check`: prints the report; success when nothing needed is missing.
+fn kernel_check(
+    file: &std::path::Path,
+    for_config: Option<&std::path::Path>,
+    formats: &[Format],
+    modules: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    use berth_image_build::kernel_check::{self, LoadError, Modules, Scope};
+    use std::io::IsTerminal;
+    let loaded = kernel_check::load(file).map_err(|e| {
+        let hint = match &e {
+            LoadError::BzImage { release, .. } | LoadError::NoEmbeddedConfig { release } => format!(
+                "\nhint: check the kernel's .config instead ({}, or /proc/config.gz on the running machine)",
+                release
+                    .as_ref()
+                    .map(|r| format!("/boot/config-{r} on Debian"))
+                    .unwrap_or("its build tree's .config".into())
+            ),
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{}: {e}{hint}", file.display())
+    })?;
+    let (scope, packed, target) = match for_config {
+        Some(path) => {
+            let config = berth_init::config::Config::load(path)?;
+            let debian = config.kernel.path.is_none();
+            if modules && !debian {
+                anyhow::bail!(
+                    "--modules: {} boots a [kernel] path kernel, which comes without modules; drop --modules",
+                    path.display()
+                );
+            }
+            let packed = debian.then(|| build::module_plan(&config, formats).names());
+            let needs = kernel_check::needs_for(&config, formats);
+            (Scope::Needs(needs), packed, Some(path.display().to_string()))
+        }
+        None => (Scope::Everything, modules.then(build::packable_modules), None),
+    };
+    let modules = packed.map(Modules::Packed).unwrap_or(Modules::None);
+    let report = kernel_check::check(&loaded, &scope, &modules)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", report.to_text(&file.display().to_string(), target.as_deref(), colour));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The QEMU format of a data disk: qcow2 or vhdx by their magic, else raw.

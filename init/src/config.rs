@@ -62,12 +62,84 @@ pub struct KernelConfig {
     /// The kernel command line.
     #[serde(default = "default_cmdline")]
     pub cmdline: String,
-    /// Extra kernel modules to pack and load at boot (by module name, e.g. `"vfat"`).
+    /// Extra kernel modules to pack and load at boot (by module name, e.g. `"vfat"`); only
+    /// with the Debian kernel (a `path` kernel has no modules).
     #[serde(default)]
-    pub modules: Vec<String>,
+    pub modules: Vec<Spanned<String>>,
     /// How the initramfs is compressed.
     #[serde(default)]
     pub compression: InitrdCompression,
+    /// `source = "debian"`: the Debian cloud kernel with its modules (the default when
+    /// `path` is not given).
+    #[serde(default)]
+    pub source: Option<Spanned<KernelSource>>,
+    /// A kernel image (bzImage) to boot instead of Debian's, relative to the config file's
+    /// directory. It gets no modules: everything it needs must be built in.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// The `.config` of the `path` kernel (a `.config`, a gzip'd one or a bzImage), relative to
+    /// the config file's directory; needed when the kernel has no embedded config
+    /// (`CONFIG_IKCONFIG`).
+    #[serde(default)]
+    pub config: Option<Spanned<String>>,
+}
+
+/// `[kernel] source`: where the kernel comes from when no `path` is given.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelSource {
+    /// The Debian cloud kernel package (`linux-image-cloud-amd64`), with its modules.
+    #[default]
+    Debian,
+}
+
+impl KernelConfig {
+    /// Checks the keys against each other: `path` excludes `source` and `modules`; `config`
+    /// needs `path`. The error carries the offset of the offending key's value.
+    fn validate(&self) -> Result<(), (Option<usize>, String)> {
+        let Some(path) = &self.path else {
+            if let Some(config) = &self.config {
+                return Err((
+                    Some(config.span().start),
+                    "[kernel] config describes a [kernel] path kernel; the Debian kernel's own \
+                     config is used without it (remove `config`, or add `path`)"
+                        .to_string(),
+                ));
+            }
+            return Ok(());
+        };
+        if path.get_ref().trim().is_empty() {
+            return Err((Some(path.span().start), "[kernel] path is empty: name a bzImage file".to_string()));
+        }
+        if let Some(source) = &self.source {
+            return Err((
+                Some(source.span().start),
+                "[kernel] path and source exclude each other: `path` boots that kernel image, \
+                 `source = \"debian\"` the Debian cloud kernel; keep one"
+                    .to_string(),
+            ));
+        }
+        if let Some(module) = self.modules.first() {
+            return Err((
+                Some(module.span().start),
+                format!(
+                    "[kernel] modules: a [kernel] path kernel comes without modules, so `{}` cannot \
+                     be packed; build it into the kernel (=y) and remove `modules`, or use the \
+                     Debian kernel (remove `path`)",
+                    module.get_ref()
+                ),
+            ));
+        }
+        if let Some(config) = &self.config {
+            if config.get_ref().trim().is_empty() {
+                return Err((
+                    Some(config.span().start),
+                    "[kernel] config is empty: name the kernel's .config file".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[kernel] compression`: the initramfs compression.
@@ -92,6 +164,9 @@ impl Default for KernelConfig {
             cmdline: default_cmdline(),
             modules: Vec::new(),
             compression: InitrdCompression::default(),
+            source: None,
+            path: None,
+            config: None,
         }
     }
 }
@@ -763,6 +838,7 @@ impl Config {
     /// Every check but those over the whole set of containers (see `container_set`): each
     /// container on its own, the other sections.
     fn validate_parts(&self) -> Result<(), (Option<usize>, String)> {
+        self.kernel.validate()?;
         network::validate(&self.network).map_err(|m| (None, m))?;
         if let Some(storage) = &self.storage {
             storage.validate().map_err(|m| (None, m))?;
@@ -1245,6 +1321,31 @@ read_only = true
         assert_eq!((e.line, e.column), (Some(4), Some(1)), "{e}");
         assert!(e.to_string().starts_with("x.toml:4:1: "), "{e}");
         assert!(e.message.contains("memroy"), "{e}");
+    }
+
+    #[test]
+    fn kernel_path_source_and_config() {
+        let c = Config::parse("[kernel]\npath = \"bzImage\"\nconfig = \"k.config\"\n", "k.toml").unwrap();
+        assert_eq!(c.kernel.path.as_ref().map(|p| p.get_ref().as_str()), Some("bzImage"));
+        assert_eq!(c.kernel.config.as_ref().map(|p| p.get_ref().as_str()), Some("k.config"));
+        let c = Config::parse("[kernel]\nsource = \"debian\"\nmodules = [\"vfat\"]\n", "k.toml").unwrap();
+        assert_eq!(c.kernel.source.as_ref().map(|s| *s.get_ref()), Some(KernelSource::Debian));
+        assert!(Config::parse("", "k.toml").unwrap().kernel.path.is_none());
+
+        let e = Config::parse("[kernel]\npath = \"bzImage\"\nsource = \"debian\"\n", "k.toml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("path and source"), "{e}");
+        let e = Config::parse("[kernel]\npath = \"bzImage\"\nmodules = [\"vfat\"]\n", "k.toml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("without modules") && e.message.contains("vfat"), "{e}");
+        let e = Config::parse("[kernel]\nconfig = \"k.config\"\n", "k.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("add `path`"), "{e}");
+        let e = Config::parse("[kernel]\nsource = \"fedora\"\n", "k.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("debian"), "{e}");
+        let e = Config::parse("[kernel]\npath = \"\"\n", "k.toml").unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
     }
 
     #[test]

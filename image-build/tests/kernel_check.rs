@@ -1,0 +1,342 @@
+//! The kernel check on real kernels: the Debian cloud kernel's configuration meets every need
+//! of kernel-config/fragments; a copy without overlay, the memory cgroup and the virtio NIC is
+//! reported by `berth kernel check` with what breaks, and refused by `berth build`; a
+//! `[kernel] path` kernel builds without modules.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use berth_image_build::build::packable_modules;
+use berth_image_build::kernel::{debian_cloud_kernel, default_cache_dir, Kernel};
+use berth_image_build::kernel_check::{
+    self, every_need, module_of, requirements, Modules, Need, Scope, Status,
+};
+use berth_image_build::modules::resolve_modules;
+
+/// The three options the broken configuration lacks.
+const REMOVED: [&str; 3] = ["CONFIG_OVERLAY_FS", "CONFIG_MEMCG", "CONFIG_VIRTIO_NET"];
+
+fn debian() -> Kernel {
+    debian_cloud_kernel(&default_cache_dir(), &|l| eprintln!("kernel: {l}")).unwrap()
+}
+
+fn debian_config_text(kernel: &Kernel) -> String {
+    std::fs::read_to_string(kernel.config_file()).unwrap()
+}
+
+/// `text` without the lines setting `options`.
+fn without(text: &str, options: &[&str]) -> String {
+    let removed: Vec<String> = options.iter().map(|o| format!("{o}=")).collect();
+    let out: String = text
+        .lines()
+        .filter(|l| !removed.iter().any(|r| l.starts_with(r)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(out.lines().count() + options.len(), text.lines().count(), "each option was set once");
+    out
+}
+
+/// `text` with every option a refusing need requires set to `y` where it was `m`: what a
+/// `[kernel] path` kernel (no modules) must have.
+fn all_built_in(text: &str) -> String {
+    let required: Vec<String> = requirements()
+        .unwrap()
+        .iter()
+        .filter(|r| r.need.refuses())
+        .map(|r| format!("{}=m", r.option))
+        .collect();
+    text.lines()
+        .map(|l| {
+            if required.iter().any(|r| r == l) {
+                format!("{}y\n", &l[..l.len() - 1])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+/// The annotation's consequence for `option`.
+fn consequence(option: &str) -> String {
+    requirements().unwrap().iter().find(|r| r.option == option).unwrap().consequence.clone()
+}
+
+fn berth(args: &[&str]) -> (Output, String, String) {
+    let out = common::run_berth(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+#[test]
+fn debian_kernel_config_passes_every_need() {
+    let kernel = debian();
+    let loaded = kernel_check::load(&kernel.config_file()).unwrap();
+    let report =
+        kernel_check::check(&loaded, &Scope::Needs(every_need()), &Modules::Packed(packable_modules()))
+            .unwrap();
+    assert!(report.ok, "{}", report.to_text("debian", Some("every need"), false));
+    for need in every_need() {
+        let n = report.needs.iter().find(|n| n.need == need).unwrap();
+        assert!(n.required && !n.options.is_empty(), "{need:?}");
+    }
+
+    // Every annotated option Debian builds as a module maps to a module file of the package,
+    // so "berth build packs it" is true.
+    let config = &loaded.config;
+    let mut checked = 0;
+    for r in requirements().unwrap() {
+        if config.value(&r.option) != Some("m") {
+            continue;
+        }
+        let module =
+            module_of(&r.option).unwrap_or_else(|| panic!("{} is =m but has no known module", r.option));
+        let files = resolve_modules(&kernel.modules_dir, &[module.to_string()]).unwrap();
+        assert!(files.iter().any(|f| f.name == module), "{} -> {module}: {files:?}", r.option);
+        if r.need.refuses() {
+            let item = report.needs.iter().flat_map(|n| &n.options).find(|i| i.option == r.option).unwrap();
+            assert_eq!(item.status, Status::Module { module: module.to_string() });
+        }
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} module options");
+
+    // The same through the CLI: every need (with Debian's modules), and for a config.
+    let file = kernel.config_file();
+    let (out, stdout, _) = berth(&["kernel", "check", file.to_str().unwrap(), "--modules"]);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("  - CONFIG_OVERLAY_FS: module (berth build packs it)\n"), "{stdout}");
+    assert!(stdout.contains("result: the kernel has what every image needs"), "{stdout}");
+    assert!(!stdout.contains("cannot use this kernel"), "{stdout}");
+}
+
+#[test]
+fn broken_config_is_reported_with_each_consequence() {
+    let kernel = debian();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.config");
+    std::fs::write(&broken, without(&debian_config_text(&kernel), &REMOVED)).unwrap();
+    let broken = broken.to_str().unwrap();
+
+    let (out, stdout, _) = berth(&["kernel", "check", broken, "--modules"]);
+    assert!(!out.status.success(), "overlay and memcg are missing: must fail\n{stdout}");
+    for option in REMOVED {
+        let line = format!("  - {option}: missing: {}\n", consequence(option));
+        assert!(stdout.contains(&line), "no `{line}` in\n{stdout}");
+    }
+    assert!(stdout
+        .contains("the kernel lacks what every image needs: 2 options (CONFIG_OVERLAY_FS, CONFIG_MEMCG)"));
+    assert!(stdout.contains("cannot use this kernel: network (CONFIG_VIRTIO_NET)"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "no colour off a terminal");
+
+    // For a config that uses the network, the NIC refuses the kernel too.
+    let app = dir.path().join("app.toml");
+    std::fs::write(&app, "[[network.interface]]\nmatch = \"first\"\ndhcp = true\n").unwrap();
+    let (out, stdout, _) = berth(&["kernel", "check", broken, "--for", app.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("modules: packed by berth build"),
+        "a Debian-kernel config has modules: {stdout}"
+    );
+    assert!(stdout.contains("3 options (CONFIG_OVERLAY_FS, CONFIG_MEMCG, CONFIG_VIRTIO_NET)"), "{stdout}");
+    assert!(stdout.contains("not needed by"), "{stdout}");
+
+    let (out, stdout, _) = berth(&["kernel", "check", broken, "--for", app.to_str().unwrap(), "--json"]);
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    let items: Vec<&serde_json::Value> = json["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["options"].as_array().unwrap())
+        .filter(|i| i["ok"] == false && REMOVED.contains(&i["option"].as_str().unwrap()))
+        .collect();
+    assert_eq!(items.len(), 3, "{stdout}");
+    for i in items {
+        assert_eq!(i["status"], "missing");
+        assert_eq!(i["consequence"], consequence(i["option"].as_str().unwrap()));
+    }
+    let network = json["needs"].as_array().unwrap().iter().find(|n| n["need"] == "network").unwrap();
+    assert_eq!(network["required"], true);
+}
+
+/// A directory with the Debian kernel image as `bzImage` and `config` as `kernel.config`.
+fn path_kernel_dir(kernel: &Kernel, config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&kernel.vmlinuz, dir.path().join("bzImage")).unwrap();
+    std::fs::write(dir.path().join("kernel.config"), config).unwrap();
+    dir
+}
+
+/// `berth build` of `toml` in `dir` into `dir/out`.
+fn build(dir: &Path, toml: &str) -> (Output, String, PathBuf) {
+    let file = dir.join("app.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out_dir = dir.join("out");
+    let (out, _, stderr) = berth(&["build", file.to_str().unwrap(), "-o", out_dir.to_str().unwrap()]);
+    (out, stderr, out_dir)
+}
+
+fn assert_nothing_written(dir: &Path, out_dir: &Path) {
+    assert!(!out_dir.exists(), "output written despite the error");
+    let staging: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".berth-build"))
+        .collect();
+    assert!(staging.is_empty(), "staging left behind");
+}
+
+const PATH_KERNEL: &str = "[kernel]\npath = \"bzImage\"\nconfig = \"kernel.config\"\n\n\
+                           [[network.interface]]\nmatch = \"first\"\ndhcp = true\n";
+
+#[test]
+fn build_refuses_a_kernel_that_lacks_what_the_config_needs() {
+    let kernel = debian();
+    let dir = path_kernel_dir(&kernel, &without(&all_built_in(&debian_config_text(&kernel)), &REMOVED));
+    let (out, stderr, out_dir) = build(dir.path(), PATH_KERNEL);
+    assert!(!out.status.success(), "built with a broken kernel");
+    assert_nothing_written(dir.path(), &out_dir);
+    let needs = [Need::Containers, Need::Containers, Need::Network];
+    for (option, need) in REMOVED.iter().zip(needs) {
+        let line = format!("  {option} ({}): missing: {}", need.name(), consequence(option));
+        assert!(stderr.contains(&line), "no `{line}` in\n{stderr}");
+    }
+    assert_eq!(stderr.matches("\n  CONFIG_").count(), 3, "exactly the three options: {stderr}");
+    let vmlinuz = dir.path().join("bzImage");
+    let config = dir.path().join("kernel.config");
+    let kernel_line = format!(
+        "the kernel {} (release {}, configuration {}) lacks what this config needs:",
+        vmlinuz.display(),
+        kernel.version,
+        config.display()
+    );
+    assert!(stderr.contains(&kernel_line), "{stderr}");
+
+    // The same configuration with the Debian kernel's modules (source = "debian") would pack
+    // overlay and virtio_net, but =m is no use to a path kernel.
+    let modules_only = path_kernel_dir(&kernel, &debian_config_text(&kernel));
+    let (out, stderr, out_dir) = build(modules_only.path(), PATH_KERNEL);
+    assert!(!out.status.success());
+    assert_nothing_written(modules_only.path(), &out_dir);
+    assert!(
+        stderr.contains("CONFIG_OVERLAY_FS (containers): module, but a [kernel] path kernel has no modules"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn build_with_a_path_kernel_packs_no_modules() {
+    let kernel = debian();
+    let dir = path_kernel_dir(&kernel, &all_built_in(&debian_config_text(&kernel)));
+    let (out, stderr, out_dir) = build(dir.path(), PATH_KERNEL);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("kernel {}", kernel.version)), "{stderr}");
+    assert_eq!(std::fs::read(out_dir.join("vmlinuz")).unwrap(), std::fs::read(&kernel.vmlinuz).unwrap());
+
+    let (out, stdout, stderr) = berth(&["inspect", "--json", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["kernel_version"], kernel.version.as_str());
+    assert_eq!(report["modules"], serde_json::json!({}), "a path kernel gets no modules");
+
+    // Reproducible: a second build gives the same bytes.
+    let first = std::fs::read(out_dir.join("initrd.img")).unwrap();
+    std::fs::rename(&out_dir, dir.path().join("first")).unwrap();
+    let (out, stderr, out_dir) = build(dir.path(), PATH_KERNEL);
+    assert!(out.status.success(), "{stderr}");
+    assert!(std::fs::read(out_dir.join("initrd.img")).unwrap() == first, "initrd.img differs");
+}
+
+#[test]
+fn a_path_kernel_without_a_readable_config_is_refused() {
+    let kernel = debian();
+    let dir = path_kernel_dir(&kernel, "");
+    let toml = "[network]\nauto = false\n\n[kernel]\npath = \"bzImage\"\n";
+    let (out, stderr, out_dir) = build(dir.path(), toml);
+    assert!(!out.status.success());
+    assert_nothing_written(dir.path(), &out_dir);
+    let file = dir.path().join("app.toml");
+    assert!(stderr.contains(&format!("{}:5:8: [kernel] path: cannot check", file.display())), "{stderr}");
+    assert!(stderr.contains("give [kernel] config") && stderr.contains("CONFIG_IKCONFIG"), "{stderr}");
+
+    let toml = "[kernel]\npath = \"bzImage\"\nconfig = \"nothere.config\"\n";
+    let (out, stderr, _) = build(dir.path(), toml);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("{}:3:10: [kernel] config:", file.display())), "{stderr}");
+    assert!(stderr.contains("nothere.config"), "{stderr}");
+
+    let toml = "[kernel]\npath = \"nothere\"\n";
+    let (out, stderr, _) = build(dir.path(), toml);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("{}:2:8: [kernel] path: cannot open", file.display())), "{stderr}");
+}
+
+/// A bzImage as the kernel build makes one (setup header, zstd payload followed by its size),
+/// with `config` embedded the way `CONFIG_IKCONFIG` does, if given. It does not boot: the
+/// build only reads its header and configuration.
+fn synthetic_bzimage(config: Option<&str>) -> Vec<u8> {
+    use std::io::Write;
+    let mut vmlinux = b"\x7fELF synthetic kernel".to_vec();
+    if let Some(config) = config {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(config.as_bytes()).unwrap();
+        vmlinux.extend_from_slice(b"IKCFG_ST");
+        vmlinux.extend_from_slice(&gz.finish().unwrap());
+        vmlinux.extend_from_slice(b"IKCFG_ED");
+    }
+    let mut payload = zstd::encode_all(&vmlinux[..], 3).unwrap();
+    payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
+    let mut image = vec![0u8; 5 * 512]; // setup_sects = 0 means 4
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    image[0x20e..0x210].copy_from_slice(&0x0200u16.to_le_bytes());
+    let version = b"6.1.120-berth (builder@host) #1 SMP\0";
+    image[0x400..0x400 + version.len()].copy_from_slice(version);
+    image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    image.extend_from_slice(&payload);
+    image
+}
+
+#[test]
+fn a_path_kernel_with_an_embedded_config() {
+    let merged: String =
+        kernel_check::fragments().iter().map(|(_, text)| *text).collect::<Vec<_>>().join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage(Some(&merged))).unwrap();
+    let toml = "[kernel]\npath = \"bzImage\"\n";
+    let (out, stderr, out_dir) = build(dir.path(), toml);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("kernel 6.1.120-berth"), "{stderr}");
+    let (out, stdout, _) = berth(&["kernel", "check", dir.path().join("bzImage").to_str().unwrap()]);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("configuration embedded in the kernel image, release 6.1.120-berth"), "{stdout}");
+    assert!(stdout.contains("modules: none"), "{stdout}");
+    std::fs::remove_dir_all(out_dir).unwrap();
+
+    let broken = without(&merged, &REMOVED);
+    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage(Some(&broken))).unwrap();
+    let (out, stderr, out_dir) = build(dir.path(), toml);
+    assert!(!out.status.success());
+    assert_nothing_written(dir.path(), &out_dir);
+    for option in REMOVED {
+        assert!(stderr.contains(&format!("  {option} (")), "{stderr}");
+    }
+
+    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage(None)).unwrap();
+    let (out, stderr, out_dir) = build(dir.path(), toml);
+    assert!(!out.status.success());
+    assert_nothing_written(dir.path(), &out_dir);
+    let file = dir.path().join("app.toml");
+    assert!(stderr.contains(&format!("{}:2:8: [kernel] path: cannot check", file.display())), "{stderr}");
+    assert!(
+        stderr.contains(
+            "a kernel image (release 6.1.120-berth) without an embedded configuration (CONFIG_IKCONFIG); \
+             give [kernel] config"
+        ),
+        "{stderr}"
+    );
+}
