@@ -5,7 +5,11 @@ packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   # bootable formats: UKI stub, FAT, ISO, disk conversion, UEFI firmware
   systemd-boot-efi binutils dosfstools mtools xorriso isolinux syslinux-common qemu-utils ovmf
   # registry tests: a registry server, a pusher, token signing, htpasswd
-  docker-registry skopeo openssl apache2-utils)
+  docker-registry skopeo openssl apache2-utils
+  # the data disk: mke2fs and e2fsck are packed into images with [storage]; dumpe2fs in tests
+  e2fsprogs
+  # the project kernel (kernel-config/build): Debian's kernel source and what building it needs
+  linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev xz-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

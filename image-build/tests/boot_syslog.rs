@@ -64,7 +64,8 @@ fn check(messages: &[String]) {
     });
     assert!(started.is_some(), "PID 1's event missing: {messages:#?}");
     // Sent from the backlog: PID 1's events from before the network was up.
-    let first = parsed.iter().find(|(_, f, m)| f[5] == "event" && m.contains("event=boot.stage stage=system"));
+    let first =
+        parsed.iter().find(|(_, f, m)| f[5] == "event" && m.contains("event=boot.stage stage=system"));
     assert!(first.is_some(), "the backlog was not sent: {messages:#?}");
 }
 

@@ -1,0 +1,185 @@
+//! The project kernel (kernel-config/build: tinyconfig + the fragments, everything built in)
+//! boots berth: the hello example, one machine exercising every other area (network and the
+//! container bridge, the data disk, configuration at boot, cgroup limits, the secure defaults,
+//! the power button), and the ISO under SeaBIOS. `berth kernel check` passes on it.
+//!
+//! The kernel is built once per change of the source or the fragments and cached outside the
+//! checkout (about 10 min on 2 cores the first time).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use berth_qemu::{default_timeout, GuestShutdown, Vm, VmConfig};
+
+/// The project kernel's bzImage, built (or taken from the cache) once per test run.
+fn project_kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let out =
+                Command::new(common::workspace().join("kernel-config/build")).output().expect("run build");
+            assert!(out.status.success(), "kernel-config/build: {}", String::from_utf8_lossy(&out.stderr));
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bzImage")
+        })
+        .clone()
+}
+
+/// `config` with `[kernel] path` pointing at the project kernel.
+fn with_project_kernel(config: &str) -> String {
+    let path = format!("[kernel]\npath = \"{}\"\n", project_kernel().display());
+    config.replacen("[kernel]\n", &path, 1)
+}
+
+#[test]
+fn check_passes_on_the_project_kernel() {
+    let kernel = project_kernel();
+    let o = common::run_berth(&["kernel", "check", kernel.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{report}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(report.contains("CONFIG_OVERLAY_FS"), "{report}");
+}
+
+#[test]
+fn hello_example_boots_on_the_project_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
+    let out = common::build(dir.path(), "hello", &with_project_kernel(&example));
+    let mut vm = common::boot(&out);
+    vm.wait_exit(default_timeout()).unwrap();
+    let c = vm.console_text();
+    for line in
+        ["hello | hello from hello", "hello | memory limit: 67108864", "hello | root filesystem: overlay"]
+    {
+        assert!(c.lines().any(|l| l.trim_end() == line), "missing `{line}` in:\n{c}");
+    }
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{c}");
+    let packed = std::fs::read(out.join("vmlinuz")).unwrap();
+    assert!(packed == std::fs::read(project_kernel()).unwrap(), "the image holds the project kernel");
+}
+
+/// One machine, one check per area.
+const AREAS: &str = r#"
+[kernel]
+cmdline = "console=ttyS0"
+
+[system]
+hostname = "from-image"
+
+[storage]
+disk = "serial:data"
+
+[[onboot]]
+name = "oom"
+image = "oci:images/busybox:latest"
+memory = "16m"
+command = ["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived"]
+
+[[onboot]]
+name = "secure"
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status | tr -s '\\t' ' '; echo hostname=$(cat /etc/hostname 2>/dev/null || hostname)"]
+
+[[service]]
+name = "web"
+image = "oci:images/busybox:latest"
+net = "bridge"
+depends_on = ["network"]
+volumes = ["web:/data"]
+command = ["sh", "-c", "wget -q -O /data/page http://10.0.2.2:PORT/ && sync /data/page && echo fetched=$(cat /data/page); trap 'exit 0' TERM; sleep 1000 & wait"]
+"#;
+
+#[test]
+fn every_area_works_on_the_project_kernel() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nhost-page");
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let config = with_project_kernel(&AREAS.replace("PORT", &port.to_string()));
+    let out = common::build(dir.path(), "areas", &config);
+    let disk = dir.path().join("data.raw");
+    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    let fragment = dir.path().join("site.toml");
+    std::fs::write(&fragment, "[system]\nhostname = \"from-fwcfg\"\n").unwrap();
+
+    let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
+    let mut cfg = VmConfig::new(out.join("vmlinuz"), out.join("initrd.img"), cmdline.trim());
+    cfg.console_log = Some(out.join("console.log"));
+    let mut args = berth_qemu::user_net_args(&[]);
+    args.extend([
+        "-drive".to_string(),
+        format!("if=none,id=data,file={},format=raw", disk.display()),
+        "-device".to_string(),
+        "virtio-blk-pci,drive=data,serial=data".to_string(),
+        "-fw_cfg".to_string(),
+        format!("name=opt/berth/config,file={}", fragment.display()),
+    ]);
+    cfg.extra_args = args;
+    let mut vm = Vm::start(cfg).expect("start qemu");
+    vm.wait_for_line(|l| l.contains("web | fetched="), default_timeout()).unwrap();
+    vm.qmp().unwrap().system_powerdown().unwrap();
+    vm.wait_exit(default_timeout()).unwrap();
+    let c = vm.console_text();
+    let events = vm.events();
+    let has = |name: &str, key: &str, value: &str| {
+        events.iter().any(|e| e.name == name && e.get(key) == Some(value))
+    };
+    assert!(has("container.exited", "oom_killed", "true"), "cgroup memory limit: {c}");
+    assert!(c.contains("secure | Seccomp: 2"), "seccomp filter: {c}");
+    assert!(c.contains("secure | NoNewPrivs: 1"), "{c}");
+    assert!(c.contains("secure | CapEff: 00000000a80425fb"), "Docker's default capabilities: {c}");
+    assert!(has("config.applied", "source", "fw_cfg"), "fw_cfg: {c}");
+    assert!(c.contains("secure | hostname=secure"), "{c}");
+    assert!(has("network.address", "source", "dhcp"), "DHCP: {c}");
+    assert!(events.iter().any(|e| e.name == "network.bridge"), "bridge: {c}");
+    assert!(c.contains("web | fetched=host-page"), "NAT from the bridge: {c}");
+    assert!(has("storage.formatted", "device", "/dev/vda"), "data disk: {c}");
+    assert!(has("storage.unmounted", "result", "unmounted"), "{c}");
+    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "power button: {c}");
+    let machine = events.iter().find(|e| e.name == "config.applied").and_then(|e| e.get("changed"));
+    assert_eq!(machine, Some("system.hostname"), "{c}");
+}
+
+#[test]
+fn the_iso_boots_under_seabios_on_the_project_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
+    std::fs::write(dir.path().join("hello.toml"), with_project_kernel(&example)).unwrap();
+    let out = dir.path().join("out");
+    let o = common::run_berth(&[
+        "build",
+        dir.path().join("hello.toml").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "iso",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = run_iso(&out.join("berth.iso"));
+    assert!(run.contains("hello | hello from hello"), "{run}");
+}
+
+/// `berth run IMAGE.iso` (SeaBIOS, as a CD), its console.
+fn run_iso(iso: &Path) -> String {
+    let o = Command::new(common::berth())
+        .args(["run", "--no-net", "--timeout", "120"])
+        .arg(iso)
+        .output()
+        .expect("run berth run");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}");
+    text
+}
