@@ -32,16 +32,20 @@ fn boot(out: &Path, memory_mib: u32) -> Option<(f64, f64)> {
     let mut cfg = VmConfig::new(out.join("vmlinuz"), out.join("initrd.img"), cmdline.trim());
     cfg.memory_mib = memory_mib;
     let start = Instant::now();
-    let mut vm = Vm::start(cfg).ok()?;
-    vm.wait_for_line(|l| l.starts_with("hello | "), Duration::from_secs(60)).ok()?;
+    let mut vm = Vm::start(cfg).map_err(|e| eprintln!("qemu: {e}")).ok()?;
+    let line = |prefix: &'static str, secs: u64| {
+        vm.wait_for_line(move |l| l.contains(prefix), Duration::from_secs(secs))
+            .map_err(|e| eprintln!("{memory_mib} MiB: no `{prefix}` line: {e}"))
+            .ok()
+    };
+    line("hello | ", 60)?;
     let first = start.elapsed().as_secs_f64();
-    vm.wait_for_line(|l| l.starts_with("hello | root filesystem"), Duration::from_secs(30)).ok()?;
+    line("hello | root filesystem", 30)?;
     let pid1 = vm
         .events()
         .iter()
         .find(|e| e.name == "boot.stage" && e.get("stage") == Some("init"))
-        .and_then(|e| e.get("ms"))
-        .and_then(|ms| ms.parse::<f64>().ok())?;
+        .map(|e| e.ms as f64)?;
     let _ = vm.wait_exit(TIMEOUT);
     Some((pid1 / 1000.0, first))
 }

@@ -4,8 +4,8 @@
 //!     cargo bench -p berth-image-build --bench storage   # BENCH_RUNS=N (default 5), BENCH_CYCLES=N (default 100)
 //!
 //! "To first record" is taken on the host: QEMU started → the service's first fsync'd record
-//! reported on the serial console. "Storage setup" is the guest's own figure (the `ms` of
-//! `storage.mounted`: find, probe, format, e2fsck, mount), "format" the `ms` of
+//! reported on the serial console. "Storage setup" is the guest's own figure (the `took_ms` of
+//! `storage.mounted`: find, probe, format, e2fsck, mount), "format" the `took_ms` of
 //! `storage.formatted`.
 
 #[path = "../tests/common/mod.rs"]
@@ -67,7 +67,11 @@ fn cycle(out: &Path, disk: &Path) -> (f64, f64, Option<f64>, u64, f64) {
     let total = start.elapsed().as_secs_f64();
     let events = vm.events();
     let ms = |name: &str| {
-        events.iter().find(|e| e.name == name).and_then(|e| e.get("ms")).and_then(|v| v.parse::<f64>().ok())
+        events
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.get("took_ms"))
+            .and_then(|v| v.parse::<f64>().ok())
     };
     let c = vm.console_text();
     let line = c.lines().find_map(|l| l.trim_end().strip_prefix("records | have=")).unwrap_or("0 gap=?");

@@ -65,7 +65,7 @@ pub fn setup(cfg: &StorageConfig, loader: Option<&str>) -> Result<(), String> {
                     .with("device", &dev)
                     .with("label", &sb.label)
                     .with("size", size)
-                    .with("ms", begun.elapsed().as_millis()),
+                    .with("took_ms", begun.elapsed().as_millis()),
             );
             sb
         }
@@ -98,7 +98,7 @@ pub fn setup(cfg: &StorageConfig, loader: Option<&str>) -> Result<(), String> {
             .with("mount", &cfg.mount)
             .with("formatted", formatted)
             .with("was_clean", was_clean || formatted)
-            .with("ms", start.elapsed().as_millis()),
+            .with("took_ms", start.elapsed().as_millis()),
     );
     Ok(())
 }
