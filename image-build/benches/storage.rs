@@ -16,27 +16,6 @@ use std::time::{Duration, Instant};
 
 use berth_qemu::Vm;
 
-/// One record per boot, fsync'd, then wait for the power button.
-const CONFIG: &str = r#"
-[kernel]
-cmdline = "console=ttyS0 quiet"
-
-[storage]
-disk = "serial:berth-data"
-
-[[service]]
-name = "records"
-image = "oci:images/busybox:latest"
-volumes = ["records:/data"]
-command = ["sh", "-c", """
-touch /data/log
-n=$(wc -l < /data/log)
-echo "have=$n gap=$(awk 'NR != $1 { print NR; exit }' /data/log)"
-echo $((n + 1)) >> /data/log && sync /data/log && echo synced=$((n + 1))
-trap 'exit 0' TERM; sleep 1000 & wait
-"""]
-"#;
-
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn blank_disk(path: &Path) {
@@ -83,7 +62,7 @@ fn cycle(out: &Path, disk: &Path) -> (f64, f64, Option<f64>, u64, f64) {
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let cycles: u64 = std::env::var("BENCH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let (dir, out) = common::build_fresh("storage-bench", CONFIG);
+    let (dir, out) = common::build_fresh("storage-bench", &common::records_config(Some(1)));
     let disk: PathBuf = dir.path().join("data.qcow2");
 
     // First boot (blank disk, formatted) beside the boot after it (formatted disk).

@@ -271,32 +271,6 @@ fn volumes_and_a_persistent_layer_survive_restarts_and_reboots() {
     assert!(vm.events().iter().all(|e| e.name != "volume.created" && e.name != "storage.formatted"), "{c}");
 }
 
-/// Appends numbered records, each fsync'd before it is reported; on boot it first reports how
-/// many records the disk holds and the first line out of sequence, if any.
-const RECORDS_CONFIG: &str = r#"
-[kernel]
-cmdline = "console=ttyS0 quiet"
-
-[storage]
-disk = "serial:berth-data"
-
-[[service]]
-name = "records"
-image = "oci:images/busybox:latest"
-volumes = ["records:/data"]
-command = ["sh", "-c", """
-touch /data/log
-n=$(wc -l < /data/log)
-echo "have=$n gap=$(awk 'NR != $1 { print NR; exit }' /data/log)"
-i=$n
-while [ $i -lt $((n + ${BURST:-1000000})) ]; do
-  i=$((i + 1))
-  echo $i >> /data/log && sync /data/log && echo synced=$i
-done
-trap 'exit 0' TERM; sleep 1000 & wait
-"""]
-"#;
-
 fn have(console: &str) -> (u64, String) {
     let line = console
         .lines()
@@ -320,7 +294,7 @@ fn blank_qcow2(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn a_power_cut_loses_no_fsynced_record() {
-    let (dir, out) = common::build_fresh("records", RECORDS_CONFIG);
+    let (dir, out) = common::build_fresh("records", &common::records_config(None));
     let qcow2 = blank_qcow2(dir.path());
     // Killed mid-write, twice: after the first records, and again after recovering.
     let mut synced = 0u64;
@@ -358,7 +332,7 @@ fn a_power_cut_loses_no_fsynced_record() {
 
 #[test]
 fn twenty_boot_write_power_button_cycles_keep_every_record() {
-    let (dir, out) = common::build_fresh("cycles", &RECORDS_CONFIG.replace("${BURST:-1000000}", "1"));
+    let (dir, out) = common::build_fresh("cycles", &common::records_config(Some(1)));
     let qcow2 = blank_qcow2(dir.path());
     for cycle in 0..20u64 {
         let mut vm = boot_disk(&out, &qcow2, "qcow2");

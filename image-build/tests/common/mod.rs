@@ -123,3 +123,35 @@ pub fn median(v: &mut [f64]) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// A machine with a data disk (a virtio disk with serial `berth-data`) whose service appends
+/// numbered records to a named volume, each fsync'd before it reports `synced=N`: `burst`
+/// records per boot (`None`: until stopped). On boot it first reports `have=N gap=LINE`: the
+/// records on disk and the first line out of sequence (empty when none).
+pub fn records_config(burst: Option<u64>) -> String {
+    let limit = burst.map(|b| b.to_string()).unwrap_or_else(|| "1000000000".to_string());
+    r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[storage]
+disk = "serial:berth-data"
+
+[[service]]
+name = "records"
+image = "oci:images/busybox:latest"
+volumes = ["records:/data"]
+command = ["sh", "-c", """
+touch /data/log
+n=$(wc -l < /data/log)
+echo "have=$n gap=$(awk 'NR != $1 { print NR; exit }' /data/log)"
+i=$n
+while [ $i -lt $((n + LIMIT)) ]; do
+  i=$((i + 1))
+  echo $i >> /data/log && sync /data/log && echo synced=$i
+done
+trap 'exit 0' TERM; sleep 1000 & wait
+"""]
+"#
+    .replace("LIMIT", &limit)
+}
