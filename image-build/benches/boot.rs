@@ -3,6 +3,7 @@
 //! flags, same zstd compression). Runs are interleaved; prints each run, the medians and the ratio.
 //!
 //!     cargo bench -p berth-image-build --bench boot          # BENCH_RUNS=N (default 10)
+//!     BENCH_KERNEL=project cargo bench -p berth-image-build --bench boot   # the project kernel
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -52,7 +53,14 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
-    let config = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
+    let mut config = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
+    if std::env::var("BENCH_KERNEL").as_deref() == Ok("project") {
+        let built =
+            std::process::Command::new(common::workspace().join("kernel-config/build")).output().unwrap();
+        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+        let bzimage = Path::new(String::from_utf8_lossy(&built.stdout).trim()).join("bzImage");
+        config = config.replacen("[kernel]\n", &format!("[kernel]\npath = \"{}\"\n", bzimage.display()), 1);
+    }
     // The example's program: `sh -c SCRIPT`.
     let parsed = berth_init::config::Config::parse(&config, "hello.toml").unwrap();
     let command = parsed.onboot[0].command.clone().unwrap();
