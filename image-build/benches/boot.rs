@@ -55,11 +55,7 @@ fn main() {
     common::busybox_image(dir.path());
     let mut config = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
     if std::env::var("BENCH_KERNEL").as_deref() == Ok("project") {
-        let built =
-            std::process::Command::new(common::workspace().join("kernel-config/build")).output().unwrap();
-        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-        let bzimage = Path::new(String::from_utf8_lossy(&built.stdout).trim()).join("bzImage");
-        config = config.replacen("[kernel]\n", &format!("[kernel]\npath = \"{}\"\n", bzimage.display()), 1);
+        config = common::with_project_kernel(&config);
     }
     // The example's program: `sh -c SCRIPT`.
     let parsed = berth_init::config::Config::parse(&config, "hello.toml").unwrap();

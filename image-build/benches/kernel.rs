@@ -11,19 +11,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_qemu::{Vm, VmConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn project_kernel() -> PathBuf {
-    let out = Command::new(common::workspace().join("kernel-config/build")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bzImage")
-}
 
 /// One boot with `memory_mib` of RAM: (time to PID 1 s, QEMU start → first output s), or
 /// `None` if hello did not run to its end.
@@ -75,12 +68,7 @@ fn main() {
     common::busybox_image(dir.path());
     let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
     let debian = common::build(dir.path(), "debian", &example);
-    let kernel = project_kernel();
-    let project = common::build(
-        dir.path(),
-        "project",
-        &example.replacen("[kernel]\n", &format!("[kernel]\npath = \"{}\"\n", kernel.display()), 1),
-    );
+    let project = common::build(dir.path(), "project", &common::with_project_kernel(&example));
 
     let mut figures = Vec::new();
     for out in [&debian, &project] {

@@ -10,34 +10,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use berth_qemu::{default_timeout, GuestShutdown, Vm, VmConfig};
 
-/// The project kernel's bzImage, built (or taken from the cache) once per test run.
-fn project_kernel() -> PathBuf {
-    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
-    KERNEL
-        .get_or_init(|| {
-            let out =
-                Command::new(common::workspace().join("kernel-config/build")).output().expect("run build");
-            assert!(out.status.success(), "kernel-config/build: {}", String::from_utf8_lossy(&out.stderr));
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bzImage")
-        })
-        .clone()
-}
-
-/// `config` with `[kernel] path` pointing at the project kernel.
-fn with_project_kernel(config: &str) -> String {
-    let path = format!("[kernel]\npath = \"{}\"\n", project_kernel().display());
-    config.replacen("[kernel]\n", &path, 1)
-}
-
 #[test]
 fn check_passes_on_the_project_kernel() {
-    let kernel = project_kernel();
+    let kernel = common::project_kernel();
     let o = common::run_berth(&["kernel", "check", kernel.to_str().unwrap()]);
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{report}{}", String::from_utf8_lossy(&o.stderr));
@@ -49,7 +29,7 @@ fn hello_example_boots_on_the_project_kernel() {
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
     let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
-    let out = common::build(dir.path(), "hello", &with_project_kernel(&example));
+    let out = common::build(dir.path(), "hello", &common::with_project_kernel(&example));
     let mut vm = common::boot(&out);
     vm.wait_exit(default_timeout()).unwrap();
     let c = vm.console_text();
@@ -60,7 +40,7 @@ fn hello_example_boots_on_the_project_kernel() {
     }
     assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{c}");
     let packed = std::fs::read(out.join("vmlinuz")).unwrap();
-    assert!(packed == std::fs::read(project_kernel()).unwrap(), "the image holds the project kernel");
+    assert!(packed == std::fs::read(common::project_kernel()).unwrap(), "the image holds the project kernel");
 }
 
 /// One machine, one check per area.
@@ -107,7 +87,7 @@ fn every_area_works_on_the_project_kernel() {
     });
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
-    let config = with_project_kernel(&AREAS.replace("PORT", &port.to_string()));
+    let config = common::with_project_kernel(&AREAS.replace("PORT", &port.to_string()));
     let out = common::build(dir.path(), "areas", &config);
     let disk = dir.path().join("data.raw");
     std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
@@ -157,7 +137,7 @@ fn the_iso_boots_under_seabios_on_the_project_kernel() {
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
     let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
-    std::fs::write(dir.path().join("hello.toml"), with_project_kernel(&example)).unwrap();
+    std::fs::write(dir.path().join("hello.toml"), common::with_project_kernel(&example)).unwrap();
     let out = dir.path().join("out");
     let o = common::run_berth(&[
         "build",

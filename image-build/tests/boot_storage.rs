@@ -112,14 +112,7 @@ fn powerdown(vm: &mut berth_qemu::Vm) {
 #[test]
 fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
     let (dir, out) = common::build_fresh("disk", DISK_CONFIG);
-    let qcow2 = dir.path().join("data.qcow2");
-    let o = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&qcow2)
-        .arg("256M")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let qcow2 = blank_qcow2(dir.path(), "256M");
 
     let mut vm = boot_disk(&out, &qcow2, "qcow2");
     vm.wait_for_line(|l| l.contains("writer | boots="), default_timeout()).unwrap();
@@ -280,12 +273,13 @@ fn have(console: &str) -> (u64, String) {
     (n.parse().unwrap(), gap.to_string())
 }
 
-fn blank_qcow2(dir: &std::path::Path) -> std::path::PathBuf {
+/// A blank qcow2 data disk of `size` (qemu-img's spelling, like "128M").
+fn blank_qcow2(dir: &std::path::Path, size: &str) -> std::path::PathBuf {
     let qcow2 = dir.join("data.qcow2");
     let o = std::process::Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&qcow2)
-        .arg("128M")
+        .arg(size)
         .output()
         .unwrap();
     assert!(o.status.success());
@@ -295,7 +289,7 @@ fn blank_qcow2(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn a_power_cut_loses_no_fsynced_record() {
     let (dir, out) = common::build_fresh("records", &common::records_config(None));
-    let qcow2 = blank_qcow2(dir.path());
+    let qcow2 = blank_qcow2(dir.path(), "128M");
     // Killed mid-write, twice: after the first records, and again after recovering.
     let mut synced = 0u64;
     for round in 0..2 {
@@ -333,7 +327,7 @@ fn a_power_cut_loses_no_fsynced_record() {
 #[test]
 fn twenty_boot_write_power_button_cycles_keep_every_record() {
     let (dir, out) = common::build_fresh("cycles", &common::records_config(Some(1)));
-    let qcow2 = blank_qcow2(dir.path());
+    let qcow2 = blank_qcow2(dir.path(), "128M");
     for cycle in 0..20u64 {
         let mut vm = boot_disk(&out, &qcow2, "qcow2");
         let wanted = format!("records | synced={}", cycle + 1);

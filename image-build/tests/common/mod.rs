@@ -155,3 +155,23 @@ trap 'exit 0' TERM; sleep 1000 & wait
 "#
     .replace("LIMIT", &limit)
 }
+
+/// The project kernel's bzImage: `kernel-config/build` (built on first use, then cached
+/// outside the checkout by its fragments).
+pub fn project_kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let out = Command::new(workspace().join("kernel-config/build"))
+                .output()
+                .expect("run kernel-config/build");
+            assert!(out.status.success(), "kernel-config/build: {}", String::from_utf8_lossy(&out.stderr));
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bzImage")
+        })
+        .clone()
+}
+
+/// `config` booting the project kernel: `[kernel] path` set to [`project_kernel`].
+pub fn with_project_kernel(config: &str) -> String {
+    config.replacen("[kernel]\n", &format!("[kernel]\npath = \"{}\"\n", project_kernel().display()), 1)
+}
