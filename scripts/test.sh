@@ -7,4 +7,4 @@ cargo fmt --all -- --check
 export BERTH_INIT
 BERTH_INIT=$(scripts/build-init.sh)
 cargo clippy -q --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo test --workspace --no-fail-fast

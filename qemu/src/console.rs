@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub(crate) first: usize,
     /// Bytes after the last newline.
     partial: Vec<u8>,
+    /// The start of a line that a kernel message cut in two: it is joined to the next line.
+    interrupted: Vec<u8>,
     /// Every event line parsed so far.
     pub(crate) events: Vec<Event>,
     /// The console reached end of file: QEMU exited or closed it.
@@ -49,6 +51,24 @@ impl State {
     /// The absolute number one past the last complete line.
     pub(crate) fn end(&self) -> usize {
         self.first + self.lines.len()
+    }
+
+    /// Takes one raw console line. The kernel writes its messages to the serial port while
+    /// PID 1 is in the middle of a line, so `abc[    3.601031] Memory cgroup ...` followed by
+    /// `def` is really the kernel's line and `abcdef`: the kernel's part is split off and the
+    /// cut line is joined to the next one. Kernel messages are recognised by their timestamp
+    /// (`printk.time`, on in Debian's and berth's kernels).
+    fn take_line(&mut self, bytes: &[u8]) {
+        let mut line = std::mem::take(&mut self.interrupted);
+        line.extend_from_slice(bytes);
+        match kernel_message_start(&line) {
+            Some(at) if at > 0 => {
+                self.push_line(&line[at..]);
+                line.truncate(at);
+                self.interrupted = line;
+            }
+            _ => self.push_line(&line),
+        }
     }
 
     fn push_line(&mut self, mut bytes: &[u8]) {
@@ -83,13 +103,13 @@ impl Console {
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
             let mut line = std::mem::take(&mut st.partial);
             line.extend_from_slice(&bytes[..nl]);
-            st.push_line(&line);
+            st.take_line(&line);
             bytes = &bytes[nl + 1..];
         }
         st.partial.extend_from_slice(bytes);
         if st.partial.len() > MAX_LINE_BYTES {
             let line = std::mem::take(&mut st.partial);
-            st.push_line(&line);
+            st.take_line(&line);
         }
         drop(st);
         self.cond.notify_all();
@@ -98,8 +118,12 @@ impl Console {
     /// Marks the end of the console: the unterminated last line becomes a line.
     pub(crate) fn finish(&self) {
         let mut st = self.lock();
-        if !st.partial.is_empty() {
+        if !st.partial.is_empty() || !st.interrupted.is_empty() {
             let line = std::mem::take(&mut st.partial);
+            st.take_line(&line);
+        }
+        if !st.interrupted.is_empty() {
+            let line = std::mem::take(&mut st.interrupted);
             st.push_line(&line);
         }
         st.eof = true;
@@ -172,6 +196,23 @@ impl Console {
     }
 }
 
+/// Where a kernel message starts in `line`: the first `[SECONDS.MICROS] ` timestamp, as printk
+/// writes it (`[%5lu.%06lu] `).
+fn kernel_message_start(line: &[u8]) -> Option<usize> {
+    let is_timestamp = |rest: &[u8]| {
+        let Some(close) = rest.iter().position(|&b| b == b']') else { return false };
+        let stamp = &rest[1..close];
+        let Some(dot) = stamp.iter().position(|&b| b == b'.') else { return false };
+        let (secs, micros) = (stamp[..dot].trim_ascii_start(), &stamp[dot + 1..]);
+        !secs.is_empty()
+            && secs.iter().all(u8::is_ascii_digit)
+            && micros.len() == 6
+            && micros.iter().all(u8::is_ascii_digit)
+            && rest.get(close + 1) == Some(&b' ')
+    };
+    line.iter().enumerate().position(|(i, &b)| b == b'[' && is_timestamp(&line[i..]))
+}
+
 fn tail_of(st: &State, n: usize) -> String {
     let mut out = String::new();
     let skip = st.lines.len().saturating_sub(n);
@@ -232,6 +273,33 @@ mod tests {
         let st = c.lock();
         assert!(st.eof);
         assert_eq!(st.lines.back().map(String::as_str), Some("partial"));
+    }
+
+    #[test]
+    fn a_kernel_message_inside_a_line_is_split_off_and_the_line_joined() {
+        let c = Console::default();
+        c.feed(b"@berth ms=3579 event=container.exited name=crash signal=SEGV[    3.601031] Memory cgroup ");
+        c.feed(b"out of memory: Killed process 82 (dd)\n\n@berth ms=3615 event=x na");
+        c.feed(b"me=a[   12.000001] one\n[   12.000002] two\nb\nsurvivor | [ 1.5] not the kernel\n");
+        let st = c.lock();
+        assert_eq!(
+            st.lines,
+            [
+                "[    3.601031] Memory cgroup out of memory: Killed process 82 (dd)",
+                "@berth ms=3579 event=container.exited name=crash signal=SEGV",
+                "[   12.000001] one",
+                "[   12.000002] two",
+                "@berth ms=3615 event=x name=ab",
+                "survivor | [ 1.5] not the kernel",
+            ]
+        );
+        assert_eq!(st.events.len(), 2);
+        assert_eq!(st.events[0].get("signal"), Some("SEGV"));
+        assert_eq!(st.events[1].get("name"), Some("ab"));
+        drop(st);
+        c.feed(b"cut[    1.000000] at the end\n");
+        c.finish();
+        assert_eq!(c.lock().lines.back().map(String::as_str), Some("cut"));
     }
 
     #[test]
