@@ -4,6 +4,8 @@ set -euo pipefail
 packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   # bootable formats: UKI stub, FAT, ISO, disk conversion, UEFI firmware
   systemd-boot-efi binutils dosfstools mtools xorriso isolinux syslinux-common qemu-utils ovmf
+  # the ISO's EFI loader (a GRUB image reading the ISO 9660 tree)
+  grub-common grub-efi-amd64-bin
   # registry tests: a registry server, a pusher, token signing, htpasswd
   docker-registry skopeo openssl apache2-utils
   # the data disk: mke2fs and e2fsck are packed into images with [storage]; dumpe2fs in tests

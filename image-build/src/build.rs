@@ -706,13 +706,17 @@ fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &L
 fn write_formats(dir: &Path, opts: &BuildOptions, config: &Config, progress: &Progress) -> Result<()> {
     let wanted = &opts.formats;
     let disk = [Format::RawEfi, Format::Qcow2, Format::Vhdx];
-    let needs_uki = wanted.iter().any(|f| *f != Format::KernelInitrd);
-    if !needs_uki {
-        return Ok(());
-    }
     let epoch = formats::image_epoch();
     let (vmlinuz, initrd) = (dir.join(VMLINUZ), dir.join(INITRD));
     let cmdline = config.kernel.cmdline.trim();
+    if wanted.contains(&Format::Iso) {
+        progress.step("making the ISO");
+        formats::write_iso(&vmlinuz, &initrd, cmdline, epoch, &dir.join(formats::ISO))?;
+    }
+    let needs_uki = wanted.iter().any(|f| *f == Format::Uki || disk.contains(f));
+    if !needs_uki {
+        return Ok(());
+    }
     let uki = dir.join(formats::UKI);
     progress.step("making the UKI");
     let os_release = format!(
@@ -722,10 +726,6 @@ fn write_formats(dir: &Path, opts: &BuildOptions, config: &Config, progress: &Pr
         config.system.hostname
     );
     formats::write_uki(&vmlinuz, &initrd, cmdline, &os_release, epoch, &uki)?;
-    if wanted.contains(&Format::Iso) {
-        progress.step("making the ISO");
-        formats::write_iso(&vmlinuz, &initrd, cmdline, &uki, epoch, &dir.join(formats::ISO))?;
-    }
     let raw = dir.join(formats::RAW);
     if wanted.iter().any(|f| disk.contains(f)) {
         progress.step("making the EFI disk");

@@ -5,8 +5,9 @@
 //! - `raw-efi`: a GPT disk whose EFI system partition holds the UKI as the removable-media boot
 //!   path `\EFI\BOOT\BOOTX64.EFI` (no boot manager, no NVRAM entry needed).
 //! - `qcow2`, `vhdx`: that disk converted by `qemu-img` (vhdx for Hyper-V Gen2: UEFI).
-//! - `iso`: one hybrid image for BIOS (isolinux) and UEFI (an El Torito EFI image holding the
-//!   UKI), as a CD and as a USB disk (isohybrid MBR + GPT).
+//! - `iso`: one hybrid image for BIOS (isolinux) and UEFI (an El Torito EFI image holding a
+//!   240 kB GRUB that reads the same kernel and initramfs from the ISO 9660 tree), as a CD and
+//!   as a USB disk (isohybrid MBR + GPT). The kernel and initramfs are stored once.
 //!
 //! No root, no loop devices: the FAT file system is made in a file (`mkfs.vfat`, `mtools`), the
 //! partition table is written here (GPT), the ISO by `xorriso`. Reproducible: timestamps come from
@@ -246,13 +247,26 @@ pub fn fix_pe_timestamp(pe: &mut [u8], stamp: u32) -> Result<()> {
     Ok(())
 }
 
-/// A FAT image at `out` holding `files` (`(path in the image, source)`), sized for them.
-fn write_fat(files: &[(&str, &Path)], label: &str, seed: &[u8], epoch: u64, out: &Path) -> Result<()> {
+/// The smallest EFI system partition of a disk image: FAT16 from here on, which firmware reads
+/// everywhere (the El Torito image of an ISO is only as large as its files need).
+const ESP_MIN_BYTES: u64 = 16 << 20;
+
+/// A FAT image at `out` holding `files` (`(path in the image, source)`), sized for them and at
+/// least `min_bytes`.
+fn write_fat(
+    files: &[(&str, &Path)],
+    label: &str,
+    seed: &[u8],
+    epoch: u64,
+    min_bytes: u64,
+    out: &Path,
+) -> Result<()> {
     let mkfs = tool("mkfs.vfat", "dosfstools")?;
     let mmd = tool("mmd", "mtools")?;
     let mcopy = tool("mcopy", "mtools")?;
     let payload: u64 = files.iter().map(|(_, f)| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    let kib = align_up(payload + payload / 20 + (2 << 20), 1 << 20).max(16 << 20) / 1024;
+    let slack = (payload / 20).max(64 << 10);
+    let kib = align_up(payload + slack, 256 << 10).max(min_bytes) / 1024;
     let _ = fs::remove_file(out);
     let serial = &guid(seed, label).replace('-', "")[..8];
     run(
@@ -313,7 +327,7 @@ pub fn write_raw_efi(uki: &Path, epoch: u64, data_bytes: Option<u64>, out: &Path
     let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let esp = dir.join(".esp.img");
-    write_fat(&[("EFI/BOOT/BOOTX64.EFI", uki)], "BERTH-ESP", seed.as_bytes(), epoch, &esp)?;
+    write_fat(&[("EFI/BOOT/BOOTX64.EFI", uki)], "BERTH-ESP", seed.as_bytes(), epoch, ESP_MIN_BYTES, &esp)?;
     let esp_bytes = fs::metadata(&esp)?.len();
     const START: u64 = 1 << 20;
     let data = data_bytes.map(|b| align_up(b, 1 << 20)).unwrap_or(0);
@@ -539,16 +553,87 @@ pub fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
-/// The hybrid ISO at `out`: isolinux for BIOS (kernel and initramfs as files), an El Torito
-/// EFI image holding the UKI for UEFI, isohybrid MBR and GPT so it also boots as a USB disk.
-pub fn write_iso(
-    vmlinuz: &Path,
-    initrd: &Path,
-    cmdline: &str,
-    uki: &Path,
-    epoch: u64,
-    out: &Path,
-) -> Result<()> {
+/// GRUB's modules for the ISO's EFI loader: find the ISO 9660 tree, load a kernel the EFI way.
+const GRUB_EFI_MODULES: [&str; 5] = ["iso9660", "search", "linux", "boot", "efi_gop"];
+/// Where Debian's `grub-efi-amd64-bin` keeps those modules.
+const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+
+/// `text` as one word of a GRUB script: single-quoted, `'` written as `'\''`.
+fn grub_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The kernel command line as the words GRUB's `linux` command takes: split at blanks outside
+/// double quotes, the quotes removed (`a="b c"` is the word `a=b c`; GRUB puts it back in
+/// double quotes, which the kernel reads as the same parameter). GRUB escapes `\`, `'` and any
+/// other `"` with a backslash the kernel does not undo, so those are refused.
+fn grub_linux_words(cmdline: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let (mut word, mut quoted, mut started) = (String::new(), false, false);
+    for c in cmdline.chars() {
+        match c {
+            '"' => (quoted, started) = (!quoted, true),
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                }
+                started = false;
+            }
+            '\\' | '\'' => bail!(
+                "[kernel] cmdline: the ISO's UEFI loader (GRUB) cannot pass `{c}` to the kernel \
+                 unchanged; remove it from the command line or build another format"
+            ),
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if quoted {
+        bail!("[kernel] cmdline: a double quote is not closed: {cmdline}");
+    }
+    if started {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// The GRUB script built into the ISO's EFI loader: find this ISO's file system by its marker
+/// file, then boot `/vmlinuz` with `/initrd.img` and the command line's words, each quoted.
+fn grub_iso_script(marker: &str, cmdline: &str) -> Result<String> {
+    let args: Vec<String> = grub_linux_words(cmdline)?.iter().map(|w| grub_quote(w)).collect();
+    Ok(format!(
+        "search --no-floppy --file --set=root {marker}\nlinux /vmlinuz {}\ninitrd /initrd.img\nboot\n",
+        args.join(" ")
+    ))
+}
+
+/// The ISO's EFI loader at `out`: a GRUB image (`grub-mkimage`, deterministic for the same input)
+/// with [`grub_iso_script`] built in and no other files.
+fn write_grub_efi(marker: &str, cmdline: &str, scratch: &Path, out: &Path) -> Result<()> {
+    let mkimage = tool("grub-mkimage", "grub-common")?;
+    packaged_file(&format!("{GRUB_EFI_DIR}/linux.mod"), "grub-efi-amd64-bin")?;
+    let script = scratch.join("grub-early.cfg");
+    fs::write(&script, grub_iso_script(marker, cmdline)?)?;
+    let result = run(
+        Command::new(mkimage)
+            .args(["-O", "x86_64-efi", "-d", GRUB_EFI_DIR, "-p", "/EFI/BOOT", "-o"])
+            .arg(out)
+            .arg("-c")
+            .arg(&script)
+            .args(GRUB_EFI_MODULES),
+        "grub-mkimage",
+    );
+    let _ = fs::remove_file(&script);
+    result
+}
+
+/// The hybrid ISO at `out`: isolinux for BIOS and an El Torito EFI image holding a small GRUB
+/// for UEFI, both loading the kernel and initramfs stored once as files (`/vmlinuz`,
+/// `/initrd.img`); isohybrid MBR and GPT so it also boots as a USB disk. GRUB finds the tree by
+/// a marker file named after the initramfs's hash, so it boots this ISO even with others
+/// attached.
+pub fn write_iso(vmlinuz: &Path, initrd: &Path, cmdline: &str, epoch: u64, out: &Path) -> Result<()> {
     let xorriso = tool("xorriso", "xorriso")?;
     let isolinux = packaged_file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?;
     let mbr = packaged_file("/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux")?;
@@ -557,6 +642,7 @@ pub fn write_iso(
     let tree = dir.join(".iso-tree");
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(tree.join("isolinux"))?;
+    fs::create_dir_all(tree.join("berth"))?;
     fs::copy(vmlinuz, tree.join("vmlinuz"))?;
     fs::copy(initrd, tree.join("initrd.img"))?;
     fs::copy(&isolinux, tree.join("isolinux/isolinux.bin"))?;
@@ -568,14 +654,26 @@ pub fn write_iso(
             cmdline.trim()
         ),
     )?;
-    let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
-    write_fat(
-        &[("EFI/BOOT/BOOTX64.EFI", uki)],
-        "BERTH-EFI",
-        seed.as_bytes(),
-        epoch,
-        &tree.join("efiboot.img"),
-    )?;
+    let seed = crate::blobs::sha256_file(initrd).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let marker = format!("/berth/{}", &seed.trim_start_matches("sha256:")[..16]);
+    fs::write(tree.join(marker.trim_start_matches('/')), "berth: GRUB finds this ISO by this file\n")?;
+    let grub = dir.join(".iso-grub.efi");
+    let efi_image = (|| {
+        write_grub_efi(&marker, cmdline, dir, &grub)?;
+        let mut pe = fs::read(&grub)?;
+        fix_pe_timestamp(&mut pe, epoch as u32)?;
+        fs::write(&grub, pe)?;
+        write_fat(
+            &[("EFI/BOOT/BOOTX64.EFI", &grub)],
+            "BERTH-EFI",
+            seed.as_bytes(),
+            epoch,
+            0,
+            &tree.join("efiboot.img"),
+        )
+    })();
+    let _ = fs::remove_file(&grub);
+    efi_image?;
     let stamp = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
     for entry in walk(&tree)?.into_iter().chain([tree.clone()]) {
         fs::File::open(&entry)?.set_modified(stamp)?;
@@ -729,6 +827,21 @@ mod tests {
         assert_eq!(&w[2].1[..4], &[0x28, 0x73, 0x2a, 0xc1]);
         assert_eq!(w[4].0, (sectors - 1) * 512);
         assert_eq!(&w[4].1[..8], b"EFI PART");
+    }
+
+    #[test]
+    fn grub_script_passes_the_kernel_its_command_line_words() {
+        let script = grub_iso_script("/berth/0123", " console=ttyS0  a=\"b c\" $x;y \"\" \n").unwrap();
+        assert_eq!(
+            script,
+            "search --no-floppy --file --set=root /berth/0123\n\
+             linux /vmlinuz 'console=ttyS0' 'a=b c' '$x;y' ''\n\
+             initrd /initrd.img\nboot\n"
+        );
+        for bad in ["a='b'", "a=\\x", "a=\"b"] {
+            let err = grub_iso_script("/m", bad).unwrap_err().to_string();
+            assert!(err.starts_with("[kernel] cmdline: "), "{bad}: {err}");
+        }
     }
 
     #[test]

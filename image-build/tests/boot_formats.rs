@@ -1,6 +1,6 @@
 //! Every bootable format: the hello example built as UKI, ISO, raw EFI disk, qcow2 and VHDX,
 //! each booted by `berth run` under the firmware its format needs (ISO: SeaBIOS as a CD and as
-//! a disk, and OVMF; disks and UKI: OVMF); `qemu-img check` on qcow2 and vhdx; two builds
+//! a disk, and OVMF through its GRUB; disks and UKI: OVMF); `qemu-img check` on qcow2 and vhdx; two builds
 //! byte-identical; a missing host tool named with its Debian package.
 
 mod common;
@@ -73,6 +73,17 @@ fn iso_boots_with_bios_as_cd_and_disk_and_with_uefi() {
     assert!(bios.contains("ISOLINUX"), "isolinux (BIOS) booted it");
     let uefi = boot(&iso, &["--uefi"]);
     assert!(!uefi.contains("ISOLINUX"), "the UEFI boot went through the EFI image, not isolinux");
+    assert!(uefi.contains("Welcome to GRUB"), "the EFI image's GRUB loaded the kernel: {uefi}");
+    // GRUB passed the command line ("console=ttyS0 quiet"): quiet hides the kernel's banner.
+    assert!(!uefi.contains("] Linux version"), "GRUB lost `quiet` from the command line: {uefi}");
+    // The kernel and initramfs are stored once: the ISO is them plus about 1 MiB.
+    let len = |name: &str| std::fs::metadata(out.join(name)).unwrap().len();
+    let payload = len("vmlinuz") + len("initrd.img");
+    assert!(
+        len("berth.iso") < payload + (2 << 20),
+        "ISO {} bytes for {payload} of payload",
+        len("berth.iso")
+    );
     // As a USB stick: the same file attached as a disk (isohybrid MBR), under SeaBIOS.
     let disk = out.join("iso-as-disk.raw");
     std::fs::copy(&iso, &disk).unwrap();
