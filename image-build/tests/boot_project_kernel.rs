@@ -133,7 +133,7 @@ fn every_area_works_on_the_project_kernel() {
 }
 
 #[test]
-fn the_iso_boots_under_seabios_on_the_project_kernel() {
+fn the_iso_boots_under_seabios_and_ovmf_on_the_project_kernel() {
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
     let example = std::fs::read_to_string(common::workspace().join("examples/hello.toml")).unwrap();
@@ -148,14 +148,18 @@ fn the_iso_boots_under_seabios_on_the_project_kernel() {
         "iso",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run = run_iso(&out.join("berth.iso"));
+    let run = run_iso(&out.join("berth.iso"), &[]);
     assert!(run.contains("hello | hello from hello"), "{run}");
+    // UEFI: the ISO's GRUB hands the same kernel to its EFI stub.
+    let run = run_iso(&out.join("berth.iso"), &["--uefi"]);
+    assert!(run.contains("Welcome to GRUB") && run.contains("hello | hello from hello"), "{run}");
 }
 
-/// `berth run IMAGE.iso` (SeaBIOS, as a CD), its console.
-fn run_iso(iso: &Path) -> String {
+/// `berth run IMAGE.iso` (as a CD; SeaBIOS, or OVMF with `--uefi` in `extra`), its console.
+fn run_iso(iso: &Path, extra: &[&str]) -> String {
     let o = Command::new(common::berth())
         .args(["run", "--no-net", "--timeout", "120"])
+        .args(extra)
         .arg(iso)
         .output()
         .expect("run berth run");
