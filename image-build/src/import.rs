@@ -1,5 +1,8 @@
 //! `berth image import`: turn a root filesystem directory into a single-layer OCI image in an
-//! OCI image layout, like `docker import`, reproducibly.
+//! OCI image layout, like `docker import`, reproducibly; with a base image (`--base TAG`), the
+//! directory becomes one more layer on top of that image's layers, like a Dockerfile's `FROM`
+//! and `COPY` (files named `.wh.NAME` in the directory are OCI whiteouts: they delete NAME of
+//! the layers below).
 //!
 //! The layer is a gzip tar of the directory: entries sorted by path (so every directory comes
 //! before its contents), owners, permissions, symlinks, hard links and device nodes preserved,
@@ -39,6 +42,73 @@ pub struct ImportOptions {
     /// The timestamp for every mtime and `created`; `None`: the `SOURCE_DATE_EPOCH`
     /// environment variable if set (then `created` is written), else 0 (and no `created`).
     pub source_date_epoch: Option<u64>,
+    /// A tag of the same layout: the new layer goes on top of that image's layers, and its
+    /// settings are the base's, each given option replacing the base's (`env` by key).
+    pub base: Option<String>,
+}
+
+/// What an imported image starts from: the layers, diff ids, history and settings of a base
+/// image, or nothing.
+#[derive(Default)]
+struct Base {
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<Value>,
+    history: Vec<Value>,
+    config: ImageConfig,
+}
+
+/// Reads the image tagged `tag` in the layout at `layout_dir`.
+fn read_base(layout_dir: &Path, tag: &str) -> Result<Base> {
+    let index_path = layout_dir.join("index.json");
+    let index: Value = serde_json::from_slice(
+        &fs::read(&index_path).with_context(|| format!("--base {tag}: reading {}", index_path.display()))?,
+    )
+    .with_context(|| format!("{}: invalid JSON", index_path.display()))?;
+    let entry = index["manifests"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["annotations"][REF_NAME_ANNOTATION].as_str() == Some(tag)))
+        .with_context(|| {
+            format!(
+                "--base {tag}: no image tagged {tag:?} in {}; import the base there first",
+                layout_dir.display()
+            )
+        })?;
+    let blob = |digest: &str| -> Result<Vec<u8>> {
+        let hex = digest.strip_prefix("sha256:").with_context(|| format!("unsupported digest {digest}"))?;
+        let path = layout_dir.join("blobs/sha256").join(hex);
+        fs::read(&path).with_context(|| format!("--base {tag}: reading {}", path.display()))
+    };
+    let manifest: Manifest = serde_json::from_slice(&blob(entry["digest"].as_str().unwrap_or_default())?)
+        .with_context(|| format!("--base {tag}: the manifest is not an OCI image manifest"))?;
+    let config: Value = serde_json::from_slice(&blob(&manifest.config.digest)?)
+        .with_context(|| format!("--base {tag}: the image configuration is not JSON"))?;
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    if diff_ids.len() != manifest.layers.len() {
+        bail!("--base {tag}: {} layers but {} diff_ids", manifest.layers.len(), diff_ids.len());
+    }
+    Ok(Base {
+        layers: manifest.layers,
+        diff_ids,
+        history: config["history"].as_array().cloned().unwrap_or_default(),
+        config: serde_json::from_value(config["config"].clone()).unwrap_or_default(),
+    })
+}
+
+/// The base's settings with the given options in their place; `env` replaces by key.
+fn merge_settings(base: ImageConfig, opts: &ImportOptions) -> ImageConfig {
+    let mut env = base.env;
+    for kv in &opts.env {
+        let key = kv.split('=').next().unwrap_or(kv);
+        env.retain(|old| old.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    ImageConfig {
+        entrypoint: opts.entrypoint.clone().unwrap_or(base.entrypoint),
+        cmd: opts.cmd.clone().unwrap_or(base.cmd),
+        env,
+        working_dir: opts.working_dir.clone().unwrap_or(base.working_dir),
+        user: opts.user.clone().unwrap_or(base.user),
+    }
 }
 
 /// One file system object to archive.
@@ -48,7 +118,8 @@ struct Item {
     meta: Metadata,
 }
 
-/// Imports `rootfs` as a one-layer image tagged `tag` into the OCI layout `layout_dir`
+/// Imports `rootfs` as a one-layer image (or a layer on top of `opts.base`) tagged `tag` into
+/// the OCI layout `layout_dir`
 /// (created if needed; an existing image with the same tag is replaced in `index.json`, others
 /// are kept). Returns the manifest digest. Every file is written to a temporary file and
 /// renamed. Concurrent imports into the same layout may lose one's `index.json` update.
@@ -83,21 +154,21 @@ pub fn import_rootfs(rootfs: &Path, layout_dir: &Path, tag: &str, opts: &ImportO
     collect(rootfs, "", &mut items)?;
     items.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
 
+    let base = match &opts.base {
+        Some(tag) => read_base(layout_dir, tag)?,
+        None => Base::default(),
+    };
     let cache = BlobCache::new(layout_dir.to_path_buf());
     let (layer_digest, layer_size, diff_id) = write_layer(&cache, &items, epoch.unwrap_or(0))?;
 
-    let image_config = ImageConfig {
-        entrypoint: opts.entrypoint.clone().unwrap_or_default(),
-        cmd: opts.cmd.clone().unwrap_or_default(),
-        env: opts.env.clone(),
-        working_dir: opts.working_dir.clone().unwrap_or_default(),
-        user: opts.user.clone().unwrap_or_default(),
-    };
+    let image_config = merge_settings(base.config, opts);
+    let mut diff_ids = base.diff_ids;
+    diff_ids.push(json!(diff_id));
     let mut config = json!({
         "architecture": "amd64",
         "os": "linux",
         "config": image_config,
-        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
     let mut history = json!({ "created_by": "berth image import" });
     if let Some(epoch) = epoch {
@@ -105,7 +176,9 @@ pub fn import_rootfs(rootfs: &Path, layout_dir: &Path, tag: &str, opts: &ImportO
         config["created"] = json!(created);
         history["created"] = json!(created);
     }
-    config["history"] = json!([history]);
+    let mut histories = base.history;
+    histories.push(history);
+    config["history"] = json!(histories);
     let config_bytes = serde_json::to_vec(&config)?;
     let (config_digest, _, config_size) = cache.insert_computing(config_bytes.as_slice())?;
 
@@ -113,7 +186,11 @@ pub fn import_rootfs(rootfs: &Path, layout_dir: &Path, tag: &str, opts: &ImportO
         schema_version: 2,
         media_type: Some(MEDIA_OCI_MANIFEST.to_string()),
         config: descriptor(MEDIA_OCI_CONFIG, config_digest, config_size),
-        layers: vec![descriptor(MEDIA_OCI_LAYER_GZIP, layer_digest, layer_size)],
+        layers: base
+            .layers
+            .into_iter()
+            .chain([descriptor(MEDIA_OCI_LAYER_GZIP, layer_digest, layer_size)])
+            .collect(),
     };
     let manifest_bytes = serde_json::to_vec(&manifest)?;
     let (manifest_digest, _, manifest_size) = cache.insert_computing(manifest_bytes.as_slice())?;

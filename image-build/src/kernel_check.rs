@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use berth_init::config::{Config, NetMode};
+use berth_init::config::{Config, InitrdCompression, NetMode};
 use serde::Serialize;
 
 use crate::bzimage::{self, BzImageError};
@@ -43,6 +43,10 @@ pub enum Need {
     Boot,
     /// Every image: containers start.
     Containers,
+    /// `[kernel] compression = "zstd"` (the default): the kernel unpacks a zstd initramfs.
+    InitrdZstd,
+    /// `[kernel] compression = "gzip"`: the kernel unpacks a gzip initramfs.
+    InitrdGzip,
     /// The image configures a network interface (the default: DHCP on the first one).
     Network,
     /// A container has `net = "bridge"`.
@@ -61,9 +65,11 @@ pub enum Need {
 
 impl Need {
     /// Every need, in report order.
-    pub const ALL: [Need; 9] = [
+    pub const ALL: [Need; 11] = [
         Need::Boot,
         Need::Containers,
+        Need::InitrdZstd,
+        Need::InitrdGzip,
         Need::Network,
         Need::Bridge,
         Need::Storage,
@@ -78,6 +84,8 @@ impl Need {
         match self {
             Need::Boot => "boot",
             Need::Containers => "containers",
+            Need::InitrdZstd => "initrd-zstd",
+            Need::InitrdGzip => "initrd-gzip",
             Need::Network => "network",
             Need::Bridge => "bridge",
             Need::Storage => "storage",
@@ -98,6 +106,8 @@ impl Need {
         match self {
             Need::Boot => "every image",
             Need::Containers => "every image",
+            Need::InitrdZstd => "images with [kernel] compression = \"zstd\" (the default)",
+            Need::InitrdGzip => "images with [kernel] compression = \"gzip\"",
             Need::Network => "images that configure a network interface (the default: DHCP)",
             Need::Bridge => "images with a net = \"bridge\" container",
             Need::Storage => "images with [storage]",
@@ -123,6 +133,10 @@ pub fn every_need() -> BTreeSet<Need> {
 /// when the config or a format uses what they are for.
 pub fn needs_for(config: &Config, formats: &[Format]) -> BTreeSet<Need> {
     let mut needs = BTreeSet::from([Need::Boot, Need::Containers]);
+    needs.insert(match config.kernel.compression {
+        InitrdCompression::Zstd => Need::InitrdZstd,
+        InitrdCompression::Gzip => Need::InitrdGzip,
+    });
     if !config.network.effective_interfaces().is_empty() {
         needs.insert(Need::Network);
     }
@@ -197,22 +211,20 @@ pub fn parse_annotations(name: &str, text: &str) -> Result<Vec<Requirement>, Ann
         if consequence.is_empty() {
             return Err(err("the annotation does not say what breaks without the option".to_string()));
         }
-        let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+        // Several annotations may stand above one option (one per need); they all apply to it.
+        let below =
+            (i + 1..lines.len()).find(|&j| annotation_body(lines[j]).is_none()).unwrap_or(lines.len());
+        let next = lines.get(below).map(|l| l.trim()).unwrap_or("");
         let option_line = next.split_once('=').filter(|(o, _)| {
             o.starts_with("CONFIG_")
                 && o.len() > 7
                 && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         });
         let Some((option, value)) = option_line else {
-            let found = if annotation_body(next).is_some() {
-                "another annotation (one annotation per option)".to_string()
-            } else if next.is_empty() {
-                "nothing".to_string()
-            } else {
-                format!("`{next}`")
-            };
+            let found = if next.is_empty() { "nothing".to_string() } else { format!("`{next}`") };
             return Err(err(format!(
-                "an annotation must stand directly above an option line (CONFIG_X=y); found {found}"
+                "an annotation must stand directly above an option line (CONFIG_X=y), or above \
+                 another annotation of that option; found {found}"
             )));
         };
         if value != "y" && value != "m" {
@@ -226,7 +238,7 @@ pub fn parse_annotations(name: &str, text: &str) -> Result<Vec<Requirement>, Ann
             need,
             consequence: consequence.to_string(),
             fragment: name.to_string(),
-            line: i + 2,
+            line: below + 1,
         });
     }
     Ok(out)
@@ -254,13 +266,13 @@ fn parse_all(fragments: &[(&str, &str)]) -> Result<Vec<Requirement>, AnnotationE
             if let Some(first) = all.iter().find(|a| a.option == r.option && a.need == r.need) {
                 return Err(AnnotationError {
                     fragment: r.fragment.clone(),
-                    line: r.line - 1,
+                    line: r.line,
                     message: format!(
                         "{} is annotated `{}` already ({}:{}); keep one",
                         r.option,
                         r.need.name(),
                         first.fragment,
-                        first.line - 1
+                        first.line
                     ),
                 });
             }
@@ -791,7 +803,7 @@ mod tests {
             ("# @berth boot: x\n\nCONFIG_B=y\n", 1, "found nothing"),
             ("# @berth boot: x\n", 1, "found nothing"),
             ("# @berth boot: x\n# CONFIG_B is not set\n", 1, "found `# CONFIG_B is not set`"),
-            ("# @berth boot: x\n# @berth network: y\nCONFIG_B=y\n", 1, "another annotation"),
+            ("# @berth boot: x\n# @berth network: y\n\nCONFIG_B=y\n", 1, "found nothing"),
             ("# @berth boot: x\nCONFIG_NR_CPUS=64\n", 1, "must be set to y or m"),
         ];
         for (text, line, message) in cases {
@@ -804,14 +816,28 @@ mod tests {
             [("a.config", "# @berth boot: x\nCONFIG_A=y\n"), ("b.config", "# @berth boot: y\nCONFIG_A=y\n")];
         let e = parse_all(&twice).unwrap_err();
         assert!(
-            e.to_string().starts_with("b.config:1: CONFIG_A is annotated `boot` already (a.config:1)"),
+            e.to_string().starts_with("b.config:2: CONFIG_A is annotated `boot` already (a.config:2)"),
             "{e}"
         );
+        let stacked = "# @berth boot: x\n# @berth boot: y\nCONFIG_A=y\n";
+        let e = parse_all(&[("c.config", stacked)]).unwrap_err();
+        assert!(e.to_string().starts_with("c.config:3: CONFIG_A is annotated `boot` already"), "{e}");
         let two_needs = [
             ("a.config", "# @berth boot: x\nCONFIG_A=y\n"),
             ("b.config", "# @berth storage: y\nCONFIG_A=y\n"),
         ];
         assert_eq!(parse_all(&two_needs).unwrap().len(), 2);
+        let stacked = "# @berth network: no NIC\n# @berth storage: no disk\nCONFIG_VIRTIO_PCI=y\n";
+        let both = parse_all(&[("v.config", stacked)]).unwrap();
+        let got: Vec<_> =
+            both.iter().map(|r| (r.option.as_str(), r.need, r.consequence.as_str(), r.line)).collect();
+        assert_eq!(
+            got,
+            [
+                ("CONFIG_VIRTIO_PCI", Need::Network, "no NIC", 3),
+                ("CONFIG_VIRTIO_PCI", Need::Storage, "no disk", 3)
+            ]
+        );
     }
 
     #[test]
@@ -930,7 +956,15 @@ mod tests {
         assert_eq!(status("CONFIG_BRIDGE"), None, "bridge is not needed: not reported");
         assert_eq!(
             r.not_needed,
-            vec![Need::Bridge, Need::Storage, Need::ConfigDrive, Need::Hyperv, Need::Efi]
+            vec![
+                Need::InitrdZstd,
+                Need::InitrdGzip,
+                Need::Bridge,
+                Need::Storage,
+                Need::ConfigDrive,
+                Need::Hyperv,
+                Need::Efi
+            ]
         );
         assert!(!r.ok);
         let failures: Vec<&str> = r.failures().iter().map(|(_, i)| i.option.as_str()).collect();
@@ -952,7 +986,7 @@ mod tests {
         );
         assert!(text.contains("  - CONFIG_A: built in\n"), "{text}");
         assert!(
-            text.contains("not needed by app.toml: bridge, storage, config-drive, hyperv, efi"),
+            text.contains("not needed by app.toml: initrd-zstd, initrd-gzip, bridge, storage, config-drive, hyperv, efi"),
             "{text}"
         );
         assert!(text.contains("result: the kernel lacks what app.toml needs: 3 options"), "{text}");
@@ -1021,25 +1055,27 @@ mod tests {
     fn needs_follow_the_config_and_formats() {
         use Need::*;
         let none = "[network]\nauto = false\n";
-        assert_eq!(needs_for(&config(none), &[]), BTreeSet::from([Boot, Containers]));
-        assert_eq!(needs_for(&config(""), &[]), BTreeSet::from([Boot, Containers, Network]));
+        assert_eq!(needs_for(&config(none), &[]), BTreeSet::from([Boot, Containers, InitrdZstd]));
+        assert_eq!(needs_for(&config(""), &[]), BTreeSet::from([Boot, Containers, InitrdZstd, Network]));
         assert_eq!(
             needs_for(&config(&format!("{none}[system]\nconfig_drive = true\n")), &[Format::KernelInitrd]),
-            BTreeSet::from([Boot, Containers, ConfigDrive])
+            BTreeSet::from([Boot, Containers, InitrdZstd, ConfigDrive])
         );
         assert_eq!(
             needs_for(&config(&format!("{none}[storage]\ndisk = \"/dev/vdb\"\n")), &[Format::Iso]),
-            BTreeSet::from([Boot, Containers, Storage, Efi])
+            BTreeSet::from([Boot, Containers, InitrdZstd, Storage, Efi])
         );
         let bridge = "[[service]]\nname = \"web\"\nimage = \"oci:x\"\nnet = \"bridge\"\n";
         assert_eq!(
             needs_for(&config(bridge), &[Format::Vhdx]),
-            BTreeSet::from([Boot, Containers, Network, Bridge, Hyperv, Efi])
+            BTreeSet::from([Boot, Containers, InitrdZstd, Network, Bridge, Hyperv, Efi])
         );
         for f in [Format::Uki, Format::RawEfi, Format::Qcow2] {
             assert!(needs_for(&config(none), &[f]).contains(&Efi));
         }
+        let gzip = format!("{none}[kernel]\ncompression = \"gzip\"\n");
+        assert_eq!(needs_for(&config(&gzip), &[]), BTreeSet::from([Boot, Containers, InitrdGzip]));
         assert!(!every_need().contains(&Optional));
-        assert_eq!(every_need().len(), 8);
+        assert_eq!(every_need().len(), 10);
     }
 }

@@ -146,6 +146,11 @@ enum ImageCommand {
         /// The image's User.
         #[arg(long)]
         user: Option<String>,
+        /// A tag in the same layout to build on: the directory becomes one more layer on top of
+        /// that image's layers (files named `.wh.NAME` delete NAME below), and the image keeps
+        /// the base's settings except those given here (--env replaces by key).
+        #[arg(long, value_name = "TAG")]
+        base: Option<String>,
     },
 }
 
@@ -153,8 +158,9 @@ enum ImageCommand {
 enum KernelCommand {
     /// Report, per berth need, whether a kernel has each option berth needs: built in, a
     /// module (and whether `berth build` packs it), or missing with what breaks. The needs:
-    /// boot and containers (every image), network, bridge, storage, config-drive, hyperv, efi
-    /// (when the config or a format uses them), and optional (reported, never refused). The
+    /// boot and containers (every image), initrd-zstd or initrd-gzip (the initramfs's
+    /// compression), network, bridge, storage, config-drive, hyperv, efi (when the config or a
+    /// format uses them), and optional (reported, never refused). The
     /// options come from the `# @berth NEED: CONSEQUENCE` annotations of kernel-config/fragments.
     /// Exit status 1 when a needed option is missing: without --for, any boot or containers one
     /// (every need is reported); with --for, any the config needs. `berth build` runs the same
@@ -233,7 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Image {
-            command: ImageCommand::Import { rootfs, tag, output, cmd, entrypoint, env, workdir, user },
+            command: ImageCommand::Import { rootfs, tag, output, cmd, entrypoint, env, workdir, user, base },
         } => {
             let opts = ImportOptions {
                 entrypoint: (!entrypoint.is_empty()).then_some(entrypoint),
@@ -242,6 +248,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 working_dir: workdir,
                 user,
                 source_date_epoch: None,
+                base,
             };
             let digest = import_rootfs(&rootfs, &output, &tag, &opts)?;
             println!("{digest}");

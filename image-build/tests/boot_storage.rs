@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use berth_qemu::default_timeout;
 
 const CONFIG: &str = r#"
@@ -191,7 +193,8 @@ fn a_disk_holding_data_is_refused_untouched() {
 }
 
 /// Named volumes and a persistent writable layer, on the data partition of berth's own EFI
-/// disk (found by its GPT name).
+/// disk (found by its GPT name). The image has three layers (see [`layered_image`]): the
+/// `/etc` volume is filled from their merged view.
 const VOLUMES_CONFIG: &str = r#"
 [kernel]
 cmdline = "console=ttyS0 quiet"
@@ -201,7 +204,7 @@ disk = "partlabel:berth-data"
 
 [[service]]
 name = "keeper"
-image = "oci:images/busybox:latest"
+image = "oci:images/busybox:layered"
 volumes = ["state:/state", "app-home:/home/app", "config:/etc:ro"]
 persistent = true
 restart = "on-failure"
@@ -211,15 +214,36 @@ echo y >> /layer-file && sync /layer-file
 n=$(wc -l < /state/starts)
 echo "run=$n layer=$(wc -l < /layer-file) home=$(stat -c %u:%g /home/app) passwd=$(grep -c '^app:' /etc/passwd) resolv=$(test -s /etc/resolv.conf && echo yes)"
 touch /etc/x 2>/dev/null && echo etc=writable || echo etc=read-only
+echo "motd=$(cat /etc/motd) note=$(test -e /etc/note && echo present || echo deleted)"
 [ "$n" = 1 ] && exit 1
 trap 'exit 0' TERM; sleep 1000 & wait
 """]
 "#;
 
+/// `images/busybox:layered`: busybox, then a layer adding `/etc/motd` ("two") and `/etc/note`,
+/// then one replacing `/etc/motd` ("three") and deleting `/etc/note` (an OCI whiteout).
+fn layered_image(dir: &Path) {
+    let layout = dir.join("images/busybox");
+    for (tag, base, files) in [
+        ("two", "latest", &[("etc/motd", "two"), ("etc/note", "from layer two")][..]),
+        ("layered", "two", &[("etc/motd", "three"), ("etc/.wh.note", "")][..]),
+    ] {
+        let root = dir.join(format!("layer-{tag}"));
+        for (path, text) in files {
+            std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+            std::fs::write(root.join(path), format!("{text}\n")).unwrap();
+        }
+        let args = ["image", "import", root.to_str().unwrap(), "--tag", tag, "--base", base, "-o"];
+        let o = common::run_berth(&[&args[..], &[layout.to_str().unwrap()]].concat());
+        assert!(o.status.success(), "import {tag}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 #[test]
 fn volumes_and_a_persistent_layer_survive_restarts_and_reboots() {
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
+    layered_image(dir.path());
     std::fs::write(dir.path().join("vol.toml"), VOLUMES_CONFIG).unwrap();
     let out = dir.path().join("out");
     let o = common::run_berth(&[
@@ -251,6 +275,7 @@ fn volumes_and_a_persistent_layer_survive_restarts_and_reboots() {
     assert_eq!(run(&c, 1).as_deref(), Some("layer=1 home=1000:1000 passwd=1 resolv=yes"), "{c}");
     assert_eq!(run(&c, 2).as_deref(), Some("layer=2 home=1000:1000 passwd=1 resolv=yes"), "restart: {c}");
     assert!(c.contains("keeper | etc=read-only"), "{c}");
+    assert!(c.contains("keeper | motd=three note=deleted"), "copy-up of the merged layers: {c}");
     let created: Vec<&str> =
         events.iter().filter(|e| e.name == "volume.created").filter_map(|e| e.get("name")).collect();
     assert_eq!(created, ["state", "app-home", "config"], "made once, on the first start");

@@ -150,6 +150,49 @@ fn import_resolve_and_read() {
 }
 
 #[test]
+fn a_layer_on_a_base_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    make_rootfs(&rootfs);
+    let layout = tmp.path().join("images");
+    let base = import_rootfs(&rootfs, &layout, "base", &options()).unwrap();
+    let top = tmp.path().join("top");
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::write(top.join("etc/motd"), "on top\n").unwrap();
+    fs::write(top.join("etc/.wh.group"), "").unwrap();
+    let opts = ImportOptions {
+        base: Some("base".into()),
+        env: vec!["PATH=/usr/local/bin:/bin".into(), "MODE=top".into()],
+        source_date_epoch: Some(1_700_000_000),
+        ..Default::default()
+    };
+    let digest = import_rootfs(&top, &layout, "top", &opts).unwrap();
+    assert_ne!(digest, base);
+    assert_eq!(import_rootfs(&top, &layout, "top", &opts).unwrap(), digest, "reproducible");
+
+    let cache = BlobCache::new(tmp.path().join("cache"));
+    let resolved = resolve(&oci(&layout, "top"), &cache).unwrap();
+    assert_eq!(resolved.layers.len(), 2, "the base's layer, then the new one");
+    let below = resolve(&oci(&layout, "base"), &cache).unwrap();
+    assert_eq!(resolved.layers[0].digest, below.layers[0].digest);
+    assert_eq!(resolved.config.cmd, vec!["/bin/sh".to_string()], "the base's Cmd is kept");
+    assert_eq!(resolved.config.env, ["PATH=/usr/local/bin:/bin", "MODE=top"], "Env replaced by key");
+    let mut added = Vec::new();
+    for_each_entry(&resolved.layers[1], |entry, _| {
+        added.push((entry.path.clone(), entry.kind.clone()));
+        Ok(())
+    })
+    .unwrap();
+    let whiteout = EntryKind::CharDev(0, 0);
+    let expected = [("etc", EntryKind::Dir), ("etc/group", whiteout), ("etc/motd", EntryKind::File)];
+    assert_eq!(added, expected.map(|(p, k)| (p.to_string(), k)), "the .wh. file is a whiteout");
+
+    let err = import_rootfs(&top, &layout, "x", &ImportOptions { base: Some("nope".into()), ..options() })
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("no image tagged \"nope\""), "{err:#}");
+}
+
+#[test]
 fn corrupted_blob_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = tmp.path().join("rootfs");
