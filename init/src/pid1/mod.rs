@@ -13,6 +13,7 @@
 pub mod boot_config;
 pub mod bridge;
 pub mod control;
+pub mod late_modules;
 pub mod limits;
 pub mod log;
 pub mod log_files;
@@ -181,7 +182,7 @@ fn boot(signals: Option<&SignalFd>) {
         stage("storage");
     }
 
-    let late_modules = plan.late_modules.clone();
+    let late_paths = plan.late_modules.clone();
     // Before the containers: a container may be given the socket by a bind.
     let control = match control::ControlSocket::bind() {
         Ok(c) => Some(c),
@@ -198,18 +199,49 @@ fn boot(signals: Option<&SignalFd>) {
     }
     stage("containers");
     let first = sup.start();
-    // Modules nothing at boot waits for (the power button's, the NIC drivers) load once
-    // containers run; then the interfaces are there to configure.
-    for f in system::load_modules(&late_modules) {
-        log::warn(&f);
+    // Modules nothing at boot waits for (the power button's, the NIC drivers) load in a child
+    // process once containers run; when they are in, the interfaces are configured and the
+    // button read.
+    let late = late_modules::LateModules::start(&late_paths);
+    if late.is_none() {
+        for f in system::load_modules(&late_paths) {
+            log::warn(&f);
+        }
     }
-    net.look_for_interfaces();
-    let button = power_button::PowerButton::open();
-    match &button {
-        Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
-        None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
+    let mut devices = LateDevices { late, button: None };
+    if devices.late.is_none() {
+        devices.arrived(&mut net);
     }
-    event_loop(&mut sup, &mut net, signals, button.as_ref(), control.as_ref(), first)
+    event_loop(&mut sup, &mut net, signals, &mut devices, control.as_ref(), first)
+}
+
+/// What comes with the late modules: the power button, and the network interfaces (which
+/// [`network::HostNetwork`] configures).
+struct LateDevices {
+    /// Modules still loading.
+    late: Option<late_modules::LateModules>,
+    /// The ACPI power button, once its driver is in.
+    button: Option<power_button::PowerButton>,
+}
+
+impl LateDevices {
+    /// The late modules are in (or there were none): look for interfaces, open the button.
+    fn arrived(&mut self, net: &mut network::HostNetwork) {
+        net.look_for_interfaces();
+        self.button = power_button::PowerButton::open();
+        match &self.button {
+            Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
+            None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
+        }
+    }
+
+    /// After a poll: handles the end of module loading.
+    fn poll(&mut self, net: &mut network::HostNetwork) {
+        if self.late.as_mut().is_some_and(|l| l.finished()) {
+            self.late = None;
+            self.arrived(net);
+        }
+    }
 }
 
 /// Enables the controllers for containers: in the root group and in `berth/`.
@@ -226,7 +258,7 @@ fn event_loop(
     sup: &mut Supervisor,
     net: &mut network::HostNetwork,
     signals: Option<&SignalFd>,
-    button: Option<&power_button::PowerButton>,
+    devices: &mut LateDevices,
     control: Option<&control::ControlSocket>,
     first: Request,
 ) -> ! {
@@ -264,11 +296,15 @@ fn event_loop(
         if let Some(sfd) = signals {
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
         }
-        let extra = [button.map(|b| b.raw_fd()), control.map(|c| c.raw_fd())];
+        let extra = [
+            devices.button.as_ref().map(|b| b.raw_fd()),
+            control.map(|c| c.raw_fd()),
+            devices.late.as_ref().map(|l| l.raw_fd()),
+        ];
         let net_fds = net.fds();
         for fd in log_fds.iter().chain(extra.iter().flatten()).chain(net_fds.iter()) {
-            // SAFETY: the descriptors belong to `sup` and the power button, and stay open until
-            // after this poll.
+            // SAFETY: the descriptors belong to `sup`, the power button, the control socket, the
+            // late modules' pipe and the network, and stay open until after this poll.
             fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
         }
         if let Some((fd, write)) = syslog::poll_fd() {
@@ -281,9 +317,10 @@ fn event_loop(
         drop(fds);
 
         sup.drain_logs(None);
+        devices.poll(net);
         net.poll(Instant::now());
         syslog::service();
-        if button.is_some_and(|b| b.pressed()) {
+        if devices.button.as_ref().is_some_and(|b| b.pressed()) {
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
         }
         while let Some((stream, request)) = control.and_then(|c| c.next_request()) {

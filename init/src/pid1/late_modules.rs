@@ -1,0 +1,88 @@
+//! The modules nothing at boot waits for (the power button's, the NIC drivers, Hyper-V's
+//! helpers), loaded by a short-lived child process once the first containers run, so PID 1
+//! keeps forwarding their output, reaping and answering while the kernel links and probes the
+//! drivers (hundreds of milliseconds under TCG).
+//!
+//! A child process rather than a thread: PID 1 stays single-threaded (no thread runtime in the
+//! binary), and loading a module has the same effect from any process with `CAP_SYS_MODULE`.
+//! The child writes its failures to a pipe and exits; PID 1 reads the pipe to its end, and
+//! the supervisor reaps the child like any orphan.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::unistd::ForkResult;
+
+use super::{log, system};
+
+/// Modules loading in a child process; its pipe ends when they are done.
+pub struct LateModules {
+    /// The read end of the child's report (non-blocking).
+    report: std::fs::File,
+    /// What the child reported so far: one failure per line.
+    failures: Vec<u8>,
+}
+
+impl LateModules {
+    /// Starts loading `paths`. Returns `None` when there is nothing to load, or when no child
+    /// can be made (after logging why): the caller then loads them itself.
+    pub fn start(paths: &[String]) -> Option<LateModules> {
+        if paths.is_empty() {
+            return None;
+        }
+        let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn(&format!("cannot load modules in the background (pipe: {e}); loading them now"));
+                return None;
+            }
+        };
+        // SAFETY: PID 1 is single-threaded, so the child's copy of the heap and its locks is
+        // consistent and it may allocate. The child only loads the modules, writes its report
+        // and leaves with `_exit`, never returning into PID 1's code.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                drop(read);
+                let report = std::panic::catch_unwind(|| system::load_modules(paths).join("\n"))
+                    .unwrap_or_else(|_| "loading modules panicked".to_string());
+                let mut out = std::fs::File::from(write);
+                let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+                let _ = out.write_all(report.as_bytes());
+                // SAFETY: ends the child at once, without running PID 1's exit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(ForkResult::Parent { .. }) => {
+                drop(write);
+                Some(LateModules { report: std::fs::File::from(read), failures: Vec::new() })
+            }
+            Err(e) => {
+                log::warn(&format!("cannot load modules in the background (fork: {e}); loading them now"));
+                None
+            }
+        }
+    }
+
+    /// The descriptor to poll for reading.
+    pub fn raw_fd(&self) -> i32 {
+        self.report.as_raw_fd()
+    }
+
+    /// Reads what the child reported; once its report ended (the modules are in), logs the
+    /// failures and returns true.
+    pub fn finished(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&self.report).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.failures.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        for line in String::from_utf8_lossy(&self.failures).lines().filter(|l| !l.is_empty()) {
+            log::warn(line);
+        }
+        true
+    }
+}
