@@ -31,7 +31,8 @@ impl LateModules {
         if paths.is_empty() {
             return None;
         }
-        let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+        let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        {
             Ok(p) => p,
             Err(e) => {
                 log::warn(&format!("cannot load modules in the background (pipe: {e}); loading them now"));
