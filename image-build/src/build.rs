@@ -66,9 +66,9 @@ pub const STORAGE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_scsi"
 /// Hyper-V's disk drivers, packed with [`STORAGE_MODULES`] for `vhdx` images: the data disk on
 /// Hyper-V is a SCSI disk behind VMBus.
 pub const HYPERV_STORAGE_MODULES: &[&str] = &["hv_vmbus", "hv_storvsc"];
-/// Modules loaded after the first containers start: the ACPI power button as an input device
-/// (and the NIC drivers, see [`NIC_MODULES`]).
-pub const LATE_MODULES: &[&str] = &["evdev", "button"];
+/// Modules loaded right after the first container starts, before PID 1 forwards output: the
+/// ACPI power button as an input device.
+pub const BUTTON_MODULES: &[&str] = &["evdev", "button"];
 /// The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
 pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
 
@@ -79,7 +79,9 @@ pub struct ModulePlan {
     /// Loaded at boot before the containers: overlay, the bridge and NAT, the data disk's
     /// drivers, `[kernel] modules`.
     pub early: Vec<String>,
-    /// Loaded after the first containers start: the power button, the NIC, Hyper-V's drivers.
+    /// Loaded right after the first container starts: the power button.
+    pub button: Vec<String>,
+    /// Loaded in the background after the first containers start: the NIC, Hyper-V's drivers.
     pub late: Vec<String>,
     /// Loaded on QEMU only.
     pub qemu: Vec<String>,
@@ -92,6 +94,7 @@ impl ModulePlan {
     pub fn names(&self) -> BTreeSet<String> {
         self.early
             .iter()
+            .chain(&self.button)
             .chain(&self.late)
             .chain(&self.qemu)
             .chain(&self.config_drive)
@@ -114,7 +117,7 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         }
     }
     early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
-    let mut late = names(LATE_MODULES);
+    let mut late = Vec::new();
     if formats.contains(&Format::Vhdx) {
         late.extend(names(HYPERV_MODULES));
     }
@@ -122,7 +125,7 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         late.extend(names(NIC_MODULES));
     }
     let config_drive = if config.system.config_drive { names(CONFIG_DRIVE_MODULES) } else { Vec::new() };
-    ModulePlan { early, late, qemu: names(QEMU_MODULES), config_drive }
+    ModulePlan { early, button: names(BUTTON_MODULES), late, qemu: names(QEMU_MODULES), config_drive }
 }
 
 /// Every module `berth build` packs for some config (besides those `[kernel] modules` names).
@@ -132,7 +135,7 @@ pub fn packable_modules() -> BTreeSet<String> {
         BRIDGE_MODULES,
         STORAGE_MODULES,
         HYPERV_STORAGE_MODULES,
-        LATE_MODULES,
+        BUTTON_MODULES,
         HYPERV_MODULES,
         NIC_MODULES,
         CONFIG_DRIVE_MODULES,
@@ -149,6 +152,7 @@ pub fn packable_modules() -> BTreeSet<String> {
 #[derive(Debug, Default)]
 struct ModuleFiles {
     early: Vec<modules::ModuleFile>,
+    button: Vec<modules::ModuleFile>,
     late: Vec<modules::ModuleFile>,
     qemu: Vec<modules::ModuleFile>,
     config_drive: Vec<modules::ModuleFile>,
@@ -170,19 +174,23 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
         wanted.push("virtio_pci".to_string());
         early = resolve(&wanted)?;
     }
-    let late: Vec<_> = resolve(&plan.late)?
+    let button: Vec<_> = resolve(&plan.button)?
         .into_iter()
         .filter(|m| !early.iter().any(|b| b.rel_path == m.rel_path))
         .collect();
+    let late: Vec<_> = resolve(&plan.late)?
+        .into_iter()
+        .filter(|m| !early.iter().chain(&button).any(|b| b.rel_path == m.rel_path))
+        .collect();
     let qemu: Vec<_> = resolve(&plan.qemu)?
         .into_iter()
-        .filter(|m| !early.iter().chain(&late).any(|b| b.rel_path == m.rel_path))
+        .filter(|m| !early.iter().chain(&button).chain(&late).any(|b| b.rel_path == m.rel_path))
         .collect();
     let config_drive: Vec<_> = resolve(&plan.config_drive)?
         .into_iter()
         .filter(|m| !early.iter().chain(&qemu).any(|b| b.rel_path == m.rel_path))
         .collect();
-    Ok(ModuleFiles { early, late, qemu, config_drive })
+    Ok(ModuleFiles { early, button, late, qemu, config_drive })
 }
 
 /// Names of the files `berth build` writes.
@@ -354,8 +362,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         Some(dir) => resolve_module_files(dir, &module_plan)?,
         None => ModuleFiles::default(),
     };
-    let ModuleFiles { early: module_files, late: late_files, qemu: qemu_files, config_drive: drive_files } =
-        module_files;
+    let ModuleFiles {
+        early: module_files,
+        button: button_files,
+        late: late_files,
+        qemu: qemu_files,
+        config_drive: drive_files,
+    } = module_files;
     let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.release, rel);
 
@@ -416,6 +429,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         log: config.log.clone(),
         network: config.network.clone(),
         modules: module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        button_modules: button_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         config_drive_modules: drive_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
@@ -460,7 +474,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             cpio.symlink(&format!("sbin/{name}"), "/init", 0, 0)?;
         }
         let mut packed = std::collections::BTreeSet::new();
-        for m in module_files.iter().chain(&late_files).chain(&qemu_files).chain(&drive_files) {
+        for m in
+            module_files.iter().chain(&button_files).chain(&late_files).chain(&qemu_files).chain(&drive_files)
+        {
             if !packed.insert(m.rel_path.clone()) {
                 continue;
             }

@@ -46,8 +46,13 @@ pub struct Plan {
     /// Kernel modules to load, as paths in the initramfs, dependencies first.
     #[serde(default)]
     pub modules: Vec<String>,
-    /// Modules loaded once the first containers run (nothing at boot waits for them: the ACPI
-    /// power button), dependencies first.
+    /// The ACPI power button as an input device (evdev, button), dependencies first: loaded
+    /// right after the first container starts, before PID 1 forwards any output, so a shutdown
+    /// request is never lost once containers run.
+    #[serde(default)]
+    pub button_modules: Vec<String>,
+    /// Modules loaded in the background once the first containers run (nothing at boot waits
+    /// for them: the NIC drivers, Hyper-V's helpers), dependencies first.
     #[serde(default)]
     pub late_modules: Vec<String>,
     /// Modules loaded only on QEMU (its ACPI device `QEMU0002` present), before the boot-time
@@ -311,6 +316,7 @@ impl Default for Plan {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             modules: Vec::new(),
+            button_modules: Vec::new(),
             late_modules: Vec::new(),
             qemu_modules: Vec::new(),
             config_drive_modules: Vec::new(),
@@ -366,6 +372,7 @@ mod tests {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             modules: vec!["/lib/modules/6.1/kernel/fs/overlayfs/overlay.ko".into()],
+            button_modules: vec![],
             late_modules: vec![],
             qemu_modules: vec![],
             config_drive_modules: vec![],

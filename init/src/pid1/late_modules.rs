@@ -1,5 +1,5 @@
-//! The modules nothing at boot waits for (the power button's, the NIC drivers, Hyper-V's
-//! helpers), loaded by a short-lived child process once the first containers run, so PID 1
+//! The modules nothing at boot waits for (the NIC drivers, Hyper-V's helpers; the power
+//! button's load just before, in PID 1 itself), loaded by a short-lived child process once the first containers run, so PID 1
 //! keeps forwarding their output, reaping and answering while the kernel links and probes the
 //! drivers (hundreds of milliseconds under TCG).
 //!

@@ -183,6 +183,7 @@ fn boot(signals: Option<&SignalFd>) {
     }
 
     let late_paths = plan.late_modules.clone();
+    let plan_button_modules = plan.button_modules.clone();
     // Before the containers: a container may be given the socket by a bind.
     let control = match control::ControlSocket::bind() {
         Ok(c) => Some(c),
@@ -199,49 +200,26 @@ fn boot(signals: Option<&SignalFd>) {
     }
     stage("containers");
     let first = sup.start();
-    // Modules nothing at boot waits for (the power button's, the NIC drivers) load in a child
-    // process once containers run; when they are in, the interfaces are configured and the
-    // button read.
-    let late = late_modules::LateModules::start(&late_paths);
+    // The power button's modules now, before any output is forwarded: once containers run, a
+    // shutdown request must reach PID 1.
+    for f in system::load_modules(&plan_button_modules) {
+        log::warn(&f);
+    }
+    let button = power_button::PowerButton::open();
+    match &button {
+        Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
+        None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
+    }
+    // The other late modules (the NIC drivers, Hyper-V's helpers) load in a child process while
+    // PID 1 forwards output; when they are in, the interfaces are configured.
+    let mut late = late_modules::LateModules::start(&late_paths);
     if late.is_none() {
         for f in system::load_modules(&late_paths) {
             log::warn(&f);
         }
-    }
-    let mut devices = LateDevices { late, button: None };
-    if devices.late.is_none() {
-        devices.arrived(&mut net);
-    }
-    event_loop(&mut sup, &mut net, signals, &mut devices, control.as_ref(), first)
-}
-
-/// What comes with the late modules: the power button, and the network interfaces (which
-/// [`network::HostNetwork`] configures).
-struct LateDevices {
-    /// Modules still loading.
-    late: Option<late_modules::LateModules>,
-    /// The ACPI power button, once its driver is in.
-    button: Option<power_button::PowerButton>,
-}
-
-impl LateDevices {
-    /// The late modules are in (or there were none): look for interfaces, open the button.
-    fn arrived(&mut self, net: &mut network::HostNetwork) {
         net.look_for_interfaces();
-        self.button = power_button::PowerButton::open();
-        match &self.button {
-            Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
-            None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
-        }
     }
-
-    /// After a poll: handles the end of module loading.
-    fn poll(&mut self, net: &mut network::HostNetwork) {
-        if self.late.as_mut().is_some_and(|l| l.finished()) {
-            self.late = None;
-            self.arrived(net);
-        }
-    }
+    event_loop(&mut sup, &mut net, signals, button.as_ref(), &mut late, control.as_ref(), first)
 }
 
 /// Enables the controllers for containers: in the root group and in `berth/`.
@@ -258,7 +236,8 @@ fn event_loop(
     sup: &mut Supervisor,
     net: &mut network::HostNetwork,
     signals: Option<&SignalFd>,
-    devices: &mut LateDevices,
+    button: Option<&power_button::PowerButton>,
+    late: &mut Option<late_modules::LateModules>,
     control: Option<&control::ControlSocket>,
     first: Request,
 ) -> ! {
@@ -296,11 +275,8 @@ fn event_loop(
         if let Some(sfd) = signals {
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
         }
-        let extra = [
-            devices.button.as_ref().map(|b| b.raw_fd()),
-            control.map(|c| c.raw_fd()),
-            devices.late.as_ref().map(|l| l.raw_fd()),
-        ];
+        let extra =
+            [button.map(|b| b.raw_fd()), control.map(|c| c.raw_fd()), late.as_ref().map(|l| l.raw_fd())];
         let net_fds = net.fds();
         for fd in log_fds.iter().chain(extra.iter().flatten()).chain(net_fds.iter()) {
             // SAFETY: the descriptors belong to `sup`, the power button, the control socket, the
@@ -317,10 +293,13 @@ fn event_loop(
         drop(fds);
 
         sup.drain_logs(None);
-        devices.poll(net);
+        if late.as_mut().is_some_and(|l| l.finished()) {
+            *late = None;
+            net.look_for_interfaces();
+        }
         net.poll(Instant::now());
         syslog::service();
-        if devices.button.as_ref().is_some_and(|b| b.pressed()) {
+        if button.is_some_and(|b| b.pressed()) {
             request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
         }
         while let Some((stream, request)) = control.and_then(|c| c.next_request()) {
