@@ -222,14 +222,17 @@ fn a_failing_service_restarts_with_growing_delays() {
     assert_eq!(starts.len(), 5, "on-failure:4 = the first run and 4 restarts: {starts:?}");
     let delays: Vec<u64> = starts[1..].iter().zip(&exits).map(|(s, e)| s - e).collect();
     eprintln!("restart delays (ms, from exit to start): {delays:?}");
-    assert!(delays.windows(2).all(|w| w[1] > w[0]), "delays do not grow: {delays:?}");
-    assert!(delays[0] >= 100 && delays[3] >= 800, "{delays:?}");
     let announced: Vec<String> = events
         .iter()
         .filter(|e| e.name == "container.restarting" && e.get("name") == Some("flaky"))
         .filter_map(|e| e.get("in_ms").map(String::from))
         .collect();
+    // The back-off doubles; each restart waits at least its back-off (the measured delay also
+    // holds the container's start, which varies with the machine's load).
     assert_eq!(announced, ["100", "200", "400", "800"]);
+    for (delay, backoff) in delays.iter().zip([100, 200, 400, 800]) {
+        assert!(*delay >= backoff, "a restart came before its back-off of {backoff} ms: {delays:?}");
+    }
     // A clean exit is not a failure; the other service kept running throughout.
     assert_eq!(of("once", "container.started").len(), 1);
     let console = vm.console_text();

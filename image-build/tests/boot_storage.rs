@@ -166,6 +166,30 @@ fn blank_disk_is_formatted_then_survives_a_power_button_shutdown() {
 }
 
 #[test]
+fn the_data_disk_is_chosen_at_boot_through_fw_cfg() {
+    // The image names a disk this machine does not have; the deployment's fragment names the
+    // one it has and another mount point.
+    let config = DISK_CONFIG.replace("serial:berth-data", "serial:factory-default");
+    let (dir, out) = common::build_fresh("disk-fw-cfg", &config);
+    let qcow2 = blank_qcow2(dir.path(), "64M");
+    let fragment = dir.path().join("site.toml");
+    std::fs::write(&fragment, "[storage]\ndisk = \"serial:berth-data\"\nmount = \"/srv/data\"\n").unwrap();
+    let mut args = disk_args(&qcow2, "qcow2");
+    args.extend(["-fw_cfg".to_string(), format!("name=opt/berth/config,file={}", fragment.display())]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vm = common::boot_with(&out, &refs);
+    vm.wait_for_line(|l| l.contains("writer | boots="), default_timeout()).unwrap();
+    powerdown(&mut vm);
+    let c = vm.console_text();
+    let events = vm.events();
+    let applied = event(&events, "config.applied").expect("config.applied");
+    assert_eq!(applied.get("changed"), Some("storage"), "{c}");
+    let mounted = event(&events, "storage.mounted").expect("storage.mounted");
+    assert_eq!((mounted.get("mount"), mounted.get("formatted")), (Some("/srv/data"), Some("true")), "{c}");
+    assert!(c.contains("writer | boots=1"), "{c}");
+}
+
+#[test]
 fn a_disk_holding_data_is_refused_untouched() {
     // Named by its path this time.
     let (dir, out) = common::build_fresh("disk-data", &DISK_CONFIG.replace("serial:berth-data", "/dev/vda"));

@@ -6,7 +6,9 @@
 //! line — each over the result of the previous; in a fragment, every key that is present
 //! replaces the image's value, except the tables `[system] sysctl` and `[network] hosts`, which
 //! merge by key. `[[onboot]]` and `[[service]]` containers are planned on the packed images and
-//! merged by name (see `extra_containers`). A fragment that does not parse or validate is
+//! merged by name (see `extra_containers`). `[storage]` keys replace the image's one by one,
+//! only in an image built with `[storage]` (the formatter and the disk drivers are packed only
+//! then). A fragment that does not parse or validate is
 //! reported (naming its source, line and column) and ignored as a whole: the boot goes on with
 //! what was in force.
 
@@ -17,8 +19,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    de_sysctl, duration_text, extra_containers, line_col, validate_hostname, ContainerConfig,
-    InterfaceConfig, WhenDone,
+    de_sysctl, duration_text, extra_containers, line_col, validate_hostname, ContainerConfig, DiskSelector,
+    InterfaceConfig, StorageConfig, WhenDone,
 };
 use crate::plan::Plan;
 use crate::syslog::SyslogTarget;
@@ -36,6 +38,8 @@ pub struct Override {
     /// `[log]` keys.
     #[serde(default)]
     pub log: LogOverride,
+    /// `[storage]` keys, over the image's `[storage]`.
+    pub storage: Option<StorageOverride>,
     /// `[[onboot]]` containers: each replaces the image's of the same name, or is appended.
     #[serde(default)]
     pub onboot: Vec<ContainerConfig>,
@@ -104,6 +108,41 @@ pub struct NetworkOverride {
     pub hosts: BTreeMap<String, IpAddr>,
 }
 
+/// `[storage]` in a fragment: each key present replaces the image's.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOverride {
+    /// Which disk.
+    pub disk: Option<DiskSelector>,
+    /// Where it is mounted.
+    pub mount: Option<String>,
+    /// Format it when blank.
+    pub format: Option<bool>,
+    /// The label a formatted disk gets.
+    pub label: Option<String>,
+    /// Grow the filesystem when the disk grew.
+    pub grow: Option<bool>,
+    /// How long to wait for the disk.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub wait: Option<Duration>,
+}
+
+impl StorageOverride {
+    /// The image's `[storage]` with these keys in place, checked like the image's own.
+    fn over(&self, image: &StorageConfig) -> Result<StorageConfig, String> {
+        let merged = StorageConfig {
+            disk: self.disk.clone().unwrap_or_else(|| image.disk.clone()),
+            mount: self.mount.clone().unwrap_or_else(|| image.mount.clone()),
+            format: self.format.unwrap_or(image.format),
+            label: self.label.clone().unwrap_or_else(|| image.label.clone()),
+            grow: self.grow.unwrap_or(image.grow),
+            wait: self.wait.unwrap_or(image.wait),
+        };
+        merged.validate()?;
+        Ok(merged)
+    }
+}
+
 /// `[log]` in a fragment.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -146,11 +185,34 @@ impl Override {
     /// Merges the fragment over `plan`; returns the keys it changed (for the event). An error
     /// (its containers do not fit the image) leaves `plan` unchanged.
     pub fn apply(&self, plan: &mut Plan) -> Result<Vec<String>, String> {
+        let storage =
+            match (&self.storage, &plan.storage) {
+                (None, _) => None,
+                (Some(_), None) => return Err(self.origin.locate(
+                    self.section_offset("[storage]"),
+                    "[storage]: the image was built without [storage], so it packs neither the formatter \
+                     nor the disk drivers; build it with a [storage] section, then change its keys here",
+                )),
+                (Some(o), Some(image)) => Some(
+                    o.over(image).map_err(|m| self.origin.locate(self.section_offset("[storage]"), &m))?,
+                ),
+            };
         let containers = extra_containers::merge(&self.onboot, &self.service, plan)
             .map_err(|(at, m)| self.origin.locate(at, &m))?;
         let mut changed: Vec<String> = self.apply_settings(plan).into_iter().map(str::to_string).collect();
+        if let Some(s) = storage {
+            if plan.storage.as_ref() != Some(&s) {
+                plan.storage = Some(s);
+                changed.push("storage".to_string());
+            }
+        }
         changed.extend(containers);
         Ok(changed)
+    }
+
+    /// Where a section header starts in the fragment's text, for errors.
+    fn section_offset(&self, header: &str) -> Option<usize> {
+        self.origin.text.find(header)
     }
 
     /// Merges `[system]`, `[network]` and `[log]`; returns the keys changed.
@@ -297,6 +359,37 @@ mod tests {
         assert!(e.contains("onshutdown"), "{e}");
         let e = Override::parse("[kernel]\ncmdline = \"x\"\n", "x").unwrap_err();
         assert!(e.contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn storage_keys_replace_the_images() {
+        let frag = "[storage]\ndisk = \"serial:site-7\"\nwait = \"30s\"\n";
+        let o = Override::parse(frag, "fw_cfg").unwrap();
+        let e = o.apply(&mut plan()).unwrap_err();
+        assert!(e.starts_with("fw_cfg:1:1: [storage]: the image was built without [storage]"), "{e}");
+
+        let mut p = plan();
+        p.storage = Some(StorageConfig {
+            disk: DiskSelector::Path("/dev/vdb".into()),
+            mount: "/data".into(),
+            format: true,
+            label: "berth-data".into(),
+            grow: true,
+            wait: Duration::from_secs(10),
+        });
+        assert_eq!(o.apply(&mut p).unwrap(), ["storage"]);
+        let s = p.storage.clone().unwrap();
+        assert_eq!((s.disk, s.wait), (DiskSelector::Serial("site-7".into()), Duration::from_secs(30)));
+        assert_eq!(s.mount, "/data", "keys the fragment does not name stay");
+        assert!(o.apply(&mut p).unwrap().is_empty(), "nothing changed the second time");
+
+        let bad =
+            Override::parse("[system]\nhostname = \"a\"\n\n[storage]\nmount = \"/proc/x\"\n", "x").unwrap();
+        let e = bad.apply(&mut p).unwrap_err();
+        assert!(e.starts_with("x:4:1: [storage] mount: `/proc/x` is inside /proc"), "{e}");
+        assert_eq!(p.system.hostname, Plan::default().system.hostname, "a rejected fragment changes nothing");
+        let e = Override::parse("[storage]\ndisk = \"uuid:x\"\n", "x").unwrap_err();
+        assert!(e.starts_with("x:2:"), "{e}");
     }
 
     #[test]
