@@ -2,8 +2,9 @@
 //!
 //! Boot order: leave the initramfs → kernel filesystems → kmsg logging → Ctrl-Alt-Del to SIGINT
 //! → read the plan → kernel modules → boot-time configuration → cgroup controllers → opaque
-//! layer dirs → hostname, sysctls, `lo` → network (started) → the data disk → onboot containers
-//! one by one → services → event loop.
+//! layer dirs → hostname, sysctls, `lo` → network (started) → the data disk → the first
+//! container → the power button's modules and the button → the other late modules in a child
+//! process (`late_modules`) → event loop (onboot containers one by one, then services).
 //!
 //! PID 1 must never exit or panic (the kernel would panic). Every step reports failures and goes
 //! on; a plan that cannot be read leaves the machine up with no containers, waiting for a
@@ -183,7 +184,7 @@ fn boot(signals: Option<&SignalFd>) {
     }
 
     let late_paths = plan.late_modules.clone();
-    let plan_button_modules = plan.button_modules.clone();
+    let button_paths = plan.button_modules.clone();
     // Before the containers: a container may be given the socket by a bind.
     let control = match control::ControlSocket::bind() {
         Ok(c) => Some(c),
@@ -202,7 +203,7 @@ fn boot(signals: Option<&SignalFd>) {
     let first = sup.start();
     // The power button's modules now, before any output is forwarded: once containers run, a
     // shutdown request must reach PID 1.
-    for f in system::load_modules(&plan_button_modules) {
+    for f in system::load_modules(&button_paths) {
         log::warn(&f);
     }
     let button = power_button::PowerButton::open();
