@@ -50,7 +50,9 @@ fn fw_cfg_fragment_then_command_line() {
     let (dir, out) = common::build_fresh("cfg", CONFIG);
     let fragment = dir.path().join("fragment.toml");
     let settings = "[system]\nhostname = \"from-fwcfg\"\nsysctl = { \"vm.swappiness\" = 7 }\n";
-    std::fs::write(&fragment, format!("{settings}{}", extra_service("hello-from-fwcfg"))).unwrap();
+    // An [[onshutdown]] container too: it runs when the machine powers off (when_done).
+    let farewell = "\n[[onshutdown]]\nname = \"farewell\"\nimage = \"oci:images/busybox:latest\"\ncommand = [\"echo\", \"bye from fw_cfg\"]\n";
+    std::fs::write(&fragment, format!("{settings}{}{farewell}", extra_service("hello-from-fwcfg"))).unwrap();
     let fw_cfg = format!("name=opt/berth/config,file={}", fragment.display());
     let mut vm = common::boot_with(&out, &["-fw_cfg", &fw_cfg]);
     vm.wait_exit(default_timeout()).unwrap();
@@ -59,8 +61,13 @@ fn fw_cfg_fragment_then_command_line() {
     assert_eq!(field(&c, "swappiness"), "7", "{c}");
     let applied = vm.events().into_iter().find(|e| e.name == "config.applied").expect("config.applied");
     assert_eq!(applied.get("source"), Some("fw_cfg"));
-    assert_eq!(applied.get("changed"), Some("system.hostname,system.sysctl,service.extra"));
+    assert_eq!(
+        applied.get("changed"),
+        Some("system.hostname,system.sysctl,service.extra,onshutdown.farewell")
+    );
     assert_eq!(extra_line(&c), "machine=from-fwcfg greeting=hello-from-fwcfg", "{c}");
+    let (begin, bye) = (c.find("event=shutdown.begin"), c.find("farewell | bye from fw_cfg"));
+    assert!(begin.is_some() && bye > begin, "the fragment's onshutdown container runs at shutdown: {c}");
     assert!(vm.events().iter().any(|e| e.name == "container.started"
         && e.get("name") == Some("extra")
         && e.get("kind") == Some("service")));

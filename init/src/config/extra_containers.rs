@@ -1,4 +1,5 @@
-//! Containers delivered at boot: a fragment's `[[onboot]]` and `[[service]]` entries, planned
+//! Containers delivered at boot: a fragment's `[[onboot]]`, `[[service]]` and `[[onshutdown]]`
+//! entries, planned
 //! against the images packed in the image (the plan's catalog) exactly as `berth build` plans
 //! the config file's, and merged over the plan: a container named like one of the same kind
 //! replaces it wholly (in its place), a new name is appended. The fragment's containers pass
@@ -61,15 +62,22 @@ impl<'a> Merged<'a> {
     }
 }
 
+/// A fragment's containers, by kind.
+pub(super) struct FragmentContainers<'a> {
+    /// `[[onboot]]`.
+    pub onboot: &'a [ContainerConfig],
+    /// `[[service]]`.
+    pub service: &'a [ContainerConfig],
+    /// `[[onshutdown]]`.
+    pub onshutdown: &'a [ContainerConfig],
+}
+
 /// Plans the fragment's containers and merges them over `plan`; returns the changed keys
-/// (`service.NAME`, `onboot.NAME`). On error (located by offset in the fragment's text, when
-/// known) `plan` is unchanged.
-pub(super) fn merge(
-    onboot: &[ContainerConfig],
-    service: &[ContainerConfig],
-    plan: &mut Plan,
-) -> Result<Vec<String>, Error> {
-    if onboot.is_empty() && service.is_empty() {
+/// (`onboot.NAME`, `service.NAME`, `onshutdown.NAME`). On error (located by offset in the
+/// fragment's text, when known) `plan` is unchanged.
+pub(super) fn merge(fragment: FragmentContainers<'_>, plan: &mut Plan) -> Result<Vec<String>, Error> {
+    let FragmentContainers { onboot, service, onshutdown } = fragment;
+    if onboot.is_empty() && service.is_empty() && onshutdown.is_empty() {
         return Ok(Vec::new());
     }
     // The build's checks of each container on its own (and of its kind's rules).
@@ -77,6 +85,7 @@ pub(super) fn merge(
     let alone = Config {
         onboot: onboot.to_vec(),
         service: service.to_vec(),
+        onshutdown: onshutdown.to_vec(),
         storage: plan.storage.clone(),
         ..Default::default()
     };
@@ -89,6 +98,7 @@ pub(super) fn merge(
     let mut lists = [
         Merged::new(Kind::Onboot, &plan.onboot, plan_list(onboot, plan, &filters)?),
         Merged::new(Kind::Service, &plan.service, plan_list(service, plan, &filters)?),
+        Merged::new(Kind::OnShutdown, &plan.onshutdown, plan_list(onshutdown, plan, &filters)?),
     ];
 
     // Private id ranges for new `userns = "auto"` containers, after every range in use.
@@ -97,14 +107,13 @@ pub(super) fn merge(
             let wants = lists[i].origins[j].is_some_and(|c| c.userns == UsernsMode::Auto);
             if wants && lists[i].containers[j].userns.is_none() {
                 let taken = lists.iter().flat_map(|l| l.containers.iter());
-                let range = resolve::next_userns_range(taken.chain(&plan.onshutdown).chain(&plan.console));
+                let range = resolve::next_userns_range(taken.chain(&plan.console));
                 lists[i].containers[j].userns = Some(range);
             }
         }
     }
 
     let mut members: Vec<Member<'_>> = lists.iter().flat_map(Merged::members).collect();
-    members.extend(plan.onshutdown.iter().map(|c| Member::from_planned(Kind::OnShutdown, c)));
     members.extend(plan.console.iter().map(|c| Member::from_planned(Kind::Console, c)));
     container_set::check(&members)?;
     drop(members);
@@ -113,10 +122,12 @@ pub(super) fn merge(
         .iter()
         .map(|c| format!("onboot.{}", c.name.get_ref()))
         .chain(service.iter().map(|c| format!("service.{}", c.name.get_ref())))
+        .chain(onshutdown.iter().map(|c| format!("onshutdown.{}", c.name.get_ref())))
         .collect();
-    let [merged_onboot, merged_service] = lists;
+    let [merged_onboot, merged_service, merged_onshutdown] = lists;
     plan.onboot = merged_onboot.containers;
     plan.service = merged_service.containers;
+    plan.onshutdown = merged_onshutdown.containers;
     plan.catalog.seccomp = filters;
     Ok(changed)
 }
@@ -263,6 +274,20 @@ userns = "auto"
         assert_eq!((extra.image_digest.as_str(), extra.layers.len()), ("sha256:aa", 1));
         assert_eq!(extra.seccomp.as_ref().map(|f| f.instructions.clone()), Some(vec![7]));
         assert_eq!(extra.hostname, "extra");
+    }
+
+    #[test]
+    fn onshutdown_containers_come_from_fragments_too() {
+        let mut p = plan();
+        let bye = "[[onshutdown]]\nname = \"bye\"\nimage = \"oci:images/busybox:latest\"\ncommand = [\"echo\", \"bye\"]\n";
+        assert_eq!(apply(&mut p, bye).unwrap(), ["onshutdown.bye"]);
+        assert_eq!(names(&p.onshutdown), ["bye"]);
+        assert_eq!(p.onshutdown[0].args, ["echo", "bye"]);
+        // Names are unique across kinds: an onshutdown named like a service is refused.
+        let clash = bye.replace("\"bye\"", "\"web\"");
+        let e = apply(&mut p, &clash).unwrap_err();
+        assert!(e.contains("web"), "{e}");
+        assert_eq!(names(&p.onshutdown), ["bye"], "a rejected fragment changes nothing");
     }
 
     #[test]

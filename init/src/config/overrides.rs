@@ -5,12 +5,12 @@
 //! Merge rules (docs/config.md): sources apply in order — fw_cfg, then the kernel command
 //! line — each over the result of the previous; in a fragment, every key that is present
 //! replaces the image's value, except the tables `[system] sysctl` and `[network] hosts`, which
-//! merge by key. `[[onboot]]` and `[[service]]` containers are planned on the packed images and
-//! merged by name (see `extra_containers`). `[storage]` keys replace the image's one by one,
-//! only in an image built with `[storage]` (the formatter and the disk drivers are packed only
-//! then). A fragment that does not parse or validate is
-//! reported (naming its source, line and column) and ignored as a whole: the boot goes on with
-//! what was in force.
+//! merge by key. `[[onboot]]`, `[[service]]` and `[[onshutdown]]` containers are planned on the
+//! packed images and merged by name (see `extra_containers`). `[storage]` keys replace the
+//! image's one by one, only in an image built with `[storage]` (the formatter and the disk
+//! drivers are packed only then). A fragment that does not parse or validate is reported
+//! (naming its source, line and column) and ignored as a whole: the boot goes on with what was
+//! in force.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -46,6 +46,9 @@ pub struct Override {
     /// `[[service]]` containers: each replaces the image's of the same name, or is appended.
     #[serde(default)]
     pub service: Vec<ContainerConfig>,
+    /// `[[onshutdown]]` containers: each replaces the image's of the same name, or is appended.
+    #[serde(default)]
+    pub onshutdown: Vec<ContainerConfig>,
     /// Where the fragment comes from, to locate errors found when it is applied.
     #[serde(skip)]
     origin: Origin,
@@ -197,8 +200,13 @@ impl Override {
                     o.over(image).map_err(|m| self.origin.locate(self.section_offset("[storage]"), &m))?,
                 ),
             };
-        let containers = extra_containers::merge(&self.onboot, &self.service, plan)
-            .map_err(|(at, m)| self.origin.locate(at, &m))?;
+        let fragment = extra_containers::FragmentContainers {
+            onboot: &self.onboot,
+            service: &self.service,
+            onshutdown: &self.onshutdown,
+        };
+        let containers =
+            extra_containers::merge(fragment, plan).map_err(|(at, m)| self.origin.locate(at, &m))?;
         let mut changed: Vec<String> = self.apply_settings(plan).into_iter().map(str::to_string).collect();
         if let Some(s) = storage {
             if plan.storage.as_ref() != Some(&s) {
@@ -355,8 +363,8 @@ mod tests {
         let e =
             Override::parse("[[service]]\nname = \"a\"\nimage = \"oci:x\"\nmemroy = 1\n", "x").unwrap_err();
         assert!(e.starts_with("x:4:1: unknown field `memroy`"), "{e}");
-        let e = Override::parse("[[onshutdown]]\nname = \"a\"\nimage = \"oci:x\"\n", "x").unwrap_err();
-        assert!(e.contains("onshutdown"), "{e}");
+        let e = Override::parse("[[console]]\nname = \"a\"\nimage = \"oci:x\"\n", "x").unwrap_err();
+        assert!(e.contains("console"), "{e}");
         let e = Override::parse("[kernel]\ncmdline = \"x\"\n", "x").unwrap_err();
         assert!(e.contains("kernel"), "{e}");
     }
