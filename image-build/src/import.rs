@@ -86,11 +86,16 @@ fn read_base(layout_dir: &Path, tag: &str) -> Result<Base> {
     if diff_ids.len() != manifest.layers.len() {
         bail!("--base {tag}: {} layers but {} diff_ids", manifest.layers.len(), diff_ids.len());
     }
+    let settings = match &config["config"] {
+        Value::Null => ImageConfig::default(),
+        v => serde_json::from_value(v.clone())
+            .with_context(|| format!("--base {tag}: the image configuration's `config` is malformed"))?,
+    };
     Ok(Base {
         layers: manifest.layers,
         diff_ids,
         history: config["history"].as_array().cloned().unwrap_or_default(),
-        config: serde_json::from_value(config["config"].clone()).unwrap_or_default(),
+        config: settings,
     })
 }
 
