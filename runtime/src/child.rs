@@ -3,7 +3,8 @@
 //! The parent may be multi-threaded (tests, the CLI), and `clone3` bypasses libc's fork
 //! handlers, so the child must not allocate or take locks: everything it needs is prepared by the
 //! parent as a [`ChildPlan`] of raw steps over `CString`s, and the child only makes system calls.
-//! On failure it writes `(step index, errno)` to the error pipe and `_exit`s; the parent turns
+//! Credentials change through the bare system calls, never glibc's process-wide wrappers (see
+//! [`raw_id_call`]). On failure it writes `(step index, errno)` to the error pipe and `_exit`s; the parent turns
 //! the index back into the step's description.
 //!
 //! The same pipe carries two more messages, with reserved indexes: [`SYNC`] (the child waits for
@@ -239,6 +240,21 @@ unsafe fn wait_start(fifo: &CString) -> Result<(), i32> {
     }
 }
 
+/// `setuid`, `setgid`, `setresuid` or `setresgid` (`call`) as the bare system call, with up to
+/// three ids (the unused ones ignored by the kernel).
+///
+/// Never glibc's wrappers here: they apply the change to every thread of the process through
+/// `__nptl_setxid`, which walks the thread list copied from a multi-threaded parent and waits
+/// for threads that do not exist in this child — a deadlock seen in the runtime's host tests.
+/// The child has one thread, so the bare call is what POSIX asks for.
+///
+/// # Safety
+/// Only for those four calls: each takes at most three id arguments.
+unsafe fn raw_id_call(call: libc::c_long, ids: [libc::c_uint; 3]) -> libc::c_int {
+    // SAFETY: the calls take ids by value; extra arguments are ignored.
+    unsafe { libc::syscall(call, ids[0], ids[1], ids[2]) as libc::c_int }
+}
+
 fn check(ret: libc::c_int) -> Result<(), i32> {
     if ret < 0 {
         Err(errno())
@@ -297,8 +313,8 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
             // Handled by `run`, which owns the error pipe.
             Step::SyncParent { .. } | Step::WaitStart { .. } => Ok(()),
             Step::BecomeRoot => {
-                check(libc::setresgid(0, 0, 0))?;
-                check(libc::setresuid(0, 0, 0))
+                check(raw_id_call(libc::SYS_setresgid, [0, 0, 0]))?;
+                check(raw_id_call(libc::SYS_setresuid, [0, 0, 0]))
             }
             Step::ControllingTty => check(libc::ioctl(0, libc::TIOCSCTTY, 0)),
             Step::ReopenStdio(path) => {
@@ -488,12 +504,13 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                 check(libc::chdir(c"/".as_ptr()))
             }
             Step::Identity { gid, uid, groups } => {
-                match check(libc::setgroups(groups.len(), groups.as_ptr())) {
+                let set_groups = libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr());
+                match check(set_groups as libc::c_int) {
                     Err(libc::EPERM) if groups.is_empty() => {}
                     other => other?,
                 }
-                check(libc::setgid(*gid))?;
-                check(libc::setuid(*uid))
+                check(raw_id_call(libc::SYS_setgid, [*gid, 0, 0]))?;
+                check(raw_id_call(libc::SYS_setuid, [*uid, 0, 0]))
             }
             Step::Chdir(dir) => check(libc::chdir(dir.as_ptr())),
             Step::Exec { candidates, argv, envp } => {
