@@ -127,8 +127,9 @@ fn lifecycle_create_start_kill_delete() {
     let (code, _, err) = b.cli(&["start", "c1"]);
     assert_eq!(code, 0, "start: {err}");
     assert_eq!(b.state("c1")["status"], "running");
+    // The shell creates the file before it writes the line: wait for the line.
     let end = Instant::now() + Duration::from_secs(5);
-    while !out.exists() && Instant::now() < end {
+    while fs::read_to_string(&out).unwrap_or_default() != "started\n" && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(fs::read_to_string(&out).unwrap(), "started\n");
