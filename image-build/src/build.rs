@@ -174,22 +174,16 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
         wanted.push("virtio_pci".to_string());
         early = resolve(&wanted)?;
     }
-    let button: Vec<_> = resolve(&plan.button)?
-        .into_iter()
-        .filter(|m| !early.iter().any(|b| b.rel_path == m.rel_path))
-        .collect();
-    let late: Vec<_> = resolve(&plan.late)?
-        .into_iter()
-        .filter(|m| !early.iter().chain(&button).any(|b| b.rel_path == m.rel_path))
-        .collect();
-    let qemu: Vec<_> = resolve(&plan.qemu)?
-        .into_iter()
-        .filter(|m| !early.iter().chain(&button).chain(&late).any(|b| b.rel_path == m.rel_path))
-        .collect();
-    let config_drive: Vec<_> = resolve(&plan.config_drive)?
-        .into_iter()
-        .filter(|m| !early.iter().chain(&qemu).any(|b| b.rel_path == m.rel_path))
-        .collect();
+    // Each later list leaves out the files already in the lists named.
+    let resolve_besides = |names: &[String], taken: &[&[modules::ModuleFile]]| -> Result<Vec<_>> {
+        let is_taken =
+            |m: &modules::ModuleFile| taken.iter().any(|l| l.iter().any(|t| t.rel_path == m.rel_path));
+        Ok(resolve(names)?.into_iter().filter(|m| !is_taken(m)).collect())
+    };
+    let button = resolve_besides(&plan.button, &[&early])?;
+    let late = resolve_besides(&plan.late, &[&early, &button])?;
+    let qemu = resolve_besides(&plan.qemu, &[&early, &button, &late])?;
+    let config_drive = resolve_besides(&plan.config_drive, &[&early, &qemu])?;
     Ok(ModuleFiles { early, button, late, qemu, config_drive })
 }
 
