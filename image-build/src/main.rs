@@ -2,15 +2,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use berth_image_build::build::{self, BuildOptions};
 use berth_image_build::formats::{self, Bootable, Format};
 use berth_image_build::import::{import_rootfs, ImportOptions};
 use berth_image_build::kernel::default_cache_dir;
-use berth_qemu::{Accel, Vm, VmConfig};
+use berth_qemu::{Accel, SilenceNotices, Vm, VmConfig};
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// How long `berth run` lets the guest's console stay silent before saying so.
+const SILENCE_NOTICE_AFTER: Duration = Duration::from_secs(15);
 
 /// berth: one TOML file → a bootable Linux image that runs your containers.
 #[derive(Parser)]
@@ -86,9 +89,16 @@ enum Command {
         /// Guest CPUs.
         #[arg(long, default_value_t = 1)]
         cpus: u32,
-        /// Accelerator: auto uses KVM when it really works here, else TCG.
+        /// Accelerator: auto uses KVM once a real guest has shown it works on this host (the
+        /// verdict is kept in the cache directory), else TCG. BERTH_ACCEL=kvm|tcg also forces it.
         #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
         accel: AccelArg,
+        /// CPU model (QEMU's -cpu, e.g. `max` or `host` with KVM); default: QEMU's own (qemu64).
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Give the guest a virtio RNG device (entropy from this machine).
+        #[arg(long)]
+        rng: bool,
         /// Stop the VM after this many seconds (default: wait until it shuts down).
         #[arg(long)]
         timeout: Option<u64>,
@@ -266,7 +276,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { dir, uefi, memory, cpus, accel, timeout, append, publish, no_net, disks } => {
+        Command::Run {
+            dir,
+            uefi,
+            memory,
+            cpus,
+            accel,
+            cpu,
+            rng,
+            timeout,
+            append,
+            publish,
+            no_net,
+            disks,
+        } => {
             let bootable = Bootable::detect(&dir)?;
             let scratch = tempfile::tempdir()?;
             let mut cfg = match &bootable {
@@ -297,6 +320,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if uefi && matches!(bootable, Bootable::KernelInitrd(_)) {
                 cfg.extra_args.extend(["-bios".to_string(), formats::ovmf()?.display().to_string()]);
             }
+            cfg.cpu = cpu;
+            cfg.rng = rng;
             run_vm(cfg, memory, cpus, accel, timeout, &publish, no_net)
         }
     }
@@ -414,22 +439,40 @@ fn run_vm(
         cfg.extra_args.extend(berth_qemu::user_net_args(publish));
     }
     let mut vm = Vm::start(cfg)?;
-    let limit = timeout.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
-    match vm.wait_exit(limit) {
-        Ok(status) => {
-            let clean = status.success() && vm.guest_shutdown().is_some();
-            if !clean {
-                eprintln!("berth: QEMU ended ({status}) without the machine shutting down");
-                let qemu_errors = vm.console_tail(0);
-                if !qemu_errors.trim().is_empty() {
-                    eprint!("{qemu_errors}");
-                }
+    eprintln!("berth: accelerator {} ({})", vm.accel().name(), vm.accel_reason());
+    let started = Instant::now();
+    let limit = timeout.map(Duration::from_secs);
+    let mut notices = SilenceNotices::new(SILENCE_NOTICE_AFTER);
+    let status = loop {
+        match vm.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                vm.kill();
+                return Err(e.into());
             }
-            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Err(e) => {
+        if limit.is_some_and(|limit| started.elapsed() >= limit) {
             vm.kill();
-            Err(e.into())
+            anyhow::bail!(
+                "the machine did not shut down within {} s (--timeout); QEMU was stopped",
+                started.elapsed().as_secs()
+            );
+        }
+        if let Some(notice) = notices.check(vm.silent_for(), vm.accel(), vm.accel_reason()) {
+            eprintln!("\n{notice}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Collects the rest of the console (QEMU has exited, so this returns at once).
+    let _ = vm.wait_exit(Duration::from_secs(2));
+    let clean = status.success() && vm.guest_shutdown().is_some();
+    if !clean {
+        eprintln!("berth: QEMU ended ({status}) without the machine shutting down");
+        let qemu_errors = vm.console_tail(0);
+        if !qemu_errors.trim().is_empty() {
+            eprint!("{qemu_errors}");
         }
     }
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

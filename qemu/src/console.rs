@@ -45,6 +45,10 @@ pub(crate) struct State {
     stderr: VecDeque<String>,
     /// The last shutdown message the guest kernel printed.
     pub(crate) shutdown: Option<GuestShutdown>,
+    /// A line has shown that a kernel runs (see [`shows_progress`]).
+    pub(crate) progress: bool,
+    /// When the last console bytes arrived.
+    pub(crate) last_output: Option<Instant>,
 }
 
 impl State {
@@ -82,6 +86,7 @@ impl State {
         if let Some(kind) = GuestShutdown::from_kernel_line(&line) {
             self.shutdown = Some(kind);
         }
+        self.progress |= shows_progress(&line);
         self.lines.push_back(line);
         if self.lines.len() > MAX_LINES {
             self.lines.pop_front();
@@ -100,6 +105,7 @@ impl Console {
     /// Adds raw console bytes.
     pub(crate) fn feed(&self, mut bytes: &[u8]) {
         let mut st = self.lock();
+        st.last_output = Some(Instant::now());
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
             let mut line = std::mem::take(&mut st.partial);
             line.extend_from_slice(&bytes[..nl]);
@@ -194,6 +200,14 @@ impl Console {
     pub(crate) fn wait_eof(&self, timeout: Duration) -> bool {
         self.wait_until("the end of the console", timeout, |st| st.eof.then_some(())).is_ok()
     }
+}
+
+/// Whether a console line shows that a kernel (not only firmware, a boot loader or the
+/// kernel's real-mode setup) runs: a printk line, a berth event, or the kernel's banner.
+pub(crate) fn shows_progress(line: &str) -> bool {
+    kernel_message_start(line.as_bytes()) == Some(0)
+        || line.starts_with("Linux version ")
+        || Event::parse(line).is_some()
 }
 
 /// Where a kernel message starts in `line`: the first `[SECONDS.MICROS] ` timestamp, as printk
@@ -300,6 +314,32 @@ mod tests {
         c.feed(b"cut[    1.000000] at the end\n");
         c.finish();
         assert_eq!(c.lock().lines.back().map(String::as_str), Some("cut"));
+    }
+
+    #[test]
+    fn progress_is_a_kernel_or_berth_line_not_firmware_or_setup() {
+        for line in [
+            "[    0.000000] Linux version 6.1.0-40-cloud-amd64",
+            "Linux version 6.1.0 (debian-kernel@lists.debian.org)",
+            "@berth ms=812 event=boot.start",
+        ] {
+            assert!(shows_progress(line), "{line}");
+        }
+        for line in [
+            "Probing EDD (edd=off to disable)... ok",
+            "Welcome to GRUB!",
+            "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+            "Booting from ROM...",
+            "hello | [    1.000000] looks like a timestamp",
+            "",
+        ] {
+            assert!(!shows_progress(line), "{line}");
+        }
+        let c = Console::default();
+        c.feed(b"Probing EDD (edd=off to disable)... ok\r\n");
+        assert!(!c.lock().progress && c.lock().last_output.is_some());
+        c.feed(b"[    0.000000] Linux version 6.1.0\n");
+        assert!(c.lock().progress);
     }
 
     #[test]

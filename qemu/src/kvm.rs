@@ -9,9 +9,13 @@
 //!
 //! That is not enough: on the machines this project grew up on, those ioctls all work and yet
 //! QEMU aborts at once with `-accel kvm -cpu host` ("failed to set MSR 0x10a"). So the probe
-//! then starts QEMU itself the way [`crate::Vm`] would (`-machine pc -accel kvm -cpu host`)
+//! then starts QEMU itself the way [`crate::Vm`] would (`-machine pc -accel kvm`, QEMU's default
+//! CPU model)
 //! with a 64 KiB firmware whose reset vector writes a byte to the `isa-debug-exit` port, and
 //! expects QEMU to exit with the matching status within five seconds (~50 ms normally).
+//!
+//! Even that is not enough (a Linux guest can still hang after its real-mode setup): these
+//! probes only decide whether a VM may go on probation under KVM; see [`crate::accel`].
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -53,42 +57,22 @@ struct MemoryRegion {
     userspace_addr: u64,
 }
 
-/// Whether QEMU should use KVM: the environment variable `BERTH_ACCEL` (`kvm` or `tcg`) decides
-/// if set; otherwise the result of [`probe_kvm`], computed once per process.
+/// Whether [`crate::Accel::Auto`] would start a VM under KVM now: `BERTH_ACCEL` if set, else
+/// the verdict recorded for this host, else the cheap probes of [`probe_kvm`] (computed once per
+/// process). A host that passes the probes may still be judged TCG by the first real guest
+/// (see [`crate::Vm::start`]).
 pub fn kvm_usable() -> bool {
-    if let Some(forced) = accel_override(std::env::var("BERTH_ACCEL").ok().as_deref()) {
-        return forced;
-    }
-    static PROBED: OnceLock<bool> = OnceLock::new();
-    *PROBED.get_or_init(|| match probe_kvm() {
-        Ok(()) => {
-            log::debug!("KVM probe: usable");
-            true
-        }
-        Err(why) => {
-            log::info!("KVM not usable ({why}); using TCG");
-            false
-        }
-    })
-}
-
-/// Interprets a `BERTH_ACCEL` value: `Some(true)` for `kvm`, `Some(false)` for `tcg`, `None`
-/// (probe) when unset, empty, `auto` or unknown.
-fn accel_override(value: Option<&str>) -> Option<bool> {
-    match value.map(str::trim) {
-        Some(v) if v.eq_ignore_ascii_case("kvm") => Some(true),
-        Some(v) if v.eq_ignore_ascii_case("tcg") => Some(false),
-        None | Some("") => None,
-        Some(v) if v.eq_ignore_ascii_case("auto") => None,
-        Some(other) => {
-            log::warn!("ignoring BERTH_ACCEL={other:?} (expected kvm or tcg)");
-            None
-        }
+    use crate::accel::{choose, env_override, Choice, HostKey, VerdictCache};
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    let cached = VerdictCache::default().load(&HostKey::current());
+    match choose(env_override(), cached, || PROBED.get_or_init(probe_kvm).clone()) {
+        Choice::Settled { accel, .. } => accel == crate::Accel::Kvm,
+        Choice::Probation { .. } => true,
     }
 }
 
 /// Runs the KVM probe now (uncached, ignoring `BERTH_ACCEL`): `Ok` if a tiny guest ran
-/// correctly under KVM within two seconds, and then QEMU ran one with `-accel kvm -cpu host`
+/// correctly under KVM within two seconds, and then QEMU ran one with `-accel kvm`
 /// within five; otherwise the reason it did not.
 pub fn probe_kvm() -> Result<(), String> {
     probe_ioctls()?;
@@ -108,7 +92,7 @@ fn probe_qemu() -> Result<(), String> {
     std::fs::write(&bios, &image).map_err(|e| format!("writing {}: {e}", bios.display()))?;
     let program = std::env::var_os("BERTH_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into());
     let mut cmd = Command::new(&program);
-    cmd.args(["-machine", "pc", "-accel", "kvm", "-cpu", "host", "-m", "16"])
+    cmd.args(["-machine", "pc", "-accel", "kvm", "-m", "16"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "none", "-monitor", "none"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios"])
@@ -323,16 +307,6 @@ fn run_probe() -> libc::c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn override_values() {
-        assert_eq!(accel_override(Some("kvm")), Some(true));
-        assert_eq!(accel_override(Some(" TCG ")), Some(false));
-        assert_eq!(accel_override(Some("auto")), None);
-        assert_eq!(accel_override(Some("")), None);
-        assert_eq!(accel_override(Some("xen")), None);
-        assert_eq!(accel_override(None), None);
-    }
 
     #[test]
     fn probe_finishes_quickly() {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use berth_init::events::Event;
 
+use crate::accel::{self, Accel, Choice, HostKey, VerdictCache};
 use crate::console::{self, Console, TAIL_LINES};
 use crate::error::{Error, Result};
-use crate::kvm::kvm_usable;
 use crate::qmp::Qmp;
 
 /// The timeout tests and tools use for a whole boot or shutdown: 60 s, multiplied by the
@@ -24,29 +24,6 @@ pub fn default_timeout() -> Duration {
         .filter(|s| s.is_finite() && *s > 0.0)
         .unwrap_or(1.0);
     Duration::from_secs_f64(60.0 * scale)
-}
-
-/// Which accelerator QEMU uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Accel {
-    /// KVM if [`crate::kvm_usable`] says so (which honours `BERTH_ACCEL`), else TCG.
-    #[default]
-    Auto,
-    /// KVM with `-cpu host`, even if the probe says it does not work.
-    Kvm,
-    /// Emulation (TCG) with `-cpu max`.
-    Tcg,
-}
-
-impl Accel {
-    /// Decides `Auto`: `Kvm` or `Tcg`.
-    pub fn resolve(self) -> Accel {
-        match self {
-            Accel::Auto if kvm_usable() => Accel::Kvm,
-            Accel::Auto => Accel::Tcg,
-            other => other,
-        }
-    }
 }
 
 /// The QEMU machine type.
@@ -68,7 +45,8 @@ impl Machine {
     }
 }
 
-/// How to start a VM. `VmConfig::default()` fills in 512 MiB, one CPU and `Accel::Auto`.
+/// How to start a VM. `VmConfig::default()` fills in 512 MiB, one CPU, `Accel::Auto`, QEMU's
+/// default CPU model and no RNG device: what users' hypervisors give.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     /// The kernel (`-kernel`). An empty path passes none (e.g. to boot a disk or ISO given in
@@ -85,6 +63,16 @@ pub struct VmConfig {
     pub cpus: u32,
     /// The accelerator.
     pub accel: Accel,
+    /// The CPU model (`-cpu`); `None` is QEMU's default (`qemu64`: no RDRAND, like many
+    /// KVM and OpenStack CPU models).
+    pub cpu: Option<String>,
+    /// Give the guest a virtio RNG device (`virtio-rng-pci`).
+    pub rng: bool,
+    /// With [`Accel::Auto`] on a host not yet judged: how long a guest under KVM may show no
+    /// progress (see [`crate::accel`]) before it is restarted under TCG.
+    pub progress_deadline: Duration,
+    /// Where the verdict on this host's KVM is kept.
+    pub verdicts: VerdictCache,
     /// The machine type.
     pub machine: Machine,
     /// More QEMU arguments (devices, drives, `-bios`, port forwards …), appended last.
@@ -106,6 +94,10 @@ impl Default for VmConfig {
             memory_mib: 512,
             cpus: 1,
             accel: Accel::Auto,
+            cpu: None,
+            rng: false,
+            progress_deadline: Duration::from_secs(20),
+            verdicts: VerdictCache::default(),
             machine: Machine::Pc,
             extra_args: Vec::new(),
             console_log: None,
@@ -145,22 +137,16 @@ impl VmConfig {
         push(&self.memory_mib.to_string());
         push("-smp");
         push(&self.cpus.to_string());
-        match accel {
-            Accel::Kvm => {
-                push("-accel");
-                push("kvm");
-                push("-cpu");
-                push("host");
-            }
-            _ => {
-                push("-accel");
-                push("tcg");
-                push("-cpu");
-                push("max");
-            }
+        push("-accel");
+        push(if accel == Accel::Kvm { "kvm" } else { "tcg" });
+        if let Some(cpu) = &self.cpu {
+            push("-cpu");
+            push(cpu);
         }
-        push("-device");
-        push("virtio-rng-pci");
+        if self.rng {
+            push("-device");
+            push("virtio-rng-pci");
+        }
         if !self.allow_reboot {
             push("-no-reboot");
         }
@@ -232,6 +218,8 @@ pub struct Vm {
     console: Arc<Console>,
     dir: tempfile::TempDir,
     accel: Accel,
+    accel_reason: String,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Vm {
@@ -244,12 +232,90 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// Held while a VM is on probation, so that the other VMs this process starts meanwhile wait
+/// for its verdict instead of each spending the probation deadline on a broken KVM.
+static PROBATION: Mutex<()> = Mutex::new(());
+
 impl Vm {
     /// Starts QEMU (`$BERTH_QEMU`, default `qemu-system-x86_64` from `PATH`). Returns once the
     /// process runs; QEMU's own start-up errors (bad arguments, missing files) surface as
     /// [`Error::Exited`] from the next wait, with QEMU's error output in the message.
+    ///
+    /// With [`Accel::Auto`] on a host whose KVM is not yet judged, this waits until the guest
+    /// shows progress (at most [`VmConfig::progress_deadline`]); see [`crate::accel`]. Which
+    /// accelerator was chosen, and why, is [`Vm::accel_reason`].
     pub fn start(cfg: VmConfig) -> Result<Vm> {
-        let accel = cfg.accel.resolve();
+        match cfg.accel {
+            Accel::Kvm => Vm::launch(&cfg, Accel::Kvm, "asked for (--accel kvm)".into()),
+            Accel::Tcg => Vm::launch(&cfg, Accel::Tcg, "asked for (--accel tcg)".into()),
+            Accel::Auto => {
+                let _gate = PROBATION.lock().unwrap_or_else(|e| e.into_inner());
+                let key = HostKey::current();
+                match accel::choose(accel::env_override(), cfg.verdicts.load(&key), crate::kvm::probe_kvm) {
+                    Choice::Settled { accel, reason, record } => {
+                        if let Some(verdict) = record {
+                            cfg.verdicts.store_logged(&key, &verdict);
+                        }
+                        Vm::launch(&cfg, accel, reason)
+                    }
+                    Choice::Probation { .. } => Vm::start_on_probation(cfg, Accel::Kvm),
+                }
+            }
+        }
+    }
+
+    /// Starts QEMU under `candidate` without trusting it: if the console shows no progress
+    /// (see [`crate::accel`]) within [`VmConfig::progress_deadline`], QEMU is killed, a TCG
+    /// verdict is recorded in [`VmConfig::verdicts`], a line saying so goes to stderr, and the
+    /// VM starts again under TCG. Progress under KVM records a KVM verdict. [`Vm::start`] does
+    /// this with KVM on a host not yet judged; any accelerator can be tried this way.
+    pub fn start_on_probation(cfg: VmConfig, candidate: Accel) -> Result<Vm> {
+        let started = Instant::now();
+        eprintln!(
+            "berth: trying {} (not yet proven on this host: a guest that shows no progress in {} s is \
+             started again under TCG)",
+            candidate.name(),
+            cfg.progress_deadline.as_secs()
+        );
+        let mut vm = Vm::launch(&cfg, candidate, "on probation".into())?;
+        let progress = vm
+            .console
+            .wait_until("progress on the console", cfg.progress_deadline, |st| st.progress.then_some(()));
+        let key = HostKey::current();
+        match progress {
+            Ok(()) => {
+                if candidate == Accel::Kvm {
+                    let verdict = accel::progress_verdict(started.elapsed());
+                    cfg.verdicts.store_logged(&key, &verdict);
+                    vm.accel_reason = verdict.reason;
+                }
+                Ok(vm)
+            }
+            Err(Error::Exited { .. }) if vm.try_wait()?.is_none_or(|s| s.success()) => Ok(vm),
+            Err(Error::Exited { tail, .. }) => {
+                let why = format!("QEMU under {} ended before the guest showed progress", candidate.name());
+                eprintln!("berth: {why}; starting it again under TCG");
+                log::warn!("{why}:\n{tail}");
+                drop(vm);
+                Vm::launch(&cfg, Accel::Tcg, why)
+            }
+            Err(_) => {
+                let verdict = accel::no_progress_verdict(candidate, started.elapsed());
+                drop(vm);
+                eprintln!(
+                    "berth: {}; starting it again under TCG and using TCG on this host from now on \
+                     (the verdict is kept in {}: delete it to judge again, or set BERTH_ACCEL=kvm|tcg)",
+                    verdict.reason,
+                    cfg.verdicts.path().display()
+                );
+                cfg.verdicts.store_logged(&key, &verdict);
+                Vm::launch(&cfg, Accel::Tcg, verdict.reason)
+            }
+        }
+    }
+
+    /// Starts QEMU under `accel` (`Kvm` or `Tcg`) with its console readers.
+    fn launch(cfg: &VmConfig, accel: Accel, accel_reason: String) -> Result<Vm> {
         let dir = tempfile::Builder::new()
             .prefix("berth-qemu-")
             .tempdir()
@@ -307,7 +373,16 @@ impl Vm {
                 })
                 .map_err(|e| Error::io("starting the console reader thread", e))?;
         }
-        Ok(Vm { child, status: None, stdin: Mutex::new(stdin), console, dir, accel })
+        Ok(Vm {
+            child,
+            status: None,
+            stdin: Mutex::new(stdin),
+            console,
+            dir,
+            accel,
+            accel_reason,
+            started: Instant::now(),
+        })
     }
 
     /// QEMU's process id (also its process group id).
@@ -318,6 +393,19 @@ impl Vm {
     /// The accelerator actually used (`Kvm` or `Tcg`).
     pub fn accel(&self) -> Accel {
         self.accel
+    }
+
+    /// Why [`Vm::accel`] was chosen, for people: `BERTH_ACCEL=tcg`, the verdict recorded for
+    /// this host, what the probes found, or what the probation showed.
+    pub fn accel_reason(&self) -> &str {
+        &self.accel_reason
+    }
+
+    /// How long the guest has printed nothing on its console (since QEMU started, if it never
+    /// printed anything).
+    pub fn silent_for(&self) -> Duration {
+        let last = self.console.lock().last_output;
+        last.unwrap_or(self.started).elapsed()
     }
 
     /// The path of QEMU's QMP socket.
@@ -480,14 +568,22 @@ mod tests {
             .collect();
         let joined = args.join(" ");
         assert!(joined.starts_with("-machine pc -nodefaults -no-user-config"), "{joined}");
-        assert!(joined.contains("-accel tcg -cpu max"), "{joined}");
+        assert!(
+            joined.contains("-accel tcg -device virtio-net-pci") || joined.contains("-accel tcg -no-reboot"),
+            "{joined}"
+        );
+        assert!(
+            !joined.contains("-cpu") && !joined.contains("virtio-rng"),
+            "QEMU's default CPU, no RNG: {joined}"
+        );
         assert!(joined.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"), "{joined}");
         assert!(joined.contains("-kernel /k -append"), "{joined}");
         assert!(args.contains(&"console=ttyS0 quiet".to_string()));
         assert!(joined.ends_with("-initrd /i -device virtio-net-pci"), "{joined}");
         assert!(joined.contains("-m 512 -smp 1"), "{joined}");
 
-        let disk = VmConfig { machine: Machine::Q35, ..VmConfig::default() };
+        let disk =
+            VmConfig { machine: Machine::Q35, cpu: Some("max".into()), rng: true, ..VmConfig::default() };
         let joined: Vec<String> = disk
             .args(Accel::Kvm, std::path::Path::new("/q"))
             .into_iter()
@@ -495,7 +591,7 @@ mod tests {
             .collect();
         let joined = joined.join(" ");
         assert!(joined.contains("-machine q35"), "{joined}");
-        assert!(joined.contains("-accel kvm -cpu host"), "{joined}");
+        assert!(joined.contains("-accel kvm -cpu max -device virtio-rng-pci"), "{joined}");
         assert!(!joined.contains("-kernel") && !joined.contains("-initrd"), "{joined}");
     }
 

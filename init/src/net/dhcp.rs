@@ -169,7 +169,7 @@ impl DhcpClient {
         let (lease, _) = self.lease.take()?;
         self.state = State::Init;
         self.next = None;
-        let mut msg = self.message(MessageType::Release, lease.address);
+        let mut msg = self.message(MessageType::Release, lease.address)?;
         msg.opts_mut().insert(DhcpOption::ServerIdentifier(lease.server));
         Some((encode(&msg), Destination::Server(lease.server)))
     }
@@ -227,14 +227,16 @@ impl DhcpClient {
             State::Selecting => {
                 self.next = Some(now + backoff);
                 let msg = self.message(MessageType::Discover, Ipv4Addr::UNSPECIFIED);
-                vec![Action::Send(encode(&msg), Destination::Broadcast)]
+                msg.map(|msg| Action::Send(encode(&msg), Destination::Broadcast)).into_iter().collect()
             }
             State::Requesting { offer, server } => {
                 self.next = Some(now + backoff);
                 let mut msg = self.message(MessageType::Request, Ipv4Addr::UNSPECIFIED);
-                msg.opts_mut().insert(DhcpOption::RequestedIpAddress(offer));
-                msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
-                vec![Action::Send(encode(&msg), Destination::Broadcast)]
+                if let Some(msg) = msg.as_mut() {
+                    msg.opts_mut().insert(DhcpOption::RequestedIpAddress(offer));
+                    msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
+                }
+                msg.map(|msg| Action::Send(encode(&msg), Destination::Broadcast)).into_iter().collect()
             }
             State::Renewing | State::Rebinding => {
                 let Some((lease, acquired)) = self.lease.clone() else { return self.start(now) };
@@ -256,15 +258,13 @@ impl DhcpClient {
                 } else {
                     Destination::Broadcast
                 };
-                vec![Action::Send(encode(&msg), dest)]
+                msg.map(|msg| Action::Send(encode(&msg), dest)).into_iter().collect()
             }
         }
     }
 
-    fn message(&self, kind: MessageType, ciaddr: Ipv4Addr) -> Message {
-        let unspecified = Ipv4Addr::UNSPECIFIED;
-        let mut msg =
-            Message::new_with_id(self.xid, ciaddr, unspecified, unspecified, unspecified, &self.mac);
+    fn message(&self, kind: MessageType, ciaddr: Ipv4Addr) -> Option<Message> {
+        let mut msg = boot_request(self.xid, ciaddr, &self.mac)?;
         if ciaddr.is_unspecified() {
             // Until we have an address the kernel cannot take a unicast reply: ask for broadcast.
             msg.set_flags(Flags::default().set_broadcast());
@@ -291,7 +291,7 @@ impl DhcpClient {
                 opts.insert(DhcpOption::Hostname(h.clone()));
             }
         }
-        msg
+        Some(msg)
     }
 
     /// A datagram arrived on port 68 of the interface. Anything that is not a reply to our
@@ -350,6 +350,12 @@ impl DhcpClient {
 pub fn decode(bytes: &[u8]) -> Option<Message> {
     const OPTIONS_START: usize = 240;
     const RAPID_COMMIT: u8 = 80;
+    // `Message::chaddr` slices its 16-byte array by `hlen` and panics past it — outside the
+    // decoder, where nothing catches it (found by tests/fuzz_inputs.rs): refuse such a message.
+    const HLEN_MAX: u8 = 16;
+    if bytes.get(2).is_some_and(|&hlen| hlen > HLEN_MAX) {
+        return None;
+    }
     let mut at = OPTIONS_START;
     while at < bytes.len() {
         match bytes[at] {
@@ -365,6 +371,26 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
         }
     }
     std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)).ok()).ok().flatten()
+}
+
+/// A BOOTREQUEST with our transaction id, client address and hardware address, and no options.
+///
+/// Built by decoding a fixed header rather than with `Message::new`/`new_with_id`/`default`:
+/// those draw a transaction id from `rand`'s thread RNG, whose `getrandom` waits for the
+/// kernel's entropy pool in a static binary (it polls `/dev/random` when `dlsym` cannot find
+/// glibc's `getrandom`). PID 1 must never wait for entropy; our ids come from
+/// [`DhcpClient::new`]'s seed.
+fn boot_request(xid: u32, ciaddr: Ipv4Addr, mac: &[u8; 6]) -> Option<Message> {
+    let mut header = [0u8; 241];
+    header[0] = 1; // op: BOOTREQUEST
+    header[1] = 1; // htype: Ethernet
+    header[2] = 6; // hlen
+    header[236..240].copy_from_slice(&[99, 130, 83, 99]); // the magic cookie
+    header[240] = 255; // the end option
+                       // The fixed header always decodes (a unit test checks it); `None` is never seen.
+    let mut msg = Message::decode(&mut Decoder::new(&header)).ok()?;
+    msg.set_xid(xid).set_ciaddr(ciaddr).set_chaddr(mac);
+    Some(msg)
 }
 
 fn encode(msg: &Message) -> Vec<u8> {
@@ -612,6 +638,18 @@ mod tests {
     }
 
     /// Property: no input makes the client panic (arbitrary bytes and mutated real replies).
+    #[test]
+    fn requests_are_built_without_the_crates_random_ids() {
+        // The same bytes as dhcproto's constructor (which draws an unused random id first).
+        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        let ciaddr = Ipv4Addr::new(10, 0, 2, 15);
+        let ours = boot_request(0xdead_beef, ciaddr, &mac).expect("the fixed header decodes");
+        let unspecified = Ipv4Addr::UNSPECIFIED;
+        let theirs = Message::new_with_id(0xdead_beef, ciaddr, unspecified, unspecified, unspecified, &mac);
+        assert_eq!(encode(&ours), encode(&theirs));
+        assert_eq!((ours.xid(), ours.chaddr(), ours.opcode()), (0xdead_beef, &mac[..], Opcode::BootRequest));
+    }
+
     #[test]
     fn arbitrary_datagrams_never_panic() {
         let t0 = Instant::now();
