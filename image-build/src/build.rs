@@ -66,6 +66,11 @@ pub const STORAGE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_scsi"
 /// Hyper-V's disk drivers, packed with [`STORAGE_MODULES`] for `vhdx` images: the data disk on
 /// Hyper-V is a SCSI disk behind VMBus.
 pub const HYPERV_STORAGE_MODULES: &[&str] = &["hv_vmbus", "hv_storvsc"];
+/// The virtio RNG driver (entropy from the host, where the hypervisor offers a device). Packed
+/// always and loaded with the late modules, in the background as the first containers start:
+/// loading it before them would put the PCI transport's probing on the boot path. Nothing in
+/// PID 1 waits for entropy; containers get a seeded pool sooner where the device exists.
+pub const RNG_MODULES: &[&str] = &["virtio_pci", "virtio_rng"];
 /// Modules loaded right after the first container starts, before PID 1 forwards output: the
 /// ACPI power button as an input device.
 pub const BUTTON_MODULES: &[&str] = &["evdev", "button"];
@@ -81,7 +86,8 @@ pub struct ModulePlan {
     pub early: Vec<String>,
     /// Loaded right after the first container starts: the power button.
     pub button: Vec<String>,
-    /// Loaded in the background after the first containers start: the NIC, Hyper-V's drivers.
+    /// Loaded in the background after the first containers start: the RNG, the NIC, Hyper-V's
+    /// drivers.
     pub late: Vec<String>,
     /// Loaded on QEMU only.
     pub qemu: Vec<String>,
@@ -117,7 +123,7 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         }
     }
     early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
-    let mut late = Vec::new();
+    let mut late = names(RNG_MODULES);
     if formats.contains(&Format::Vhdx) {
         late.extend(names(HYPERV_MODULES));
     }
@@ -138,6 +144,7 @@ pub fn packable_modules() -> BTreeSet<String> {
         BUTTON_MODULES,
         HYPERV_MODULES,
         NIC_MODULES,
+        RNG_MODULES,
         CONFIG_DRIVE_MODULES,
         QEMU_MODULES,
     ]
@@ -322,11 +329,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     // Layer summaries (opaque dirs, hard links, account files), once per layer.
     let mut summaries: BTreeMap<String, LayerSummary> = BTreeMap::new();
-    for image in images.values() {
+    // (the layer rules are enforced here, before anything is written: a refused layer names
+    // its image, its digest and the entry)
+    for (reference, image) in &images {
         for l in &image.layers {
             if !summaries.contains_key(&l.digest) {
                 progress.step(format!("reading layer {}", short(&l.digest)));
-                let s = layer::scan_layer(l).with_context(|| format!("layer {}", l.digest))?;
+                let s = layer::scan_layer(l).with_context(|| format!("image {reference}"))?;
                 summaries.insert(l.digest.clone(), s);
             }
         }
@@ -688,19 +697,27 @@ fn find_blob<'a>(images: &'a BTreeMap<String, ResolvedImage>, digest: &str) -> R
 }
 
 /// Writes one layer under `berth/layers/<hex>/`, whiteouts as 0:0 character devices.
+///
+/// Every record this writes is `berth/layers/<64 hex>` or below it (see [`layer_entry_dest`]):
+/// the digest is checked, every entry path is relative without `.`, `..` or empty components
+/// (the layer reader normalizes it, the cpio writer checks it again), and the directories the
+/// cpio writer adds are parents of such paths, so inside the prefix too. The layer reader also
+/// refuses an entry below a symlink of its own layer, the only way the kernel's unpacker (which
+/// follows symlinks in the parents of a name) could land outside it: other layers and the rest
+/// of the initramfs are never under this layer's directory.
 fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &LayerSummary) -> Result<()> {
-    let prefix = format!("{}/{}", LAYERS_DIR.trim_start_matches('/'), layer_dir_name(&blob.digest));
+    let prefix = layer_prefix(&blob.digest)?;
     cpio.dir(&prefix, 0o755, 0, 0)?;
     for target in &summary.hardlink_targets {
-        cpio.expect_hardlink_target(&format!("{prefix}/{target}"))?;
+        cpio.expect_hardlink_target(&layer_entry_dest(&prefix, target)?)?;
     }
     layer::for_each_entry(blob, |e, data| {
-        let path = format!("{prefix}/{}", e.path);
+        let path = layer_entry_dest(&prefix, &e.path)?;
         match &e.kind {
             EntryKind::Dir => cpio.dir(&path, e.mode, e.uid, e.gid)?,
             EntryKind::File => cpio.file(&path, e.mode, e.uid, e.gid, e.size, data)?,
             EntryKind::Symlink(target) => cpio.symlink(&path, target, e.uid, e.gid)?,
-            EntryKind::Hardlink(target) => cpio.hardlink(&path, &format!("{prefix}/{target}"))?,
+            EntryKind::Hardlink(target) => cpio.hardlink(&path, &layer_entry_dest(&prefix, target)?)?,
             EntryKind::CharDev(major, minor) => cpio.char_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?,
             EntryKind::BlockDev(major, minor) => {
                 cpio.block_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?
@@ -710,6 +727,22 @@ fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &L
         Ok(())
     })
     .with_context(|| format!("packing layer {}", blob.digest))
+}
+
+/// A layer's directory in the initramfs: `berth/layers/<64 hex>` (the digest is checked).
+fn layer_prefix(digest: &str) -> Result<String> {
+    crate::blobs::validate_digest(digest).with_context(|| format!("layer {digest}"))?;
+    Ok(format!("{}/{}", LAYERS_DIR.trim_start_matches('/'), layer_dir_name(digest)))
+}
+
+/// Where a layer entry goes: `PREFIX/PATH`, refused unless `path` is relative with no empty,
+/// `.` or `..` component (what [`layer::LayerEntry::path`] promises; checked again so that no
+/// change of the reader can make a layer write outside its directory).
+fn layer_entry_dest(prefix: &str, path: &str) -> Result<String> {
+    if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        bail!("internal: layer entry path {path:?} is not normalized");
+    }
+    Ok(format!("{prefix}/{path}"))
 }
 
 /// Writes the requested bootable formats next to the kernel and initramfs in `dir`.
@@ -789,7 +822,9 @@ mod tests {
         let minimal = plan("[network]\nauto = false\n", &[]);
         assert_eq!(
             minimal.names(),
-            BTreeSet::from(["overlay", "evdev", "button", "qemu_fw_cfg"].map(String::from))
+            BTreeSet::from(
+                ["overlay", "evdev", "button", "qemu_fw_cfg", "virtio_pci", "virtio_rng"].map(String::from)
+            )
         );
         let everything = plan(
             "[kernel]\nmodules = [\"nls-utf8\"]\n[system]\nconfig_drive = true\n[storage]\ndisk = \"/dev/vdb\"\n\
@@ -806,5 +841,121 @@ mod tests {
         let mut without_extra = everything.names();
         without_extra.remove("nls_utf8");
         assert_eq!(without_extra, packable_modules(), "packable_modules() is every module some config packs");
+    }
+}
+
+#[cfg(test)]
+mod layer_dest_tests {
+    use super::*;
+    use crate::blobs::sha256_bytes;
+    use crate::cpio::read_archive;
+    use crate::source::Compression;
+
+    /// A tar member with the name written straight into the header (`set_path` refuses some of
+    /// the names these tests need).
+    fn member(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, link: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_size(data.len() as u64);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn blob(dir: &Path, tar: Vec<u8>) -> LayerBlob {
+        let digest = sha256_bytes(&tar);
+        let path = dir.join(layer_dir_name(&digest));
+        fs::write(&path, &tar).unwrap();
+        LayerBlob {
+            digest: digest.clone(),
+            diff_id: Some(digest),
+            compression: Compression::None,
+            size: 0,
+            path,
+        }
+    }
+
+    /// Packs `blob` the way `build` does and returns the path of every record written for it.
+    fn packed(blob: &LayerBlob, summary: &LayerSummary) -> (Result<()>, Vec<String>) {
+        let mut cpio = CpioWriter::new(Vec::new(), 0);
+        for dir in ["berth", "berth/layers"] {
+            cpio.dir(dir, 0o755, 0, 0).unwrap();
+        }
+        let result = write_layer(&mut cpio, blob, summary);
+        let bytes = cpio.finish().unwrap();
+        let paths = read_archive(bytes.as_slice()).unwrap().into_iter().map(|e| e.path).skip(2).collect();
+        (result, paths)
+    }
+
+    fn assert_inside(blob: &LayerBlob, paths: &[String]) {
+        let prefix = format!("berth/layers/{}", layer_dir_name(&blob.digest));
+        assert_eq!(layer_dir_name(&blob.digest).len(), 64);
+        for p in paths {
+            assert!(p == &prefix || p.starts_with(&format!("{prefix}/")), "{p} is outside {prefix}");
+            assert!(!p.split('/').any(|c| c.is_empty() || c == "." || c == ".."), "{p}");
+        }
+    }
+
+    #[test]
+    fn every_record_of_a_layer_is_inside_its_directory() {
+        use tar::EntryType::*;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        member(&mut b, Directory, "/", "", b"");
+        member(&mut b, Regular, "/etc/passwd", "", b"root:x:0:0::/:/bin/sh\n");
+        member(&mut b, Symlink, "etc/alt", "/etc", b"");
+        member(&mut b, Symlink, "root-link", "/", b"");
+        member(&mut b, Symlink, "up", "../../../../init", b"");
+        member(&mut b, Regular, "./bin/sh", "", b"#!");
+        member(&mut b, Link, "bin/ash", "/bin/sh", b"");
+        member(&mut b, Link, "bin/dash", "./bin//sh", b"");
+        member(&mut b, Regular, "deep/a/b/c/TRAILER!!!", "", b"x");
+        member(&mut b, Directory, "empty/", "", b"");
+        member(&mut b, Symlink, "empty", "/berth/plan.json", b"");
+        member(&mut b, Regular, "gone/.wh.file", "", b"");
+        member(&mut b, Regular, "opaque/.wh..wh..opq", "", b"");
+        member(&mut b, Char, "dev-null", "", b"");
+        member(&mut b, Fifo, "fifo", "", b"");
+        let layer = blob(tmp.path(), b.into_inner().unwrap());
+        let summary = layer::scan_layer(&layer).unwrap();
+        let (result, paths) = packed(&layer, &summary);
+        result.unwrap();
+        assert_inside(&layer, &paths);
+        let prefix = format!("berth/layers/{}", layer_dir_name(&layer.digest));
+        for p in ["etc/alt", "bin/ash", "deep/a/b/c/TRAILER!!!", "empty", "gone/file", "fifo"] {
+            assert!(paths.contains(&format!("{prefix}/{p}")), "{p} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_layer_stops_inside_its_directory() {
+        use tar::EntryType::*;
+        let tmp = tempfile::tempdir().unwrap();
+        let hostile: [&[(tar::EntryType, &str, &str)]; 5] = [
+            &[(Symlink, "x", "/"), (Regular, "x/berth/plan.json", "")],
+            &[(Symlink, "x", "../.."), (Directory, "x/init/", "")],
+            &[(Regular, "../../init", "")],
+            &[(Symlink, "s", "/"), (Link, "h", "s/init")],
+            &[(Directory, "d/", ""), (Regular, "d/f", ""), (Symlink, "d", "/"), (Regular, "d/g", "")],
+        ];
+        for entries in hostile {
+            let mut b = tar::Builder::new(Vec::new());
+            for (kind, path, link) in entries {
+                member(&mut b, *kind, path, link, b"");
+            }
+            let layer = blob(tmp.path(), b.into_inner().unwrap());
+            assert!(layer::scan_layer(&layer).is_err(), "{entries:?}");
+            // Even without pass 1, pass 2 refuses, and what was written is inside the layer.
+            let (result, paths) = packed(&layer, &LayerSummary::default());
+            let err = format!("{:#}", result.unwrap_err());
+            assert!(err.contains(&layer.digest), "{err}");
+            assert_inside(&layer, &paths);
+        }
+        assert!(layer_entry_dest("p", "a/../b").is_err() && layer_entry_dest("p", "").is_err());
+        assert!(layer_prefix("sha256:../../init").is_err());
     }
 }

@@ -1260,7 +1260,8 @@ pub mod duration_text {
             Text(String),
         }
         match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a duration like \"10s\""))? {
-            Raw::Int(n) => Ok(Duration::from_secs(n)),
+            // Seconds, checked as the text form is (at most `units::MAX_DURATION`).
+            Raw::Int(n) => units::parse_duration(&n.to_string()).map_err(serde::de::Error::custom),
             Raw::Text(t) => units::parse_duration(&t).map_err(serde::de::Error::custom),
         }
     }

@@ -29,8 +29,13 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// The longest duration [`parse_duration`] accepts: 100 years. PID 1 adds durations to the
+/// clock (`Instant + Duration` panics past `i64` seconds), and a boot-time fragment is input
+/// from outside the image.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Parses a duration like Docker's `--stop-timeout`/healthcheck intervals: `10s`, `500ms`,
-/// `2m`, `1h`, or a bare number of seconds.
+/// `2m`, `1h`, or a bare number of seconds; at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
@@ -51,7 +56,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !(value.is_finite() && value >= 0.0) {
         return Err(format!("`{text}` is not a duration; it must be positive"));
     }
-    Ok(Duration::from_secs_f64(value * unit))
+    // `from_secs_f64` panics on a value too large for a `Duration` (found by
+    // tests/fuzz_inputs.rs: `interval = "18446744073709551616s"`).
+    match Duration::try_from_secs_f64(value * unit) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("`{text}` is too long; durations are at most 100 years")),
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +87,9 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("18446744073709551616s").unwrap_err().contains("too long"));
+        assert!(parse_duration("1e300h").unwrap_err().contains("too long"));
+        assert!(parse_duration("9223372036854775807").unwrap_err().contains("too long"));
+        assert_eq!(parse_duration("876000h"), Ok(Duration::from_secs(876_000 * 3600)));
     }
 }
