@@ -13,13 +13,7 @@ fn build_fails(dir: &Path, config: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "build succeeded: {stderr}");
     assert!(!out_dir.exists(), "output written despite the error");
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().starts_with(".berth-build"))
-        .collect();
-    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    common::assert_no_staging(dir, "the build");
     stderr
 }
 

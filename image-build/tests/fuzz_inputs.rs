@@ -8,6 +8,8 @@
 #[path = "../../init/tests/support/fuzz.rs"]
 mod fuzz;
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -45,15 +47,7 @@ fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
 
 /// A PAX extended header (`x`) with the given records, for the next entry.
 fn pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
-    let mut data = Vec::new();
-    for (key, value) in records {
-        let body = format!(" {key}={value}\n");
-        let mut len = body.len() + 1;
-        while format!("{len}{body}").len() != len {
-            len += 1;
-        }
-        data.extend_from_slice(format!("{len}{body}").as_bytes());
-    }
+    let data = common::pax_records(records);
     let mut h = header(tar::EntryType::XHeader, 0o644, data.len() as u64);
     h.set_path("PaxHeaders/entry").unwrap();
     h.set_cksum();

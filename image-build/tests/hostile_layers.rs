@@ -18,29 +18,9 @@ use berth_image_build::kernel_check;
 use sha2::{Digest as _, Sha256};
 use tar::EntryType::{self, *};
 
-/// A bzImage as the kernel build makes one (setup header, zstd payload followed by its size),
-/// with the configuration of kernel-config/fragments embedded as `CONFIG_IKCONFIG` does. It does
-/// not boot: the build only reads its header and configuration.
-fn synthetic_bzimage() -> Vec<u8> {
-    let config: String =
-        kernel_check::fragments().iter().map(|(_, text)| *text).collect::<Vec<_>>().join("\n");
-    let mut vmlinux = b"\x7fELF synthetic kernel".to_vec();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(config.as_bytes()).unwrap();
-    vmlinux.extend_from_slice(b"IKCFG_ST");
-    vmlinux.extend_from_slice(&gz.finish().unwrap());
-    vmlinux.extend_from_slice(b"IKCFG_ED");
-    let mut payload = zstd::encode_all(&vmlinux[..], 3).unwrap();
-    payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
-    let mut image = vec![0u8; 5 * 512]; // setup_sects = 0 means 4
-    image[0x202..0x206].copy_from_slice(b"HdrS");
-    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-    image[0x20e..0x210].copy_from_slice(&0x0200u16.to_le_bytes());
-    let version = b"6.1.120-berth (builder@host) #1 SMP\0";
-    image[0x400..0x400 + version.len()].copy_from_slice(version);
-    image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    image.extend_from_slice(&payload);
-    image
+/// The configuration of kernel-config/fragments, all merged: a kernel that has what berth needs.
+fn kernel_config() -> String {
+    kernel_check::fragments().iter().map(|(_, text)| *text).collect::<Vec<_>>().join("\n")
 }
 
 /// A tar layer written member by member, names straight into the header bytes (`tar::Builder`
@@ -87,15 +67,7 @@ impl Layer {
 
     /// A PAX extended header (`x`) with the given records, for the next member.
     fn pax(&mut self, records: &[(&str, &str)]) -> &mut Layer {
-        let mut data = Vec::new();
-        for (key, value) in records {
-            let body = format!(" {key}={value}\n");
-            let mut len = body.len() + 1;
-            while format!("{len}{body}").len() != len {
-                len += 1;
-            }
-            data.extend_from_slice(format!("{len}{body}").as_bytes());
-        }
+        let data = common::pax_records(records);
         self.raw(XHeader, b"PaxHeaders/entry", b"", data.len() as u64, &data)
     }
 
@@ -176,7 +148,7 @@ fn plain(tar: Vec<u8>) -> Blob {
 /// A directory with the synthetic kernel.
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage()).unwrap();
+    std::fs::write(dir.path().join("bzImage"), common::synthetic_bzimage(Some(&kernel_config()))).unwrap();
     dir
 }
 
@@ -216,13 +188,7 @@ fn refused(dir: &Path, name: &str, layers: Vec<Blob>, entry: &str, reason: &str)
     assert!(stderr.contains("What a layer may contain"), "no hint in {context}");
     assert!(!stderr.contains("panicked"), "{context}");
     assert!(!out_dir.exists(), "{name}: output written despite the error");
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().starts_with(".berth-build"))
-        .collect();
-    assert!(leftovers.is_empty(), "{name}: staging left behind: {leftovers:?}");
+    common::assert_no_staging(dir, name);
 }
 
 fn tar(build: impl FnOnce(&mut Layer)) -> Blob {

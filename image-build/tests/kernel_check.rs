@@ -275,38 +275,12 @@ fn a_path_kernel_without_a_readable_config_is_refused() {
     assert!(stderr.contains(&format!("{}:2:8: [kernel] path: cannot open", file.display())), "{stderr}");
 }
 
-/// A bzImage as the kernel build makes one (setup header, zstd payload followed by its size),
-/// with `config` embedded the way `CONFIG_IKCONFIG` does, if given. It does not boot: the
-/// build only reads its header and configuration.
-fn synthetic_bzimage(config: Option<&str>) -> Vec<u8> {
-    use std::io::Write;
-    let mut vmlinux = b"\x7fELF synthetic kernel".to_vec();
-    if let Some(config) = config {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(config.as_bytes()).unwrap();
-        vmlinux.extend_from_slice(b"IKCFG_ST");
-        vmlinux.extend_from_slice(&gz.finish().unwrap());
-        vmlinux.extend_from_slice(b"IKCFG_ED");
-    }
-    let mut payload = zstd::encode_all(&vmlinux[..], 3).unwrap();
-    payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
-    let mut image = vec![0u8; 5 * 512]; // setup_sects = 0 means 4
-    image[0x202..0x206].copy_from_slice(b"HdrS");
-    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-    image[0x20e..0x210].copy_from_slice(&0x0200u16.to_le_bytes());
-    let version = b"6.1.120-berth (builder@host) #1 SMP\0";
-    image[0x400..0x400 + version.len()].copy_from_slice(version);
-    image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    image.extend_from_slice(&payload);
-    image
-}
-
 #[test]
 fn a_path_kernel_with_an_embedded_config() {
     let merged: String =
         kernel_check::fragments().iter().map(|(_, text)| *text).collect::<Vec<_>>().join("\n");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage(Some(&merged))).unwrap();
+    std::fs::write(dir.path().join("bzImage"), common::synthetic_bzimage(Some(&merged))).unwrap();
     let toml = "[kernel]\npath = \"bzImage\"\n";
     let (out, stderr, out_dir) = build(dir.path(), toml);
     assert!(out.status.success(), "{stderr}");
@@ -318,7 +292,7 @@ fn a_path_kernel_with_an_embedded_config() {
     std::fs::remove_dir_all(out_dir).unwrap();
 
     let broken = without(&merged, &REMOVED);
-    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage(Some(&broken))).unwrap();
+    std::fs::write(dir.path().join("bzImage"), common::synthetic_bzimage(Some(&broken))).unwrap();
     let (out, stderr, out_dir) = build(dir.path(), toml);
     assert!(!out.status.success());
     assert_nothing_written(dir.path(), &out_dir);
@@ -326,7 +300,7 @@ fn a_path_kernel_with_an_embedded_config() {
         assert!(stderr.contains(&format!("  {option} (")), "{stderr}");
     }
 
-    std::fs::write(dir.path().join("bzImage"), synthetic_bzimage(None)).unwrap();
+    std::fs::write(dir.path().join("bzImage"), common::synthetic_bzimage(None)).unwrap();
     let (out, stderr, out_dir) = build(dir.path(), toml);
     assert!(!out.status.success());
     assert_nothing_written(dir.path(), &out_dir);

@@ -1,5 +1,7 @@
 //! Layer entry conversion: whiteouts, opaque directories, PAX names, path safety.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -29,15 +31,7 @@ fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
 
 /// A PAX extended header (`x`) with the given records, for the next entry.
 fn pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
-    let mut data = Vec::new();
-    for (key, value) in records {
-        let body = format!(" {key}={value}\n");
-        let mut len = body.len() + 1;
-        while format!("{len}{body}").len() != len {
-            len += 1;
-        }
-        data.extend_from_slice(format!("{len}{body}").as_bytes());
-    }
+    let data = common::pax_records(records);
     let mut h = header(tar::EntryType::XHeader, 0o644, data.len() as u64);
     h.set_path("PaxHeaders/entry").unwrap();
     h.set_cksum();

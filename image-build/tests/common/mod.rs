@@ -175,3 +175,55 @@ pub fn project_kernel() -> PathBuf {
 pub fn with_project_kernel(config: &str) -> String {
     config.replacen("[kernel]\n", &format!("[kernel]\npath = \"{}\"\n", project_kernel().display()), 1)
 }
+
+/// A bzImage as the kernel build makes one (setup header, zstd payload followed by its size),
+/// with `config` embedded the way `CONFIG_IKCONFIG` does, if given. It does not boot: the
+/// build only reads its header and configuration.
+pub fn synthetic_bzimage(config: Option<&str>) -> Vec<u8> {
+    use std::io::Write;
+    let mut vmlinux = b"\x7fELF synthetic kernel".to_vec();
+    if let Some(config) = config {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(config.as_bytes()).unwrap();
+        vmlinux.extend_from_slice(b"IKCFG_ST");
+        vmlinux.extend_from_slice(&gz.finish().unwrap());
+        vmlinux.extend_from_slice(b"IKCFG_ED");
+    }
+    let mut payload = zstd::encode_all(&vmlinux[..], 3).unwrap();
+    payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
+    let mut image = vec![0u8; 5 * 512]; // setup_sects = 0 means 4
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    image[0x20e..0x210].copy_from_slice(&0x0200u16.to_le_bytes());
+    let version = b"6.1.120-berth (builder@host) #1 SMP\0";
+    image[0x400..0x400 + version.len()].copy_from_slice(version);
+    image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    image.extend_from_slice(&payload);
+    image
+}
+
+/// The data of a PAX extended header with these records (`LEN KEY=VALUE\n`, where LEN counts
+/// the whole record, its own digits included).
+pub fn pax_records(records: &[(&str, &str)]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        data.extend_from_slice(format!("{len}{body}").as_bytes());
+    }
+    data
+}
+
+/// Asserts that a failed build left no staging directory (`.berth-build*`) in `dir`.
+pub fn assert_no_staging(dir: &Path, what: &str) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".berth-build"))
+        .collect();
+    assert!(leftovers.is_empty(), "{what}: staging left behind: {leftovers:?}");
+}
