@@ -104,7 +104,42 @@ fn berth_run_boots_an_image_on_the_terminal() {
     assert!(run.status.success(), "berth run failed: {stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("hello | hello from hello"), "{stdout}");
     assert!(stdout.contains("event=shutdown.complete action=poweroff"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("berth: accelerator kvm (") || stderr.contains("berth: accelerator tcg ("),
+        "{stderr}"
+    );
     let missing = Command::new(common::berth()).args(["run", dir.path().to_str().unwrap()]).output().unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("made by `berth build`"));
+}
+
+/// A guest that prints nothing (here: no `console=ttyS0`) does not leave a blank terminal:
+/// after 15 s of silence `berth run` says so, with the accelerator and what to try; `--timeout`
+/// then stops it with an error.
+#[test]
+fn berth_run_says_when_the_guest_is_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let config = r#"
+[kernel]
+cmdline = "quiet"
+
+[[service]]
+name = "idle"
+image = "oci:images/busybox:latest"
+command = ["sleep", "1000"]
+"#;
+    let out = common::build(dir.path(), "silent", config);
+    let started = std::time::Instant::now();
+    let run = Command::new(common::berth())
+        .args(["run", out.to_str().unwrap(), "--no-net", "--timeout", "22"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "--timeout was not honoured");
+    assert!(stderr.contains("berth: the guest has printed nothing for 15 s (accelerator "), "{stderr}");
+    assert!(stderr.contains("console=ttyS0"), "the notice says what to try: {stderr}");
+    assert!(stderr.contains("did not shut down within"), "{stderr}");
 }

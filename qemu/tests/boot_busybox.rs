@@ -192,3 +192,27 @@ fn qemu_start_errors_are_reported() {
     let err = vm.wait_for_line(|_| true, default_timeout()).unwrap_err().to_string();
     assert!(err.contains("QEMU exited") && err.contains("nonexistent"), "{err}");
 }
+
+/// A guest on probation that shows progress (here the `test.ready` event; with `quiet` the
+/// kernel prints nothing before it) is kept: `start_on_probation` returns as soon as the line
+/// comes, under the candidate accelerator, with no restart. TCG is the candidate so that this
+/// runs on every host; only a KVM candidate records a verdict, so none is recorded.
+#[test]
+fn a_guest_showing_progress_on_probation_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let verdicts = berth_qemu::VerdictCache::in_dir(&dir.path().join("cache"));
+    let mut cfg =
+        VmConfig::new(kernel(), initramfs(dir.path(), READY_THEN_SLEEP), "console=ttyS0 quiet panic=-1");
+    cfg.progress_deadline = default_timeout();
+    cfg.verdicts = verdicts.clone();
+    let start = Instant::now();
+    let mut vm = Vm::start_on_probation(cfg, berth_qemu::Accel::Tcg).unwrap();
+    let returned = start.elapsed();
+    assert_eq!(vm.accel(), berth_qemu::Accel::Tcg);
+    assert_eq!(vm.accel_reason(), "on probation");
+    assert_eq!(vm.events().iter().filter(|e| e.name == "test.ready").count(), 1, "{}", vm.console_tail(20));
+    assert!(returned < default_timeout(), "returned after {returned:?}");
+    assert!(vm.try_wait().unwrap().is_none(), "the same guest runs on");
+    assert_eq!(verdicts.load(&berth_qemu::HostKey::current()), None);
+    vm.kill();
+}
