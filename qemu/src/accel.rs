@@ -9,7 +9,7 @@
 //! 2. else a [`Verdict`] cached for this host ([`HostKey`]: CPU model, host kernel, QEMU
 //!    version) in a [`VerdictCache`] decides;
 //! 3. else the cheap probes run (KVM ioctls, QEMU's reset vector under KVM): a failure means
-//!    TCG, recorded;
+//!    TCG, recorded (except where `/dev/kvm` is missing: a module loaded later changes that);
 //! 4. else the VM starts under KVM **on probation** ([`crate::Vm::start`]): if its console shows
 //!    no sign of a running kernel (a printk line, a berth event, `Linux version`) within
 //!    [`crate::VmConfig::progress_deadline`], QEMU is killed, a TCG verdict is recorded and the

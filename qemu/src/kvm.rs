@@ -63,12 +63,17 @@ struct MemoryRegion {
 /// (see [`crate::Vm::start`]).
 pub fn kvm_usable() -> bool {
     use crate::accel::{choose, env_override, Choice, HostKey, VerdictCache};
-    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     let cached = VerdictCache::default().load(&HostKey::current());
-    match choose(env_override(), cached, || PROBED.get_or_init(probe_kvm).clone()) {
+    match choose(env_override(), cached, probe_kvm_once) {
         Choice::Settled { accel, .. } => accel == crate::Accel::Kvm,
         Choice::Probation { .. } => true,
     }
+}
+
+/// [`probe_kvm`], run once per process; later calls return the first result.
+pub(crate) fn probe_kvm_once() -> Result<(), String> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED.get_or_init(probe_kvm).clone()
 }
 
 /// Runs the KVM probe now (uncached, ignoring `BERTH_ACCEL`): `Ok` if a tiny guest ran

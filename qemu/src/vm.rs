@@ -251,9 +251,15 @@ impl Vm {
             Accel::Auto => {
                 let _gate = PROBATION.lock().unwrap_or_else(|e| e.into_inner());
                 let key = HostKey::current();
-                match accel::choose(accel::env_override(), cfg.verdicts.load(&key), crate::kvm::probe_kvm) {
+                match accel::choose(
+                    accel::env_override(),
+                    cfg.verdicts.load(&key),
+                    crate::kvm::probe_kvm_once,
+                ) {
                     Choice::Settled { accel, reason, record } => {
-                        if let Some(verdict) = record {
+                        // A host without /dev/kvm is not judged: the module may be loaded later,
+                        // and finding that out again costs nothing.
+                        if let Some(verdict) = record.filter(|_| std::path::Path::new("/dev/kvm").exists()) {
                             cfg.verdicts.store_logged(&key, &verdict);
                         }
                         Vm::launch(&cfg, accel, reason)
