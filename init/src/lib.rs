@@ -5,7 +5,8 @@ pub mod accounts;
 pub mod config;
 pub mod config_drive;
 pub mod disk_probe;
-pub mod events;
+/// Console events (the `berth-events` crate, shared with the QEMU harness).
+pub use berth_events as events;
 pub mod net;
 pub mod plan;
 pub mod process;

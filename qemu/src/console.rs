@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use berth_init::events::Event;
+use berth_events::Event;
 
 use crate::error::{Error, Result};
 use crate::vm::GuestShutdown;

@@ -20,7 +20,7 @@ mod spawn;
 mod vm;
 
 pub use accel::{Accel, HostKey, Verdict, VerdictCache};
-pub use berth_init::events::Event;
+pub use berth_events::Event;
 pub use error::{Error, Result};
 pub use kvm::{kvm_usable, probe_kvm};
 pub use qmp::Qmp;

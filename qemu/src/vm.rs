@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_init::events::Event;
+use berth_events::Event;
 
 use crate::accel::{self, Accel, Choice, HostKey, VerdictCache};
 use crate::console::{self, Console, TAIL_LINES};

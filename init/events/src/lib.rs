@@ -10,6 +10,11 @@
 //! milliseconds since boot) and `event` always come first. A value containing a space, `"`,
 //! `\` or `=` — or an empty one — is written in double quotes with `\"`, `\\` and `\n` escapes.
 //! `docs/events.md` lists every event and its fields.
+//!
+//! A crate of its own, with no dependencies and no system calls, so that whatever reads a
+//! console (the QEMU harness, the tests) does not link PID 1's networking and schema crates.
+
+#![warn(missing_docs)]
 
 use std::fmt;
 
