@@ -77,7 +77,7 @@ pub const FACILITY_DAEMON: u8 = 3;
 /// The RFC 3339 UTC timestamp of a Unix time with microseconds (RFC 5424 allows at most six
 /// digits of fraction): `2026-11-22T09:15:33.123456Z`.
 pub fn rfc3339(secs: i64, micros: u32) -> String {
-    let (year, month, day, hour, minute, second) = berth_runtime::oci::state::utc_civil(secs);
+    let (year, month, day, hour, minute, second) = berth_runtime::civil_time::utc_civil(secs);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
 }
 

@@ -14,6 +14,7 @@
 pub mod capabilities;
 pub mod cgroup;
 mod child;
+pub mod civil_time;
 pub mod defaults;
 pub mod device_filter;
 pub mod error;

@@ -206,25 +206,8 @@ pub fn now_rfc3339() -> String {
 
 /// Formats seconds since the epoch (UTC) as RFC 3339.
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    let (year, month, day, hour, minute, second) = utc_civil(secs);
+    let (year, month, day, hour, minute, second) = crate::civil_time::utc_civil(secs);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}Z")
-}
-
-/// Seconds since the epoch as a UTC civil date and time: (year, month, day, hour, minute,
-/// second), by Howard Hinnant's days-to-civil algorithm.
-pub fn utc_civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Removes a directory tree if it exists (used for cleanup on failed creates).
