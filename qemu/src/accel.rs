@@ -6,11 +6,12 @@
 //! this order (the pure part is [`choose`]):
 //!
 //! 1. `BERTH_ACCEL=kvm|tcg` forces it;
-//! 2. else a [`Verdict`] cached for this host ([`HostKey`]: CPU model, host kernel, QEMU
+//! 2. else no `/dev/kvm` means TCG, not recorded (a module loaded later changes that);
+//! 3. else a [`Verdict`] cached for this host ([`HostKey`]: CPU model, host kernel, QEMU
 //!    version) in a [`VerdictCache`] decides;
-//! 3. else the cheap probes run (KVM ioctls, QEMU's reset vector under KVM): a failure means
-//!    TCG, recorded (except where `/dev/kvm` is missing: a module loaded later changes that);
-//! 4. else the VM starts under KVM **on probation** ([`crate::Vm::start`]): if its console shows
+//! 4. else the cheap probes run (KVM ioctls, QEMU's reset vector under KVM): a failure means
+//!    TCG, recorded;
+//! 5. else the VM starts under KVM **on probation** ([`crate::Vm::start`]): if its console shows
 //!    no sign of a running kernel (a printk line, a berth event, `Linux version`) within
 //!    [`crate::VmConfig::progress_deadline`], QEMU is killed, a TCG verdict is recorded and the
 //!    VM starts again under TCG; the first sign of progress records a KVM verdict.
@@ -59,6 +60,11 @@ pub(crate) fn accel_override(value: Option<&str>) -> Option<Accel> {
             None
         }
     }
+}
+
+/// Whether `/dev/kvm` exists.
+pub(crate) fn kvm_device_exists() -> bool {
+    Path::new("/dev/kvm").exists()
 }
 
 /// `BERTH_ACCEL` from the environment, interpreted by [`accel_override`].
@@ -222,18 +228,28 @@ pub(crate) enum Choice {
     /// Under this accelerator, for this reason; `record` is a new verdict to store.
     Settled { accel: Accel, reason: String, record: Option<Verdict> },
     /// Under KVM on probation: the probes passed but no real guest has proven it yet.
-    Probation { reason: String },
+    Probation,
 }
 
-/// Decides [`Accel::Auto`] (see the module documentation). `probe` runs the cheap KVM probes;
-/// it is called only when neither the environment nor a cached verdict decides.
+/// Decides [`Accel::Auto`] (see the module documentation); `kvm_device`: whether `/dev/kvm`
+/// exists. `probe` runs the cheap KVM probes; it is called only when neither the environment,
+/// a missing device nor a cached verdict decides.
 pub(crate) fn choose(
     forced: Option<Accel>,
+    kvm_device: bool,
     cached: Option<Verdict>,
     probe: impl FnOnce() -> Result<(), String>,
 ) -> Choice {
     if let Some(accel @ (Accel::Kvm | Accel::Tcg)) = forced {
         return Choice::Settled { accel, reason: format!("BERTH_ACCEL={}", accel.name()), record: None };
+    }
+    // Not judged: the module may be loaded later, and finding out again costs nothing.
+    if !kvm_device {
+        return Choice::Settled {
+            accel: Accel::Tcg,
+            reason: "KVM is not usable: /dev/kvm does not exist".into(),
+            record: None,
+        };
     }
     if let Some(verdict) = cached {
         let accel = if verdict.kvm { Accel::Kvm } else { Accel::Tcg };
@@ -252,9 +268,7 @@ pub(crate) fn choose(
                 record: Some(Verdict { kvm: false, reason }),
             }
         }
-        Ok(()) => Choice::Probation {
-            reason: "KVM passed its probes; on probation until the guest shows progress".into(),
-        },
+        Ok(()) => Choice::Probation,
     }
 }
 
@@ -305,22 +319,30 @@ mod tests {
         let never = || -> Result<(), String> { panic!("the probes must not run") };
         let tcg = Verdict { kvm: false, reason: "a guest made no progress".into() };
         assert_eq!(
-            choose(Some(Accel::Kvm), Some(tcg.clone()), never),
+            choose(Some(Accel::Kvm), false, Some(tcg.clone()), never),
             Choice::Settled { accel: Accel::Kvm, reason: "BERTH_ACCEL=kvm".into(), record: None }
         );
-        match choose(None, Some(tcg), never) {
+        match choose(None, true, Some(tcg.clone()), never) {
             Choice::Settled { accel: Accel::Tcg, reason, record: None } => {
                 assert!(reason.contains("made no progress"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
-        match choose(None, None, || Err("/dev/kvm does not exist".into())) {
+        match choose(None, true, None, || Err("KVM_CREATE_VM failed".into())) {
             Choice::Settled { accel: Accel::Tcg, reason, record: Some(v) } => {
-                assert!(!v.kvm && reason.contains("/dev/kvm does not exist"), "{reason}")
+                assert!(!v.kvm && reason.contains("KVM_CREATE_VM failed"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(choose(None, None, || Ok(())), Choice::Probation { .. }));
+        // No device: TCG, nothing recorded (a module loaded later changes that), even over a
+        // cached verdict.
+        match choose(None, false, Some(Verdict { kvm: true, reason: "r".into() }), never) {
+            Choice::Settled { accel: Accel::Tcg, reason, record: None } => {
+                assert!(reason.contains("/dev/kvm does not exist"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(choose(None, true, None, || Ok(())), Choice::Probation);
     }
 
     #[test]

@@ -64,9 +64,9 @@ struct MemoryRegion {
 pub fn kvm_usable() -> bool {
     use crate::accel::{choose, env_override, Choice, HostKey, VerdictCache};
     let cached = VerdictCache::default().load(&HostKey::current());
-    match choose(env_override(), cached, probe_kvm_once) {
+    match choose(env_override(), crate::accel::kvm_device_exists(), cached, probe_kvm_once) {
         Choice::Settled { accel, .. } => accel == crate::Accel::Kvm,
-        Choice::Probation { .. } => true,
+        Choice::Probation => true,
     }
 }
 

@@ -253,18 +253,17 @@ impl Vm {
                 let key = HostKey::current();
                 match accel::choose(
                     accel::env_override(),
+                    accel::kvm_device_exists(),
                     cfg.verdicts.load(&key),
                     crate::kvm::probe_kvm_once,
                 ) {
                     Choice::Settled { accel, reason, record } => {
-                        // A host without /dev/kvm is not judged: the module may be loaded later,
-                        // and finding that out again costs nothing.
-                        if let Some(verdict) = record.filter(|_| std::path::Path::new("/dev/kvm").exists()) {
+                        if let Some(verdict) = record {
                             cfg.verdicts.store_logged(&key, &verdict);
                         }
                         Vm::launch(&cfg, accel, reason)
                     }
-                    Choice::Probation { .. } => Vm::start_on_probation(cfg, Accel::Kvm),
+                    Choice::Probation => Vm::start_on_probation(cfg, Accel::Kvm),
                 }
             }
         }
