@@ -31,56 +31,33 @@ fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(42);
-    h
-}
-
-fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-    let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-/// A PAX extended header (`x`) with the given records, for the next entry.
-fn pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
-    let data = common::pax_records(records);
-    let mut h = header(tar::EntryType::XHeader, 0o644, data.len() as u64);
-    h.set_path("PaxHeaders/entry").unwrap();
-    h.set_cksum();
-    b.append(&h, data.as_slice()).unwrap();
-}
-
 /// A small layer with one entry of each kind berth converts.
 fn layer_tar(with_pax: bool) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    let mut h = common::tar_header(tar::EntryType::Directory, 0o755, 0);
     b.append_data(&mut h, "etc/", &[][..]).unwrap();
-    file(&mut b, "etc/passwd", b"root:x:0:0::/root:/bin/sh\nwww:x:33:33::/:/bin/sh\n");
-    file(&mut b, "etc/group", b"root:x:0:\nwww:x:33:root\n");
-    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    common::tar_file(&mut b, "etc/passwd", b"root:x:0:0::/root:/bin/sh\nwww:x:33:33::/:/bin/sh\n");
+    common::tar_file(&mut b, "etc/group", b"root:x:0:\nwww:x:33:root\n");
+    let mut h = common::tar_header(tar::EntryType::Symlink, 0o777, 0);
     b.append_link(&mut h, "bin/sh", "busybox").unwrap();
-    let mut h = header(tar::EntryType::Link, 0o644, 0);
+    let mut h = common::tar_header(tar::EntryType::Link, 0o644, 0);
     b.append_link(&mut h, "etc/passwd-", "etc/passwd").unwrap();
-    file(&mut b, "var/.wh.cache", b"");
-    file(&mut b, "opt/.wh..wh..opq", b"");
-    let mut h = header(tar::EntryType::Char, 0o600, 0);
+    common::tar_file(&mut b, "var/.wh.cache", b"");
+    common::tar_file(&mut b, "opt/.wh..wh..opq", b"");
+    let mut h = common::tar_header(tar::EntryType::Char, 0o600, 0);
     h.set_device_major(1).unwrap();
     h.set_device_minor(3).unwrap();
     b.append_data(&mut h, "dev/null", &[][..]).unwrap();
-    let mut h = header(tar::EntryType::Fifo, 0o600, 0);
+    let mut h = common::tar_header(tar::EntryType::Fifo, 0o600, 0);
     b.append_data(&mut h, "run/fifo", &[][..]).unwrap();
     if with_pax {
-        pax(
+        common::tar_pax(
             &mut b,
             &[("path", "usr/share/a-long-name-from-pax"), ("uid", "70000"), ("mtime", "1700000000.5")],
         );
-        file(&mut b, "placeholder", b"pax data");
+        common::tar_file(&mut b, "placeholder", b"pax data");
         let long = format!("usr/lib/{}/file", "d".repeat(120));
-        let mut h = header(tar::EntryType::Regular, 0o644, 2);
+        let mut h = common::tar_header(tar::EntryType::Regular, 0o644, 2);
         b.append_data(&mut h, &long, &b"hi"[..]).unwrap();
     }
     b.into_inner().unwrap()
@@ -381,7 +358,7 @@ fn oci_layout() {
 fn archive(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in members {
-        file(&mut b, name, data);
+        common::tar_file(&mut b, name, data);
     }
     b.into_inner().unwrap()
 }
@@ -419,11 +396,11 @@ fn docker_archive() {
     // A symlinked layer, as podman writes them, and an OCI-archive look-alike.
     let linked = {
         let mut b = tar::Builder::new(Vec::new());
-        file(&mut b, "blobs/sha256/layer", &docs.layer);
-        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        common::tar_file(&mut b, "blobs/sha256/layer", &docs.layer);
+        let mut h = common::tar_header(tar::EntryType::Symlink, 0o777, 0);
         b.append_link(&mut h, "abc/layer.tar", "../blobs/sha256/layer").unwrap();
-        file(&mut b, &config_name(&docs.config), &docs.config);
-        file(&mut b, "manifest.json", &manifest_json(&docs.config));
+        common::tar_file(&mut b, &config_name(&docs.config), &docs.config);
+        common::tar_file(&mut b, "manifest.json", &manifest_json(&docs.config));
         b.into_inner().unwrap()
     };
     seeds.push([&[2u8][..], &linked].concat());

@@ -10,32 +10,9 @@ use berth_image_build::blobs::sha256_bytes;
 use berth_image_build::layer::{for_each_entry, scan_layer, EntryKind, LayerEntry};
 use berth_image_build::source::{Compression, LayerBlob};
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(42);
-    h
-}
-
-fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-    let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
-    b.append_data(&mut h, path, data).unwrap();
-}
-
 fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    let mut h = common::tar_header(tar::EntryType::Directory, 0o755, 0);
     b.append_data(&mut h, path, &[][..]).unwrap();
-}
-
-/// A PAX extended header (`x`) with the given records, for the next entry.
-fn pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
-    let data = common::pax_records(records);
-    let mut h = header(tar::EntryType::XHeader, 0o644, data.len() as u64);
-    h.set_path("PaxHeaders/entry").unwrap();
-    h.set_cksum();
-    b.append(&h, data.as_slice()).unwrap();
 }
 
 /// Writes `tar` as a layer file and returns its blob (uncompressed: digest == diff id).
@@ -66,19 +43,19 @@ fn whiteouts_and_opaque_dirs() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = tar::Builder::new(Vec::new());
     dir(&mut b, "./");
-    file(&mut b, "./.wh.file", b"");
+    common::tar_file(&mut b, "./.wh.file", b"");
     dir(&mut b, "dir/");
-    file(&mut b, "dir/.wh..wh..opq", b"");
-    file(&mut b, "dir/kept", b"new");
+    common::tar_file(&mut b, "dir/.wh..wh..opq", b"");
+    common::tar_file(&mut b, "dir/kept", b"new");
     dir(&mut b, "a/");
-    file(&mut b, "a/.wh.b", b"");
-    file(&mut b, "a/.wh..wh.plnk", b"");
+    common::tar_file(&mut b, "a/.wh.b", b"");
+    common::tar_file(&mut b, "a/.wh..wh.plnk", b"");
     let long_dir = "x".repeat(120);
     let long_name = format!("{long_dir}/{}", "y".repeat(150));
-    pax(&mut b, &[("path", &format!("{long_dir}/")), ("uid", "3000000")]);
+    common::tar_pax(&mut b, &[("path", &format!("{long_dir}/")), ("uid", "3000000")]);
     dir(&mut b, "short-dir-name");
-    pax(&mut b, &[("path", &long_name), ("linkpath", &"t".repeat(200))]);
-    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    common::tar_pax(&mut b, &[("path", &long_name), ("linkpath", &"t".repeat(200))]);
+    let mut h = common::tar_header(tar::EntryType::Symlink, 0o777, 0);
     h.set_link_name("short").unwrap();
     b.append_data(&mut h, "short-link-name", &[][..]).unwrap();
     let blob = layer(tmp.path(), b.into_inner().unwrap());
@@ -112,7 +89,7 @@ fn escaping_paths_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     for bad in ["../etc/passwd", "/../x", "a/../../b"] {
         let mut b = tar::Builder::new(Vec::new());
-        let mut h = header(tar::EntryType::Regular, 0o644, 1);
+        let mut h = common::tar_header(tar::EntryType::Regular, 0o644, 1);
         // `set_path` refuses `..`: write the name bytes directly.
         h.as_old_mut().name[..bad.len()].copy_from_slice(bad.as_bytes());
         h.set_cksum();
@@ -124,7 +101,7 @@ fn escaping_paths_are_rejected() {
     }
     // A hard link must point to an earlier entry of the same layer.
     let mut b = tar::Builder::new(Vec::new());
-    let mut h = header(tar::EntryType::Link, 0o644, 0);
+    let mut h = common::tar_header(tar::EntryType::Link, 0o644, 0);
     b.append_link(&mut h, "link", "missing").unwrap();
     let blob = layer(tmp.path(), b.into_inner().unwrap());
     let err = format!("{:#}", scan_layer(&blob).unwrap_err());
@@ -135,8 +112,8 @@ fn escaping_paths_are_rejected() {
 fn duplicates_are_emitted_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = tar::Builder::new(Vec::new());
-    file(&mut b, "etc/passwd", b"old:x:1:1::/:/bin/sh\n");
-    file(&mut b, "etc/passwd", b"new:x:2:2::/:/bin/sh\n");
+    common::tar_file(&mut b, "etc/passwd", b"old:x:1:1::/:/bin/sh\n");
+    common::tar_file(&mut b, "etc/passwd", b"new:x:2:2::/:/bin/sh\n");
     let blob = layer(tmp.path(), b.into_inner().unwrap());
     let mut contents = Vec::new();
     for_each_entry(&blob, |e, data| {

@@ -227,3 +227,28 @@ pub fn assert_no_staging(dir: &Path, what: &str) {
         .collect();
     assert!(leftovers.is_empty(), "{what}: staging left behind: {leftovers:?}");
 }
+
+/// A ustar header for a layer entry of `kind` (mtime 42; the path is set when appended).
+pub fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(42);
+    h
+}
+
+/// Appends a regular file (mode 0644).
+pub fn tar_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut h = tar_header(tar::EntryType::Regular, 0o644, data.len() as u64);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// Appends a PAX extended header (`x`) with the given records, for the next entry.
+pub fn tar_pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
+    let data = pax_records(records);
+    let mut h = tar_header(tar::EntryType::XHeader, 0o644, data.len() as u64);
+    h.set_path("PaxHeaders/entry").unwrap();
+    h.set_cksum();
+    b.append(&h, data.as_slice()).unwrap();
+}
