@@ -15,6 +15,7 @@ pub mod boot_config;
 pub mod bridge;
 pub mod control;
 pub mod late_modules;
+pub mod launch_spec;
 pub mod limits;
 pub mod log;
 pub mod log_files;

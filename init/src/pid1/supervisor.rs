@@ -8,12 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_init::config::{NetMode, RestartPolicy, WhenDone};
 use berth_init::plan::{Plan, PlannedContainer};
-use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
-use berth_runtime::seccomp::SeccompProgram;
-use berth_runtime::spec::{IdMap, Namespace, NamespaceKind, Root};
-use berth_runtime::{
-    launch, launch_with, BindMount, CapabilitySets, Container, ContainerSpec, LaunchHooks, Rlimit, Stdio,
-};
+use berth_runtime::{launch, launch_with, Container, LaunchHooks, Stdio};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
@@ -22,14 +17,11 @@ use nix::unistd::Pid;
 
 use crate::pid1::bridge::Bridge;
 use crate::pid1::log_files::LogFiles;
-use crate::pid1::network::{HOSTS, RESOLV_CONF};
 use crate::pid1::shutdown::Action;
-use crate::pid1::{limits, log, storage, userns_root};
+use crate::pid1::{launch_spec, limits, log, storage, userns_root};
 
-/// Where containers' private state directories are made.
-const STATE_ROOT: &str = "/run/berth/containers";
-/// The cgroup under which each container gets `NAME/`.
-pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/berth";
+pub use crate::pid1::launch_spec::CGROUP_PARENT;
+use crate::pid1::launch_spec::STATE_ROOT;
 
 /// The first restart delay.
 const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -168,22 +160,6 @@ fn deliver(
     files.write(name, text);
     log::feed_followers(Some(name), &[text, b"\n"].concat());
     crate::pid1::syslog::send(6, name, None, "-", text);
-}
-
-/// Read-only binds of the machine's `resolv.conf` and `hosts`, unless the container binds
-/// something there itself.
-fn resolver_binds(c: &PlannedContainer) -> Vec<BindMount> {
-    [(RESOLV_CONF, "/etc/resolv.conf"), (HOSTS, "/etc/hosts")]
-        .into_iter()
-        .filter(|(src, target)| {
-            std::path::Path::new(src).exists() && !c.binds.iter().any(|b| b.target == *target)
-        })
-        .map(|(src, target)| BindMount {
-            source: PathBuf::from(src),
-            target: target.to_string(),
-            read_only: true,
-        })
-        .collect()
 }
 
 /// The container supervisor.
@@ -396,33 +372,10 @@ impl Supervisor {
         }
     }
 
-    /// Starts a healthcheck command inside the running container `pid`: its namespaces and
-    /// cgroup joined, its user, capabilities and seccomp filter.
+    /// Starts a healthcheck command inside the running container `pid`.
     fn exec_check(&self, c: &PlannedContainer, pid: Pid, cmd: &[String]) -> Result<Pid, String> {
         let devnull = self.devnull.as_ref().map(|f| f.as_raw_fd()).ok_or("no /dev/null")?;
-        let mut spec = self.spec_for(c, devnull, None, storage::OnDisk::default())?;
-        // The container's own namespaces (a user namespace among them with userns = "auto").
-        let kinds: Vec<NamespaceKind> = spec.effective_namespaces().iter().map(|n| n.kind).collect();
-        spec.namespaces = Some(
-            kinds
-                .into_iter()
-                .map(|kind| Namespace {
-                    kind,
-                    path: Some(PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()))),
-                })
-                .collect(),
-        );
-        spec.uid_mappings.clear();
-        spec.gid_mappings.clear();
-        spec.root = Root::Joined;
-        spec.mounts = None;
-        spec.join_cgroup = spec.cgroup.take().map(|(path, _)| path);
-        spec.masked_paths.clear();
-        spec.readonly_paths.clear();
-        spec.sysctl.clear();
-        spec.devices.clear();
-        spec.hostname = String::new();
-        spec.args = cmd.to_vec();
+        let spec = launch_spec::healthcheck_spec(c, self.cgroups, devnull, pid, cmd)?;
         launch(&spec).map(|container| container.pid).map_err(|e| e.to_string())
     }
 
@@ -701,144 +654,6 @@ impl Supervisor {
         }
     }
 
-    /// For a user-namespaced container, mounts its root in PID 1's namespace (see
-    /// `userns_root`) and returns it; `None` for the others, whose child mounts its own.
-    fn premount(
-        &self,
-        c: &PlannedContainer,
-        state: &std::path::Path,
-        writable: Option<&std::path::Path>,
-    ) -> Result<Option<PathBuf>, String> {
-        let Some(range) = c.userns else { return Ok(None) };
-        let layers: Vec<PathBuf> = c.layers.iter().map(|l| PathBuf::from(l.dir())).collect();
-        let root = userns_root::mount_root(state, &layers, range.host_id, writable)?;
-        // The resolver files' mount points are made here, with PID 1's credentials: the image's
-        // /etc belongs to the machine's root, which the container's root is not.
-        for bind in resolver_binds(c) {
-            let target = root.join(bind.target.trim_start_matches('/'));
-            if !target.exists() {
-                let made = target
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .unwrap_or(Ok(()))
-                    .and_then(|_| std::fs::File::create(&target).map(|_| ()));
-                if let Err(e) = made {
-                    userns_root::unmount_root(state);
-                    return Err(format!("create {}: {e}", bind.target));
-                }
-            }
-        }
-        Ok(Some(root))
-    }
-
-    fn spec_for(
-        &self,
-        c: &PlannedContainer,
-        stdout: i32,
-        premounted_root: Option<PathBuf>,
-        on_disk: storage::OnDisk,
-    ) -> Result<ContainerSpec, String> {
-        let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(stdout);
-        let limits = limits::cgroup_limits(c)?;
-        let mut env = c.env.clone();
-        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-            env.push(format!("HOSTNAME={}", c.hostname));
-        }
-        let caps = berth_runtime::capabilities::mask(&c.capabilities)?;
-        let (masked, readonly): (&[&str], &[&str]) =
-            if c.privileged { (&[], &[]) } else { (MASKED_PATHS, READONLY_PATHS) };
-        Ok(ContainerSpec {
-            name: c.name.clone(),
-            hostname: c.hostname.clone(),
-            layers: c.layers.iter().map(|l| PathBuf::from(l.dir())).collect(),
-            state_dir: PathBuf::from(STATE_ROOT).join(&c.name),
-            args: c.args.clone(),
-            env,
-            working_dir: c.working_dir.clone(),
-            uid: c.uid,
-            gid: c.gid,
-            additional_gids: c.additional_gids.clone(),
-            new_net: c.net != NetMode::Host,
-            // Volumes first: the resolver files and the user's binds go over them (a volume on
-            // /etc still shows the machine's resolv.conf and hosts, as in Docker).
-            binds: on_disk
-                .volumes
-                .into_iter()
-                .chain(resolver_binds(c))
-                .chain(c.binds.iter().map(|b| BindMount {
-                    source: PathBuf::from(&b.source),
-                    target: b.target.clone(),
-                    read_only: b.read_only,
-                }))
-                .collect(),
-            writable_layer: on_disk.writable_layer,
-            read_only: c.read_only,
-            // berth's mounts, then the container's tmpfs mounts over them.
-            mounts: (!c.tmpfs.is_empty()).then(|| {
-                let mut list = berth_runtime::mounts::berth_mounts(self.cgroups);
-                list.extend(c.tmpfs.iter().filter_map(|t| {
-                    berth_runtime::Mount::parse(&t.target, "tmpfs", "tmpfs", &t.mount_options()).ok()
-                }));
-                list
-            }),
-            cgroup: self.cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
-            stdio: Stdio::Fds([stdin, stdout, stdout]),
-            capabilities: Some(CapabilitySets::uniform(caps)),
-            no_new_privileges: !c.privileged,
-            masked_paths: masked.iter().map(|p| p.to_string()).collect(),
-            readonly_paths: readonly.iter().map(|p| p.to_string()).collect(),
-            rlimits: c
-                .ulimits
-                .iter()
-                .map(|(name, (soft, hard))| {
-                    berth_runtime::rlimits::resource(name)
-                        .map(|resource| Rlimit { resource, soft: *soft, hard: *hard })
-                        .ok_or_else(|| format!("ulimits: unknown limit `{name}`"))
-                })
-                .collect::<Result<_, _>>()?,
-            sysctl: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            devices: limits::device_nodes(c)?,
-            oom_score_adj: c.oom_score_adj,
-            root: premounted_root.map(Root::Directory).unwrap_or_default(),
-            namespaces: c.userns.map(|_| {
-                let mut kinds = vec![
-                    NamespaceKind::User,
-                    NamespaceKind::Pid,
-                    NamespaceKind::Mount,
-                    NamespaceKind::Uts,
-                    NamespaceKind::Ipc,
-                    NamespaceKind::Cgroup,
-                ];
-                if c.net != NetMode::Host {
-                    kinds.push(NamespaceKind::Network);
-                }
-                kinds.into_iter().map(|kind| Namespace { kind, path: None }).collect()
-            }),
-            uid_mappings: c
-                .userns
-                .map(|r| vec![IdMap { container_id: 0, host_id: r.host_id, size: r.size }])
-                .unwrap_or_default(),
-            gid_mappings: c
-                .userns
-                .map(|r| vec![IdMap { container_id: 0, host_id: r.host_id, size: r.size }])
-                .unwrap_or_default(),
-            seccomp: c.seccomp.as_ref().map(|f| SeccompProgram {
-                flags: f.flags,
-                filter: f
-                    .instructions
-                    .iter()
-                    .map(|i| libc::sock_filter {
-                        code: (i >> 48) as u16,
-                        jt: (i >> 40) as u8,
-                        jf: (i >> 32) as u8,
-                        k: *i as u32,
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        })
-    }
-
     /// Launches one container; false (after reporting) if it could not start.
     fn start_container(&mut self, c: &PlannedContainer, kind: Kind) -> bool {
         if !self.cgroups && limits::wants_cgroup_limits(c) {
@@ -866,8 +681,9 @@ impl Supervisor {
         let premounted = c.userns.map(|_| state.clone());
         let result = storage::prepare(c)
             .and_then(|on_disk| {
-                let root = self.premount(c, &state, on_disk.writable_layer.as_deref())?;
-                self.spec_for(c, write.as_raw_fd(), root, on_disk)
+                let root = userns_root::premount(c, &state, on_disk.writable_layer.as_deref())?;
+                let stdin = self.devnull.as_ref().map(|f| f.as_raw_fd()).unwrap_or(write.as_raw_fd());
+                launch_spec::container_spec(c, self.cgroups, [stdin, write.as_raw_fd()], root, on_disk)
             })
             .map(|mut spec| {
                 if kind == Kind::Console {

@@ -11,8 +11,38 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use berth_init::plan::PlannedContainer;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chown, Gid, Uid};
+
+/// For a user-namespaced container, mounts its root in PID 1's namespace (see
+/// this module) and returns it; `None` for the others, whose child mounts its own.
+pub fn premount(
+    c: &PlannedContainer,
+    state: &Path,
+    writable: Option<&Path>,
+) -> Result<Option<PathBuf>, String> {
+    let Some(range) = c.userns else { return Ok(None) };
+    let layers: Vec<PathBuf> = c.layers.iter().map(|l| PathBuf::from(l.dir())).collect();
+    let root = mount_root(state, &layers, range.host_id, writable)?;
+    // The resolver files' mount points are made here, with PID 1's credentials: the image's
+    // /etc belongs to the machine's root, which the container's root is not.
+    for bind in crate::pid1::launch_spec::resolver_binds(c) {
+        let target = root.join(bind.target.trim_start_matches('/'));
+        if !target.exists() {
+            let made = target
+                .parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|_| std::fs::File::create(&target).map(|_| ()));
+            if let Err(e) = made {
+                unmount_root(state);
+                return Err(format!("create {}: {e}", bind.target));
+            }
+        }
+    }
+    Ok(Some(root))
+}
 
 /// Mounts a tmpfs on `state` holding the writable layer (owned by `owner`, the container's
 /// root seen from outside) and the overlay of `layers` (bottom first) on `state/rootfs`. With
