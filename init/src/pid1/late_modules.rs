@@ -9,7 +9,7 @@
 //! the supervisor reaps the child like any orphan.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 use nix::unistd::ForkResult;
@@ -64,11 +64,6 @@ impl LateModules {
         }
     }
 
-    /// The descriptor to poll for reading.
-    pub fn raw_fd(&self) -> i32 {
-        self.report.as_raw_fd()
-    }
-
     /// Reads what the child reported; once its report ended (the modules are in), logs the
     /// failures and returns true.
     pub fn finished(&mut self) -> bool {
@@ -85,5 +80,12 @@ impl LateModules {
             log::warn(line);
         }
         true
+    }
+}
+
+impl AsFd for LateModules {
+    /// The descriptor to poll for reading.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.report.as_fd()
     }
 }

@@ -1,10 +1,11 @@
-//! PID 1: boot steps, the event loop, shutdown.
+//! PID 1: the boot as a flat list of named steps, then one event loop, then shutdown.
 //!
-//! Boot order: leave the initramfs → kernel filesystems → kmsg logging → Ctrl-Alt-Del to SIGINT
-//! → read the plan → kernel modules → boot-time configuration → cgroup controllers → opaque
-//! layer dirs → hostname, sysctls, `lo` → network (started) → the data disk → the first
-//! container → the power button's modules and the button → the other late modules in a child
-//! process (`late_modules`) → event loop (onboot containers one by one, then services).
+//! Boot order ([`boot`]): leave the initramfs → kernel filesystems → kmsg logging →
+//! Ctrl-Alt-Del to SIGINT → read the plan → kernel modules → boot-time configuration → cgroup
+//! controllers → opaque layer dirs → hostname, sysctls, `lo` → network (started) → the data
+//! disk → the control socket → the first container → the power button's modules and the
+//! button → the other late modules in a child process (`late_modules`) → event loop (onboot
+//! containers one by one, then services). Each step ends with its `boot.stage` event.
 //!
 //! PID 1 must never exit or panic (the kernel would panic). Every step reports failures and goes
 //! on; a plan that cannot be read leaves the machine up with no containers, waiting for a
@@ -14,6 +15,7 @@
 pub mod boot_config;
 pub mod bridge;
 pub mod control;
+pub mod event_source;
 pub mod late_modules;
 pub mod launch_spec;
 pub mod limits;
@@ -30,45 +32,22 @@ pub mod syslog;
 pub mod system;
 pub mod userns_root;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::path::Path;
+use std::time::Duration;
 
 use berth_init::plan::{Plan, PLAN_PATH};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use shutdown::Action;
-use supervisor::{Request, Supervisor};
-
-/// Signals PID 1 handles through its signalfd (the ACPI power button is an input device, see
-/// `power_button`). Meanings (docs/events.md):
-/// SIGCHLD reap; SIGTERM, SIGUSR2, SIGPWR power off; SIGINT (Ctrl-Alt-Del) reboot; SIGUSR1 halt.
-fn handled_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGPWR,
-        Signal::SIGHUP,
-    ] {
-        set.add(s);
-    }
-    set
-}
-
-fn shutdown_action(sig: Signal) -> Option<Action> {
-    match sig {
-        Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::Poweroff),
-        Signal::SIGINT => Some(Action::Reboot),
-        Signal::SIGUSR1 => Some(Action::Halt),
-        _ => None,
-    }
-}
+use control::protocol::{Reply, Request};
+use control::ControlSocket;
+use event_source::{EventSource, Pid1Event, Signals, SyslogSocket};
+use late_modules::LateModules;
+use network::HostNetwork;
+use power_button::PowerButton;
+use shutdown::PowerAction;
+use supervisor::Supervisor;
 
 /// PID 1's entry point. Never returns.
 pub fn run() -> ! {
@@ -76,10 +55,10 @@ pub fn run() -> ! {
         log::console_write(format!("berth: PID 1 bug: {info}\n").as_bytes());
     }));
     log::ensure_stdio();
-    let mask = handled_signals();
+    let mask = event_source::handled_signals();
     let _ = mask.thread_block();
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| boot(signals.as_ref())));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| boot(Signals::new(signals))));
     if let Err(_panic) = result {
         log::emit(
             log::event("boot.failed").with("error", "PID 1 hit a bug (see the line above); emergency mode"),
@@ -92,8 +71,40 @@ fn stage(name: &str) {
     log::emit(log::event("boot.stage").with("stage", name));
 }
 
-fn boot(signals: Option<&SignalFd>) {
+/// The boot, step by step; then the event loop.
+fn boot(signals: Signals) -> ! {
     stage("init");
+    mount_filesystems();
+    stage("mounts");
+    let plan = read_plan();
+    load_modules(&plan.modules);
+    stage("modules");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let plan = apply_boot_config(plan, &cmdline);
+    let cgroups = enable_cgroups();
+    configure_system(&plan);
+    stage("system");
+    let (net, bridge) = start_network(&plan, &cmdline);
+    stage("network");
+    if mount_data_disk(&plan) {
+        stage("storage");
+    }
+    // Before the containers: a container may be given the socket by a bind.
+    let control = open_control_socket();
+    let mut pid1 = Pid1 { sup: Supervisor::new(&plan, cgroups, bridge), net, ending: None };
+    pid1.check_network();
+    stage("containers");
+    pid1.sup.start();
+    // The power button before any output is forwarded: once containers run, a shutdown
+    // request must reach PID 1.
+    let button = open_power_button(&plan.button_modules);
+    let late = start_late_modules(&plan.late_modules, &mut pid1.net);
+    event_loop(pid1, Sources { signals, button, control, late, syslog: SyslogSocket::default() })
+}
+
+/// Leaves the initramfs, mounts the kernel's filesystems, opens kmsg; Ctrl-Alt-Del becomes
+/// SIGINT to PID 1 instead of an immediate reboot.
+fn mount_filesystems() {
     if let Err(e) = mounts::leave_initramfs() {
         log::console_write(
             format!("berth: cannot leave the initramfs ({e}); containers will fail to pivot_root\n")
@@ -105,64 +116,78 @@ fn boot(signals: Option<&SignalFd>) {
     for f in failures {
         log::warn(&f);
     }
-    stage("mounts");
-    // Ctrl-Alt-Del becomes SIGINT to PID 1 instead of an immediate reboot.
     let _ = nix::sys::reboot::set_cad_enabled(false);
+}
 
-    let plan = match std::fs::read_to_string(PLAN_PATH)
+/// The boot plan; an empty one (and `boot.failed`) when it cannot be read.
+fn read_plan() -> Plan {
+    let read = std::fs::read_to_string(PLAN_PATH)
         .map_err(|e| format!("cannot read {PLAN_PATH}: {e}"))
-        .and_then(|t| Plan::from_json(&t).map_err(|e| format!("{PLAN_PATH} is not a valid boot plan: {e}")))
-    {
-        Ok(p) => p,
-        Err(e) => {
-            log::error(&format!(
-                "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
-            ));
-            log::emit(log::event("boot.failed").with("error", &e));
-            Plan::default()
-        }
-    };
+        .and_then(|t| Plan::from_json(&t).map_err(|e| format!("{PLAN_PATH} is not a valid boot plan: {e}")));
+    read.unwrap_or_else(|e| {
+        log::error(&format!(
+            "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
+        ));
+        log::emit(log::event("boot.failed").with("error", &e));
+        Plan::default()
+    })
+}
 
-    for f in system::load_modules(&plan.modules) {
+fn load_modules(paths: &[String]) {
+    for f in system::load_modules(paths) {
         log::warn(&f);
     }
-    stage("modules");
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let mut plan = plan;
-    boot_config::apply(&mut plan, &cmdline);
+}
+
+/// Merges the boot-time configuration fragments (config drive, fw_cfg, command line) and starts
+/// the syslog sender it names.
+fn apply_boot_config(mut plan: Plan, cmdline: &str) -> Plan {
+    boot_config::apply(&mut plan, cmdline);
     if let Some(target) = plan.log.syslog {
         syslog::configure(target);
     }
-    let cgroups = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if cgroups {
-        let _ = supervisor_cgroup_parent();
-    } else {
-        log::warn("the cgroup2 hierarchy is not mounted: containers run without resource limits");
-    }
-    for f in system::mark_opaque_dirs(&plan) {
-        log::warn(&f);
-    }
-    if let Err(e) = system::set_hostname(&plan.system.hostname) {
-        log::warn(&e);
-    }
-    for f in system::apply_sysctls(&plan) {
-        log::warn(&f);
-    }
-    if let Err(e) = system::loopback_up() {
-        log::warn(&e);
-    }
-    stage("system");
+    plan
+}
 
-    let mut net = network::HostNetwork::start(&plan.network, &cmdline);
-    let mut bridge = bridge::Bridge::for_plan(&plan);
-    if let Some(b) = bridge.as_mut() {
-        if let Err(e) = b.setup() {
-            log::error(&format!("bridge: {e}; net = \"bridge\" containers cannot start"));
-            log::emit(log::event("network.failed").with("iface", &plan.network.bridge.name).with("error", e));
-        }
+/// Enables the controllers for containers, in the root group and in `berth/`; false when the
+/// cgroup2 hierarchy is not there.
+fn enable_cgroups() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        log::warn("the cgroup2 hierarchy is not mounted: containers run without resource limits");
+        return false;
+    }
+    let parent = Path::new(supervisor::CGROUP_PARENT);
+    // A controller that cannot be enabled fails only the containers whose limits need it.
+    let _ = berth_runtime::cgroup::enable_controllers(root).and_then(|_| {
+        let _ = std::fs::create_dir(parent);
+        berth_runtime::cgroup::enable_controllers(parent)
+    });
+    true
+}
+
+/// Opaque layer directories, the hostname, sysctls, `lo`.
+fn configure_system(plan: &Plan) {
+    let mut failures = system::mark_opaque_dirs(plan);
+    failures.extend(system::set_hostname(&plan.system.hostname).err());
+    failures.extend(system::apply_sysctls(plan));
+    failures.extend(system::loopback_up().err());
+    for f in failures {
+        log::warn(&f);
+    }
+}
+
+/// Starts configuring the interfaces, sets up the container bridge, writes `/etc/hosts` and
+/// links `/etc/resolv.conf` and `/etc/hosts` to PID 1's copies.
+fn start_network(plan: &Plan, cmdline: &str) -> (HostNetwork, Option<bridge::Bridge>) {
+    let net = HostNetwork::start(&plan.network, cmdline);
+    let mut bridge = bridge::Bridge::for_plan(plan);
+    if let Some(Err(e)) = bridge.as_mut().map(bridge::Bridge::setup) {
+        log::error(&format!("bridge: {e}; net = \"bridge\" containers cannot start"));
+        log::emit(log::event("network.failed").with("iface", &plan.network.bridge.name).with("error", e));
     }
     let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-    let entries = bridge.as_ref().map(|b| b.hosts_entries(&plan)).unwrap_or_default();
+    let entries = bridge.as_ref().map(|b| b.hosts_entries(plan)).unwrap_or_default();
     let hosts = berth_init::net::files::hosts(&hostname, &entries, &plan.network.hosts);
     if let Err(e) = network::write_in_place(network::HOSTS, &hosts) {
         log::warn(&format!("network: {e}"));
@@ -172,204 +197,150 @@ fn boot(signals: Option<&SignalFd>) {
         let _ = std::fs::remove_file(file);
         let _ = std::os::unix::fs::symlink(target, file);
     }
-    stage("network");
+    (net, bridge)
+}
 
-    // The data disk, before any container: volumes and persistent layers live there. A disk
-    // that cannot be used fails only the containers that need it.
-    if let Some(cfg) = plan.storage.clone() {
-        if let Err(e) = storage::setup(&cfg, plan.tool_loader.as_deref()) {
-            log::error(&format!("storage: {e}"));
-            log::emit(log::event("storage.failed").with("error", &e));
-        }
-        stage("storage");
+/// The data disk, before any container: volumes and persistent layers live there. A disk that
+/// cannot be used fails only the containers that need it. False without `[storage]`.
+fn mount_data_disk(plan: &Plan) -> bool {
+    let Some(cfg) = &plan.storage else { return false };
+    if let Err(e) = storage::setup(cfg, plan.tool_loader.as_deref()) {
+        log::error(&format!("storage: {e}"));
+        log::emit(log::event("storage.failed").with("error", &e));
     }
+    true
+}
 
-    let late_paths = plan.late_modules.clone();
-    let button_paths = plan.button_modules.clone();
-    // Before the containers: a container may be given the socket by a bind.
-    let control = match control::ControlSocket::bind() {
-        Ok(c) => Some(c),
-        Err(e) => {
-            log::warn(&format!("{e}: berthctl will not work"));
-            None
-        }
-    };
-    let mut sup = Supervisor::new(plan, cgroups);
-    sup.set_bridge(bridge);
-    if net.check_ready() {
-        syslog::network_ready();
-        sup.unit_ready(berth_init::config::NETWORK_UNIT);
-    }
-    stage("containers");
-    let first = sup.start();
-    // The power button's modules now, before any output is forwarded: once containers run, a
-    // shutdown request must reach PID 1.
-    for f in system::load_modules(&button_paths) {
-        log::warn(&f);
-    }
-    let button = power_button::PowerButton::open();
+fn open_control_socket() -> Option<ControlSocket> {
+    ControlSocket::bind().map_err(|e| log::warn(&format!("{e}: berthctl will not work"))).ok()
+}
+
+/// Loads the power button's modules and opens the button.
+fn open_power_button(modules: &[String]) -> Option<PowerButton> {
+    load_modules(modules);
+    let button = PowerButton::open();
     match &button {
         Some(b) => log::emit(log::event("power_button.ready").with("device", &b.path)),
         None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
     }
-    // The other late modules (the NIC drivers, Hyper-V's helpers) load in a child process while
-    // PID 1 forwards output; when they are in, the interfaces are configured.
-    let mut late = late_modules::LateModules::start(&late_paths);
+    button
+}
+
+/// The other late modules (the NIC drivers, Hyper-V's helpers) load in a child process while
+/// PID 1 forwards output; when they are in, the interfaces are configured. Without a child,
+/// they load here.
+fn start_late_modules(paths: &[String], net: &mut HostNetwork) -> Option<LateModules> {
+    let late = LateModules::start(paths);
     if late.is_none() {
-        for f in system::load_modules(&late_paths) {
-            log::warn(&f);
-        }
+        load_modules(paths);
         net.look_for_interfaces();
     }
-    event_loop(&mut sup, &mut net, signals, button.as_ref(), &mut late, control.as_ref(), first)
+    late
 }
 
-/// Enables the controllers for containers: in the root group and in `berth/`.
-fn supervisor_cgroup_parent() -> std::io::Result<()> {
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    berth_runtime::cgroup::enable_controllers(root)?;
-    let parent = std::path::Path::new(supervisor::CGROUP_PARENT);
-    let _ = std::fs::create_dir(parent);
-    berth_runtime::cgroup::enable_controllers(parent)?;
-    Ok(())
+/// What PID 1's event loop acts on.
+struct Pid1 {
+    sup: Supervisor,
+    net: HostNetwork,
+    /// The shutdown under way.
+    ending: Option<PowerAction>,
 }
 
-fn event_loop(
-    sup: &mut Supervisor,
-    net: &mut network::HostNetwork,
-    signals: Option<&SignalFd>,
-    button: Option<&power_button::PowerButton>,
-    late: &mut Option<late_modules::LateModules>,
-    control: Option<&control::ControlSocket>,
-    first: Request,
-) -> ! {
-    let mut action: Option<Action> = None;
-    let mut pending = first;
+/// The sources PID 1 waits on besides the supervisor and the network.
+struct Sources {
+    signals: Signals,
+    button: Option<PowerButton>,
+    control: Option<ControlSocket>,
+    late: Option<LateModules>,
+    syslog: SyslogSocket,
+}
+
+/// The loop: wait on every source, handle what they report, end the machine once a shutdown
+/// has stopped every container.
+fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
     loop {
-        if let Request::Shutdown(a) = pending {
-            request_shutdown(sup, &mut action, a, "done");
+        pid1.check_network();
+        if let (Some(action), true) = (pid1.ending, pid1.sup.stopped()) {
+            pid1.sup.drain_logs();
+            pid1.net.release();
+            syslog::flush(Duration::from_millis(500));
+            shutdown::finish(action);
         }
-        pending = Request::None;
-        // Before sleeping: whatever happened last round may have completed the network.
-        if net.check_ready() {
-            syslog::network_ready();
-            sup.unit_ready(berth_init::config::NETWORK_UNIT);
-        }
-        if let Some(a) = action {
-            if sup.stopped() {
-                sup.drain_logs(None);
-                net.release();
-                syslog::flush(std::time::Duration::from_millis(500));
-                shutdown::finish(a);
-            }
-        }
-
-        let log_fds = sup.log_fds();
-        let deadline = [sup.deadline(), net.deadline(), syslog::deadline()].into_iter().flatten().min();
-        let timeout = match deadline {
-            Some(d) => {
-                let ms = d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
-                PollTimeout::from(ms)
-            }
-            None => PollTimeout::NONE,
-        };
-        let mut fds: Vec<PollFd> = Vec::with_capacity(log_fds.len() + 1);
-        if let Some(sfd) = signals {
-            fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
-        }
-        let extra =
-            [button.map(|b| b.raw_fd()), control.map(|c| c.raw_fd()), late.as_ref().map(|l| l.raw_fd())];
-        let net_fds = net.fds();
-        for fd in log_fds.iter().chain(extra.iter().flatten()).chain(net_fds.iter()) {
-            // SAFETY: the descriptors belong to `sup`, the power button, the control socket, the
-            // late modules' pipe and the network, and stay open until after this poll.
-            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN));
-        }
-        if let Some((fd, write)) = syslog::poll_fd() {
-            let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
-            // SAFETY: the syslog socket stays open until after this poll (only `service`,
-            // called after it, may close it).
-            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, flags));
-        }
-        let _ = poll(&mut fds, timeout);
-        drop(fds);
-
-        sup.drain_logs(None);
-        if late.as_mut().is_some_and(|l| l.finished()) {
-            *late = None;
-            net.look_for_interfaces();
-        }
-        net.poll(Instant::now());
-        syslog::service();
-        if button.is_some_and(|b| b.pressed()) {
-            request_shutdown(sup, &mut action, Action::Poweroff, "acpi");
-        }
-        while let Some((stream, request)) = control.and_then(|c| c.next_request()) {
-            let words: Vec<&str> = request.split_whitespace().collect();
-            let (text, outcome) = match words.as_slice() {
-                ["net"] => (net.status(), supervisor::Outcome::Close),
-                ["renew"] => (net.renew(None), supervisor::Outcome::Close),
-                ["renew", iface] => (net.renew(Some(iface)), supervisor::Outcome::Close),
-                _ => sup.control(&request),
-            };
-            match outcome {
-                supervisor::Outcome::Close => control::reply(stream, &text),
-                supervisor::Outcome::Shutdown(a) => {
-                    control::reply(stream, &text);
-                    request_shutdown(sup, &mut action, a, "control");
-                }
-                supervisor::Outcome::Follow(what) => {
-                    let mut stream = stream;
-                    if std::io::Write::write_all(&mut stream, text.as_bytes()).is_ok() {
-                        log::add_follower(stream, what);
-                    }
-                }
-            }
-        }
-        if let Some(sfd) = signals {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                if sig == Signal::SIGCHLD {
-                    continue;
-                }
-                if let Some(a) = shutdown_action(sig) {
-                    request_shutdown(sup, &mut action, a, sig.as_str());
-                }
-            }
-        } else if let Some(sig) = wait_signal(100) {
-            // No signalfd (should not happen): wait for signals directly, briefly, and keep
-            // forwarding output and reaping in between.
-            if let Some(a) = shutdown_action(sig) {
-                request_shutdown(sup, &mut action, a, sig.as_str());
-            }
-        }
-        let r = sup.reap();
-        if r != Request::None {
-            pending = r;
-        }
-        sup.deadline_passed();
-        let r = sup.restart_due();
-        if r != Request::None {
-            pending = r;
+        let events = event_source::wait(&mut [
+            &mut s.signals as &mut dyn EventSource,
+            &mut s.button,
+            &mut s.control,
+            &mut s.late,
+            &mut s.syslog,
+            &mut pid1.net,
+            &mut pid1.sup,
+        ]);
+        for event in events {
+            pid1.handle(event);
         }
     }
 }
 
-fn request_shutdown(sup: &mut Supervisor, action: &mut Option<Action>, a: Action, reason: &str) {
-    if action.is_some() {
-        log::warn("second shutdown request: killing the containers now");
-        sup.escalate();
-        return;
+impl Pid1 {
+    /// Acts on one event: the one place PID 1's sources reach the supervisor and the network.
+    fn handle(&mut self, event: Pid1Event) {
+        match event {
+            Pid1Event::Shutdown(action, reason) => self.request_shutdown(action, &reason),
+            Pid1Event::Control(stream, request) => self.control(stream, request),
+            Pid1Event::NetworkReady => self.check_network(),
+            Pid1Event::LateModulesLoaded => {
+                self.net.look_for_interfaces();
+                self.check_network();
+            }
+        }
     }
-    *action = Some(a);
-    log::emit(
-        log::event("shutdown.begin")
-            .with("action", a.as_str())
-            .with("reason", reason.trim_start_matches("SIG").to_lowercase()),
-    );
-    sup.begin_stop();
+
+    /// Tells the syslog sender and the supervisor once the network is ready.
+    fn check_network(&mut self) {
+        if self.net.check_ready() {
+            syslog::network_ready();
+            self.sup.network_ready();
+        }
+    }
+
+    /// Answers a control request on its connection.
+    fn control(&mut self, stream: UnixStream, request: Result<Request, String>) {
+        let reply = match request {
+            Err(e) => Reply::Error(e),
+            Ok(Request::Net) => Reply::Text(self.net.status()),
+            Ok(Request::Renew(iface)) => Reply::Text(self.net.renew(iface.as_deref())),
+            Ok(Request::Follow(log::Follow::Events)) => {
+                Reply::Follow { past: String::new(), what: log::Follow::Events }
+            }
+            Ok(Request::Power(action)) => {
+                let text = match action {
+                    PowerAction::Poweroff => "powering off",
+                    PowerAction::Reboot => "rebooting",
+                    PowerAction::Halt => "halting",
+                };
+                control::reply(stream, &Reply::Text(text.into()));
+                return self.request_shutdown(action, "control");
+            }
+            Ok(request) => self.sup.control(request),
+        };
+        control::reply(stream, &reply);
+    }
+
+    /// The first request begins the shutdown; a second one kills the containers now.
+    fn request_shutdown(&mut self, action: PowerAction, reason: &str) {
+        if self.ending.is_some() {
+            log::warn("second shutdown request: killing the containers now");
+            self.sup.escalate();
+            return;
+        }
+        self.ending = Some(action);
+        log::emit(
+            log::event("shutdown.begin")
+                .with("action", action.as_str())
+                .with("reason", reason.trim_start_matches("SIG").to_lowercase()),
+        );
+        self.sup.begin_stop();
+    }
 }
 
 /// After a PID 1 bug: reap children and obey shutdown signals, nothing else.
@@ -382,18 +353,8 @@ fn emergency_loop() -> ! {
                 break;
             }
         }
-        if let Some(a) = wait_signal(1000).and_then(shutdown_action) {
+        if let Some(a) = event_source::wait_signal(1000).and_then(event_source::shutdown_action) {
             shutdown::finish(a);
         }
     }
-}
-
-/// Waits up to `ms` for one of the handled (blocked) signals.
-fn wait_signal(ms: i64) -> Option<Signal> {
-    let mask = handled_signals();
-    let timeout = libc::timespec { tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000 };
-    // SAFETY: sigtimedwait reads the signal set and the timeout, both valid for the call; no
-    // siginfo is requested.
-    let sig = unsafe { libc::sigtimedwait(mask.as_ref(), std::ptr::null_mut(), &timeout) };
-    Signal::try_from(sig).ok()
 }

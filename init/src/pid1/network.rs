@@ -4,7 +4,7 @@
 //! nothing but the services that wait for `"network"`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use berth_init::config::{InterfaceConfig, InterfaceMatch, NetworkConfig};
@@ -479,11 +479,11 @@ impl HostNetwork {
     }
 
     /// Descriptors to poll: the DHCP sockets and the link notifications.
-    pub fn fds(&self) -> Vec<RawFd> {
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
         self.ifaces
             .iter()
-            .filter_map(|i| i.dhcp.as_ref().map(|(_, s)| s.as_raw_fd()))
-            .chain(self.link_events.as_ref().map(|s| s.as_raw_fd()))
+            .filter_map(|i| i.dhcp.as_ref().map(|(_, s)| s.as_fd()))
+            .chain(self.link_events.as_ref().map(|s| s.as_fd()))
             .collect()
     }
 

@@ -4,7 +4,7 @@
 //! reads the device (through `evdev`) and shuts the machine down.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -46,11 +46,6 @@ impl PowerButton {
         None
     }
 
-    /// The descriptor to poll.
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
-    }
-
     /// Reads the pending input events; true if the power key was pressed.
     pub fn pressed(&self) -> bool {
         // struct input_event on x86_64: timeval (16 bytes), u16 type, u16 code, i32 value.
@@ -70,5 +65,12 @@ impl PowerButton {
             }
         }
         pressed
+    }
+}
+
+impl AsFd for PowerButton {
+    /// The descriptor to poll for reading.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -11,7 +11,7 @@ use crate::pid1::{log, mounts, storage};
 
 /// What the machine does at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum PowerAction {
     /// Power off.
     Poweroff,
     /// Reboot.
@@ -20,13 +20,13 @@ pub enum Action {
     Halt,
 }
 
-impl Action {
+impl PowerAction {
     /// Its name in events.
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::Poweroff => "poweroff",
-            Action::Reboot => "reboot",
-            Action::Halt => "halt",
+            PowerAction::Poweroff => "poweroff",
+            PowerAction::Reboot => "reboot",
+            PowerAction::Halt => "halt",
         }
     }
 }
@@ -51,7 +51,7 @@ fn reap_all(timeout: Duration) {
 
 /// Called once every container has stopped: signals every other process, syncs, unmounts and
 /// ends the machine. Never returns; if `reboot(2)` fails PID 1 stays alive, idle.
-pub fn finish(action: Action) -> ! {
+pub fn finish(action: PowerAction) -> ! {
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     reap_all(Duration::from_secs(2));
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
@@ -64,9 +64,9 @@ pub fn finish(action: Action) -> ! {
     // Let the serial line carry the last event before the machine stops.
     let _ = nix::sys::termios::tcdrain(std::io::stdout());
     let mode = match action {
-        Action::Poweroff => RebootMode::RB_POWER_OFF,
-        Action::Reboot => RebootMode::RB_AUTOBOOT,
-        Action::Halt => RebootMode::RB_HALT_SYSTEM,
+        PowerAction::Poweroff => RebootMode::RB_POWER_OFF,
+        PowerAction::Reboot => RebootMode::RB_AUTOBOOT,
+        PowerAction::Halt => RebootMode::RB_HALT_SYSTEM,
     };
     let err = reboot(mode).err();
     log::error(&format!("reboot(2) failed: {err:?}; PID 1 stays up, idle"));

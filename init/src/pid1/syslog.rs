@@ -6,8 +6,8 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_init::syslog::{octet_counted, rfc3339, rfc5424, SyslogTarget, Transport};
@@ -23,8 +23,8 @@ const MAX_RECONNECT: Duration = Duration::from_secs(30);
 
 enum Tcp {
     Down { retry_at: Instant, backoff: Duration },
-    Connecting(OwnedFd, Duration),
-    Up(OwnedFd),
+    Connecting(Arc<OwnedFd>, Duration),
+    Up(Arc<OwnedFd>),
 }
 
 struct Sender {
@@ -110,12 +110,12 @@ pub fn send(severity: u8, app: &str, procid: Option<u32>, msgid: &str, text: &[u
 }
 
 /// The TCP socket to poll, and whether PID 1 should wake when it is writable.
-pub fn poll_fd() -> Option<(RawFd, bool)> {
+pub fn poll_fd() -> Option<(Arc<OwnedFd>, bool)> {
     let guard = SENDER.try_lock().ok()?;
     let s = guard.as_ref()?;
     match &s.tcp {
-        Tcp::Connecting(fd, _) => Some((fd.as_raw_fd(), true)),
-        Tcp::Up(fd) => Some((fd.as_raw_fd(), !s.queue.is_empty())),
+        Tcp::Connecting(fd, _) => Some((Arc::clone(fd), true)),
+        Tcp::Up(fd) => Some((Arc::clone(fd), !s.queue.is_empty())),
         Tcp::Down { .. } => None,
     }
 }
@@ -149,9 +149,7 @@ pub fn flush(max: Duration) {
         if left.is_zero() {
             return;
         }
-        // SAFETY: the socket is open until the next `service`, after this poll.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let mut fds = [nix::poll::PollFd::new(borrowed, nix::poll::PollFlags::POLLOUT)];
+        let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
         let ms = left.as_millis().min(u128::from(u16::MAX)) as u16;
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
     }
@@ -190,7 +188,7 @@ impl Sender {
                         return;
                     }
                     match self.connect() {
-                        Ok(fd) => self.tcp = Tcp::Connecting(fd, backoff),
+                        Ok(fd) => self.tcp = Tcp::Connecting(Arc::new(fd), backoff),
                         Err(_) => {
                             self.tcp = Tcp::Down {
                                 retry_at: now + backoff,

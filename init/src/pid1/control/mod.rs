@@ -1,16 +1,18 @@
 //! PID 1's control socket: one request line in, a text reply out, then the connection closes.
-//! `berthctl` (this binary under that name) is the client.
-//!
-//! Requests: `ps`, `logs [-n N] NAME`, `logs -f NAME`, `events -f`, `start NAME`, `stop NAME`,
-//! `restart NAME`, `poweroff`, `reboot`, `halt`. With `-f` the connection stays open and PID 1
-//! keeps sending; a reader that falls behind is dropped.
-//! A reply that starts with `error:` is a failure.
+//! `berthctl` (this binary under that name) is the client. The requests and replies are the
+//! types of [`protocol`]. With `-f` the connection stays open and PID 1 keeps sending; a reader
+//! that falls behind is dropped.
+
+pub mod protocol;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
+
+use crate::pid1::log;
+use protocol::{Reply, Request, USAGE};
 
 /// Where PID 1 listens.
 pub const SOCKET_PATH: &str = "/run/berth/control.sock";
@@ -36,11 +38,6 @@ impl ControlSocket {
         Ok(ControlSocket { listener })
     }
 
-    /// The descriptor to poll.
-    pub fn raw_fd(&self) -> i32 {
-        self.listener.as_raw_fd()
-    }
-
     /// Accepts a pending connection and reads its request line.
     pub fn next_request(&self) -> Option<(UnixStream, String)> {
         let (mut stream, _) = self.listener.accept().ok()?;
@@ -60,22 +57,35 @@ impl ControlSocket {
     }
 }
 
-/// Sends a reply and closes the connection (a client gone away is not PID 1's problem).
-pub fn reply(mut stream: UnixStream, text: &str) {
-    let _ = stream.write_all(text.as_bytes());
-    if !text.ends_with('\n') {
-        let _ = stream.write_all(b"\n");
+impl AsFd for ControlSocket {
+    /// The listening socket, to poll for connections.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+/// Sends `reply`; a follower's connection stays open for what comes next, the others close (a
+/// client gone away is not PID 1's problem).
+pub fn reply(mut stream: UnixStream, reply: &Reply) {
+    let sent = stream.write_all(reply.wire().as_bytes()).is_ok();
+    if let (Reply::Follow { what, .. }, true) = (reply, sent) {
+        log::add_follower(stream, what.clone());
     }
 }
 
 /// `berthctl ARGS…`: sends the request and prints the reply; exit status 1 for `error:`.
 pub fn client(args: &[String]) -> i32 {
     if args.is_empty() || args[0] == "-h" || args[0] == "--help" {
-        eprintln!(
-            "usage: berthctl ps | logs [-n N] NAME | start NAME | stop NAME | net | renew [IFACE] | poweroff | reboot | halt"
-        );
+        eprintln!("usage: berthctl {USAGE}");
         return 2;
     }
+    let request = match Request::parse(&args.join(" ")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berthctl: {e}");
+            return 2;
+        }
+    };
     let path = std::env::var("BERTH_CONTROL").unwrap_or_else(|_| SOCKET_PATH.to_string());
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,
@@ -84,7 +94,7 @@ pub fn client(args: &[String]) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = stream.write_all(format!("{}\n", args.join(" ")).as_bytes()) {
+    if let Err(e) = stream.write_all(format!("{request}\n").as_bytes()) {
         eprintln!("berthctl: {e}");
         return 1;
     }
