@@ -2,7 +2,7 @@
 //! pure cgroup v2 hierarchy, so that all three create a cgroup (with a `pids.max` limit) for
 //! every container: median, p90 and peak RSS of each, interleaved.
 //!
-//!     cargo bench -p berth-runtime --bench oci_run_vm       # BENCH_RUNS=N (default 30)
+//!     cargo bench -p berth-image-build --bench oci_run_vm       # BENCH_RUNS=N (default 30)
 //!
 //! Needs `runc`, `crun`, `busybox-static` and `qemu-system-x86` (Debian packages) and the Debian
 //! cloud kernel (fetched into the berth cache on first use). A static `berth-runtime` is built
