@@ -18,10 +18,10 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, NetMode, UsernsMode};
+use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, NetMode};
 use berth_init::plan::{
-    layer_dir_name, Catalog, IdRange, Plan, PlannedContainer, PlannedImage, PlannedLayer, LAYERS_DIR,
-    PLAN_PATH, PLAN_VERSION, TOOLS_DIR, USERNS_FIRST_ID, USERNS_RANGE,
+    layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, LAYERS_DIR,
+    PLAN_PATH, PLAN_VERSION, TOOLS_DIR,
 };
 use berth_init::resolve;
 use berth_runtime::seccomp::KernelVersion;
@@ -37,7 +37,7 @@ use crate::kernel_check;
 use crate::layer::{self, EntryKind, LayerSummary};
 use crate::lockfile::LockFile;
 use crate::modules;
-use crate::reference::{ImageRef, RegistryRef};
+use crate::reference::ImageRef;
 use crate::registry::PullOptions;
 use crate::seccomp_filters;
 use crate::source::{self, LayerBlob, ResolvedImage};
@@ -279,6 +279,25 @@ impl Source<'_> {
     }
 }
 
+/// Plans each container of `list` on its image (in `packed`), with the config it comes from;
+/// `userns = "auto"` ranges come from `ids`.
+fn plan_list<'c>(
+    list: &'c [ContainerConfig],
+    packed: &BTreeMap<String, PlannedImage>,
+    ids: &mut UsernsRanges,
+    src: &Source<'_>,
+) -> Result<Vec<(&'c ContainerConfig, PlannedContainer)>> {
+    list.iter()
+        .map(|c| {
+            let image = packed
+                .get(c.image.get_ref())
+                .ok_or_else(|| anyhow!("internal: image {} was not resolved", c.image.get_ref()))?;
+            let planned = resolve::plan_container(c, image, ids).map_err(|(at, e)| src.error_at(at, e))?;
+            Ok((c, planned))
+        })
+        .collect()
+}
+
 /// The `SOURCE_DATE_EPOCH` convention: every timestamp in the outputs.
 pub fn source_date_epoch() -> u32 {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
@@ -311,10 +330,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let image_ref = ImageRef::parse(&reference, &base_dir)
             .map_err(|e| src.error_at(at, format!("container `{}`: image: {e}", c.name.get_ref())))?;
         let registry_ref = match &image_ref {
-            ImageRef::Registry(text) => RegistryRef::parse(text).ok(),
+            ImageRef::Registry { parsed, .. } => Some(parsed),
             _ => None,
         };
-        let lock_key = registry_ref.as_ref().map(|r| r.to_string());
+        let lock_key = registry_ref.map(|r| r.to_string());
         let pinned = match (&registry_ref, &lock_key) {
             (Some(r), Some(key)) if r.digest.is_none() && !opts.update => old_lock.images.get(key),
             _ => None,
@@ -346,14 +365,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .iter()
         .map(|(reference, image)| (reference.clone(), planned_image(image, &summaries)))
         .collect();
-    let plan_container = |c: &ContainerConfig| -> Result<PlannedContainer> {
-        resolve::plan_container(c, &packed[c.image.get_ref()]).map_err(|(at, e)| src.error_at(at, e))
-    };
-    let onboot = config.onboot.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
-    // (seccomp filters are filled in once the kernel is known)
-    let service = config.service.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
-    let onshutdown = config.onshutdown.iter().map(plan_container).collect::<Result<Vec<_>>>()?;
-    let console = config.console.as_ref().map(plan_container).transpose()?;
+    // Each container planned beside the config it comes from, in declaration order; `userns =
+    // "auto"` ranges are given by container. (Seccomp filters are filled in once the kernel is
+    // known.)
+    let mut ids = UsernsRanges::default();
+    let mut onboot = plan_list(&config.onboot, &packed, &mut ids, &src)?;
+    let mut service = plan_list(&config.service, &packed, &mut ids, &src)?;
+    let mut onshutdown = plan_list(&config.onshutdown, &packed, &mut ids, &src)?;
+    let mut console = plan_list(config.console.as_slice(), &packed, &mut ids, &src)?;
 
     let init = init_binary::find(opts.init.as_deref())?;
 
@@ -379,43 +398,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // rules that depend on the kernel version), so PID 1 only installs them.
     let target_kernel = KernelVersion::parse(&kernel.release)
         .ok_or_else(|| anyhow!("cannot read a version from kernel release {}", kernel.release))?;
-    let mut onboot = onboot;
-    let mut service = service;
-    let mut onshutdown = onshutdown;
-    let mut console = console;
-    // Private id ranges for `userns = "auto"`, in declaration order, never overlapping.
-    let mut next_range = USERNS_FIRST_ID;
-    for (planned, c) in onboot
-        .iter_mut()
-        .chain(service.iter_mut())
-        .chain(onshutdown.iter_mut())
-        .chain(console.iter_mut())
-        .zip(config.containers())
-    {
-        if c.userns == UsernsMode::Auto {
-            planned.userns = Some(IdRange { host_id: next_range, size: USERNS_RANGE });
-            next_range += USERNS_RANGE;
-        }
-    }
-    let filtered = onboot.iter().chain(&service).chain(&onshutdown).chain(&console).zip(config.containers());
+    let wanted = onboot.iter().chain(&service).chain(&onshutdown).chain(&console);
     let mut seccomp_filters = seccomp_filters::compile(
-        filtered
-            .filter(|(_, c)| resolve::wants_seccomp(c))
-            .map(|(planned, _)| planned.capabilities.as_slice()),
+        wanted.filter(|(c, _)| resolve::wants_seccomp(c)).map(|(_, planned)| planned.capabilities),
         target_kernel,
     )?;
-    for (planned, c) in onboot
-        .iter_mut()
-        .chain(service.iter_mut())
-        .chain(onshutdown.iter_mut())
-        .chain(console.iter_mut())
-        .zip(config.containers())
+    for (c, planned) in
+        onboot.iter_mut().chain(service.iter_mut()).chain(onshutdown.iter_mut()).chain(console.iter_mut())
     {
         planned.seccomp =
-            resolve::seccomp_filter(c, &planned.capabilities, &seccomp_filters).map_err(|e| {
+            resolve::seccomp_filter(c, planned.capabilities, &seccomp_filters).map_err(|e| {
                 src.error_at(c.name.span().start, format!("container `{}`: seccomp: {e}", planned.name))
             })?;
     }
+    let [onboot, service, onshutdown, mut console] = [onboot, service, onshutdown, console]
+        .map(|list| list.into_iter().map(|(_, p)| p).collect::<Vec<_>>());
     seccomp_filters::drop_carried(
         &mut seccomp_filters,
         onboot.iter().chain(&service).chain(&onshutdown).chain(&console),
@@ -441,7 +438,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         onboot,
         service,
         onshutdown,
-        console,
+        console: console.pop(),
         catalog: Catalog { images: packed, seccomp: seccomp_filters, bridge },
     };
 

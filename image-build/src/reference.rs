@@ -28,9 +28,13 @@ pub enum ImageRef {
         /// The tarball (resolved against the config file's directory).
         file: PathBuf,
     },
-    /// A registry reference such as `nginx:1.27`, as written (without `docker://`); it parses
-    /// as a [`RegistryRef`].
-    Registry(String),
+    /// A registry reference such as `nginx:1.27`.
+    Registry {
+        /// As written (without `docker://`).
+        written: String,
+        /// Parsed and normalized.
+        parsed: RegistryRef,
+    },
 }
 
 impl ImageRef {
@@ -75,8 +79,8 @@ impl ImageRef {
         if registry.is_empty() || registry.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("{text:?}: not a valid registry reference"));
         }
-        RegistryRef::parse(registry).map_err(|e| format!("{text:?}: {e}"))?;
-        Ok(ImageRef::Registry(registry.to_string()))
+        let parsed = RegistryRef::parse(registry).map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(ImageRef::Registry { written: registry.to_string(), parsed })
     }
 }
 
@@ -269,7 +273,7 @@ impl fmt::Display for ImageRef {
             ImageRef::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
             ImageRef::OciLayout { dir, tag: Some(tag) } => write!(f, "oci:{}:{tag}", dir.display()),
             ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
-            ImageRef::Registry(r) => f.write_str(r),
+            ImageRef::Registry { written, .. } => f.write_str(written),
         }
     }
 }
@@ -319,12 +323,17 @@ mod tests {
 
     #[test]
     fn registry() {
-        assert_eq!(parse("nginx:1.27").unwrap(), ImageRef::Registry("nginx:1.27".into()));
+        let registry = |text: &str| ImageRef::Registry {
+            written: text.to_string(),
+            parsed: RegistryRef::parse(text).unwrap(),
+        };
+        assert_eq!(parse("nginx:1.27").unwrap(), registry("nginx:1.27"));
         assert_eq!(
             parse("registry.local:5000/team/app:1.4").unwrap(),
-            ImageRef::Registry("registry.local:5000/team/app:1.4".into())
+            registry("registry.local:5000/team/app:1.4")
         );
-        assert_eq!(parse("docker://busybox").unwrap(), ImageRef::Registry("busybox".into()));
+        assert_eq!(parse("docker://busybox").unwrap(), registry("busybox"));
+        assert_eq!(registry("busybox").to_string(), "busybox");
         assert!(parse("").is_err());
         assert!(parse("a b").is_err());
         let err = parse("oci-archive:x.tar").unwrap_err();

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::blobs::{BlobCache, BlobError};
 use crate::image_config::{ConfigFile, ImageConfig};
-use crate::reference::{ImageRef, RegistryRef};
+use crate::reference::ImageRef;
 use crate::registry::PullOptions;
 
 pub use spec::Compression;
@@ -233,11 +233,7 @@ pub fn resolve_with(
         // A registry client will plug in here: fetch the manifest and blobs over HTTP into
         // `cache`, verifying digests with `BlobCache::insert_verified`, then build the same
         // `ResolvedImage`.
-        ImageRef::Registry(text) => {
-            let parsed = RegistryRef::parse(text)
-                .map_err(|message| ImageError::Invalid { reference: reference.clone(), message })?;
-            crate::registry::pull(&parsed, &reference, pinned, cache, pull)
-        }
+        ImageRef::Registry { parsed, .. } => crate::registry::pull(parsed, &reference, pinned, cache, pull),
     }
 }
 

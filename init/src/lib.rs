@@ -12,4 +12,5 @@ pub mod plan;
 pub mod process;
 pub mod resolve;
 pub mod syslog;
+mod text_form;
 pub mod units;

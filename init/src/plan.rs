@@ -7,9 +7,19 @@
 //! container carries its final process (Docker's merge of image config and TOML overrides) and
 //! the digests of its layers, which are unpacked under [`LAYERS_DIR`], one directory per digest.
 //! The [`Catalog`] keeps what PID 1 needs to plan containers delivered at boot the same way.
+//!
+//! A planned container holds runtime-ready values, so that PID 1 turns it into a launch spec by
+//! copying fields: tmpfs mounts as the runtime's mounts (sizes in bytes), capabilities as a
+//! mask, resource limits as the runtime's, the seccomp filter as a compiled program. In the
+//! JSON they are written for people to read (see [`wire`] and `text_form`): ports, binds,
+//! volumes, tmpfs mounts and devices in their Docker spelling, capabilities and limits by name,
+//! a seccomp program as one string of hexadecimal instructions
+//! (`berth_runtime::seccomp::SeccompProgram`).
 
 use std::collections::BTreeMap;
 
+use berth_runtime::seccomp::SeccompProgram;
+use berth_runtime::Rlimit;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::Accounts;
@@ -19,6 +29,10 @@ use crate::config::{
 };
 use crate::process::ImageConfig;
 
+mod userns;
+pub mod wire;
+pub use userns::{IdRange, UsernsRanges, USERNS_FIRST_ID, USERNS_RANGE};
+
 /// Where the plan lives in the initramfs.
 pub const PLAN_PATH: &str = "/berth/plan.json";
 /// Where unpacked layers live in the initramfs: `LAYERS_DIR/<sha256 hex>/`.
@@ -26,8 +40,9 @@ pub const LAYERS_DIR: &str = "/berth/layers";
 /// Where `berth build` packs the filesystem tools the data disk needs (`[storage]`):
 /// `TOOLS_DIR/bin/{mke2fs,e2fsck}`, their libraries in `TOOLS_DIR/lib`, `TOOLS_DIR/etc/mke2fs.conf`.
 pub const TOOLS_DIR: &str = "/berth/tools";
-/// The plan format version this code reads and writes.
-pub const PLAN_VERSION: u32 = 1;
+/// The plan format version this code reads and writes (PID 1 and `berth build` are built
+/// together; 2: runtime-typed containers, see the module documentation).
+pub const PLAN_VERSION: u32 = 2;
 
 /// Everything PID 1 needs to boot the machine.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -125,9 +140,9 @@ pub struct PlannedImage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompFilters {
-    /// The capabilities the profile's rules test (`CAP_…`, sorted).
-    #[serde(default)]
-    pub profile_caps: Vec<String>,
+    /// The capabilities the profile's rules test, as a mask (`CAP_…` names in the JSON).
+    #[serde(default, with = "wire::capability_names")]
+    pub profile_caps: u64,
     /// One filter per subset of `profile_caps` in use — Docker's default capability set's, and
     /// that of each container of the image — except those a container of the plan carries
     /// already (see `resolve::collect_filters`): the plan holds each filter once.
@@ -139,10 +154,11 @@ pub struct SeccompFilters {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompVariant {
-    /// The subset of [`SeccompFilters::profile_caps`] (sorted).
-    pub caps: Vec<String>,
+    /// The subset of [`SeccompFilters::profile_caps`], as a mask (`CAP_…` names in the JSON).
+    #[serde(with = "wire::capability_names")]
+    pub caps: u64,
     /// The compiled filter.
-    pub filter: SeccompFilter,
+    pub filter: SeccompProgram,
 }
 
 /// One container, fully resolved.
@@ -186,7 +202,7 @@ pub struct PlannedContainer {
     /// Bind mounts from the machine.
     #[serde(default)]
     pub binds: Vec<Bind>,
-    /// tmpfs mounts.
+    /// tmpfs mounts, each holding the runtime's mount (sizes in bytes).
     #[serde(default)]
     pub tmpfs: Vec<TmpfsMount>,
     /// Named volumes on the data disk.
@@ -198,18 +214,20 @@ pub struct PlannedContainer {
     /// Read-only root.
     #[serde(default)]
     pub read_only: bool,
-    /// The container's capabilities (bounding, effective, permitted, inheritable), by name.
-    #[serde(default)]
-    pub capabilities: Vec<String>,
+    /// The container's capabilities (bounding, effective, permitted, inheritable) as a mask
+    /// (bit N = capability N; `CAP_…` names in the JSON).
+    #[serde(default, with = "wire::capability_names")]
+    pub capabilities: u64,
     /// Privileged: no masked or read-only paths and no `no_new_privs`.
     #[serde(default)]
     pub privileged: bool,
     /// The seccomp filter, compiled by `berth build` (none: unconfined).
     #[serde(default)]
-    pub seccomp: Option<SeccompFilter>,
-    /// Resource limits: Docker's name (`nofile`) → (soft, hard).
-    #[serde(default)]
-    pub ulimits: BTreeMap<String, (u64, u64)>,
+    pub seccomp: Option<SeccompProgram>,
+    /// Resource limits (`ulimits`), as the runtime sets them (by Docker's name in the JSON:
+    /// `{"nofile": [soft, hard]}`).
+    #[serde(default, with = "wire::rlimits_by_name")]
+    pub ulimits: Vec<Rlimit>,
     /// Namespaced sysctls.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
@@ -252,33 +270,6 @@ pub struct PlannedContainer {
     /// Time between the stop signal and SIGKILL, in milliseconds (default: the system's).
     #[serde(default)]
     pub stop_timeout_ms: Option<u64>,
-}
-
-/// A range of the machine's user and group ids.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct IdRange {
-    /// The first id (the container's root).
-    pub host_id: u32,
-    /// How many ids.
-    pub size: u32,
-}
-
-/// Where `userns = "auto"` ranges start (as `/etc/subuid` conventionally does), and their size.
-pub const USERNS_FIRST_ID: u32 = 100_000;
-/// The size of each container's id range.
-pub const USERNS_RANGE: u32 = 65_536;
-
-/// A compiled seccomp filter: classic BPF, one instruction per number, packed as
-/// `code << 48 | jt << 40 | jf << 32 | k`, and the `SECCOMP_FILTER_FLAG_*` flags.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SeccompFilter {
-    /// `SECCOMP_FILTER_FLAG_*` bits.
-    #[serde(default)]
-    pub flags: u32,
-    /// The packed instructions.
-    pub instructions: Vec<u64>,
 }
 
 /// One unpacked layer.
@@ -364,9 +355,9 @@ impl Plan {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips() {
-        let plan = Plan {
+    /// A plan with every kind of value.
+    fn sample() -> Plan {
+        Plan {
             version: PLAN_VERSION,
             system: SystemConfig::default(),
             log: LogConfig::default(),
@@ -392,11 +383,8 @@ mod tests {
                     },
                 )]),
                 seccomp: SeccompFilters {
-                    profile_caps: vec!["CAP_SYS_ADMIN".into()],
-                    variants: vec![SeccompVariant {
-                        caps: vec![],
-                        filter: SeccompFilter { flags: 0, instructions: vec![1] },
-                    }],
+                    profile_caps: 1 << 21,
+                    variants: vec![SeccompVariant { caps: 0, filter: program(1) }],
                 },
                 bridge: true,
             },
@@ -412,20 +400,20 @@ mod tests {
                 gid: 0,
                 additional_gids: vec![],
                 hostname: "hello".into(),
-                net: NetMode::None,
-                ports: vec![],
-                tmpfs: vec![],
+                net: NetMode::Bridge,
+                ports: vec![PortMapping::parse("127.0.0.1:8080:80/udp").unwrap()],
+                tmpfs: vec![TmpfsMount::parse("/cache:size=64m,exec").unwrap()],
                 volumes: vec![VolumeMount { name: "db".into(), target: "/db".into(), read_only: false }],
                 persistent: true,
                 memory: Some(64 << 20),
                 cpus: Some(0.5),
                 pids_limit: None,
-                binds: vec![],
+                binds: vec![Bind::parse("/srv:/srv:ro").unwrap()],
                 read_only: false,
-                capabilities: vec!["CAP_CHOWN".into()],
+                capabilities: 1 | 1 << 5,
                 privileged: false,
-                seccomp: Some(SeccompFilter { flags: 0, instructions: vec![0x0006_0000_7fff_0000] }),
-                ulimits: BTreeMap::from([("nofile".to_string(), (10, 20))]),
+                seccomp: Some(program(0x7fff_0000)),
+                ulimits: vec![Rlimit { resource: libc::RLIMIT_NOFILE, soft: 10, hard: 20 }],
                 sysctls: BTreeMap::new(),
                 oom_score_adj: Some(-5),
                 userns: Some(IdRange { host_id: USERNS_FIRST_ID, size: USERNS_RANGE }),
@@ -434,7 +422,7 @@ mod tests {
                 cpu_shares: Some(512),
                 cpuset: Some("0".into()),
                 io: IoConfig { weight: Some(100), ..Default::default() },
-                devices: vec![],
+                devices: vec![DeviceMapping::parse("/dev/vdb").unwrap()],
                 restart: RestartPolicy::OnFailure(Some(3)),
                 depends_on: vec!["db".into()],
                 healthcheck: Some(HealthcheckConfig {
@@ -447,15 +435,55 @@ mod tests {
                 stop_signal: Some(3),
                 stop_timeout_ms: Some(2500),
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let plan = sample();
         let text = plan.to_json().unwrap();
         assert_eq!(Plan::from_json(&text).unwrap(), plan);
         assert_eq!(plan.service[0].layers[0].dir(), "/berth/layers/ab");
+
+        // The runtime-typed fields, as people read them.
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let c = &json["service"][0];
+        assert_eq!(c["ports"], serde_json::json!(["127.0.0.1:8080:80/udp"]));
+        assert_eq!(c["binds"], serde_json::json!(["/srv:/srv:ro"]));
+        assert_eq!(c["tmpfs"], serde_json::json!(["/cache:size=67108864,exec"]));
+        assert_eq!(c["volumes"], serde_json::json!(["db:/db"]));
+        assert_eq!(c["devices"], serde_json::json!(["/dev/vdb:/dev/vdb:rwm"]));
+        assert_eq!(c["capabilities"], serde_json::json!(["CAP_CHOWN", "CAP_KILL"]));
+        assert_eq!(c["ulimits"], serde_json::json!({ "nofile": [10, 20] }));
+        assert_eq!(c["seccomp"], serde_json::json!({ "flags": 0, "instructions": "000600007fff0000" }));
+        assert_eq!(json["catalog"]["seccomp"]["profile_caps"], serde_json::json!(["CAP_SYS_ADMIN"]));
+    }
+
+    /// A one-instruction program returning `k`.
+    fn program(k: u32) -> SeccompProgram {
+        SeccompProgram { filter: vec![libc::sock_filter { code: 0x06, jt: 0, jf: 0, k }], flags: 0 }
     }
 
     #[test]
     fn rejects_other_versions() {
         let text = r#"{"version": 9, "system": {}}"#;
         assert!(Plan::from_json(text).unwrap_err().contains("version 9"));
+    }
+
+    #[test]
+    fn rejects_a_bad_typed_value() {
+        let json: serde_json::Value = serde_json::from_str(&sample().to_json().unwrap()).unwrap();
+        for (field, bad, why) in [
+            ("ports", "[\"80\"]", "HOST:CONTAINER"),
+            ("tmpfs", "[\"rel\"]", "must be absolute"),
+            ("capabilities", "[\"CAP_FLY\"]", "not a capability"),
+            ("ulimits", "{\"files\": [1, 1]}", "not a limit"),
+            ("seccomp", "{\"instructions\": \"\"}", "seccomp instructions"),
+        ] {
+            let mut bent = json.clone();
+            bent["service"][0][field] = serde_json::from_str(bad).unwrap();
+            let e = Plan::from_json(&bent.to_string()).unwrap_err();
+            assert!(e.contains(why), "{field}: {e}");
+        }
     }
 }

@@ -6,21 +6,23 @@
 
 use berth_runtime::capabilities;
 use berth_runtime::defaults::DEFAULT_CAPABILITIES;
+use berth_runtime::seccomp::SeccompProgram;
 
-use crate::config::{ContainerConfig, DeviceMapping, PortMapping, SeccompMode, TmpfsMount};
-use crate::plan::{
-    IdRange, PlannedContainer, PlannedImage, SeccompFilter, SeccompFilters, SeccompVariant, USERNS_FIRST_ID,
-    USERNS_RANGE,
-};
+use crate::config::{ContainerConfig, SeccompMode, UsernsMode};
+use crate::plan::{PlannedContainer, PlannedImage, SeccompFilters, SeccompVariant, UsernsRanges};
 use crate::process::merge_process;
 
 /// An error at a byte offset of the config text the container came from.
 pub type Located = (usize, String);
 
-/// Plans `c` on `image` (the image `c.image` names). The seccomp filter (see
-/// [`seccomp_filter`]) and the user namespace range are left for the caller: both depend on
-/// more than this container.
-pub fn plan_container(c: &ContainerConfig, image: &PlannedImage) -> Result<PlannedContainer, Located> {
+/// Plans `c` on `image` (the image `c.image` names). With `userns = "auto"` the container gets
+/// its id range from `ids` (the one it holds there, else a new one). The seccomp filter (see
+/// [`seccomp_filter`]) is left for the caller: it depends on more than this container.
+pub fn plan_container(
+    c: &ContainerConfig,
+    image: &PlannedImage,
+    ids: &mut UsernsRanges,
+) -> Result<PlannedContainer, Located> {
     let name = c.name.get_ref().clone();
     let at = c.name.span().start;
     let merged = merge_process(
@@ -36,6 +38,10 @@ pub fn plan_container(c: &ContainerConfig, image: &PlannedImage) -> Result<Plann
         image.accounts.resolve(&merged.user).map_err(|e| (at, format!("container `{name}`: user: {e}")))?;
     let capabilities = capability_set(c)
         .map_err(|(offset, e)| (offset, format!("container `{name}`: capabilities: {e}")))?;
+    let userns = match c.userns {
+        UsernsMode::Auto => Some(ids.range_for(&name).map_err(|e| (at, format!("container `{name}`: {e}")))?),
+        UsernsMode::Host => None,
+    };
     Ok(PlannedContainer {
         hostname: c.hostname.clone().unwrap_or_else(|| name.clone()),
         name,
@@ -49,33 +55,33 @@ pub fn plan_container(c: &ContainerConfig, image: &PlannedImage) -> Result<Plann
         gid,
         additional_gids,
         net: c.net,
-        ports: c.ports.iter().filter_map(|p| PortMapping::parse(p.get_ref()).ok()).collect(),
+        ports: c.ports.iter().map(|p| *p.get_ref()).collect(),
         memory: c.memory,
         cpus: c.cpus,
         pids_limit: c.pids_limit,
-        binds: c.parsed_binds(),
-        tmpfs: c.tmpfs.iter().filter_map(|t| TmpfsMount::parse(t.get_ref()).ok()).collect(),
-        volumes: c.parsed_volumes(),
+        binds: c.binds.iter().map(|b| b.get_ref().clone()).collect(),
+        tmpfs: c.tmpfs.iter().map(|t| t.get_ref().clone()).collect(),
+        volumes: c.volumes.iter().map(|v| v.get_ref().clone()).collect(),
         persistent: c.persistent,
         read_only: c.read_only,
-        capabilities: capabilities::names(capabilities),
+        capabilities,
         privileged: c.privileged,
         seccomp: None,
-        ulimits: c.ulimits.iter().map(|(k, v)| (k.clone(), v.get_ref().limits())).collect(),
+        ulimits: c.ulimits.iter().map(|(resource, limit)| limit.get_ref().rlimit(*resource)).collect(),
         sysctls: c.sysctls.clone(),
         oom_score_adj: c.oom_score_adj,
-        userns: None,
+        userns,
         memory_reservation: c.memory_reservation,
         memory_swap: c.memory_swap,
         cpu_shares: c.cpu_shares,
         cpuset: c.cpuset.clone(),
         io: c.io.clone(),
-        devices: c.devices.iter().filter_map(|d| DeviceMapping::parse(d.get_ref()).ok()).collect(),
+        devices: c.devices.iter().map(|d| d.get_ref().clone()).collect(),
         restart: c.restart,
         depends_on: c.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
         healthcheck: c.healthcheck.clone(),
-        stop_signal: c.stop_signal.as_deref().and_then(crate::config::signal_number),
-        stop_timeout_ms: c.stop_timeout.map(|d| d.as_millis() as u64),
+        stop_signal: c.stop_signal.map(|s| s.number()),
+        stop_timeout_ms: c.stop_timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }
 
@@ -95,38 +101,36 @@ pub fn capability_set(c: &ContainerConfig) -> Result<u64, Located> {
     Ok(set)
 }
 
-/// The capabilities of `caps` that the seccomp profile tests (a subset of `profile_caps`, in
-/// its order): the key of the filter a container with `caps` gets.
-pub fn seccomp_key(caps: &[impl AsRef<str>], profile_caps: &[String]) -> Result<Vec<String>, String> {
-    let mask = capabilities::mask(caps)?;
-    Ok(profile_caps
-        .iter()
-        .filter(|p| capabilities::parse(p).is_ok_and(|bit| mask & (1u64 << bit) != 0))
-        .cloned()
-        .collect())
+/// The capabilities of the mask `caps` that the seccomp profile tests (`profile_caps`): the key
+/// of the filter a container with `caps` gets.
+pub fn seccomp_key(caps: u64, profile_caps: u64) -> u64 {
+    caps & profile_caps
 }
 
-/// The seccomp filter of a container with the capabilities `caps` (names): berth's default
-/// profile for them, taken from the filters `berth build` compiled; none when unconfined or
-/// privileged. An error when no compiled filter fits.
+/// The seccomp filter of a container with the capability mask `caps`: berth's default profile
+/// for them, taken from the filters `berth build` compiled; none when unconfined or privileged.
+/// An error when no compiled filter fits.
 pub fn seccomp_filter(
     c: &ContainerConfig,
-    caps: &[String],
+    caps: u64,
     filters: &SeccompFilters,
-) -> Result<Option<SeccompFilter>, String> {
+) -> Result<Option<SeccompProgram>, String> {
     if !wants_seccomp(c) {
         return Ok(None);
     }
-    let key = seccomp_key(caps, &filters.profile_caps)?;
+    let key = seccomp_key(caps, filters.profile_caps);
     match filters.variants.iter().find(|v| v.caps == key) {
         Some(v) => Ok(Some(v.filter.clone())),
         None => {
-            let packed: Vec<String> =
-                filters.variants.iter().map(|v| format!("[{}]", v.caps.join(", "))).collect();
+            let packed: Vec<String> = filters
+                .variants
+                .iter()
+                .map(|v| format!("[{}]", capabilities::names(v.caps).join(", ")))
+                .collect();
             Err(format!(
                 "no seccomp filter for the capabilities [{}] is packed (the default profile tests {}; the image has filters for {}): give it the capabilities of one of the image's containers, set seccomp = \"unconfined\", or add such a container to the image",
-                key.join(", "),
-                filters.profile_caps.join(", "),
+                capabilities::names(key).join(", "),
+                capabilities::names(filters.profile_caps).join(", "),
                 if packed.is_empty() { "none".to_string() } else { packed.join(", ") }
             ))
         }
@@ -141,10 +145,8 @@ pub fn collect_filters<'a>(
     containers: impl Iterator<Item = &'a PlannedContainer>,
 ) {
     for c in containers {
-        let (Some(filter), Ok(caps)) = (&c.seccomp, seccomp_key(&c.capabilities, &filters.profile_caps))
-        else {
-            continue;
-        };
+        let Some(filter) = &c.seccomp else { continue };
+        let caps = seccomp_key(c.capabilities, filters.profile_caps);
         if !filters.variants.iter().any(|v| v.caps == caps) {
             filters.variants.push(SeccompVariant { caps, filter: filter.clone() });
         }
@@ -154,17 +156,6 @@ pub fn collect_filters<'a>(
 /// Whether a container gets a seccomp filter: not when unconfined or privileged.
 pub fn wants_seccomp(c: &ContainerConfig) -> bool {
     !c.privileged && c.seccomp == SeccompMode::Default
-}
-
-/// The first `userns = "auto"` range after those of `taken`: ranges never overlap.
-pub fn next_userns_range<'a>(taken: impl Iterator<Item = &'a PlannedContainer>) -> IdRange {
-    let host_id = taken
-        .filter_map(|c| c.userns)
-        .map(|r| r.host_id.saturating_add(r.size))
-        .max()
-        .unwrap_or(USERNS_FIRST_ID)
-        .max(USERNS_FIRST_ID);
-    IdRange { host_id, size: USERNS_RANGE }
 }
 
 #[cfg(test)]
@@ -193,55 +184,70 @@ mod tests {
         Config::parse(&text, "x.toml").unwrap().service.remove(0)
     }
 
+    fn plan(c: &ContainerConfig) -> Result<PlannedContainer, Located> {
+        plan_container(c, &image(), &mut UsernsRanges::default())
+    }
+
     #[test]
     fn plans_process_user_and_capabilities() {
-        let p =
-            plan_container(&container("user = \"app\"\nenv = { A = \"1\" }\ncapabilities = { drop = [\"ALL\"], add = [\"NET_ADMIN\"] }\n"), &image())
-                .unwrap();
+        let p = plan(&container(
+            "user = \"app\"\nenv = { A = \"1\" }\ncapabilities = { drop = [\"ALL\"], add = [\"NET_ADMIN\"] }\n",
+        ))
+        .unwrap();
         assert_eq!(p.args, ["sh"]);
         assert_eq!(p.env, ["PATH=/bin", "A=1"]);
         assert_eq!((p.uid, p.gid), (1000, 1000));
-        assert_eq!(p.capabilities, Vec::<String>::new(), "drop applies after add");
+        assert_eq!(p.capabilities, 0, "drop applies after add");
         assert_eq!((p.image_digest.as_str(), p.hostname.as_str()), ("sha256:11", "s"));
-        let e = plan_container(&container("user = \"nobody\"\n"), &image()).unwrap_err();
+        let e = plan(&container("user = \"nobody\"\n")).unwrap_err();
         assert!(e.1.contains("container `s`: user:") && e.0 > 0, "{e:?}");
-        let e = plan_container(&container("capabilities = { add = [\"FLY\"] }\n"), &image()).unwrap_err();
+        let e = plan(&container("capabilities = { add = [\"FLY\"] }\n")).unwrap_err();
         assert!(e.1.contains("`FLY` is not a capability"), "{e:?}");
     }
 
     #[test]
+    fn carries_typed_values() {
+        let p = plan(&container(
+            "net = \"bridge\"\nports = [\"8080:80\"]\ntmpfs = [\"/t:size=1k\"]\nulimits = { nofile = 7 }\nstop_signal = \"SIGQUIT\"\nuserns = \"auto\"\n",
+        ))
+        .unwrap();
+        assert_eq!(p.ports[0].host_port, 8080);
+        assert_eq!(p.tmpfs[0].mount().data, "size=1024");
+        assert_eq!(p.ulimits, [berth_runtime::Rlimit { resource: libc::RLIMIT_NOFILE, soft: 7, hard: 7 }]);
+        assert_eq!(p.stop_signal, Some(3));
+        assert_eq!(p.userns.map(|r| r.host_id), Some(crate::plan::USERNS_FIRST_ID));
+    }
+
+    fn program(k: u32) -> SeccompProgram {
+        SeccompProgram { filter: vec![libc::sock_filter { code: 0x06, jt: 0, jf: 0, k }], flags: 0 }
+    }
+
+    #[test]
     fn seccomp_filters_by_the_capabilities_the_profile_tests() {
-        let filter = |n| SeccompFilter { flags: 0, instructions: vec![n] };
+        let [sys_admin, sys_chroot] =
+            [capabilities::mask(&["SYS_ADMIN"]), capabilities::mask(&["SYS_CHROOT"])].map(Result::unwrap);
         let filters = SeccompFilters {
-            profile_caps: vec!["CAP_SYS_ADMIN".into(), "CAP_SYS_CHROOT".into()],
-            variants: vec![SeccompVariant { caps: vec!["CAP_SYS_CHROOT".into()], filter: filter(1) }],
+            profile_caps: sys_admin | sys_chroot,
+            variants: vec![SeccompVariant { caps: sys_chroot, filter: program(1) }],
         };
         let plain = container("");
-        let caps = |c: &ContainerConfig| capabilities::names(capability_set(c).unwrap());
-        assert_eq!(seccomp_filter(&plain, &caps(&plain), &filters).unwrap(), Some(filter(1)));
+        let caps = |c: &ContainerConfig| capability_set(c).unwrap();
+        assert_eq!(seccomp_filter(&plain, caps(&plain), &filters).unwrap(), Some(program(1)));
         let net = container("capabilities = { add = [\"NET_ADMIN\"] }\n");
-        assert_eq!(seccomp_filter(&net, &caps(&net), &filters).unwrap(), Some(filter(1)), "not tested");
+        assert_eq!(seccomp_filter(&net, caps(&net), &filters).unwrap(), Some(program(1)), "not tested");
         let admin = container("capabilities = { add = [\"SYS_ADMIN\"] }\n");
-        let e = seccomp_filter(&admin, &caps(&admin), &filters).unwrap_err();
-        assert!(e.contains("[CAP_SYS_ADMIN, CAP_SYS_CHROOT]") && e.contains("unconfined"), "{e}");
+        let e = seccomp_filter(&admin, caps(&admin), &filters).unwrap_err();
+        assert!(e.contains("[CAP_SYS_CHROOT, CAP_SYS_ADMIN]") && e.contains("unconfined"), "{e}");
         let free = container("capabilities = { add = [\"SYS_ADMIN\"] }\nseccomp = \"unconfined\"\n");
-        assert_eq!(seccomp_filter(&free, &caps(&free), &filters).unwrap(), None);
+        assert_eq!(seccomp_filter(&free, caps(&free), &filters).unwrap(), None);
 
         // A filter a container carries is found once collected.
-        let mut carrier = plan_container(&admin, &image()).unwrap();
-        carrier.seccomp = Some(filter(2));
+        let mut carrier = plan(&admin).unwrap();
+        carrier.seccomp = Some(program(2));
         let mut collected = filters.clone();
         collect_filters(&mut collected, [&carrier].into_iter());
         collect_filters(&mut collected, [&carrier].into_iter());
         assert_eq!(collected.variants.len(), 2, "once each");
-        assert_eq!(seccomp_filter(&admin, &caps(&admin), &collected).unwrap(), Some(filter(2)));
-    }
-
-    #[test]
-    fn userns_ranges_follow_the_taken_ones() {
-        let mut a = plan_container(&container(""), &image()).unwrap();
-        assert_eq!(next_userns_range([&a].into_iter()).host_id, USERNS_FIRST_ID);
-        a.userns = Some(IdRange { host_id: USERNS_FIRST_ID, size: USERNS_RANGE });
-        assert_eq!(next_userns_range([&a].into_iter()).host_id, USERNS_FIRST_ID + USERNS_RANGE);
+        assert_eq!(seccomp_filter(&admin, caps(&admin), &collected).unwrap(), Some(program(2)));
     }
 }

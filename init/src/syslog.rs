@@ -4,8 +4,6 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
-
 /// Transport to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -58,18 +56,7 @@ impl fmt::Display for SyslogTarget {
     }
 }
 
-impl Serialize for SyslogTarget {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for SyslogTarget {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        SyslogTarget::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::text_form::serde_as_text!(SyslogTarget);
 
 /// Facility `daemon` (3): services and PID 1 alike.
 pub const FACILITY_DAEMON: u8 = 3;

@@ -16,10 +16,10 @@ use berth_init::accounts::Accounts;
 use berth_init::config::overrides::{self, Override};
 use berth_init::config::{DiskSelector, StorageConfig};
 use berth_init::net::dhcp::{self, Action, DhcpClient};
-use berth_init::plan::{
-    Catalog, Plan, PlannedImage, PlannedLayer, SeccompFilter, SeccompFilters, SeccompVariant,
-};
+use berth_init::plan::{Catalog, Plan, PlannedImage, PlannedLayer, SeccompFilters, SeccompVariant};
 use berth_init::process::ImageConfig;
+use berth_runtime::capabilities;
+use berth_runtime::seccomp::SeccompProgram;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use fuzz::Target;
@@ -63,10 +63,13 @@ fn base_plan() -> Plan {
         catalog: Catalog {
             images: BTreeMap::from([(BUSYBOX.to_string(), image)]),
             seccomp: SeccompFilters {
-                profile_caps: vec!["CAP_SYS_ADMIN".into(), "CAP_SYS_CHROOT".into()],
+                profile_caps: capabilities::mask(&["SYS_ADMIN", "SYS_CHROOT"]).unwrap(),
                 variants: vec![SeccompVariant {
-                    caps: vec!["CAP_SYS_CHROOT".into()],
-                    filter: SeccompFilter { flags: 0, instructions: vec![7] },
+                    caps: capabilities::mask(&["SYS_CHROOT"]).unwrap(),
+                    filter: SeccompProgram {
+                        filter: vec![libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 7 }],
+                        flags: 0,
+                    },
                 }],
             },
             bridge: true,

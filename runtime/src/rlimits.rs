@@ -28,6 +28,11 @@ pub fn resource(name: &str) -> Option<u32> {
     RLIMITS.iter().find(|(n, _)| *n == short).map(|(_, r)| *r)
 }
 
+/// Docker's short name (`nofile`) of an `RLIMIT_*` number.
+pub fn name(resource: u32) -> Option<&'static str> {
+    RLIMITS.iter().find(|(_, r)| *r == resource).map(|(n, _)| *n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +42,7 @@ mod tests {
         assert_eq!(resource("nofile"), Some(libc::RLIMIT_NOFILE));
         assert_eq!(resource("RLIMIT_NPROC"), Some(libc::RLIMIT_NPROC));
         assert_eq!(resource("bogus"), None);
+        assert_eq!(name(libc::RLIMIT_NOFILE), Some("nofile"));
+        assert_eq!(name(999), None);
     }
 }

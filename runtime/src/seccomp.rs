@@ -87,6 +87,7 @@ mod berth;
 mod bpf;
 mod docker;
 mod i386;
+mod program;
 mod x32;
 mod x86_64;
 
@@ -100,6 +101,7 @@ use bpf::{Asm, Op, Target, JEQ, JGE, JGT};
 pub use docker::{
     docker_default_profile, docker_profile, profile_capabilities, KernelVersion, DOCKER_DEFAULT_PROFILE_JSON,
 };
+pub use program::SeccompProgram;
 pub use x86_64::syscall_number;
 
 /// `AUDIT_ARCH_X86_64` (`EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`): the value of
@@ -181,26 +183,6 @@ pub enum SeccompError {
     /// A bug in the compiler (a jump that cannot be encoded); never expected.
     #[error("seccomp compiler bug: {0}")]
     Internal(&'static str),
-}
-
-/// A compiled filter, ready for [`install`].
-#[derive(Clone)]
-pub struct SeccompProgram {
-    /// The classic BPF instructions; never empty, at most [`BPF_MAXINSNS`].
-    pub filter: Vec<libc::sock_filter>,
-    /// `SECCOMP_FILTER_FLAG_*` bits from the profile's `flags` (`SECCOMP_FILTER_FLAG_LOG`,
-    /// `_SPEC_ALLOW`, `_TSYNC`; `_WAIT_KILLABLE_RECV` is dropped: it is only valid with a
-    /// notification listener, which is refused).
-    pub flags: u32,
-}
-
-impl std::fmt::Debug for SeccompProgram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeccompProgram")
-            .field("instructions", &self.filter.len())
-            .field("flags", &self.flags)
-            .finish()
-    }
 }
 
 /// One argument comparison, already validated.

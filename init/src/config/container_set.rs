@@ -32,18 +32,14 @@ pub(crate) struct Member<'a> {
 }
 
 impl<'a> Member<'a> {
-    /// A container from config text (its ports were parsed by the per-container checks).
+    /// A container from config text.
     pub(crate) fn from_config(kind: Kind, c: &'a ContainerConfig) -> Member<'a> {
         Member {
             kind,
             name: c.name.get_ref(),
             at: Some(c.name.span().start),
             depends_on: c.depends_on.iter().map(|d| (d.get_ref().as_str(), Some(d.span().start))).collect(),
-            ports: c
-                .ports
-                .iter()
-                .filter_map(|p| PortMapping::parse(p.get_ref()).ok().map(|m| (m, Some(p.span().start))))
-                .collect(),
+            ports: c.ports.iter().map(|p| (*p.get_ref(), Some(p.span().start))).collect(),
         }
     }
 

@@ -8,8 +8,8 @@
 //! untouched.
 
 use super::container_set::{self, Kind, Member};
-use super::{Config, ContainerConfig, NetMode, UsernsMode};
-use crate::plan::{Plan, PlannedContainer, SeccompFilters};
+use super::{ContainerConfig, ContainerLists, NetMode};
+use crate::plan::{Plan, PlannedContainer, SeccompFilters, UsernsRanges};
 use crate::resolve;
 
 /// An error, located by an offset in the fragment's text when known.
@@ -33,15 +33,11 @@ impl<'a> Merged<'a> {
     ) -> Self {
         let mut containers = image.to_vec();
         let mut origins: Vec<Option<&ContainerConfig>> = vec![None; containers.len()];
-        for (config, mut planned) in fragment {
+        for (config, planned) in fragment {
             let slot =
                 containers.iter().position(|c| c.name == planned.name).filter(|i| origins[*i].is_none());
             match slot {
                 Some(i) => {
-                    if config.userns == UsernsMode::Auto {
-                        // Its ids stay those of the container it replaces.
-                        planned.userns = containers[i].userns;
-                    }
                     containers[i] = planned;
                     origins[i] = Some(config);
                 }
@@ -62,56 +58,34 @@ impl<'a> Merged<'a> {
     }
 }
 
-/// A fragment's containers, by kind.
-pub(super) struct FragmentContainers<'a> {
-    /// `[[onboot]]`.
-    pub onboot: &'a [ContainerConfig],
-    /// `[[service]]`.
-    pub service: &'a [ContainerConfig],
-    /// `[[onshutdown]]`.
-    pub onshutdown: &'a [ContainerConfig],
-}
-
-/// Plans the fragment's containers and merges them over `plan`; returns the changed keys
-/// (`onboot.NAME`, `service.NAME`, `onshutdown.NAME`). On error (located by offset in the
-/// fragment's text, when known) `plan` is unchanged.
-pub(super) fn merge(fragment: FragmentContainers<'_>, plan: &mut Plan) -> Result<Vec<String>, Error> {
-    let FragmentContainers { onboot, service, onshutdown } = fragment;
+/// Plans the fragment's containers (a fragment has no console) and merges them over `plan`;
+/// returns the changed keys (`onboot.NAME`, `service.NAME`, `onshutdown.NAME`). On error
+/// (located by offset in the fragment's text, when known) `plan` is unchanged.
+pub(super) fn merge(fragment: ContainerLists<'_>, plan: &mut Plan) -> Result<Vec<String>, Error> {
+    let ContainerLists { onboot, service, onshutdown, .. } = fragment;
     if onboot.is_empty() && service.is_empty() && onshutdown.is_empty() {
         return Ok(Vec::new());
     }
     // The build's checks of each container on its own (and of its kind's rules).
     // The machine's data disk is the plan's: volumes and persistent layers are allowed with one.
-    let alone = Config {
-        onboot: onboot.to_vec(),
-        service: service.to_vec(),
-        onshutdown: onshutdown.to_vec(),
-        storage: plan.storage.clone(),
-        ..Default::default()
-    };
-    alone.validate_parts()?;
+    fragment.validate(plan.storage.is_some())?;
 
     // The seccomp filters: the catalog's and those the plan's containers carry (kept once
     // collected, for later fragments, even when the container carrying one is replaced).
     let mut filters = plan.catalog.seccomp.clone();
     resolve::collect_filters(&mut filters, plan.containers());
-    let mut lists = [
-        Merged::new(Kind::Onboot, &plan.onboot, plan_list(onboot, plan, &filters)?),
-        Merged::new(Kind::Service, &plan.service, plan_list(service, plan, &filters)?),
-        Merged::new(Kind::OnShutdown, &plan.onshutdown, plan_list(onshutdown, plan, &filters)?),
+    // `userns = "auto"` ids: a container replacing one of the plan's keeps its range, a new one
+    // gets a range after every range in use.
+    let mut ids = UsernsRanges::held_by(plan.containers());
+    let mut planner = Planner { plan, filters: &filters, ids: &mut ids };
+    let fragment_onboot = planner.plan_list(onboot)?;
+    let fragment_service = planner.plan_list(service)?;
+    let fragment_onshutdown = planner.plan_list(onshutdown)?;
+    let lists = [
+        Merged::new(Kind::Onboot, &plan.onboot, fragment_onboot),
+        Merged::new(Kind::Service, &plan.service, fragment_service),
+        Merged::new(Kind::OnShutdown, &plan.onshutdown, fragment_onshutdown),
     ];
-
-    // Private id ranges for new `userns = "auto"` containers, after every range in use.
-    for i in 0..lists.len() {
-        for j in 0..lists[i].containers.len() {
-            let wants = lists[i].origins[j].is_some_and(|c| c.userns == UsernsMode::Auto);
-            if wants && lists[i].containers[j].userns.is_none() {
-                let taken = lists.iter().flat_map(|l| l.containers.iter());
-                let range = resolve::next_userns_range(taken.chain(&plan.console));
-                lists[i].containers[j].userns = Some(range);
-            }
-        }
-    }
 
     let mut members: Vec<Member<'_>> = lists.iter().flat_map(Merged::members).collect();
     members.extend(plan.console.iter().map(|c| Member::from_planned(Kind::Console, c)));
@@ -132,42 +106,53 @@ pub(super) fn merge(fragment: FragmentContainers<'_>, plan: &mut Plan) -> Result
     Ok(changed)
 }
 
-/// Plans each container of a list, with the config it comes from.
-fn plan_list<'a>(
-    list: &'a [ContainerConfig],
-    plan: &Plan,
-    filters: &SeccompFilters,
-) -> Result<Vec<(&'a ContainerConfig, PlannedContainer)>, Error> {
-    list.iter().map(|c| plan_one(c, plan, filters).map(|p| (c, p))).collect()
+/// Plans a fragment's containers on the plan's catalog.
+struct Planner<'p> {
+    /// The plan the fragment is merged over.
+    plan: &'p Plan,
+    /// The seccomp filters at hand: the catalog's and those the plan's containers carry.
+    filters: &'p SeccompFilters,
+    /// The user-namespace ranges of the plan's containers and those given so far.
+    ids: &'p mut UsernsRanges,
 }
 
-/// Plans one container of a fragment on the image it names, which must be packed.
-fn plan_one(c: &ContainerConfig, plan: &Plan, filters: &SeccompFilters) -> Result<PlannedContainer, Error> {
-    let name = c.name.get_ref();
-    let catalog = &plan.catalog;
-    let Some(image) = catalog.images.get(c.image.get_ref()) else {
-        let packed: Vec<&str> = catalog.images.keys().map(String::as_str).collect();
-        return Err((
-            Some(c.image.span().start),
-            format!(
-                "container `{name}`: image `{}` is not packed in this image (PID 1 cannot pull images); packed images: {}",
-                c.image.get_ref(),
-                if packed.is_empty() { "none".to_string() } else { packed.join(", ") }
-            ),
-        ));
-    };
-    if c.net == NetMode::Bridge && !catalog.bridge {
-        return Err((
-            Some(c.name.span().start),
-            format!(
-                "container `{name}`: net = \"bridge\" needs the bridge and NAT modules, which this image does not pack (`berth build` packs them when one of its containers uses net = \"bridge\"); use net = \"host\" or \"none\", or rebuild the image"
-            ),
-        ));
+impl Planner<'_> {
+    /// Plans each container of a list, with the config it comes from.
+    fn plan_list<'a>(
+        &mut self,
+        list: &'a [ContainerConfig],
+    ) -> Result<Vec<(&'a ContainerConfig, PlannedContainer)>, Error> {
+        list.iter().map(|c| self.plan_one(c).map(|p| (c, p))).collect()
     }
-    let mut planned = resolve::plan_container(c, image).map_err(|(at, m)| (Some(at), m))?;
-    planned.seccomp = resolve::seccomp_filter(c, &planned.capabilities, filters)
-        .map_err(|m| (Some(c.name.span().start), format!("container `{name}`: seccomp: {m}")))?;
-    Ok(planned)
+
+    /// Plans one container of a fragment on the image it names, which must be packed.
+    fn plan_one(&mut self, c: &ContainerConfig) -> Result<PlannedContainer, Error> {
+        let name = c.name.get_ref();
+        let catalog = &self.plan.catalog;
+        let Some(image) = catalog.images.get(c.image.get_ref()) else {
+            let packed: Vec<&str> = catalog.images.keys().map(String::as_str).collect();
+            return Err((
+                Some(c.image.span().start),
+                format!(
+                    "container `{name}`: image `{}` is not packed in this image (PID 1 cannot pull images); packed images: {}",
+                    c.image.get_ref(),
+                    if packed.is_empty() { "none".to_string() } else { packed.join(", ") }
+                ),
+            ));
+        };
+        if c.net == NetMode::Bridge && !catalog.bridge {
+            return Err((
+                Some(c.name.span().start),
+                format!(
+                    "container `{name}`: net = \"bridge\" needs the bridge and NAT modules, which this image does not pack (`berth build` packs them when one of its containers uses net = \"bridge\"); use net = \"host\" or \"none\", or rebuild the image"
+                ),
+            ));
+        }
+        let mut planned = resolve::plan_container(c, image, self.ids).map_err(|(at, m)| (Some(at), m))?;
+        planned.seccomp = resolve::seccomp_filter(c, planned.capabilities, self.filters)
+            .map_err(|m| (Some(c.name.span().start), format!("container `{name}`: seccomp: {m}")))?;
+        Ok(planned)
+    }
 }
 
 #[cfg(test)]
@@ -177,11 +162,14 @@ mod tests {
     use super::*;
     use crate::accounts::Accounts;
     use crate::config::overrides::Override;
+    use crate::config::Config;
     use crate::plan::{
-        Catalog, PlannedImage, PlannedLayer, SeccompFilter, SeccompFilters, SeccompVariant, USERNS_FIRST_ID,
+        Catalog, IdRange, PlannedImage, PlannedLayer, SeccompFilters, SeccompVariant, USERNS_FIRST_ID,
         USERNS_RANGE,
     };
     use crate::process::ImageConfig;
+    use berth_runtime::capabilities;
+    use berth_runtime::seccomp::SeccompProgram;
 
     const BUSYBOX: &str = "oci:images/busybox:latest";
 
@@ -216,14 +204,20 @@ userns = "auto"
         Catalog {
             images: BTreeMap::from([(BUSYBOX.to_string(), image)]),
             seccomp: SeccompFilters {
-                profile_caps: vec!["CAP_SYS_ADMIN".into(), "CAP_SYS_CHROOT".into()],
-                variants: vec![SeccompVariant {
-                    caps: vec!["CAP_SYS_CHROOT".into()],
-                    filter: SeccompFilter { flags: 0, instructions: vec![7] },
-                }],
+                profile_caps: caps(&["SYS_ADMIN", "SYS_CHROOT"]),
+                variants: vec![SeccompVariant { caps: caps(&["SYS_CHROOT"]), filter: program(7) }],
             },
             bridge,
         }
+    }
+
+    fn caps(names: &[&str]) -> u64 {
+        capabilities::mask(names).unwrap()
+    }
+
+    /// A one-instruction program returning `k`.
+    fn program(k: u32) -> SeccompProgram {
+        SeccompProgram { filter: vec![libc::sock_filter { code: 0x06, jt: 0, jf: 0, k }], flags: 0 }
     }
 
     fn plan_with(bridge: bool) -> Plan {
@@ -235,10 +229,11 @@ userns = "auto"
             IMAGE.replace("ports = [\"5432:5432\"]\nnet = \"bridge\"\n", "")
         };
         let config = Config::parse(&text, "image.toml").unwrap();
-        let planned = |c: &ContainerConfig| plan_one(c, &plan, &plan.catalog.seccomp).unwrap();
-        let onboot: Vec<_> = config.onboot.iter().map(planned).collect();
-        let mut service: Vec<_> = config.service.iter().map(planned).collect();
-        service[1].userns = Some(crate::plan::IdRange { host_id: USERNS_FIRST_ID, size: USERNS_RANGE });
+        let mut ids = UsernsRanges::default();
+        let mut planner = Planner { plan: &plan, filters: &plan.catalog.seccomp, ids: &mut ids };
+        let onboot: Vec<_> = config.onboot.iter().map(|c| planner.plan_one(c).unwrap()).collect();
+        let service: Vec<_> = config.service.iter().map(|c| planner.plan_one(c).unwrap()).collect();
+        assert_eq!(service[1].userns, Some(IdRange { host_id: USERNS_FIRST_ID, size: USERNS_RANGE }));
         (plan.onboot, plan.service) = (onboot, service);
         // As `berth build` does: the containers carry the only filter, the catalog none.
         plan.catalog.seccomp.variants.clear();
@@ -272,7 +267,7 @@ userns = "auto"
         assert!(extra.env.iter().any(|e| e == "GREETING=hello"), "{:?}", extra.env);
         assert_eq!((extra.uid, extra.gid), (33, 33), "user looked up in the image's accounts");
         assert_eq!((extra.image_digest.as_str(), extra.layers.len()), ("sha256:aa", 1));
-        assert_eq!(extra.seccomp.as_ref().map(|f| f.instructions.clone()), Some(vec![7]));
+        assert_eq!(extra.seccomp, Some(program(7)));
         assert_eq!(extra.hostname, "extra");
     }
 
@@ -326,7 +321,7 @@ userns = "auto"
         apply(&mut p, &all).unwrap();
         assert!(p.containers().all(|c| c.seccomp.is_none()));
         apply(&mut p, "[[service]]\nname = \"late\"\nimage = \"oci:images/busybox:latest\"\n").unwrap();
-        assert_eq!(p.service[2].seccomp.as_ref().map(|f| f.instructions.clone()), Some(vec![7]));
+        assert_eq!(p.service[2].seccomp, Some(program(7)));
     }
 
     #[test]
@@ -339,6 +334,34 @@ userns = "auto"
         .unwrap();
         let range = p.service[2].userns.unwrap();
         assert_eq!(range.host_id, USERNS_FIRST_ID + USERNS_RANGE);
+    }
+
+    /// The plan's ranges and a fragment's: by container name, never overlapping, whatever the
+    /// order of the containers in their lists.
+    #[test]
+    fn user_namespace_ranges_go_by_container_not_position() {
+        let mut p = plan();
+        let web = p.service[1].userns.unwrap();
+        let image = "image = \"oci:images/busybox:latest\"\nuserns = \"auto\"\n";
+        // An onboot container comes first in the plan's order, the replaced `web` last.
+        let fragment = format!(
+            "[[onboot]]\nname = \"first\"\n{image}\n[[service]]\nname = \"iso\"\n{image}\n[[service]]\nname = \"web\"\n{image}\n[[onshutdown]]\nname = \"bye\"\n{image}"
+        );
+        apply(&mut p, &fragment).unwrap();
+        let range_in = |p: &Plan, name: &str| p.containers().find(|c| c.name == name).and_then(|c| c.userns);
+        let range = |name: &str| range_in(&p, name).unwrap();
+        assert_eq!(range("web"), web, "a replaced container keeps its range");
+        let ranges: Vec<IdRange> = ["web", "first", "iso", "bye"].map(range).to_vec();
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                assert!(a.host_id + a.size <= b.host_id || b.host_id + b.size <= a.host_id, "{a:?} {b:?}");
+            }
+        }
+        assert!(ranges.iter().all(|r| r.host_id >= USERNS_FIRST_ID && r.size == USERNS_RANGE));
+        // A later fragment gets a range after all of these.
+        apply(&mut p, &format!("[[service]]\nname = \"late\"\n{image}")).unwrap();
+        let late = range_in(&p, "late").unwrap();
+        assert!(ranges.iter().all(|r| r.host_id + r.size <= late.host_id), "{late:?}");
     }
 
     #[test]

@@ -169,18 +169,7 @@ impl fmt::Display for InterfaceMatch {
     }
 }
 
-impl Serialize for InterfaceMatch {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for InterfaceMatch {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        InterfaceMatch::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::text_form::serde_as_text!(InterfaceMatch, PortMapping);
 
 /// One static route.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -251,8 +240,9 @@ impl Protocol {
     }
 }
 
-/// A published port, Docker's `-p [IP:]HOST:CONTAINER[/PROTO]`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// A published port, Docker's `-p [IP:]HOST:CONTAINER[/PROTO]`; written as that text in the
+/// config and the plan (`"10.0.2.15:8080:80/tcp"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortMapping {
     /// Only traffic to this address of the machine (default: any).
     pub host_ip: Option<Ipv4Addr>,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    de_sysctl, duration_text, extra_containers, line_col, validate_hostname, ContainerConfig, DiskSelector,
-    InterfaceConfig, StorageConfig, WhenDone,
+    de_sysctl, duration_text, extra_containers, line_col, validate_hostname, ContainerConfig, ContainerLists,
+    DiskSelector, InterfaceConfig, StorageConfig, WhenDone,
 };
 use crate::plan::Plan;
 use crate::syslog::SyslogTarget;
@@ -200,10 +200,11 @@ impl Override {
                     o.over(image).map_err(|m| self.origin.locate(self.section_offset("[storage]"), &m))?,
                 ),
             };
-        let fragment = extra_containers::FragmentContainers {
+        let fragment = ContainerLists {
             onboot: &self.onboot,
             service: &self.service,
             onshutdown: &self.onshutdown,
+            console: None,
         };
         let containers =
             extra_containers::merge(fragment, plan).map_err(|(at, m)| self.origin.locate(at, &m))?;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// Where the data disk is mounted unless `[storage] mount` says otherwise.
 pub const DEFAULT_MOUNT: &str = "/var/lib/berth";
@@ -126,30 +126,24 @@ impl fmt::Display for DiskSelector {
     }
 }
 
-impl Serialize for DiskSelector {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
+crate::text_form::serde_as_text!(DiskSelector, VolumeMount);
 
-impl<'de> Deserialize<'de> for DiskSelector {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DiskSelector, D::Error> {
-        let text = String::deserialize(d)?;
-        DiskSelector::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A named volume mounted into a container: `"NAME:/target"` or `"NAME:/target:ro"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A named volume mounted into a container: `"NAME:/target"` or `"NAME:/target:ro"`, written
+/// so in the config and the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeMount {
     /// The volume's name: its directory on the data disk.
     pub name: String,
     /// Absolute path in the container.
     pub target: String,
     /// Mounted read-only.
-    #[serde(default)]
     pub read_only: bool,
+}
+
+impl fmt::Display for VolumeMount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}{}", self.name, self.target, if self.read_only { ":ro" } else { "" })
+    }
 }
 
 impl VolumeMount {

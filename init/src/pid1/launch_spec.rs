@@ -1,5 +1,11 @@
 //! A planned container as the runtime's launch spec: the container itself, or a healthcheck
 //! command run inside it.
+//!
+//! The plan holds runtime-ready values (mounts, capability mask, rlimits, the compiled seccomp
+//! program), so what it holds is copied. What can still fail are facts of the booted machine
+//! only, looked up in `limits`: the device nodes of `devices` and the device numbers of `io`
+//! (a device may be missing, or not a device). The data disk's paths come ready in
+//! `storage::OnDisk`.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -7,9 +13,8 @@ use std::path::PathBuf;
 use berth_init::config::NetMode;
 use berth_init::plan::PlannedContainer;
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
-use berth_runtime::seccomp::SeccompProgram;
 use berth_runtime::spec::{IdMap, Namespace, NamespaceKind, Root};
-use berth_runtime::{BindMount, CapabilitySets, ContainerSpec, Rlimit, Stdio};
+use berth_runtime::{BindMount, CapabilitySets, ContainerSpec, Stdio};
 use nix::unistd::Pid;
 
 use crate::pid1::network::{HOSTS, RESOLV_CONF};
@@ -35,7 +40,9 @@ pub fn container_spec(
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.push(format!("HOSTNAME={}", c.hostname));
     }
-    let caps = berth_runtime::capabilities::mask(&c.capabilities)?;
+    // The container's ids 0.. are the range's, for users and groups alike.
+    let id_maps: Vec<IdMap> =
+        c.userns.map(|r| IdMap { container_id: 0, host_id: r.host_id, size: r.size }).into_iter().collect();
     let (masked, readonly): (&[&str], &[&str]) =
         if c.privileged { (&[], &[]) } else { (MASKED_PATHS, READONLY_PATHS) };
     Ok(ContainerSpec {
@@ -67,26 +74,16 @@ pub fn container_spec(
         // berth's mounts, then the container's tmpfs mounts over them.
         mounts: (!c.tmpfs.is_empty()).then(|| {
             let mut list = berth_runtime::mounts::berth_mounts(cgroups);
-            list.extend(c.tmpfs.iter().filter_map(|t| {
-                berth_runtime::Mount::parse(&t.target, "tmpfs", "tmpfs", &t.mount_options()).ok()
-            }));
+            list.extend(c.tmpfs.iter().map(|t| t.mount().clone()));
             list
         }),
         cgroup: cgroups.then(|| (PathBuf::from(CGROUP_PARENT).join(&c.name), limits)),
         stdio: Stdio::Fds([stdin, stdout, stdout]),
-        capabilities: Some(CapabilitySets::uniform(caps)),
+        capabilities: Some(CapabilitySets::uniform(c.capabilities)),
         no_new_privileges: !c.privileged,
         masked_paths: masked.iter().map(|p| p.to_string()).collect(),
         readonly_paths: readonly.iter().map(|p| p.to_string()).collect(),
-        rlimits: c
-            .ulimits
-            .iter()
-            .map(|(name, (soft, hard))| {
-                berth_runtime::rlimits::resource(name)
-                    .map(|resource| Rlimit { resource, soft: *soft, hard: *hard })
-                    .ok_or_else(|| format!("ulimits: unknown limit `{name}`"))
-            })
-            .collect::<Result<_, _>>()?,
+        rlimits: c.ulimits.clone(),
         sysctl: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         devices: limits::device_nodes(c)?,
         oom_score_adj: c.oom_score_adj,
@@ -105,27 +102,9 @@ pub fn container_spec(
             }
             kinds.into_iter().map(|kind| Namespace { kind, path: None }).collect()
         }),
-        uid_mappings: c
-            .userns
-            .map(|r| vec![IdMap { container_id: 0, host_id: r.host_id, size: r.size }])
-            .unwrap_or_default(),
-        gid_mappings: c
-            .userns
-            .map(|r| vec![IdMap { container_id: 0, host_id: r.host_id, size: r.size }])
-            .unwrap_or_default(),
-        seccomp: c.seccomp.as_ref().map(|f| SeccompProgram {
-            flags: f.flags,
-            filter: f
-                .instructions
-                .iter()
-                .map(|i| libc::sock_filter {
-                    code: (i >> 48) as u16,
-                    jt: (i >> 40) as u8,
-                    jf: (i >> 32) as u8,
-                    k: *i as u32,
-                })
-                .collect(),
-        }),
+        uid_mappings: id_maps.clone(),
+        gid_mappings: id_maps,
+        seccomp: c.seccomp.clone(),
         ..Default::default()
     })
 }
