@@ -97,7 +97,8 @@ pub fn payload(image: &[u8]) -> Result<&[u8], BzImageError> {
     }
     let protocol = u16::from_le_bytes([image[0x206], image[0x207]]);
     if protocol < 0x0208 {
-        return Err(BzImageError::OldProtocol { major: (protocol >> 8) as u8, minor: protocol as u8 });
+        let [minor, major] = protocol.to_le_bytes();
+        return Err(BzImageError::OldProtocol { major, minor });
     }
     let setup_sects = match image[0x1f1] {
         0 => 4,
@@ -202,7 +203,7 @@ pub(crate) mod tests {
             "zstd" => zstd::encode_all(vmlinux, 19).unwrap(),
             other => panic!("no {other} in tests"),
         };
-        payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&u32::try_from(vmlinux.len()).unwrap().to_le_bytes());
         bzimage_with_payload(&payload, setup_sects)
     }
 
@@ -219,8 +220,8 @@ pub(crate) mod tests {
         image[0x20e..0x210].copy_from_slice(&0x0300u16.to_le_bytes());
         let version = b"6.1.99-berth (builder@host) #1 SMP\0";
         image[0x500..0x500 + version.len()].copy_from_slice(version);
-        image[0x248..0x24c].copy_from_slice(&(offset as u32).to_le_bytes());
-        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image[0x248..0x24c].copy_from_slice(&u32::try_from(offset).unwrap().to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
         image.extend_from_slice(payload);
         image.extend_from_slice(&[0xcc; 100]); // the rest of the kernel: never read
         image
@@ -290,7 +291,8 @@ pub(crate) mod tests {
         let mut image = synthetic_bzimage(&vmlinux_with_config("CONFIG_A=y\n"), "gzip", 4);
         let len = image.len();
         image.truncate(len - 120); // cut into the compressed stream
-        image[0x24c..0x250].copy_from_slice(&((len - 120 - 5 * 512 - 0x3a0) as u32).to_le_bytes());
+        image[0x24c..0x250]
+            .copy_from_slice(&u32::try_from(len - 120 - 5 * 512 - 0x3a0).unwrap().to_le_bytes());
         assert!(matches!(embedded_config(&image), Err(BzImageError::Decompress { .. })));
     }
 }

@@ -39,8 +39,6 @@ use std::io::{self, Read, Write};
 /// Linux `PATH_MAX`: the unpacker silently skips names (with NUL) and symlink targets longer
 /// than this.
 const PATH_MAX: usize = 4096;
-/// The newc format stores sizes in 8 hex digits.
-const MAX_FILE_SIZE: u64 = u32::MAX as u64;
 /// The archive is padded with NULs to a multiple of this after the trailer, as GNU cpio does.
 const BLOCK_SIZE: u64 = 512;
 
@@ -185,9 +183,10 @@ impl<W: Write> CpioWriter<W> {
         reader: R,
     ) -> Result<(), CpioError> {
         let path = self.prepare(path)?;
-        if size > MAX_FILE_SIZE {
+        // The newc format stores sizes in 8 hex digits: a file over u32::MAX bytes cannot be stored.
+        let Ok(size32) = u32::try_from(size) else {
             return Err(CpioError::TooLarge { path, size });
-        }
+        };
         let mode = S_IFREG | (mode & PERMISSION_BITS);
         let linkable = self.expected_targets.remove(&path);
         let ino = self.alloc_ino();
@@ -197,7 +196,7 @@ impl<W: Write> CpioWriter<W> {
             uid,
             gid,
             nlink: if linkable { 2 } else { 1 },
-            size: size as u32, // checked against MAX_FILE_SIZE above
+            size: size32,
             rdev_major: 0,
             rdev_minor: 0,
         };
@@ -227,13 +226,16 @@ impl<W: Write> CpioWriter<W> {
                 reason: "symlink target must be 1 to 4096 bytes without NUL",
             });
         }
+        // At most PATH_MAX (4096) bytes, checked above: the length fits a u32.
+        #[allow(clippy::cast_possible_truncation)]
+        let size = target.len() as u32;
         let header = Header {
             ino: self.alloc_ino(),
             mode: S_IFLNK | 0o777,
             uid,
             gid,
             nlink: 1,
-            size: target.len() as u32, // at most PATH_MAX
+            size,
             rdev_major: 0,
             rdev_minor: 0,
         };
@@ -354,8 +356,10 @@ impl<W: Write> CpioWriter<W> {
         self.write_header(TRAILER, &header)?;
         let rem = self.offset % BLOCK_SIZE;
         if rem != 0 {
-            let zeros = [0u8; BLOCK_SIZE as usize];
-            self.write_all(TRAILER, &zeros[..(BLOCK_SIZE - rem) as usize])?;
+            // rem < BLOCK_SIZE (512): the padding length fits any usize.
+            #[allow(clippy::cast_possible_truncation)]
+            let pad = (BLOCK_SIZE - rem) as usize;
+            self.write_all(TRAILER, &vec![0u8; pad])?;
         }
         self.out.flush().map_err(|e| io_err(TRAILER, e))?;
         Ok(self.out)
@@ -545,7 +549,7 @@ pub fn read_archive(mut r: impl Read) -> io::Result<Vec<ReadEntry>> {
                 std::str::from_utf8(&header[6 + i * 8..14 + i * 8]).map_err(|_| bad("bad cpio header"))?;
             usize::from_str_radix(text, 16).map_err(|_| bad("bad cpio header"))
         };
-        let mode = field(1)? as u32;
+        let mode = u32::try_from(field(1)?).map_err(|_| bad("bad cpio header"))?;
         let size = field(6)?;
         let name_len = field(11)?;
         let name_start = at + 110;

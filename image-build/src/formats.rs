@@ -216,9 +216,14 @@ pub fn write_uki(
     let _ = fs::remove_file(&cmd);
     result?;
     let mut pe = fs::read(out)?;
-    fix_pe_timestamp(&mut pe, epoch as u32)?;
+    fix_pe_timestamp(&mut pe, pe_timestamp(epoch)?)?;
     fs::write(out, pe)?;
     Ok(())
+}
+
+/// `epoch` as a COFF timestamp (32 bits: until 2106). [`image_epoch`] is always one.
+fn pe_timestamp(epoch: u64) -> Result<u32> {
+    u32::try_from(epoch).with_context(|| format!("the time {epoch} does not fit a PE timestamp (32 bits)"))
 }
 
 /// Sets a PE image's COFF timestamp (objcopy writes the current time) and recomputes the
@@ -242,7 +247,11 @@ pub fn fix_pe_timestamp(pe: &mut [u8], stamp: u32) -> Result<()> {
         sum += word;
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    let sum = ((sum & 0xffff) + (sum >> 16)) as u32 + pe.len() as u32;
+    // The loop keeps the sum at most 0x10000: folded once more it fits 16 bits.
+    #[allow(clippy::cast_possible_truncation)]
+    let folded = ((sum & 0xffff) + (sum >> 16)) as u32;
+    let len = u32::try_from(pe.len()).context("a PE image is at most 4 GiB")?;
+    let sum = folded.wrapping_add(len);
     pe[checksum_at..checksum_at + 4].copy_from_slice(&sum.to_le_bytes());
     Ok(())
 }
@@ -506,7 +515,7 @@ fn normalize_vhdx(vhdx: &Path, raw: &Path) -> Result<()> {
         // LogGuid zero: the log holds nothing to replay; its leftover entries (with random
         // GUIDs) are cleared.
         let log_len = u32::from_le_bytes(data[header + 68..header + 72].try_into()?) as usize;
-        let log_off = u64::from_le_bytes(data[header + 72..header + 80].try_into()?) as usize;
+        let log_off = usize::try_from(u64::from_le_bytes(data[header + 72..header + 80].try_into()?))?;
         if let Some(log) = data.get_mut(log_off..log_off + log_len) {
             log.fill(0);
         }
@@ -525,7 +534,7 @@ fn normalize_vhdx(vhdx: &Path, raw: &Path) -> Result<()> {
     for i in 0..count {
         let e = rt + 16 + i * 32;
         if data[e..e + 16] == metadata_region {
-            let off = u64::from_le_bytes(data[e + 16..e + 24].try_into()?) as usize;
+            let off = usize::try_from(u64::from_le_bytes(data[e + 16..e + 24].try_into()?))?;
             let entries = u16::from_le_bytes(data[off + 10..off + 12].try_into()?) as usize;
             for j in 0..entries {
                 let me = off + 32 + j * 32;
@@ -661,7 +670,7 @@ pub fn write_iso(vmlinuz: &Path, initrd: &Path, cmdline: &str, epoch: u64, out: 
     let efi_image = (|| {
         write_grub_efi(&marker, cmdline, dir, &grub)?;
         let mut pe = fs::read(&grub)?;
-        fix_pe_timestamp(&mut pe, epoch as u32)?;
+        fix_pe_timestamp(&mut pe, pe_timestamp(epoch)?)?;
         fs::write(&grub, pe)?;
         write_fat(
             &[("EFI/BOOT/BOOTX64.EFI", &grub)],

@@ -316,9 +316,7 @@ fn append<W: Write>(
 
 /// Linux's `major()` / `minor()` of a `dev_t`.
 fn split_dev(dev: u64) -> (u32, u32) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major as u32, minor as u32)
+    (libc::major(dev), libc::minor(dev))
 }
 
 /// Reads exactly the size announced in the tar header, or fails (a file that shrank while

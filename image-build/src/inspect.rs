@@ -79,7 +79,8 @@ fn uki_parts(pe: &[u8]) -> Result<(Vec<u8>, Vec<u8>, String)> {
         let s = file.section_by_name(name).ok_or_else(|| anyhow!("the UKI has no {name} section"))?;
         // The stub's sections are padded to the file alignment; the virtual size is exact.
         let data = s.data().context("reading a UKI section")?;
-        let size = (s.size() as usize).min(data.len());
+        // A size beyond usize is beyond the data too.
+        let size = usize::try_from(s.size()).map_or(data.len(), |n| n.min(data.len()));
         Ok(data[..size].to_vec())
     };
     let cmdline = String::from_utf8_lossy(&section(".cmdline")?).trim_end_matches('\0').trim().to_string();
@@ -96,7 +97,7 @@ fn esp_offset(disk: &Path) -> Result<u64> {
     if &head[512..520] != b"EFI PART" {
         bail!("{}: no GPT partition table", disk.display());
     }
-    let entries_lba = u64::from_le_bytes(head[512 + 72..512 + 80].try_into()?) as usize;
+    let entries_lba = usize::try_from(u64::from_le_bytes(head[512 + 72..512 + 80].try_into()?))?;
     let count = u32::from_le_bytes(head[512 + 80..512 + 84].try_into()?) as usize;
     let size = u32::from_le_bytes(head[512 + 84..512 + 88].try_into()?) as usize;
     for i in 0..count.min(128) {

@@ -196,7 +196,7 @@ fn a_disk_holding_data_is_refused_untouched() {
     let raw = dir.path().join("data.raw");
     let mut bytes = vec![0u8; 32 << 20];
     for (i, b) in bytes[8192..16384].iter_mut().enumerate() {
-        *b = (i * 7 + 3) as u8;
+        *b = (i * 7 + 3).to_le_bytes()[0]; // a byte pattern: the low 8 bits
     }
     std::fs::write(&raw, &bytes).unwrap();
 

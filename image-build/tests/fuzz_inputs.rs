@@ -306,7 +306,7 @@ fn oci_layout() {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let mut s = vec![i as u8];
+            let mut s = vec![u8::try_from(i).unwrap()];
             s.extend_from_slice(d);
             s
         })

@@ -82,10 +82,9 @@ fn parse_group(bytes: &[u8]) -> Vec<GroupEntry> {
 }
 
 fn check_range(id: i64, what: &str, spec: &str) -> Result<u32, String> {
-    if (0..=MAX_ID).contains(&id) {
-        Ok(id as u32)
-    } else {
-        Err(format!("user {spec:?}: {what} {id} is out of range (0..={MAX_ID})"))
+    match u32::try_from(id) {
+        Ok(n) if id <= MAX_ID => Ok(n),
+        _ => Err(format!("user {spec:?}: {what} {id} is out of range (0..={MAX_ID})")),
     }
 }
 

@@ -1,6 +1,8 @@
 //! berth-init: the config schema shared with `berth build`, the boot plan, console events,
 //! the planning of one container (shared with `berth build`), and (in the binary) PID 1 itself.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod accounts;
 pub mod config;
 pub mod config_drive;

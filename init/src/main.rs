@@ -4,6 +4,8 @@
 //! `/sbin/poweroff` itself for some host requests (Hyper-V's "shut down", `orderly_poweroff`);
 //! the image links these names to `/init`.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod pid1;
 
 use nix::sys::signal::{kill, Signal};

@@ -26,6 +26,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     if bytes > u64::MAX as f64 {
         return Err(format!("`{text}` is too large"));
     }
+    // Finite, non-negative and at most u64::MAX (checked above); `as` rounds the fraction.
+    #[allow(clippy::cast_possible_truncation)]
     Ok(bytes as u64)
 }
 

@@ -290,12 +290,13 @@ fn run_probe() -> libc::c_int {
         let direction = run.add(32).read_volatile();
         let size = run.add(33).read_volatile();
         let port = run.add(34).cast::<u16>().read_volatile();
-        let data_offset = run.add(40).cast::<u64>().read_volatile();
+        // An offset beyond usize is beyond the mapping too: usize::MAX fails the check below.
+        let data_offset = usize::try_from(run.add(40).cast::<u64>().read_volatile()).unwrap_or(usize::MAX);
         if direction != KVM_EXIT_IO_OUT
             || size != 1
             || port != 0x10
-            || data_offset >= run_size as u64
-            || run.add(data_offset as usize).read_volatile() != 0x2a
+            || data_offset >= run_size as usize
+            || run.add(data_offset).read_volatile() != 0x2a
         {
             return 23;
         }

@@ -62,6 +62,7 @@ fn run_once(rt: &Path, extra: &[&str], root: &Path, bundle: &Path, id: &str) -> 
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes the status and the usage into the two locals, for our own child.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(r, pid);
@@ -76,7 +77,10 @@ fn run_once(rt: &Path, extra: &[&str], root: &Path, bundle: &Path, id: &str) -> 
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    // p is in 0..=1, so the rounded index is in 0..len (and `as` saturates anyway).
+    #[allow(clippy::cast_possible_truncation)]
+    let at = ((v.len() - 1) as f64 * p).round() as usize;
+    v[at]
 }
 
 fn main() {

@@ -242,6 +242,9 @@ impl Cgroup {
             let quota = quota.map(|q| q.to_string()).unwrap_or_else(|| "max".to_string());
             write_file(&self.limit_file("cpu.max", "cpu")?, &format!("{quota} {period}"))?;
         } else if let Some(cpus) = limits.cpus {
+            // A float-to-integer `as` saturates (NaN gives 0), and the floor of 1 ms holds: a huge
+            // or odd `cpus` gives the largest or the smallest quota, never a wrapped one.
+            #[allow(clippy::cast_possible_truncation)]
             let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
             write_file(&self.limit_file("cpu.max", "cpu")?, &format!("{quota} {CPU_PERIOD_US}"))?;
         } else if self.path.join("cpu.max").exists() {

@@ -134,26 +134,33 @@ fn errno() -> i32 {
 /// caller. It performs raw system calls on pointers the parent prepared in `plan`.
 pub(crate) unsafe fn run(plan: &ChildPlan, err_fd: RawFd) -> ! {
     let mut started = false;
-    for (index, (step, name, detail)) in plan.steps.iter().enumerate() {
+    for ((step, name, detail), index) in plan.steps.iter().zip(0u32..) {
         let result = match step {
             Step::SyncParent { kind, read_fd } => sync_parent(err_fd, *kind, *read_fd),
             Step::WaitStart { fifo } => {
                 send(err_fd, READY, 0);
+                // SAFETY: our caller's contract (see above); `fifo` is a live `CString` of the plan.
                 let r = unsafe { wait_start(fifo) };
                 started = r.is_ok();
                 r
             }
+            // SAFETY: our caller's contract (see above): the freshly cloned, single-threaded
+            // child, with the pointers of a plan the parent keeps alive.
             _ => unsafe { perform(step) },
         };
         if let Err(e) = result {
             if started {
                 report_stderr(name, detail, e);
             }
-            report(err_fd, index as u32, e);
+            report(err_fd, index, e);
         }
     }
-    // The last step is Exec, which only returns on failure.
-    report(err_fd, plan.steps.len() as u32, libc::ENOEXEC)
+    // The last step is Exec, which only returns on failure: not reached. Report an index past
+    // the last step, which the parent describes as "container setup". A plan has tens of steps
+    // (one per mount, device, limit…), so its length fits a u32 with room for SYNC and READY.
+    #[allow(clippy::cast_possible_truncation)]
+    let past_end = plan.steps.len() as u32;
+    report(err_fd, past_end, libc::ENOEXEC)
 }
 
 /// Writes one 8-byte message to the error pipe.
@@ -220,6 +227,8 @@ fn sync_parent(err_fd: RawFd, kind: SyncKind, read_fd: RawFd) -> Result<(), i32>
 /// # Safety
 /// As [`run`]; `fifo` is a live `CString`.
 unsafe fn wait_start(fifo: &CString) -> Result<(), i32> {
+    // SAFETY: `fifo` is a live NUL-terminated string for open(2); write(2) reads one byte of a
+    // static literal; the descriptor is ours and closed once.
     unsafe {
         let fd = loop {
             let fd = libc::open(fifo.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -250,13 +259,14 @@ unsafe fn wait_start(fifo: &CString) -> Result<(), i32> {
 ///
 /// # Safety
 /// Only for those four calls: each takes at most three id arguments.
-unsafe fn raw_id_call(call: libc::c_long, ids: [libc::c_uint; 3]) -> libc::c_int {
+unsafe fn raw_id_call(call: libc::c_long, ids: [libc::c_uint; 3]) -> libc::c_long {
     // SAFETY: the calls take ids by value; extra arguments are ignored.
-    unsafe { libc::syscall(call, ids[0], ids[1], ids[2]) as libc::c_int }
+    unsafe { libc::syscall(call, ids[0], ids[1], ids[2]) }
 }
 
-fn check(ret: libc::c_int) -> Result<(), i32> {
-    if ret < 0 {
+/// A system call's result (`int`, or the `long` of syscall(2)): `Err(errno)` when negative.
+fn check(ret: impl Into<i64>) -> Result<(), i32> {
+    if ret.into() < 0 {
         Err(errno())
     } else {
         Ok(())
@@ -272,6 +282,9 @@ fn opt_ptr(s: &Option<CString>) -> *const libc::c_char {
 /// # Safety
 /// See [`run`]: only in the freshly cloned child; all pointers come from live `CString`s.
 unsafe fn perform(step: &Step) -> Result<(), i32> {
+    // SAFETY: the caller's contract (see `run`): we are the freshly cloned child with one thread,
+    // so the raw calls cannot disturb other threads or locks; every pointer passed comes from a
+    // live `CString`, array or stack value of the plan, and the out-parameters are locals.
     unsafe {
         match step {
             Step::ResetSignals => {
@@ -294,8 +307,8 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                     high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
                     check(high[i])?;
                 }
-                for (i, fd) in high.iter().enumerate() {
-                    check(libc::dup2(*fd, i as i32))?;
+                for (fd, target) in high.iter().zip(0..) {
+                    check(libc::dup2(*fd, target))?;
                 }
                 // Everything else closes at exec. Older kernels lack close_range's flag; PID 1
                 // opens all its descriptors close-on-exec anyway.
@@ -461,13 +474,16 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
                     inheritable: u32,
                 }
                 let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+
+                // The two 32-bit halves of a 64-bit mask: the cast keeps the low 32 bits on purpose.
+                #[allow(clippy::cast_possible_truncation)]
                 let half = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
                 let data = [false, true].map(|hi| Data {
                     effective: half(*effective, hi),
                     permitted: half(*permitted, hi),
                     inheritable: half(*inheritable, hi),
                 });
-                check(libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int)
+                check(libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()))
             }
             Step::Ambient { mask, last } => {
                 check(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
@@ -499,13 +515,13 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
             Step::PivotRoot(new_root) => {
                 let dot = c".".as_ptr();
                 check(libc::chdir(new_root.as_ptr()))?;
-                check(libc::syscall(libc::SYS_pivot_root, dot, dot) as libc::c_int)?;
+                check(libc::syscall(libc::SYS_pivot_root, dot, dot))?;
                 check(libc::umount2(dot, libc::MNT_DETACH))?;
                 check(libc::chdir(c"/".as_ptr()))
             }
             Step::Identity { gid, uid, groups } => {
                 let set_groups = libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr());
-                match check(set_groups as libc::c_int) {
+                match check(set_groups) {
                     Err(libc::EPERM) if groups.is_empty() => {}
                     other => other?,
                 }

@@ -5,7 +5,7 @@
 //! any device of the machine — a disk, `/dev/mem`, `/dev/kmsg` — and open it. Docker relies on
 //! exactly this filter; [`DOCKER_DEFAULT_RULES`] is its default list.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -128,7 +128,11 @@ fn program(rules: &[DeviceRule]) -> Vec<Insn> {
         let len = block.len();
         for (i, ins) in block.iter_mut().enumerate() {
             if ins.code == JMP_JNE_K || ins.code == JMP_JEQ_K {
-                ins.off = (len - i - 1) as i16; // to the first instruction after this block
+                // To the first instruction after this block. A block is at most 8 instructions
+                // (type, major, minor, three for access, verdict, exit): the offset fits an i16.
+                #[allow(clippy::cast_possible_truncation)]
+                let off = (len - i - 1) as i16;
+                ins.off = off;
             }
         }
         p.extend(block);
@@ -174,12 +178,15 @@ const BPF_CGROUP_DEVICE: u32 = 6;
 fn load(code: &[Insn], log: Option<&mut Vec<u8>>) -> Result<OwnedFd, Errno> {
     let license = c"Apache-2.0";
     let (log_level, log_size, log_buf) = match log {
-        Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
+        // A buffer longer than u32::MAX is only partly used: the kernel writes at most log_size.
+        Some(buf) => (1, u32::try_from(buf.len()).unwrap_or(u32::MAX), buf.as_mut_ptr() as u64),
         None => (0, 0, 0),
     };
+    // A program that long would be refused by the kernel (BPF_MAXINSNS) with the same error.
+    let insn_cnt = u32::try_from(code.len()).map_err(|_| Errno::E2BIG)?;
     let attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: code.len() as u32,
+        insn_cnt,
         insns: code.as_ptr() as u64,
         license: license.as_ptr() as u64,
         log_level,
@@ -201,8 +208,10 @@ fn load(code: &[Insn], log: Option<&mut Vec<u8>>) -> Result<OwnedFd, Errno> {
     if fd < 0 {
         return Err(Errno::last());
     }
+    // The kernel returns an int descriptor; syscall(2) only widened it to a long.
+    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
     // SAFETY: bpf(BPF_PROG_LOAD) returned a new descriptor that nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Loads the program for `rules` and attaches it to the cgroup at `cgroup_dir`. The attachment

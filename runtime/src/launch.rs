@@ -845,7 +845,9 @@ pub fn launch_with(spec: &ContainerSpec, mut hooks: LaunchHooks<'_>) -> Result<C
             format!("namespaces for container {}", spec.name),
         )));
     }
-    let pid = Pid::from_raw(ret as i32);
+    // clone3 returned a pid, which the kernel keeps below PID_MAX_LIMIT (2^22): it fits a pid_t.
+    #[allow(clippy::cast_possible_truncation)]
+    let pid = Pid::from_raw(ret as libc::pid_t);
     drop(err_write);
     drop(cgroup_fd);
     drop(prepared);

@@ -1,5 +1,10 @@
 //! The one piece of networking every namespace needs: `lo` up.
 
+/// `IFF_UP` as the `short` of `ifr_flags`.
+// IFF_UP is 0x1 (<linux/if.h>): it fits a short.
+#[allow(clippy::cast_possible_truncation)]
+const IFF_UP: libc::c_short = libc::IFF_UP as libc::c_short;
+
 /// Brings `lo` up in the caller's network namespace with `SIOCSIFFLAGS`; returns the errno on
 /// failure. Allocation-free, so a freshly cloned container child may call it.
 pub fn loopback_up() -> Result<(), i32> {
@@ -18,7 +23,7 @@ pub fn loopback_up() -> Result<(), i32> {
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
             result = Err(*libc::__errno_location());
         } else {
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ifr.ifr_ifru.ifru_flags |= IFF_UP;
             if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
                 result = Err(*libc::__errno_location());
             }

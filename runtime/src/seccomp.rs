@@ -301,11 +301,17 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
         let action = action_value(syscall.action(), syscall.errno_ret())?;
         let mut conds = Vec::new();
         for arg in syscall.args().iter().flatten() {
-            if arg.index() > 5 {
-                return Err(SeccompError::ArgIndex { names: syscall.names().join(","), index: arg.index() });
-            }
+            let index = match u32::try_from(arg.index()) {
+                Ok(i) if i <= 5 => i,
+                _ => {
+                    return Err(SeccompError::ArgIndex {
+                        names: syscall.names().join(","),
+                        index: arg.index(),
+                    })
+                }
+            };
             conds.push(Cond {
-                index: arg.index() as u32,
+                index,
                 op: arg.op(),
                 value: arg.value(),
                 value_two: arg.value_two().unwrap_or(0),
@@ -477,6 +483,8 @@ fn emit_cond(asm: &mut Asm, c: &Cond, fail: usize) {
         return emit_cond_32(asm, c, lo, fail);
     }
     let fail = Target::Label(fail);
+    // The high and the low half of a 64-bit argument.
+    #[allow(clippy::cast_possible_truncation)]
     let split = |v: u64| ((v >> 32) as u32, v as u32);
     let (vhi, vlo) = split(c.value);
     match c.op {
@@ -539,6 +547,8 @@ fn emit_cond(asm: &mut Asm, c: &Cond, fail: usize) {
 /// does on a 32-bit ABI; falls through when it holds, jumps to `fail` otherwise.
 fn emit_cond_32(asm: &mut Asm, c: &Cond, lo: u32, fail: usize) {
     let fail = Target::Label(fail);
+    // The low 32 bits, as libseccomp compares them on a 32-bit ABI.
+    #[allow(clippy::cast_possible_truncation)]
     let (v, mask, datum) = (c.value as u32, c.value as u32, (c.value_two & c.value) as u32);
     if c.op == LinuxSeccompOperator::ScmpCmpMaskedEq && mask == 0 {
         return; // Always holds.
@@ -826,6 +836,7 @@ mod tests {
                     .unwrap();
                     for &x in &values {
                         // The kernel zero-extends i386 arguments: only the low word is real.
+                        #[allow(clippy::cast_possible_truncation)]
                         let (x, v, v2) = (x as u32, v as u32, v2 as u32);
                         let want = match op {
                             ScmpCmpNe => x != v,
@@ -1105,20 +1116,20 @@ mod tests {
     fn long_blocks_use_a_trampoline() {
         use LinuxSeccompOperator::*;
         // 60 conditional rules for one call: a block far longer than 255 instructions.
-        let mut rules: Vec<LinuxSyscall> = (0..60u64)
+        let mut rules: Vec<LinuxSyscall> = (0..60u32)
             .map(|i| {
                 syscall(
                     &["getppid"],
                     LinuxSeccompAction::ScmpActErrno,
-                    Some(100 + i as u32),
-                    vec![arg(1, ScmpCmpEq, i, None)],
+                    Some(100 + i),
+                    vec![arg(1, ScmpCmpEq, u64::from(i), None)],
                 )
             })
             .collect();
         rules.push(syscall(&["getpid"], LinuxSeccompAction::ScmpActErrno, Some(3), vec![]));
         let p = compile(&profile(LinuxSeccompAction::ScmpActAllow, rules)).unwrap();
-        for i in 0..60u64 {
-            assert_eq!(run(&p, "getppid", [0, i, 0, 0, 0, 0]), RET_ERRNO | (100 + i as u32));
+        for i in 0..60u32 {
+            assert_eq!(run(&p, "getppid", [0, u64::from(i), 0, 0, 0, 0]), RET_ERRNO | (100 + i));
         }
         assert_eq!(run(&p, "getppid", [0, 60, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(&p, "getpid", [0; 6]), RET_ERRNO | 3);

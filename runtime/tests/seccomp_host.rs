@@ -332,6 +332,8 @@ fn raw_in_child(prog: Option<&SeccompProgram>, f: impl Fn() -> i64) -> WaitStatu
                 }
             }
             let rc = f();
+            // -rc is an errno (1..=4095) when it is converted: it fits an i32.
+            #[allow(clippy::cast_possible_truncation)]
             let code = if (-4095..0).contains(&rc) { -rc as i32 } else { SUCCESS };
             // SAFETY: as above.
             unsafe { libc::_exit(code) }

@@ -313,7 +313,8 @@ impl<'a> Archive<'a> {
                 self.location(member)
             )));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        // Only a hint: the size is at most MAX_JSON_SIZE, and read_to_end grows the vector anyway.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         reader.read_to_end(&mut bytes).map_err(|e| self.io(member, e))?;
         Ok(bytes)
     }

@@ -190,14 +190,14 @@ pub fn synthetic_bzimage(config: Option<&str>) -> Vec<u8> {
         vmlinux.extend_from_slice(b"IKCFG_ED");
     }
     let mut payload = zstd::encode_all(&vmlinux[..], 3).unwrap();
-    payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
+    payload.extend_from_slice(&u32::try_from(vmlinux.len()).unwrap().to_le_bytes());
     let mut image = vec![0u8; 5 * 512]; // setup_sects = 0 means 4
     image[0x202..0x206].copy_from_slice(b"HdrS");
     image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
     image[0x20e..0x210].copy_from_slice(&0x0200u16.to_le_bytes());
     let version = b"6.1.120-berth (builder@host) #1 SMP\0";
     image[0x400..0x400 + version.len()].copy_from_slice(version);
-    image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    image[0x24c..0x250].copy_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
     image.extend_from_slice(&payload);
     image
 }

@@ -320,6 +320,8 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
         count += 6;
         if count >= 8 {
             count -= 8;
+            // `bits` holds fewer than 8 + 6 bits and `count` < 8: after the shift one byte is left.
+            #[allow(clippy::cast_possible_truncation)]
             out.push((bits >> count) as u8);
             bits &= (1 << count) - 1;
         }

@@ -79,7 +79,8 @@ fn prefix_len(mask: &str, v4: bool) -> Result<u8, String> {
     if bits.leading_ones() + bits.trailing_zeros() != 32 {
         return Err(format!("netmask `{mask}` is not contiguous"));
     }
-    Ok(bits.leading_ones() as u8)
+    // At most 32 leading ones: the conversion cannot fail.
+    u8::try_from(bits.leading_ones()).map_err(|_| format!("netmask `{mask}` is not contiguous"))
 }
 
 /// Applies a method (`dhcp`, `auto6`, `none` …) to an interface; false for `off`/`none` of

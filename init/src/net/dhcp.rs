@@ -111,7 +111,7 @@ impl DhcpClient {
             next: None,
             lease: None,
         };
-        c.xid = c.random() as u32;
+        c.xid = c.random_xid();
         c
     }
 
@@ -121,6 +121,13 @@ impl DhcpClient {
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A new transaction id: the low 32 bits of the next random number.
+    // The cast keeps the low 32 bits on purpose: any 32 bits of the generator will do.
+    #[allow(clippy::cast_possible_truncation)]
+    fn random_xid(&mut self) -> u32 {
+        self.random() as u32
     }
 
     /// The current lease, if bound (or renewing).
@@ -148,7 +155,7 @@ impl DhcpClient {
     /// Starts (or restarts) acquiring a lease: sends DISCOVER.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
         self.state = State::Selecting;
-        self.xid = self.random() as u32;
+        self.xid = self.random_xid();
         self.attempt = 0;
         self.send_current(now)
     }
@@ -159,7 +166,7 @@ impl DhcpClient {
             return self.start(now);
         }
         self.state = State::Renewing;
-        self.xid = self.random() as u32;
+        self.xid = self.random_xid();
         self.attempt = 0;
         self.send_current(now)
     }
@@ -192,7 +199,7 @@ impl DhcpClient {
             match self.state {
                 State::Bound => {
                     self.state = State::Renewing;
-                    self.xid = self.random() as u32;
+                    self.xid = self.random_xid();
                     self.attempt = 0;
                 }
                 State::Renewing if now >= acquired + lease.rebind_after => {
@@ -417,7 +424,8 @@ pub fn lease_from(msg: &Message) -> Option<Lease> {
         Some(DhcpOption::SubnetMask(mask)) => {
             let bits = u32::from(*mask);
             if bits.leading_ones() + bits.trailing_zeros() == 32 {
-                bits.leading_ones() as u8
+                // At most 32 leading ones: the conversion cannot fail (24 as for a missing mask).
+                u8::try_from(bits.leading_ones()).unwrap_or(24)
             } else {
                 24
             }
@@ -651,6 +659,8 @@ mod tests {
     }
 
     #[test]
+    // Random inputs: each cast keeps the low bits of the generator's output on purpose.
+    #[allow(clippy::cast_possible_truncation)]
     fn arbitrary_datagrams_never_panic() {
         let t0 = Instant::now();
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;

@@ -93,8 +93,11 @@ struct Attrs(Vec<u8>);
 
 impl Attrs {
     fn bytes(&mut self, kind: u16, value: &[u8]) -> &mut Self {
-        let len = 4 + value.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        // The values are names, addresses, ports and the nested expressions of one rule: a few
+        // hundred bytes, far below the u16 length field's limit.
+        #[allow(clippy::cast_possible_truncation)]
+        let len = (4 + value.len()) as u16;
+        self.0.extend_from_slice(&len.to_ne_bytes());
         self.0.extend_from_slice(&kind.to_ne_bytes());
         self.0.extend_from_slice(value);
         self.pad();
@@ -152,9 +155,10 @@ fn payload(base: u32, offset: u32, len: u32) -> Attrs {
     expr("payload", d)
 }
 
-fn bitwise_mask(mask: &[u8]) -> Attrs {
+fn bitwise_mask(mask: &[u8; 4]) -> Attrs {
     let mut d = Attrs::default();
-    d.be32(1, REG1).be32(2, REG1).be32(3, mask.len() as u32).data(4, mask).data(5, &vec![0; mask.len()]);
+    // LEN is the mask's length: 4 bytes, an IPv4 mask.
+    d.be32(1, REG1).be32(2, REG1).be32(3, 4).data(4, mask).data(5, &[0; 4]);
     expr("bitwise", d)
 }
 
@@ -180,8 +184,10 @@ struct Batch {
 
 impl Batch {
     fn message(&mut self, kind: u16, flags: u16, family: u8, attrs: &Attrs) {
-        let len = 16 + 4 + attrs.0.len();
-        self.buf.extend_from_slice(&(len as u32).to_ne_bytes());
+        // One message is one table, chain or rule: far below the u32 length field's limit.
+        #[allow(clippy::cast_possible_truncation)]
+        let len = (16 + 4 + attrs.0.len()) as u32;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&self.seq.to_ne_bytes());
@@ -376,7 +382,7 @@ mod tests {
             let bytes: Vec<u8> = (0..len)
                 .map(|_| {
                     rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (rng >> 33) as u8
+                    (rng >> 33).to_le_bytes()[0] // a random byte: the low 8 bits
                 })
                 .collect();
             let _ = parse_acks(&bytes);

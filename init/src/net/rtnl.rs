@@ -35,9 +35,10 @@ mod tests {
         let mut bytes = Vec::new();
         for (i, name) in ["lo", "eth0", "berth0"].iter().enumerate() {
             let mut msg = LinkMessage::default();
-            msg.header.index = i as u32 + 1;
+            let i = u8::try_from(i).unwrap();
+            msg.header.index = u32::from(i) + 1;
             msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-            msg.attributes.push(LinkAttribute::Address(vec![0x52, 0x54, 0, 0x12, 0x34, i as u8]));
+            msg.attributes.push(LinkAttribute::Address(vec![0x52, 0x54, 0, 0x12, 0x34, i]));
             msg.attributes.push(LinkAttribute::Mtu(1500));
             let mut nl = NetlinkMessage::new(
                 NetlinkHeader::default(),
@@ -63,6 +64,8 @@ mod tests {
 
     /// Property: arbitrary bytes and mutated real replies never panic.
     #[test]
+    // Random inputs: each cast keeps the low bits of the generator's output on purpose.
+    #[allow(clippy::cast_possible_truncation)]
     fn arbitrary_replies_never_panic() {
         let real = link_dump();
         let mut rng = 0x2545_F491_4F6C_DD1Du64;

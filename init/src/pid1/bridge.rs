@@ -100,7 +100,11 @@ impl Bridge {
     fn sync_nat(&mut self) -> Result<(), String> {
         let forwards: Vec<Forward> = self.attached.values().flat_map(|(_, f)| f.iter().copied()).collect();
         let batch = nft::nat_table(self.nft_seq, &self.cfg.name, self.cfg.subnet, &forwards);
-        self.nft_seq = self.nft_seq.wrapping_add(batch.acked.len() as u32 + 2);
+        // The batch used one sequence number per acknowledged message, plus its begin and end.
+        // Sequence numbers wrap: adding the count modulo 2^32 (what the cast keeps) is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let used = (batch.acked.len() as u32).wrapping_add(2);
+        self.nft_seq = self.nft_seq.wrapping_add(used);
         netlink::send_nft_batch(&batch)
     }
 

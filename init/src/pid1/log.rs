@@ -72,8 +72,8 @@ pub fn open_kmsg() {
     }
 }
 
-fn log_at(level: i32, message: &str) {
-    super::syslog::send(level as u8, "berth", Some(1), "-", message.as_bytes());
+fn log_at(level: u8, message: &str) {
+    super::syslog::send(level, "berth", Some(1), "-", message.as_bytes());
     let mut on_console = true;
     if let Ok(mut guard) = KMSG.lock() {
         if let Some(kmsg) = guard.as_mut() {
@@ -81,7 +81,7 @@ fn log_at(level: i32, message: &str) {
                 let _ = kmsg.write_all(format!("<{level}>berth: {line}\n").as_bytes());
             }
             let console_level = CONSOLE_LEVEL.load(Ordering::Relaxed);
-            on_console = console_level < 0 || level >= console_level;
+            on_console = console_level < 0 || i32::from(level) >= console_level;
         }
     }
     if on_console {

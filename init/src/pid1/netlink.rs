@@ -353,6 +353,9 @@ impl Rtnl {
 /// keeps a lost reply from stopping PID 1 for ever).
 fn set_receive_timeout(sock: &Socket, secs: i64) {
     let timeout = libc::timeval { tv_sec: secs, tv_usec: 0 };
+    // A timeval is 16 bytes (8 on 32-bit targets): its size fits a socklen_t.
+    #[allow(clippy::cast_possible_truncation)]
+    let len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
     // SAFETY: setsockopt reads a timeval that lives across the call, on a socket we own.
     unsafe {
         libc::setsockopt(
@@ -360,7 +363,7 @@ fn set_receive_timeout(sock: &Socket, secs: i64) {
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
+            len,
         );
     }
 }

@@ -80,6 +80,8 @@ fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most 8 bytes into the buffer it is given.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
+    // Only the low 64 bits of the nanoseconds (the ones that change) matter for a seed.
+    #[allow(clippy::cast_possible_truncation)]
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

@@ -184,7 +184,7 @@ fn disk_size(name: &str) -> Result<u64, String> {
 /// Reads the first and last [`PROBE_BYTES`] and classifies them.
 fn probe(dev: &str, size: u64) -> Result<DiskContent, String> {
     let f = File::open(dev).map_err(|e| format!("open {dev}: {e}"))?;
-    let n = (PROBE_BYTES as u64).min(size) as usize;
+    let n = usize::try_from(size).map_or(PROBE_BYTES, |s| s.min(PROBE_BYTES));
     let mut head = vec![0u8; n];
     let mut tail = vec![0u8; n];
     f.read_exact_at(&mut head, 0).map_err(|e| format!("read {dev}: {e}"))?;

@@ -5,7 +5,7 @@
 //! messages are dropped (and counted), never waited for.
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,8 +77,12 @@ pub fn network_ready() {
     }
     s.ready = true;
     if s.target.transport == Transport::Udp {
-        let bind: SocketAddr =
-            if s.target.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+        // Any local address, a port of the kernel's choosing, in the collector's family.
+        let bind = if s.target.addr.is_ipv4() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        };
         s.udp = UdpSocket::bind(bind).ok().filter(|u| u.set_nonblocking(true).is_ok());
     }
     let backlog: Vec<Pending> = s.backlog.drain(..).collect();
@@ -150,7 +154,8 @@ pub fn flush(max: Duration) {
             return;
         }
         let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
-        let ms = left.as_millis().min(u128::from(u16::MAX)) as u16;
+        // Waits longer than u16::MAX ms are cut to it: the loop polls again until `end`.
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
     }
 }

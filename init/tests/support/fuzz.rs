@@ -64,7 +64,7 @@ fn refuse(size: usize) {
     let mut at = digits.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        digits[at] = b"0123456789"[n % 10];
         n /= 10;
         if n == 0 {
             break;
@@ -157,7 +157,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            usize::try_from(self.next() % n as u64).expect("the remainder is below n, a usize")
         }
     }
 
@@ -218,7 +218,7 @@ pub fn mutate(rng: &mut Rng, base: &[u8], other: &[u8], dict: &[&[u8]], max_len:
                 let n = 1 + rng.below(4);
                 for k in 0..n {
                     let b = if rng.one_in(2) {
-                        rng.next() as u8
+                        rng.next().to_le_bytes()[0] // a random byte: the low 8 bits
                     } else {
                         INTERESTING_BYTES[rng.below(INTERESTING_BYTES.len())]
                     };

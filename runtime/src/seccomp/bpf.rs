@@ -148,7 +148,10 @@ pub(crate) fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]
     data[0] = nr;
     data[1] = arch;
     for (i, a) in args.iter().enumerate() {
-        data[4 + 2 * i] = *a as u32;
+        // The low and the high word of the argument, as `struct seccomp_data` holds it.
+        #[allow(clippy::cast_possible_truncation)]
+        let low = *a as u32;
+        data[4 + 2 * i] = low;
         data[5 + 2 * i] = (*a >> 32) as u32;
     }
     let mut a = 0u32;

@@ -95,6 +95,7 @@ impl TryFrom<Encoded> for SeccompProgram {
             digits.iter().fold(0u32, |n, d| n << 4 | char::from(*d).to_digit(16).unwrap_or_default())
         };
         // The digit counts bound each value to its field's width, so the casts are exact.
+        #[allow(clippy::cast_possible_truncation)]
         let filter = text
             .chunks_exact(DIGITS)
             .map(|i| libc::sock_filter {

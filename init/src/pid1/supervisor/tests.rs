@@ -206,7 +206,10 @@ fn backoff_doubles_up_to_the_maximum_and_resets_after_a_stable_run() {
     let short = Duration::from_millis(50);
     let delays: Vec<u64> = (0..12)
         .map(|_| {
-            b.next(berth_init::config::RestartPolicy::Always, short, &crash).unwrap().0.as_millis() as u64
+            u64::try_from(
+                b.next(berth_init::config::RestartPolicy::Always, short, &crash).unwrap().0.as_millis(),
+            )
+            .unwrap()
         })
         .collect();
     assert_eq!(
