@@ -58,7 +58,7 @@ fn main() {
         config = common::with_project_kernel(&config);
     }
     // The example's program: `sh -c SCRIPT`.
-    let parsed = berth_init::config::Config::parse(&config, "hello.toml").unwrap();
+    let parsed = berth_schema::config::Config::parse(&config, "hello.toml").unwrap();
     let command = parsed.onboot[0].command.clone().unwrap();
     assert_eq!(&command[..2], ["sh", "-c"], "the bench expects the example to run `sh -c SCRIPT`");
     let out = common::build(dir.path(), "hello", &config);

@@ -2,7 +2,7 @@
 //!
 //! Steps: parse the config (errors carry file:line:column) → resolve every image (verified
 //! blobs; registry tags pinned by `berth.lock`) → plan each container on its image
-//! (`berth_init::resolve`, the code PID 1 uses for containers delivered at boot: the process
+//! (`berth_schema::resolve`, the code PID 1 uses for containers delivered at boot: the process
 //! merged with the image config, Docker's way, its user resolved) → pick the init binary (must
 //! be static) → the kernel and the modules the system needs → compile the seccomp filters for
 //! that kernel → write the initramfs (newc cpio, zstd or gzip) → publish the outputs.
@@ -18,13 +18,13 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::config::{Config, ConfigError, ContainerConfig, InitrdCompression, NetMode};
-use berth_init::plan::{
+use berth_runtime::seccomp::KernelVersion;
+use berth_schema::config::{Config, ConfigError, ContainerConfig, InitrdCompression, NetMode};
+use berth_schema::plan::{
     layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, LAYERS_DIR,
     PLAN_PATH, PLAN_VERSION, TOOLS_DIR,
 };
-use berth_init::resolve;
-use berth_runtime::seccomp::KernelVersion;
+use berth_schema::resolve;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::blobs::BlobCache;

@@ -1,6 +1,6 @@
 //! The filesystem tools a data disk needs at boot (`[storage]`): e2fsprogs' `mke2fs` and
 //! `e2fsck`, taken from the build machine with every shared library they load and the dynamic
-//! loader, packed under [`TOOLS_DIR`](berth_init::plan::TOOLS_DIR) in the initramfs.
+//! loader, packed under [`TOOLS_DIR`](berth_schema::plan::TOOLS_DIR) in the initramfs.
 //!
 //! PID 1 runs them as `LOADER --library-path TOOLS_DIR/lib TOOLS_DIR/bin/TOOL`, so they need no
 //! `/lib` in the machine and never see a container's files. Why e2fsprogs rather than a format

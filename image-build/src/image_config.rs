@@ -1,10 +1,10 @@
 //! The OCI image configuration (the JSON a manifest's `config` descriptor points to). Its
 //! process defaults and their merge with a berth config's overrides live in the init library
-//! (`berth_init::process`), shared with PID 1.
+//! (`berth_schema::process`), shared with PID 1.
 
 use serde::{Deserialize, Serialize};
 
-pub use berth_init::process::{merge_process, null_default, ImageConfig, MergedProcess, DEFAULT_PATH};
+pub use berth_schema::process::{merge_process, null_default, ImageConfig, MergedProcess, DEFAULT_PATH};
 
 /// `rootfs` of an image configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::plan::{Plan, LAYERS_DIR, PLAN_PATH};
+use berth_schema::plan::{Plan, LAYERS_DIR, PLAN_PATH};
 use serde::Serialize;
 
 use crate::formats::Bootable;
@@ -228,7 +228,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
                     .layers
                     .iter()
                     .map(|l| {
-                        let hex = berth_init::plan::layer_dir_name(&l.digest).to_string();
+                        let hex = berth_schema::plan::layer_dir_name(&l.digest).to_string();
                         (l.digest.clone(), layer_sizes.get(&hex).copied().unwrap_or(0))
                     })
                     .collect(),

@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use berth_init::config::{Config, InitrdCompression, NetMode};
+use berth_schema::config::{Config, InitrdCompression, NetMode};
 use serde::Serialize;
 
 use crate::bzimage::{self, BzImageError};

@@ -1,7 +1,7 @@
 //! Reading image layers as streams of entries, without unpacking them to disk (the initramfs is
 //! written as cpio by an unprivileged build), with the OCI whiteouts converted to the overlayfs
 //! form; and finding the image's `/etc/passwd` and `/etc/group` across its layers (the lookup
-//! itself is `berth_init::accounts`, shared with PID 1).
+//! itself is `berth_schema::accounts`, shared with PID 1).
 //!
 //! A layer is read twice: [`scan_layer`] (pass 1) collects what a writer must know before it
 //! writes anything (opaque directories, hard link targets, `etc/passwd`, `etc/group`), then
@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_init::accounts::Accounts;
+use berth_schema::accounts::Accounts;
 use sha2::{Digest as _, Sha256};
 
 use crate::blobs::format_digest;

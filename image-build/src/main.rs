@@ -45,7 +45,7 @@ enum Command {
         formats: Vec<Format>,
         /// Add a blank data partition of this size ("1g") to the EFI disks (raw-efi, qcow2,
         /// vhdx), GPT name `berth-data`.
-        #[arg(long, value_name = "SIZE", value_parser = berth_init::units::parse_bytes)]
+        #[arg(long, value_name = "SIZE", value_parser = berth_schema::units::parse_bytes)]
         data_size: Option<u64>,
         /// Reach this registry (HOST[:PORT]) over plain HTTP instead of HTTPS (repeatable; also
         /// $BERTH_INSECURE_REGISTRIES, comma-separated).
@@ -352,7 +352,7 @@ fn kernel_check(
     })?;
     let (scope, packed, target) = match for_config {
         Some(path) => {
-            let config = berth_init::config::Config::load(path)?;
+            let config = berth_schema::config::Config::load(path)?;
             let debian = config.kernel.path.is_none();
             if modules && !debian {
                 anyhow::bail!(

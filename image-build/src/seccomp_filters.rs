@@ -2,16 +2,16 @@
 //! kernel (Docker's profile has kernel-version rules), so PID 1 only installs them. One filter
 //! per subset of the capabilities the profile tests that a container uses, and one for Docker's
 //! default capability set — what containers delivered at boot mostly get (PID 1 picks theirs
-//! with `berth_init::resolve::seccomp_filter`; it has no compiler, which would add ~95 kB to it).
+//! with `berth_schema::resolve::seccomp_filter`; it has no compiler, which would add ~95 kB to it).
 
 use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Result};
-use berth_init::plan::{PlannedContainer, SeccompFilters, SeccompVariant};
-use berth_init::resolve::seccomp_key;
 use berth_runtime::capabilities;
 use berth_runtime::defaults::DEFAULT_CAPABILITIES;
 use berth_runtime::seccomp::{self, KernelVersion, SeccompProgram};
+use berth_schema::plan::{PlannedContainer, SeccompFilters, SeccompVariant};
+use berth_schema::resolve::seccomp_key;
 
 /// Compiles the filters for Docker's default capability set and for each of `cap_sets` (the
 /// capability masks of the containers that get a filter).
@@ -33,7 +33,7 @@ pub fn compile(cap_sets: impl Iterator<Item = u64>, kernel: KernelVersion) -> Re
 }
 
 /// Drops the filters one of `containers` carries: PID 1 takes them from there
-/// (`berth_init::resolve::collect_filters`), and the plan, parsed at every boot, holds each once.
+/// (`berth_schema::resolve::collect_filters`), and the plan, parsed at every boot, holds each once.
 pub fn drop_carried<'a>(
     filters: &mut SeccompFilters,
     containers: impl Iterator<Item = &'a PlannedContainer>,

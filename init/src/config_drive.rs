@@ -3,7 +3,7 @@
 //! fragment (see `config::overrides`). This module recognizes the volume and reads the files'
 //! text; PID 1 finds the devices and mounts them.
 
-use crate::config::overrides::Override;
+use berth_schema::config::overrides::Override;
 
 /// A file system berth can read a config drive from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

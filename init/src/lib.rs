@@ -1,18 +1,13 @@
-//! berth-init: the config schema shared with `berth build`, the boot plan, console events,
-//! the planning of one container (shared with `berth build`), and (in the binary) PID 1 itself.
+//! berth-init: PID 1, as a library so that its modules can be unit-tested; `main.rs` only
+//! picks the role by the name the binary is called with (PID 1, `berthctl`, `poweroff` …).
+//!
+//! The config schema and the boot plan it shares with `berth build` are `berth-schema`'s; what
+//! is here runs only in the booted machine: the boot, the supervisor, networking (DHCP,
+//! rtnetlink, nftables), the data disk and the configuration delivered at boot.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod accounts;
-pub mod config;
 pub mod config_drive;
 pub mod disk_probe;
-/// Console events (the `berth-events` crate, shared with the QEMU harness).
-pub use berth_events as events;
 pub mod net;
-pub mod plan;
-pub mod process;
-pub mod resolve;
-pub mod syslog;
-mod text_form;
-pub mod units;
+pub mod pid1;

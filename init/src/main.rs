@@ -6,7 +6,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod pid1;
+use berth_init::pid1;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::config::{parse_mac, InterfaceConfig, InterfaceMatch, NetworkConfig};
+use berth_schema::config::{parse_mac, InterfaceConfig, InterfaceMatch, NetworkConfig};
 
 /// What the command line says about the network.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

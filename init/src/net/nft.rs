@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::config::{PortMapping, Protocol};
+use berth_schema::config::{PortMapping, Protocol};
 
 /// The table berth owns.
 pub const TABLE: &str = "berth";

@@ -1,5 +1,5 @@
 //! Reads the boot-time configuration (a NoCloud config drive, QEMU's fw_cfg, the kernel command
-//! line) and merges it over the plan; see `berth_init::config::overrides` for the rules. A bad
+//! line) and merges it over the plan; see `berth_schema::config::overrides` for the rules. A bad
 //! fragment (one that does not parse, or whose containers do not fit the image) is reported on
 //! the console and skipped: it never stops the boot.
 
@@ -7,9 +7,9 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_init::config::overrides::{self, Override};
-use berth_init::config_drive::{is_cidata, volume_label, DriveFs};
-use berth_init::plan::Plan;
+use crate::config_drive::{is_cidata, volume_label, DriveFs};
+use berth_schema::config::overrides::{self, Override};
+use berth_schema::plan::Plan;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::{log, system};
@@ -102,7 +102,7 @@ fn config_drive(plan: &Plan) -> Vec<Result<Override, String>> {
     };
     log::emit(log::event("config.drive").with("device", &dev).with("fs", fs.kernel_name()));
     match read_drive(&dev, fs) {
-        Ok((meta, user)) => berth_init::config_drive::fragments(meta.as_deref(), user.as_deref()),
+        Ok((meta, user)) => crate::config_drive::fragments(meta.as_deref(), user.as_deref()),
         Err(e) => vec![Err(e)],
     }
 }

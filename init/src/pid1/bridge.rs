@@ -3,7 +3,7 @@
 //!
 //! Order for one container (run from the launch's before-pivot hook, while the child waits with
 //! its new network namespace and `lo` up):
-//! 1. lease the container's address (reserved by name at boot, see `berth_init::net::ipam`);
+//! 1. lease the container's address (reserved by name at boot, see `crate::net::ipam`);
 //! 2. create the veth pair: `vbPID` here, its peer created directly in the container's
 //!    namespace as `eth0`;
 //! 3. `vbPID` onto the bridge, up;
@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 
-use berth_init::config::{BridgeConfig, NetMode};
-use berth_init::net::ipam::Ipam;
-use berth_init::net::nft::{self, Forward};
-use berth_init::plan::Plan;
+use crate::net::ipam::Ipam;
+use crate::net::nft::{self, Forward};
+use berth_schema::config::{BridgeConfig, NetMode};
+use berth_schema::plan::Plan;
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::RouteProtocol;
 
@@ -114,7 +114,7 @@ impl Bridge {
         &mut self,
         name: &str,
         pid: i32,
-        ports: &[berth_init::config::PortMapping],
+        ports: &[berth_schema::config::PortMapping],
     ) -> Result<Ipv4Addr, String> {
         let bridge = self.index.ok_or("the bridge is not set up (see the error at boot)")?;
         let rtnl = self.rtnl.as_mut().ok_or("the bridge is not set up")?;

@@ -10,11 +10,11 @@
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use berth_init::config::NetMode;
-use berth_init::plan::PlannedContainer;
 use berth_runtime::defaults::{MASKED_PATHS, READONLY_PATHS};
 use berth_runtime::spec::{IdMap, Namespace, NamespaceKind, Root};
 use berth_runtime::{BindMount, CapabilitySets, ContainerSpec, Stdio};
+use berth_schema::config::NetMode;
+use berth_schema::plan::PlannedContainer;
 use nix::unistd::Pid;
 
 use crate::pid1::network::{HOSTS, RESOLV_CONF};

@@ -5,13 +5,13 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_init::config::SwapLimit;
-use berth_init::plan::PlannedContainer;
 use berth_runtime::device_filter::{
     DeviceRule, ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DOCKER_DEFAULT_RULES,
 };
 use berth_runtime::CgroupLimits;
 use berth_runtime::Device;
+use berth_schema::config::SwapLimit;
+use berth_schema::plan::PlannedContainer;
 
 /// How long a device named in `io` may take to appear (its driver may still be probing).
 const DEVICE_WAIT: Duration = Duration::from_secs(5);

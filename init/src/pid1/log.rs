@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
-use berth_init::events::Event;
+use berth_events::Event;
 
 static KMSG: Mutex<Option<File>> = Mutex::new(None);
 /// The console log level (first field of /proc/sys/kernel/printk); -1 = unknown.
@@ -108,7 +108,7 @@ pub fn error(message: &str) {
     log_at(3, message);
 }
 
-/// Prints an event line (see `berth_init::events`).
+/// Prints an event line (see `berth_events`).
 pub fn emit(event: Event) {
     let line = format!("{event}\n");
     super::syslog::send(6, "berth", Some(1), "event", line.trim_end().as_bytes());

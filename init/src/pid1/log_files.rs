@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
-use berth_init::config::LogConfig;
+use berth_schema::config::LogConfig;
 
 /// Where the files are.
 pub const LOG_DIR: &str = "/var/log/berth";

@@ -37,7 +37,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_init::plan::{Plan, PLAN_PATH};
+use berth_schema::plan::{Plan, PLAN_PATH};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use control::protocol::{Reply, Request};
@@ -188,7 +188,7 @@ fn start_network(plan: &Plan, cmdline: &str) -> (HostNetwork, Option<bridge::Bri
     }
     let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     let entries = bridge.as_ref().map(|b| b.hosts_entries(plan)).unwrap_or_default();
-    let hosts = berth_init::net::files::hosts(&hostname, &entries, &plan.network.hosts);
+    let hosts = crate::net::files::hosts(&hostname, &entries, &plan.network.hosts);
     if let Err(e) = network::write_in_place(network::HOSTS, &hosts) {
         log::warn(&format!("network: {e}"));
     }

@@ -146,7 +146,7 @@ impl Rtnl {
     ) -> Result<(), String> {
         let mut buf = vec![0u8; 64 * 1024];
         let n = self.sock.recv(&mut &mut buf[..], 0).map_err(io_err)?;
-        for m in berth_init::net::rtnl::parse_messages(&buf[..n]) {
+        for m in crate::net::rtnl::parse_messages(&buf[..n]) {
             f(&m);
         }
         Ok(())
@@ -368,8 +368,8 @@ fn set_receive_timeout(sock: &Socket, secs: i64) {
     }
 }
 
-/// Sends an nftables batch (see `berth_init::net::nft`) and checks every acknowledgement.
-pub fn send_nft_batch(batch: &berth_init::net::nft::EncodedBatch) -> Result<(), String> {
+/// Sends an nftables batch (see `crate::net::nft`) and checks every acknowledgement.
+pub fn send_nft_batch(batch: &crate::net::nft::EncodedBatch) -> Result<(), String> {
     let mut sock = Socket::new(protocols::NETLINK_NETFILTER).map_err(|e| format!("netfilter socket: {e}"))?;
     sock.bind_auto().map_err(|e| format!("netfilter bind: {e}"))?;
     sock.connect(&SocketAddr::new(0, 0)).map_err(|e| format!("netfilter connect: {e}"))?;
@@ -388,7 +388,7 @@ pub fn send_nft_batch(batch: &berth_init::net::nft::EncodedBatch) -> Result<(), 
                 return Err(format!("nftables: no answer from the kernel ({e})"));
             }
         };
-        for (seq, errno) in berth_init::net::nft::parse_acks(&buf[..n]) {
+        for (seq, errno) in crate::net::nft::parse_acks(&buf[..n]) {
             pending.retain(|s| *s != seq);
             if errno != 0 && first_error.is_none() {
                 first_error = Some(nix::errno::Errno::from_raw(errno));

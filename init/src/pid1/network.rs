@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
-use berth_init::config::{InterfaceConfig, InterfaceMatch, NetworkConfig};
-use berth_init::net::dhcp::{Action, Destination, DhcpClient, Lease};
-use berth_init::net::files;
+use crate::net::dhcp::{Action, Destination, DhcpClient, Lease};
+use crate::net::files;
+use berth_schema::config::{InterfaceConfig, InterfaceMatch, NetworkConfig};
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::RouteProtocol;
 
@@ -140,7 +140,7 @@ impl HostNetwork {
     /// reported and ignored).
     pub fn start(config: &NetworkConfig, cmdline: &str) -> HostNetwork {
         let mut config = config.clone();
-        match berth_init::net::cmdline::parse(cmdline) {
+        match crate::net::cmdline::parse(cmdline) {
             Ok(over) => {
                 if over.interfaces.is_some() {
                     log::info("network: the kernel command line's ip= replaces [[network.interface]]");

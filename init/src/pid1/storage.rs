@@ -20,10 +20,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_init::config::{DiskSelector, StorageConfig, CONTAINERS_DIR, VOLUMES_DIR};
-use berth_init::disk_probe::{self, DiskContent, ExtSuperblock, PROBE_BYTES};
-use berth_init::plan::{PlannedContainer, TOOLS_DIR};
+use crate::disk_probe::{self, DiskContent, ExtSuperblock, PROBE_BYTES};
 use berth_runtime::BindMount;
+use berth_schema::config::{DiskSelector, StorageConfig, CONTAINERS_DIR, VOLUMES_DIR};
+use berth_schema::plan::{PlannedContainer, TOOLS_DIR};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::pid1::log;

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_init::syslog::{octet_counted, rfc3339, rfc5424, SyslogTarget, Transport};
+use berth_schema::syslog::{octet_counted, rfc3339, rfc5424, SyslogTarget, Transport};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockType, SockaddrStorage};
 

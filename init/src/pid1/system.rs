@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use berth_init::plan::Plan;
+use berth_schema::plan::Plan;
 
 /// Loads each module (paths in load order); "already loaded" is fine. Returns failures.
 pub fn load_modules(paths: &[String]) -> Vec<String> {

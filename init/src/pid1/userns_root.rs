@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use berth_init::plan::PlannedContainer;
+use berth_schema::plan::PlannedContainer;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chown, Gid, Uid};
 

@@ -29,13 +29,12 @@
 
 use std::time::{Duration, Instant};
 
-use berth_init::config::{WhenDone, NETWORK_UNIT};
-use berth_init::events::Event;
-use berth_init::plan::Plan;
+use berth_events::Event;
 use berth_runtime::ExitInfo;
-use nix::sys::signal::Signal;
+use berth_schema::config::{WhenDone, NETWORK_UNIT};
+use berth_schema::plan::Plan;
 
-use super::unit::{signal_name, Dependency, Ending, Health, Kind, Run, State, Unit, UnitId};
+use super::unit::{signal_name, Dependency, Ending, Health, Kind, Run, SignalNumber, State, Unit, UnitId};
 use crate::pid1::control::protocol::{Reply, Request};
 use crate::pid1::log::Follow;
 use crate::pid1::shutdown::PowerAction;
@@ -103,7 +102,7 @@ pub enum Action {
     /// Launch the unit (answer with `Started` or `LaunchFailed`).
     Launch(UnitId),
     /// Send the unit's process a signal.
-    Signal(UnitId, Signal),
+    Signal(UnitId, SignalNumber),
     /// Run the unit's healthcheck (answer with `CheckStarted` or `CheckFailed`).
     RunCheck(UnitId),
     /// Kill the unit's running healthcheck.
@@ -593,7 +592,7 @@ impl Machine {
                 run.kill_at = None;
                 let ev = self.event("container.stopping", UnitId(i)).with("signal", "KILL");
                 self.emit(ev);
-                self.out.push(Action::Signal(UnitId(i), Signal::SIGKILL));
+                self.out.push(Action::Signal(UnitId(i), SignalNumber::KILL));
             }
         }
     }
@@ -669,7 +668,7 @@ impl Machine {
         if let Some(run) = self.units[unit.0].run_mut() {
             run.kill_at = Some(now + stop.timeout);
         }
-        let ev = self.event("container.stopping", unit).with("signal", signal_name(stop.signal));
+        let ev = self.event("container.stopping", unit).with("signal", stop.signal.name());
         self.emit(ev);
         self.out.push(Action::Signal(unit, stop.signal));
     }

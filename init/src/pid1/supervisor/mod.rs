@@ -14,9 +14,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use berth_init::config::NetMode;
-use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::{launch, launch_with, Container, LaunchHooks, Stdio};
+use berth_schema::config::NetMode;
+use berth_schema::plan::{Plan, PlannedContainer};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
@@ -168,7 +168,9 @@ impl Supervisor {
             }),
             Action::Signal(unit, signal) => {
                 if let Some(h) = self.handles.get(&unit) {
-                    let _ = kill(h.container.pid, signal);
+                    // SAFETY: kill(2) takes two integers and touches none of PID 1's memory;
+                    // the number may be a realtime signal, which nix's `kill` cannot send.
+                    let _ = unsafe { libc::kill(h.container.pid.as_raw(), signal.0) };
                 }
                 None
             }

@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use berth_init::plan::{Plan, PlannedContainer};
 use berth_runtime::ExitInfo;
+use berth_schema::plan::{Plan, PlannedContainer};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use super::machine::{render_ps, Action, Input, Machine, Phase};
-use super::unit::{Backoff, UnitId};
+use super::unit::{Backoff, SignalNumber, UnitId};
 use crate::pid1::control::protocol::{Reply, Request};
 use crate::pid1::shutdown::PowerAction;
 
@@ -138,14 +138,19 @@ fn events(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
-fn event<'a>(actions: &'a [Action], name: &str) -> Option<&'a berth_init::events::Event> {
+fn event<'a>(actions: &'a [Action], name: &str) -> Option<&'a berth_events::Event> {
     actions.iter().find_map(|a| match a {
         Action::Emit(e) if e.name == name => Some(e),
         _ => None,
     })
 }
 
-fn signals(actions: &[Action]) -> Vec<(UnitId, Signal)> {
+/// A signal as the machine sends it.
+fn n(signal: Signal) -> SignalNumber {
+    signal.into()
+}
+
+fn signals(actions: &[Action]) -> Vec<(UnitId, SignalNumber)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -207,7 +212,7 @@ fn backoff_doubles_up_to_the_maximum_and_resets_after_a_stable_run() {
     let delays: Vec<u64> = (0..12)
         .map(|_| {
             u64::try_from(
-                b.next(berth_init::config::RestartPolicy::Always, short, &crash).unwrap().0.as_millis(),
+                b.next(berth_schema::config::RestartPolicy::Always, short, &crash).unwrap().0.as_millis(),
             )
             .unwrap()
         })
@@ -219,13 +224,13 @@ fn backoff_doubles_up_to_the_maximum_and_resets_after_a_stable_run() {
     );
     assert_eq!(b.count, 12);
     let after_stable =
-        b.next(berth_init::config::RestartPolicy::Always, Backoff::STABLE_RUN, &crash).unwrap();
+        b.next(berth_schema::config::RestartPolicy::Always, Backoff::STABLE_RUN, &crash).unwrap();
     assert_eq!(after_stable, (Backoff::FIRST, 1), "a run of 10 s starts the sequence again");
 }
 
 #[test]
 fn restart_policies_decide_by_the_exit() {
-    use berth_init::config::RestartPolicy::*;
+    use berth_schema::config::RestartPolicy::*;
     let ok = ExitInfo { code: Some(0), signal: None, oom_killed: false };
     let crash = ExitInfo { code: Some(2), signal: None, oom_killed: false };
     let killed = ExitInfo { code: None, signal: Some(Signal::SIGKILL), oom_killed: false };
@@ -389,21 +394,21 @@ fn shutdown_stops_in_reverse_dependency_order_with_each_signal_and_timeout() {
     let (proxy, other, app, db) = (sim.id("proxy"), sim.id("other"), sim.id("app"), sim.id("db"));
     assert_eq!(
         signals(&begin),
-        [(other, Signal::SIGTERM), (proxy, Signal::SIGTERM)],
+        [(other, n(Signal::SIGTERM)), (proxy, n(Signal::SIGTERM))],
         "only what nothing depends on"
     );
     assert_eq!(sim.machine.deadline(), Some(sim.now + Duration::from_secs(10)), "the machine's stop timeout");
     sim.at(1000);
-    assert_eq!(signals(&sim.exit("proxy", 0)), [(app, Signal::SIGTERM)]);
+    assert_eq!(signals(&sim.exit("proxy", 0)), [(app, n(Signal::SIGTERM))]);
     sim.at(2000);
     let app_ended = sim.exit("app", 0);
-    assert_eq!(signals(&app_ended), [(db, Signal::SIGQUIT)], "db's own stop signal");
+    assert_eq!(signals(&app_ended), [(db, n(Signal::SIGQUIT))], "db's own stop signal");
     assert_eq!(event(&app_ended, "container.stopping").unwrap().get("signal"), Some("QUIT"));
     sim.exit("other", 0);
     // db ignores it: SIGKILL at its own timeout, 5 s after its stop signal.
     assert!(signals(&sim.at(6999)).is_empty());
     let kill = sim.at(7000);
-    assert_eq!(signals(&kill), [(db, Signal::SIGKILL)]);
+    assert_eq!(signals(&kill), [(db, n(Signal::SIGKILL))]);
     assert_eq!(event(&kill, "container.stopping").unwrap().get("signal"), Some("KILL"));
     let onshutdown = sim.killed("db", Signal::SIGKILL);
     assert_eq!(events(&onshutdown), ["container.exited db", "container.started backup"]);
@@ -424,7 +429,7 @@ fn a_second_shutdown_request_kills_at_once() {
     let escalated = sim.feed(Input::Escalate);
     assert_eq!(
         signals(&escalated),
-        [(sim.id("db"), Signal::SIGKILL), (sim.id("app"), Signal::SIGKILL)],
+        [(sim.id("db"), n(Signal::SIGKILL)), (sim.id("app"), n(Signal::SIGKILL))],
         "everything still running, dependencies too, without waiting for timeouts or order"
     );
     assert_eq!(sim.machine.deadline(), None, "no SIGKILL left to send");
@@ -452,7 +457,7 @@ fn a_service_stopped_by_hand_is_not_restarted_until_started_again() {
     let mut sim = Sim::with(vec![container("web", json!({"restart": "always", "stop_timeout_ms": 2000}))]);
     sim.feed(Input::Boot);
     assert_eq!(sim.control(Request::Stop("web".into())), Reply::Text("stopping web\n".into()));
-    assert_eq!(signals(&sim.done), [(sim.id("web"), Signal::SIGTERM)]);
+    assert_eq!(signals(&sim.done), [(sim.id("web"), n(Signal::SIGTERM))]);
     let ended = sim.exit("web", 0);
     assert_eq!(events(&ended), ["container.exited web", "system.done"], "no restart");
     let rows = sim.machine.ps(sim.now);
@@ -464,12 +469,21 @@ fn a_service_stopped_by_hand_is_not_restarted_until_started_again() {
 }
 
 #[test]
+fn a_realtime_stop_signal_is_sent_as_it_is_numbered() {
+    let mut sim = Sim::with(vec![container("app", json!({"stop_signal": 40}))]);
+    sim.feed(Input::Boot);
+    let stop = sim.feed(Input::Shutdown);
+    assert_eq!(signals(&stop), [(sim.id("app"), SignalNumber(40))], "not SIGTERM in its place");
+    assert_eq!(event(&stop, "container.stopping").unwrap().get("signal"), Some("40"));
+}
+
+#[test]
 fn stop_by_hand_escalates_to_kill_at_the_containers_timeout() {
     let mut sim = Sim::with(vec![container("web", json!({"stop_signal": 2, "stop_timeout_ms": 2000}))]);
     sim.feed(Input::Boot);
     sim.control(Request::Stop("web".into()));
-    assert_eq!(signals(&sim.done), [(sim.id("web"), Signal::SIGINT)]);
-    assert_eq!(signals(&sim.at(2000)), [(sim.id("web"), Signal::SIGKILL)]);
+    assert_eq!(signals(&sim.done), [(sim.id("web"), n(Signal::SIGINT))]);
+    assert_eq!(signals(&sim.at(2000)), [(sim.id("web"), n(Signal::SIGKILL))]);
 }
 
 #[test]
@@ -535,7 +549,7 @@ fn control_requests_about_containers() {
 #[test]
 fn when_done_powers_off_once_every_container_has_ended() {
     let mut plan = Plan { service: vec![container("job", json!({}))], ..Plan::default() };
-    plan.system.when_done = berth_init::config::WhenDone::Poweroff;
+    plan.system.when_done = berth_schema::config::WhenDone::Poweroff;
     plan.console = Some(container("shell", json!({})));
     let mut sim = Sim::new(plan);
     sim.feed(Input::Boot);

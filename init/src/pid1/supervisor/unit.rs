@@ -8,9 +8,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use berth_init::config::{HealthcheckConfig, RestartPolicy};
-use berth_init::plan::PlannedContainer;
 use berth_runtime::ExitInfo;
+use berth_schema::config::{HealthcheckConfig, RestartPolicy};
+use berth_schema::plan::PlannedContainer;
 use nix::sys::signal::Signal;
 
 /// A unit's index in the machine's list: onboot, service, onshutdown, then the console, in file
@@ -52,11 +52,34 @@ pub enum Dependency {
     Network,
 }
 
+/// A signal by its number: a standard one or a realtime one (`stop_signal = "40"`), all of
+/// which the config accepts; `nix`'s `Signal` has no realtime signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalNumber(pub i32);
+
+impl SignalNumber {
+    /// SIGTERM, the default stop signal.
+    pub const TERM: SignalNumber = SignalNumber(libc::SIGTERM);
+    /// SIGKILL, at the end of a stop timeout.
+    pub const KILL: SignalNumber = SignalNumber(libc::SIGKILL);
+
+    /// Its name in events and `ps`: `TERM` for SIGTERM; a realtime signal by its number.
+    pub fn name(self) -> String {
+        Signal::try_from(self.0).map_or_else(|_| self.0.to_string(), |s| signal_name(s).to_string())
+    }
+}
+
+impl From<Signal> for SignalNumber {
+    fn from(signal: Signal) -> SignalNumber {
+        SignalNumber(signal as i32)
+    }
+}
+
 /// How a container is asked to stop, and how long it gets before SIGKILL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopSettings {
     /// The stop signal (Docker's `--stop-signal`; SIGTERM by default).
-    pub signal: Signal,
+    pub signal: SignalNumber,
     /// Time between the stop signal and SIGKILL; for an onshutdown container, its longest run.
     pub timeout: Duration,
 }
@@ -66,8 +89,8 @@ impl StopSettings {
     /// these defaults are worked out.
     pub fn of(c: &PlannedContainer, machine_timeout: Duration) -> StopSettings {
         StopSettings {
-            // The number was checked against the signal table when the config was validated.
-            signal: c.stop_signal.and_then(|n| Signal::try_from(n).ok()).unwrap_or(Signal::SIGTERM),
+            // The number was checked when the config was read.
+            signal: c.stop_signal.map_or(SignalNumber::TERM, SignalNumber),
             timeout: c.stop_timeout_ms.map(Duration::from_millis).unwrap_or(machine_timeout),
         }
     }
