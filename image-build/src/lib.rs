@@ -24,3 +24,4 @@ pub mod reference;
 pub mod registry;
 pub mod seccomp_filters;
 pub mod source;
+pub mod verity;
