@@ -10,8 +10,9 @@ packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   docker-registry skopeo openssl apache2-utils
   # the data disk: mke2fs and e2fsck are packed into images with [storage]; dumpe2fs in tests
   e2fsprogs
-  # the system partition's dm-verity hash tree is checked against veritysetup's in tests
-  cryptsetup-bin
+  # the system partition: squashfs from a tar stream (tar2sqfs, no root); its dm-verity hash
+  # tree is checked against veritysetup's in tests
+  squashfs-tools-ng cryptsetup-bin
   # the project kernel (kernel-config/build): Debian's kernel source and what building it needs
   linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev xz-utils)
 missing=()

@@ -735,7 +735,7 @@ fn layer_prefix(digest: &str) -> Result<String> {
 /// Where a layer entry goes: `PREFIX/PATH`, refused unless `path` is relative with no empty,
 /// `.` or `..` component (what [`layer::LayerEntry::path`] promises; checked again so that no
 /// change of the reader can make a layer write outside its directory).
-fn layer_entry_dest(prefix: &str, path: &str) -> Result<String> {
+pub(crate) fn layer_entry_dest(prefix: &str, path: &str) -> Result<String> {
     if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         bail!("internal: layer entry path {path:?} is not normalized");
     }

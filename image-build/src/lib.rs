@@ -24,4 +24,5 @@ pub mod reference;
 pub mod registry;
 pub mod seccomp_filters;
 pub mod source;
+pub mod system_partition;
 pub mod verity;

@@ -1,0 +1,146 @@
+//! The system partition (squashfs from a tar stream, no root): each layer once by digest, with
+//! what overlayfs needs — whiteouts as 0:0 character devices, opaque directories' xattr —
+//! owners, modes, hard links, device nodes and symlinks exact; the same bytes on every build;
+//! a whole number of 4 KiB blocks for the verity tree. Read back with `sqfs2tar`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use berth_image_build::blobs::sha256_bytes;
+use berth_image_build::layer::scan_layer;
+use berth_image_build::source::{Compression, LayerBlob};
+use berth_image_build::system_partition::write_squashfs;
+use berth_image_build::verity::{hash_tree, BLOCK_SIZE};
+
+fn layer(dir: &Path, tar: Vec<u8>) -> LayerBlob {
+    let digest = sha256_bytes(&tar);
+    let path = dir.join(digest.replace(':', "-"));
+    fs::write(&path, &tar).unwrap();
+    LayerBlob {
+        digest: digest.clone(),
+        diff_id: Some(digest),
+        compression: Compression::None,
+        size: tar.len() as u64,
+        path,
+    }
+}
+
+fn entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    path: &str,
+    mode: u32,
+    owner: u64,
+    data: &[u8],
+) {
+    let mut h = common::tar_header(kind, mode, data.len() as u64);
+    h.set_uid(owner);
+    h.set_gid(owner);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// What `sqfs2tar` reads back: path → (kind, mode, uid, link target, device, opaque xattr).
+type Listing = BTreeMap<String, (char, u32, u64, String, (u32, u32), bool)>;
+
+fn read_back(image: &Path) -> Listing {
+    let out = Command::new("sqfs2tar").arg(image).output().expect("run sqfs2tar (squashfs-tools-ng)");
+    assert!(out.status.success(), "sqfs2tar: {}", String::from_utf8_lossy(&out.stderr));
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    let mut listing = Listing::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let opaque = e
+            .pax_extensions()
+            .unwrap()
+            .map(|exts| {
+                exts.flatten()
+                    .any(|x| x.key() == Ok("SCHILY.xattr.trusted.overlay.opaque") && x.value_bytes() == b"y")
+            })
+            .unwrap_or(false);
+        let h = e.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Regular => 'f',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            tar::EntryType::Char => 'c',
+            tar::EntryType::Block => 'b',
+            tar::EntryType::Fifo => 'p',
+            _ => '?',
+        };
+        let device = (h.device_major().unwrap().unwrap_or(0), h.device_minor().unwrap().unwrap_or(0));
+        let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+        let path = e
+            .path()
+            .unwrap()
+            .display()
+            .to_string()
+            .trim_end_matches('/')
+            .trim_start_matches("./")
+            .to_string();
+        listing.insert(path, (kind, h.mode().unwrap() & 0o7777, h.uid().unwrap(), link, device, opaque));
+    }
+    listing
+}
+
+#[test]
+fn layers_once_by_digest_with_everything_overlayfs_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    entry(&mut b, tar::EntryType::Directory, "etc/", 0o755, 0, b"");
+    entry(&mut b, tar::EntryType::Regular, "etc/app.conf", 0o4750, 1000, b"conf");
+    entry(&mut b, tar::EntryType::Regular, "etc/.wh.gone", 0o644, 0, b"");
+    entry(&mut b, tar::EntryType::Directory, "cache/", 0o700, 1000, b"");
+    entry(&mut b, tar::EntryType::Regular, "cache/.wh..wh..opq", 0o644, 0, b"");
+    let mut h = common::tar_header(tar::EntryType::Link, 0o644, 0);
+    h.set_link_name("etc/app.conf").unwrap();
+    b.append_data(&mut h, "etc/same.conf", &[][..]).unwrap();
+    let mut h = common::tar_header(tar::EntryType::Symlink, 0o777, 0);
+    h.set_link_name("../etc/app.conf").unwrap();
+    b.append_data(&mut h, "cache/link", &[][..]).unwrap();
+    let mut h = common::tar_header(tar::EntryType::Char, 0o666, 0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    b.append_data(&mut h, "etc/null", &[][..]).unwrap();
+    let shared = layer(tmp.path(), b.into_inner().unwrap());
+    let mut b = tar::Builder::new(Vec::new());
+    common::tar_file(&mut b, "other", b"x");
+    let other = layer(tmp.path(), b.into_inner().unwrap());
+    let (s1, s2) = (scan_layer(&shared).unwrap(), scan_layer(&other).unwrap());
+    // Three containers use `shared`, one `other`.
+    let layers = [(&shared, &s1), (&other, &s2), (&shared, &s1), (&shared, &s1)];
+    let image = tmp.path().join("system.squashfs");
+    write_squashfs(&image, br#"{"version":2}"#, &layers, 1_700_000_000).unwrap();
+
+    let listing = read_back(&image);
+    let hex = |b: &LayerBlob| b.digest.trim_start_matches("sha256:").to_string();
+    let layer_dirs: Vec<&String> =
+        listing.keys().filter(|p| p.starts_with("layers/") && p.matches('/').count() == 1).collect();
+    assert_eq!(layer_dirs.len(), 2, "each layer once: {layer_dirs:?}");
+    let at = |p: &str| {
+        listing.get(&format!("layers/{}/{p}", hex(&shared))).unwrap_or_else(|| panic!("{p}: {listing:#?}"))
+    };
+    assert_eq!(at("etc/app.conf").0, 'f');
+    assert_eq!((at("etc/app.conf").1, at("etc/app.conf").2), (0o4750, 1000), "mode with setuid, owner");
+    assert_eq!((at("etc/gone").0, at("etc/gone").4), ('c', (0, 0)), "the whiteout as overlayfs reads it");
+    assert!(at("cache").5, "the opaque directory carries trusted.overlay.opaque=y");
+    assert!(!at("etc").5);
+    assert_eq!((at("cache").1, at("cache").2), (0o700, 1000));
+    assert_eq!((at("etc/null").0, at("etc/null").4), ('c', (1, 3)), "a device node");
+    assert_eq!((at("cache/link").0, at("cache/link").3.as_str()), ('l', "../etc/app.conf"));
+    let same = at("etc/same.conf");
+    assert!(same.0 == 'h' || same.0 == 'f', "a hard link: {same:?}");
+    assert!(listing.contains_key("plan.json"));
+
+    // Reproducible, and whole verity blocks.
+    let again = tmp.path().join("again.squashfs");
+    write_squashfs(&again, br#"{"version":2}"#, &layers, 1_700_000_000).unwrap();
+    let (a, b) = (fs::read(&image).unwrap(), fs::read(&again).unwrap());
+    assert!(a == b, "two builds differ");
+    assert_eq!(a.len() % BLOCK_SIZE, 0);
+    hash_tree(&mut a.as_slice(), [0; 32]).unwrap();
+}
