@@ -33,6 +33,13 @@ pub struct HashTree {
     pub tree: Vec<u8>,
 }
 
+impl HashTree {
+    /// The parameters the kernel command line carries for this tree.
+    pub fn spec(&self) -> berth_schema::verity::VeritySpec {
+        berth_schema::verity::VeritySpec { data_blocks: self.data_blocks, root: self.root, salt: self.salt }
+    }
+}
+
 /// `SHA-256(salt ‖ block)`.
 fn hash_block(salt: &[u8; DIGEST_SIZE], block: &[u8]) -> [u8; DIGEST_SIZE] {
     let mut h = Sha256::new();

@@ -17,3 +17,4 @@ pub mod resolve;
 pub mod syslog;
 mod text_form;
 pub mod units;
+pub mod verity;

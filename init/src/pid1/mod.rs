@@ -15,6 +15,7 @@
 pub mod boot_config;
 pub mod bridge;
 pub mod control;
+pub mod device_mapper;
 pub mod event_source;
 pub mod late_modules;
 pub mod launch_spec;
