@@ -61,6 +61,11 @@ impl VeritySpec {
         cmdline.split_whitespace().find_map(|w| w.strip_prefix(&prefix)).map(VeritySpec::parse)
     }
 
+    /// The root hash in hexadecimal.
+    pub fn root_hex(&self) -> String {
+        hex(&self.root)
+    }
+
     /// The partition's length in 512-byte sectors that the verity device exposes.
     pub fn sectors(&self) -> u64 {
         self.data_blocks * (BLOCK_SIZE / 512)

@@ -31,6 +31,7 @@ pub mod storage;
 pub mod supervisor;
 pub mod syslog;
 pub mod system;
+pub mod system_partition;
 pub mod userns_root;
 
 use std::os::unix::net::UnixStream;
@@ -81,6 +82,7 @@ fn boot(signals: Signals) -> ! {
     load_modules(&plan.modules);
     stage("modules");
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    mount_system_partition(&cmdline);
     let plan = apply_boot_config(plan, &cmdline);
     let cgroups = enable_cgroups();
     configure_system(&plan);
@@ -132,6 +134,23 @@ fn read_plan() -> Plan {
         log::emit(log::event("boot.failed").with("error", &e));
         Plan::default()
     })
+}
+
+/// The verified system partition, when the command line names one (see `system_partition`).
+fn mount_system_partition(cmdline: &str) {
+    match system_partition::mount_from(cmdline) {
+        None => {}
+        Some(Ok(m)) => log::emit(
+            log::event("system_partition.mounted")
+                .with("disk", &m.disk)
+                .with("root_hash", m.spec.root_hex())
+                .with("path", system_partition::MOUNT_POINT),
+        ),
+        Some(Err(e)) => {
+            log::error(&format!("system partition: {e}"));
+            log::emit(log::event("system_partition.failed").with("error", e));
+        }
+    }
 }
 
 fn load_modules(paths: &[String]) {

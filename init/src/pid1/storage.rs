@@ -45,7 +45,7 @@ pub fn mount_point() -> Option<&'static Path> {
 /// reported by the caller (`storage.failed`); nothing is written to a disk that holds data.
 pub fn setup(cfg: &StorageConfig, loader: Option<&str>) -> Result<(), String> {
     let start = Instant::now();
-    let name = find_disk(&cfg.disk, cfg.wait)?;
+    let name = find_disk(&cfg.disk, cfg.wait, "[storage] disk")?;
     let dev = format!("/dev/{name}");
     let size = disk_size(&name)?;
     let content = probe(&dev, size)?;
@@ -140,7 +140,9 @@ fn matches(sel: &DiskSelector, name: &str) -> bool {
 
 /// Waits up to `wait` for exactly one device to match; two are an error (which one to format
 /// would be a guess).
-fn find_disk(sel: &DiskSelector, wait: Duration) -> Result<String, String> {
+/// The one disk `sel` names, waiting up to `wait` for it to appear; `setting` names where the
+/// selector was written, for the errors.
+pub(crate) fn find_disk(sel: &DiskSelector, wait: Duration, setting: &str) -> Result<String, String> {
     let start = Instant::now();
     loop {
         let names = block_devices();
@@ -151,7 +153,7 @@ fn find_disk(sel: &DiskSelector, wait: Duration) -> Result<String, String> {
             many => {
                 let list: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
                 return Err(format!(
-                    "[storage] disk = \"{sel}\" matches {}; make it name one disk",
+                    "{setting} = \"{sel}\" matches {}; make it name one disk",
                     list.join(", ")
                 ));
             }
@@ -165,7 +167,7 @@ fn find_disk(sel: &DiskSelector, wait: Duration) -> Result<String, String> {
                 })
                 .collect();
             return Err(format!(
-                "no disk matches [storage] disk = \"{sel}\" after {} s (disks: {}); attach it or fix the selector",
+                "no disk matches {setting} = \"{sel}\" after {} s (disks: {}); attach it or fix the selector",
                 wait.as_secs(),
                 if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
             ));
