@@ -8,9 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use berth_image_build::blobs::sha256_bytes;
 use berth_image_build::layer::scan_layer;
-use berth_image_build::source::{Compression, LayerBlob};
 use berth_image_build::system_partition::write_squashfs;
 use berth_image_build::verity::hash_tree;
 use berth_qemu::{default_timeout, GuestShutdown};
@@ -36,16 +34,8 @@ fn system_disk(dir: &Path, corrupt: bool) -> (PathBuf, VeritySpec, String) {
     common::tar_file(&mut b, "hello.txt", b"verified hello\n");
     common::tar_file(&mut b, "blob.bin", &blob_data);
     let tar = b.into_inner().unwrap();
-    let digest = sha256_bytes(&tar);
-    let path = dir.join("layer.tar");
-    std::fs::write(&path, &tar).unwrap();
-    let layer = LayerBlob {
-        digest: digest.clone(),
-        diff_id: Some(digest.clone()),
-        compression: Compression::None,
-        size: tar.len() as u64,
-        path,
-    };
+    let layer = common::layer_blob(dir, tar);
+    let digest = layer.digest.clone();
     let summary = scan_layer(&layer).unwrap();
     let image = dir.join("system.squashfs");
     write_squashfs(&image, b"{}", &[(&layer, &summary)], 1_700_000_000).unwrap();

@@ -3,30 +3,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
-use berth_image_build::blobs::sha256_bytes;
 use berth_image_build::layer::{for_each_entry, scan_layer, EntryKind, LayerEntry};
-use berth_image_build::source::{Compression, LayerBlob};
+use berth_image_build::source::LayerBlob;
 
 fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
     let mut h = common::tar_header(tar::EntryType::Directory, 0o755, 0);
     b.append_data(&mut h, path, &[][..]).unwrap();
 }
 
-/// Writes `tar` as a layer file and returns its blob (uncompressed: digest == diff id).
 fn layer(dir: &Path, tar: Vec<u8>) -> LayerBlob {
-    let digest = sha256_bytes(&tar);
-    let path = dir.join(digest.replace(':', "-"));
-    fs::write(&path, &tar).unwrap();
-    LayerBlob {
-        digest: digest.clone(),
-        diff_id: Some(digest),
-        compression: Compression::None,
-        size: tar.len() as u64,
-        path,
-    }
+    common::layer_blob(dir, tar)
 }
 
 fn entries(blob: &LayerBlob) -> anyhow::Result<Vec<LayerEntry>> {

@@ -10,23 +10,13 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use berth_image_build::blobs::sha256_bytes;
 use berth_image_build::layer::scan_layer;
-use berth_image_build::source::{Compression, LayerBlob};
+use berth_image_build::source::LayerBlob;
 use berth_image_build::system_partition::write_squashfs;
 use berth_image_build::verity::{hash_tree, BLOCK_SIZE};
 
 fn layer(dir: &Path, tar: Vec<u8>) -> LayerBlob {
-    let digest = sha256_bytes(&tar);
-    let path = dir.join(digest.replace(':', "-"));
-    fs::write(&path, &tar).unwrap();
-    LayerBlob {
-        digest: digest.clone(),
-        diff_id: Some(digest),
-        compression: Compression::None,
-        size: tar.len() as u64,
-        path,
-    }
+    common::layer_blob(dir, tar)
 }
 
 fn entry(

@@ -252,3 +252,18 @@ pub fn tar_pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
     h.set_cksum();
     b.append(&h, data.as_slice()).unwrap();
 }
+
+/// Writes `tar` as an uncompressed layer file in `dir` (its digest is its diff id) and returns
+/// its blob.
+pub fn layer_blob(dir: &Path, tar: Vec<u8>) -> berth_image_build::source::LayerBlob {
+    let digest = berth_image_build::blobs::sha256_bytes(&tar);
+    let path = dir.join(digest.replace(':', "-"));
+    std::fs::write(&path, &tar).unwrap();
+    berth_image_build::source::LayerBlob {
+        digest: digest.clone(),
+        diff_id: Some(digest),
+        compression: berth_image_build::source::Compression::None,
+        size: tar.len() as u64,
+        path,
+    }
+}
