@@ -473,15 +473,16 @@ impl Machine {
                 ),
             );
         }
-        let u = &mut self.units[unit.0];
-        if u.kind == Kind::Console && phase == Phase::Running {
+        if self.units[unit.0].kind == Kind::Console && phase == Phase::Running {
             self.console_respawn = Some(now + CONSOLE_RESPAWN);
-        } else if phase != Phase::Running || u.kind != Kind::Service {
-        } else if u.restart_after_stop {
+        }
+        let u = &mut self.units[unit.0];
+        let restartable = phase == Phase::Running && u.kind == Kind::Service;
+        if restartable && u.restart_after_stop {
             u.restart_after_stop = false;
             u.stopped_by_hand = false;
             self.launch(unit);
-        } else if !u.stopped_by_hand {
+        } else if restartable && !u.stopped_by_hand {
             if let Some((delay, count)) =
                 u.backoff.next(u.restart, now.saturating_duration_since(run.since), &exit)
             {

@@ -301,23 +301,24 @@ impl Supervisor {
     pub fn drain_logs(&mut self) {
         let mut index = 0;
         while index < self.logs.len() {
-            if self.drain_pipe(index) == PipeState::Closed {
-                let pipe = self.logs.remove(index);
-                if !pipe.partial.is_empty() {
-                    self.deliver(pipe.unit, &pipe.partial);
-                }
-            } else {
+            if self.drain_pipe(index) != PipeState::Closed {
                 index += 1;
             }
         }
     }
 
-    /// Reads one pipe once and delivers its lines.
+    /// Reads pipe `index` once and delivers its lines; a closed pipe is flushed and dropped.
     fn drain_pipe(&mut self, index: usize) -> PipeState {
         let (lines, state) = read_lines(&mut self.logs[index]);
         let unit = self.logs[index].unit;
         for line in lines {
             self.deliver(unit, &line);
+        }
+        if state == PipeState::Closed {
+            let pipe = self.logs.remove(index);
+            if !pipe.partial.is_empty() {
+                self.deliver(unit, &pipe.partial);
+            }
         }
         state
     }
@@ -327,16 +328,8 @@ impl Supervisor {
     fn drain_ended(&mut self, unit: UnitId) {
         let Some(index) = self.logs.iter().position(|l| l.unit == unit) else { return };
         for _ in 0..EXIT_DRAIN_READS {
-            match self.drain_pipe(index) {
-                PipeState::More => continue,
-                PipeState::Empty => return,
-                PipeState::Closed => {
-                    let pipe = self.logs.remove(index);
-                    if !pipe.partial.is_empty() {
-                        self.deliver(unit, &pipe.partial);
-                    }
-                    return;
-                }
+            if self.drain_pipe(index) != PipeState::More {
+                return;
             }
         }
     }
