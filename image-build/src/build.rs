@@ -14,33 +14,36 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_runtime::seccomp::KernelVersion;
-use berth_schema::config::{Config, ConfigError, ContainerConfig, InitrdCompression, NetMode};
+use berth_schema::config::{Config, ConfigError, ContainerConfig, NetMode};
 use berth_schema::plan::{
-    layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, LAYERS_DIR,
-    PLAN_PATH, PLAN_VERSION, TOOLS_DIR,
+    layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, PLAN_PATH,
+    PLAN_VERSION, TOOLS_DIR,
 };
 use berth_schema::resolve;
+use berth_schema::system_partition::{EarlyBoot, EARLY_BOOT_PATH, MODULES, PARTITION_NAME, TOOLS};
+use berth_schema::verity::{VeritySpec, CMDLINE_KEY};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::blobs::BlobCache;
-use crate::cpio::CpioWriter;
 use crate::formats::{self, Format};
 use crate::fs_tools;
 use crate::init_binary;
+use crate::initramfs;
 use crate::kernel;
 use crate::kernel_check;
-use crate::layer::{self, EntryKind, LayerSummary};
+use crate::layer::{self, LayerSummary};
 use crate::lockfile::LockFile;
 use crate::modules;
 use crate::reference::ImageRef;
 use crate::registry::PullOptions;
 use crate::seccomp_filters;
 use crate::source::{self, LayerBlob, ResolvedImage};
+use crate::system_partition::{self, PackedFile};
 
 /// Modules every berth system needs (container roots are overlays).
 pub const BASE_MODULES: &[&str] = &["overlay"];
@@ -74,6 +77,11 @@ pub const RNG_MODULES: &[&str] = &["virtio_pci", "virtio_rng"];
 /// Modules loaded right after the first container starts, before PID 1 forwards output: the
 /// ACPI power button as an input device.
 pub const BUTTON_MODULES: &[&str] = &["evdev", "button"];
+/// What reaches the verified system partition of the disk formats, in their slim initramfs:
+/// device-mapper's verity target, squashfs, the virtio disk drivers (SCSI too). Hyper-V's disk
+/// drivers ([`HYPERV_STORAGE_MODULES`]) join them for `vhdx`.
+pub const SYSTEM_PARTITION_MODULES: &[&str] =
+    &["dm-mod", "dm-verity", "squashfs", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"];
 /// The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
 pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
 
@@ -93,6 +101,8 @@ pub struct ModulePlan {
     pub qemu: Vec<String>,
     /// Loaded to look for a NoCloud config drive.
     pub config_drive: Vec<String>,
+    /// The disk formats' slim initramfs: loaded first, to reach the system partition.
+    pub system: Vec<String>,
 }
 
 impl ModulePlan {
@@ -104,6 +114,7 @@ impl ModulePlan {
             .chain(&self.late)
             .chain(&self.qemu)
             .chain(&self.config_drive)
+            .chain(&self.system)
             .map(|m| modules::module_name(m))
             .collect()
     }
@@ -131,7 +142,14 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         late.extend(names(NIC_MODULES));
     }
     let config_drive = if config.system.config_drive { names(CONFIG_DRIVE_MODULES) } else { Vec::new() };
-    ModulePlan { early, button: names(BUTTON_MODULES), late, qemu: names(QEMU_MODULES), config_drive }
+    let mut system = Vec::new();
+    if formats.iter().any(|f| f.has_system_partition()) {
+        system = names(SYSTEM_PARTITION_MODULES);
+        if formats.contains(&Format::Vhdx) {
+            system.extend(names(HYPERV_STORAGE_MODULES));
+        }
+    }
+    ModulePlan { early, button: names(BUTTON_MODULES), late, qemu: names(QEMU_MODULES), config_drive, system }
 }
 
 /// Every module `berth build` packs for some config (besides those `[kernel] modules` names).
@@ -147,6 +165,7 @@ pub fn packable_modules() -> BTreeSet<String> {
         RNG_MODULES,
         CONFIG_DRIVE_MODULES,
         QEMU_MODULES,
+        SYSTEM_PARTITION_MODULES,
     ]
     .concat()
     .into_iter()
@@ -163,6 +182,8 @@ struct ModuleFiles {
     late: Vec<modules::ModuleFile>,
     qemu: Vec<modules::ModuleFile>,
     config_drive: Vec<modules::ModuleFile>,
+    /// Complete with its dependencies: it is the slim initramfs's only list.
+    system: Vec<modules::ModuleFile>,
 }
 
 fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleFiles> {
@@ -191,7 +212,8 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
     let late = resolve_besides(&plan.late, &[&early, &button])?;
     let qemu = resolve_besides(&plan.qemu, &[&early, &button, &late])?;
     let config_drive = resolve_besides(&plan.config_drive, &[&early, &qemu])?;
-    Ok(ModuleFiles { early, button, late, qemu, config_drive })
+    let system = resolve(&plan.system)?;
+    Ok(ModuleFiles { early, button, late, qemu, config_drive, system })
 }
 
 /// Names of the files `berth build` writes.
@@ -200,6 +222,20 @@ pub const VMLINUZ: &str = "vmlinuz";
 pub const INITRD: &str = "initrd.img";
 /// The kernel command line, one line.
 pub const CMDLINE: &str = "cmdline";
+/// The system partition's image while the disk formats are made (not published).
+const SYSTEM_IMAGE: &str = ".system.img";
+/// The disk formats' slim initramfs while their UKI is made (not published).
+const DISK_INITRD: &str = ".initrd-disk.img";
+
+/// What the disk formats carry besides the all-in-RAM outputs.
+struct DiskSystem {
+    /// The system partition: squashfs, then its hash tree.
+    partition: PathBuf,
+    /// The slim initramfs of their UKI.
+    initrd: PathBuf,
+    /// What the UKI's command line carries to verify the partition.
+    spec: VeritySpec,
+}
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -390,6 +426,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         late: late_files,
         qemu: qemu_files,
         config_drive: drive_files,
+        system: system_module_files,
     } = module_files;
     let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.release, rel);
@@ -451,79 +488,95 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
 
     progress.step("writing the initramfs");
-    let initrd_path = staging.path().join(INITRD);
-    {
-        let out = BufWriter::new(
-            fs::File::create(&initrd_path).with_context(|| format!("creating {}", initrd_path.display()))?,
-        );
-        let compressed = Compressor::new(out, config.kernel.compression)?;
-        let mut cpio = CpioWriter::new(compressed, source_date_epoch());
-        for dir in
-            ["dev", "proc", "sys", "run", "tmp", "etc", "root", "berth", LAYERS_DIR.trim_start_matches('/')]
-        {
-            cpio.dir(dir, 0o755, 0, 0)?;
-        }
-        cpio.char_dev("dev/console", 0o600, 0, 0, 5, 1)?;
-        let init_file = fs::File::open(&init).with_context(|| format!("opening {}", init.display()))?;
-        let init_len = init_file.metadata()?.len();
-        cpio.file("init", 0o755, 0, 0, init_len, init_file)?;
-        // The same binary answers to these names (the kernel runs /sbin/poweroff for some host
-        // shutdown requests).
-        cpio.dir("sbin", 0o755, 0, 0)?;
-        for name in ["poweroff", "reboot", "halt"] {
-            cpio.symlink(&format!("sbin/{name}"), "/init", 0, 0)?;
-        }
-        let mut packed = std::collections::BTreeSet::new();
-        for m in
-            module_files.iter().chain(&button_files).chain(&late_files).chain(&qemu_files).chain(&drive_files)
-        {
-            if !packed.insert(m.rel_path.clone()) {
-                continue;
-            }
-            let f = fs::File::open(&m.path).with_context(|| format!("opening {}", m.path.display()))?;
-            let len = f.metadata()?.len();
-            cpio.file(&module_dest(&m.rel_path), 0o644, 0, 0, len, f)?;
-        }
-        if let Some(tools) = &tools {
-            let root = TOOLS_DIR.trim_start_matches('/');
-            for dir in ["", "/bin", "/lib", "/etc"] {
-                cpio.dir(&format!("{root}{dir}"), 0o755, 0, 0)?;
-            }
-            for (dest, source) in &tools.files {
-                let f = fs::File::open(source).with_context(|| format!("opening {}", source.display()))?;
-                let len = f.metadata()?.len();
-                let mode = if dest.starts_with("etc/") { 0o644 } else { 0o755 };
-                cpio.file(&format!("{root}/{dest}"), mode, 0, 0, len, f)?;
-            }
-        }
-        let mut written = std::collections::BTreeSet::new();
-        for c in plan.containers() {
-            for l in &c.layers {
-                if !written.insert(l.digest.clone()) {
-                    continue;
-                }
-                progress.step(format!("packing layer {}", short(&l.digest)));
-                let blob = find_blob(&images, &l.digest)?;
-                write_layer(&mut cpio, blob, &summaries[&l.digest])?;
-            }
-        }
-        let plan_text = plan.to_json().context("serializing the boot plan")?;
-        cpio.file(
-            PLAN_PATH.trim_start_matches('/'),
-            0o644,
-            0,
-            0,
-            plan_text.len() as u64,
-            plan_text.as_bytes(),
-        )?;
-        let mut out = cpio.finish()?.finish().context("compressing the initramfs")?;
-        out.flush()?;
-        out.into_inner().map_err(|e| anyhow!("writing the initramfs: {}", e.error()))?.sync_all()?;
+    let plan_text = plan.to_json().context("serializing the boot plan")?;
+    fn in_initramfs<'m>(
+        files: &[&'m modules::ModuleFile],
+        dest: impl Fn(&str) -> String,
+    ) -> Vec<(String, &'m Path)> {
+        files.iter().map(|m| (dest(&m.rel_path), m.path.as_path())).collect()
     }
+    let all_modules: Vec<&modules::ModuleFile> = module_files
+        .iter()
+        .chain(&button_files)
+        .chain(&late_files)
+        .chain(&qemu_files)
+        .chain(&drive_files)
+        .collect();
+    let mut layers = Vec::new();
+    for c in plan.containers() {
+        for l in &c.layers {
+            layers.push((find_blob(&images, &l.digest)?, &summaries[&l.digest]));
+        }
+    }
+    let packing = |digest: &str| progress.step(format!("packing layer {}", short(digest)));
+    initramfs::write(
+        &staging.path().join(INITRD),
+        config.kernel.compression,
+        source_date_epoch(),
+        &initramfs::Content {
+            init: &init,
+            modules: in_initramfs(&all_modules, module_dest),
+            tools: tools.as_ref(),
+            layers: layers.clone(),
+            document: (PLAN_PATH, plan_text.as_bytes()),
+        },
+        &packing,
+    )?;
     fs::copy(&kernel.vmlinuz, staging.path().join(VMLINUZ))
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
     fs::write(staging.path().join(CMDLINE), format!("{}\n", config.kernel.cmdline.trim()))?;
-    write_formats(staging.path(), opts, &config, &progress)?;
+
+    // The disk formats: the verified system partition and the slim initramfs that reaches it.
+    let disk = if opts.formats.iter().any(|f| f.has_system_partition()) {
+        progress.step("writing the system partition");
+        let mut files: Vec<PackedFile> = all_modules
+            .iter()
+            .map(|m| PackedFile {
+                dest: format!("{MODULES}/{}/{}", kernel.release, m.rel_path),
+                source: m.path.clone(),
+                mode: 0o644,
+            })
+            .collect();
+        files.dedup_by(|a, b| a.dest == b.dest);
+        for (dest, source) in tools.iter().flat_map(|t| &t.files) {
+            files.push(PackedFile {
+                dest: format!("{TOOLS}/{dest}"),
+                source: source.clone(),
+                mode: initramfs::tool_mode(dest),
+            });
+        }
+        let partition = staging.path().join(SYSTEM_IMAGE);
+        let content =
+            system_partition::Content { plan_json: plan_text.as_bytes(), files: &files, layers: &layers };
+        let spec = system_partition::write_verified(&partition, &content, u64::from(source_date_epoch()))?;
+        let early = EarlyBoot {
+            modules: system_module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        };
+        let early_text = early.to_json();
+        let slim = staging.path().join(DISK_INITRD);
+        let system_refs: Vec<&modules::ModuleFile> = system_module_files.iter().collect();
+        initramfs::write(
+            &slim,
+            config.kernel.compression,
+            source_date_epoch(),
+            &initramfs::Content {
+                init: &init,
+                modules: in_initramfs(&system_refs, module_dest),
+                tools: None,
+                layers: Vec::new(),
+                document: (EARLY_BOOT_PATH, early_text.as_bytes()),
+            },
+            &packing,
+        )?;
+        Some(DiskSystem { partition, initrd: slim, spec })
+    } else {
+        None
+    };
+    write_formats(staging.path(), opts, &config, disk.as_ref(), &progress)?;
+    if let Some(disk) = &disk {
+        fs::remove_file(&disk.initrd)?;
+        fs::remove_file(&disk.partition)?;
+    }
 
     publish(staging, &opts.output)?;
     // The lock file (shared by the configs of this directory) records what this build used.
@@ -612,55 +665,6 @@ fn check_kernel(
     )
 }
 
-/// The initramfs compressor: the cpio stream goes through it into the file.
-enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-}
-
-/// zstd level: near the best ratio this format gets for a boot image, while a large image
-/// still compresses in seconds; decompression speed hardly depends on it.
-const ZSTD_LEVEL: i32 = 12;
-
-impl<W: Write> Compressor<W> {
-    fn new(out: W, kind: InitrdCompression) -> Result<Compressor<W>> {
-        Ok(match kind {
-            // No name and mtime 0 in the gzip header: reproducible.
-            InitrdCompression::Gzip => {
-                Compressor::Gzip(flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::default()))
-            }
-            InitrdCompression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
-                enc.include_checksum(true)?;
-                Compressor::Zstd(enc)
-            }
-        })
-    }
-
-    fn finish(self) -> std::io::Result<W> {
-        match self {
-            Compressor::Gzip(g) => g.finish(),
-            Compressor::Zstd(z) => z.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Compressor::Gzip(g) => g.write(buf),
-            Compressor::Zstd(z) => z.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Compressor::Gzip(g) => g.flush(),
-            Compressor::Zstd(z) => z.flush(),
-        }
-    }
-}
-
 /// An image as the plan's catalog keeps it: digest, layers, process defaults and accounts.
 fn planned_image(image: &ResolvedImage, summaries: &BTreeMap<String, LayerSummary>) -> PlannedImage {
     let layer_summaries: Vec<LayerSummary> =
@@ -693,59 +697,23 @@ fn find_blob<'a>(images: &'a BTreeMap<String, ResolvedImage>, digest: &str) -> R
         .ok_or_else(|| anyhow!("internal: layer {digest} vanished"))
 }
 
-/// Writes one layer under `berth/layers/<hex>/`, whiteouts as 0:0 character devices.
-///
-/// Every record this writes is `berth/layers/<64 hex>` or below it (see [`layer_entry_dest`]):
-/// the digest is checked, every entry path is relative without `.`, `..` or empty components
-/// (the layer reader normalizes it, the cpio writer checks it again), and the directories the
-/// cpio writer adds are parents of such paths, so inside the prefix too. The layer reader also
-/// refuses an entry below a symlink of its own layer, the only way the kernel's unpacker (which
-/// follows symlinks in the parents of a name) could land outside it: other layers and the rest
-/// of the initramfs are never under this layer's directory.
-fn write_layer<W: Write>(cpio: &mut CpioWriter<W>, blob: &LayerBlob, summary: &LayerSummary) -> Result<()> {
-    let prefix = layer_prefix(&blob.digest)?;
-    cpio.dir(&prefix, 0o755, 0, 0)?;
-    for target in &summary.hardlink_targets {
-        cpio.expect_hardlink_target(&layer_entry_dest(&prefix, target)?)?;
-    }
-    layer::for_each_entry(blob, |e, data| {
-        let path = layer_entry_dest(&prefix, &e.path)?;
-        match &e.kind {
-            EntryKind::Dir => cpio.dir(&path, e.mode, e.uid, e.gid)?,
-            EntryKind::File => cpio.file(&path, e.mode, e.uid, e.gid, e.size, data)?,
-            EntryKind::Symlink(target) => cpio.symlink(&path, target, e.uid, e.gid)?,
-            EntryKind::Hardlink(target) => cpio.hardlink(&path, &layer_entry_dest(&prefix, target)?)?,
-            EntryKind::CharDev(major, minor) => cpio.char_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?,
-            EntryKind::BlockDev(major, minor) => {
-                cpio.block_dev(&path, e.mode, e.uid, e.gid, *major, *minor)?
-            }
-            EntryKind::Fifo => cpio.fifo(&path, e.mode, e.uid, e.gid)?,
-        }
-        Ok(())
-    })
-    .with_context(|| format!("packing layer {}", blob.digest))
+/// The kernel command line of the disk formats' UKI: the config's, and where the verified
+/// system partition is with its root hash (`berth.system=`, `berth.verity=`), so that signing
+/// the UKI covers every block of the partition.
+pub fn disk_cmdline(cmdline: &str, spec: &VeritySpec) -> String {
+    format!("{} berth.system=partlabel:{PARTITION_NAME} {CMDLINE_KEY}={spec}", cmdline.trim())
 }
 
-/// A layer's directory in the initramfs: `berth/layers/<64 hex>` (the digest is checked).
-fn layer_prefix(digest: &str) -> Result<String> {
-    crate::blobs::validate_digest(digest).with_context(|| format!("layer {digest}"))?;
-    Ok(format!("{}/{}", LAYERS_DIR.trim_start_matches('/'), layer_dir_name(digest)))
-}
-
-/// Where a layer entry goes: `PREFIX/PATH`, refused unless `path` is relative with no empty,
-/// `.` or `..` component (what [`layer::LayerEntry::path`] promises; checked again so that no
-/// change of the reader can make a layer write outside its directory).
-pub(crate) fn layer_entry_dest(prefix: &str, path: &str) -> Result<String> {
-    if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        bail!("internal: layer entry path {path:?} is not normalized");
-    }
-    Ok(format!("{prefix}/{path}"))
-}
-
-/// Writes the requested bootable formats next to the kernel and initramfs in `dir`.
-fn write_formats(dir: &Path, opts: &BuildOptions, config: &Config, progress: &Progress) -> Result<()> {
+/// Writes the requested bootable formats next to the kernel and initramfs in `dir`; the disk
+/// formats from `disk` (present when one is wanted).
+fn write_formats(
+    dir: &Path,
+    opts: &BuildOptions,
+    config: &Config,
+    disk: Option<&DiskSystem>,
+    progress: &Progress,
+) -> Result<()> {
     let wanted = &opts.formats;
-    let disk = [Format::RawEfi, Format::Qcow2, Format::Vhdx];
     let epoch = formats::image_epoch();
     let (vmlinuz, initrd) = (dir.join(VMLINUZ), dir.join(INITRD));
     let cmdline = config.kernel.cmdline.trim();
@@ -753,36 +721,41 @@ fn write_formats(dir: &Path, opts: &BuildOptions, config: &Config, progress: &Pr
         progress.step("making the ISO");
         formats::write_iso(&vmlinuz, &initrd, cmdline, epoch, &dir.join(formats::ISO))?;
     }
-    let needs_uki = wanted.iter().any(|f| *f == Format::Uki || disk.contains(f));
-    if !needs_uki {
-        return Ok(());
-    }
-    let uki = dir.join(formats::UKI);
-    progress.step("making the UKI");
     let os_release = format!(
         "ID=berth\nNAME=berth\nVERSION_ID={}\nPRETTY_NAME=\"berth {} ({})\"\n",
         env!("CARGO_PKG_VERSION"),
         env!("CARGO_PKG_VERSION"),
         config.system.hostname
     );
-    formats::write_uki(&vmlinuz, &initrd, cmdline, &os_release, epoch, &uki)?;
+    if wanted.contains(&Format::Uki) {
+        progress.step("making the UKI");
+        formats::write_uki(&vmlinuz, &initrd, cmdline, &os_release, epoch, &dir.join(formats::UKI))?;
+    }
+    let Some(disk) = disk else {
+        return Ok(());
+    };
+    progress.step("making the EFI disk");
+    let disk_uki = dir.join(".disk.efi");
+    formats::write_uki(
+        &vmlinuz,
+        &disk.initrd,
+        &disk_cmdline(cmdline, &disk.spec),
+        &os_release,
+        epoch,
+        &disk_uki,
+    )?;
     let raw = dir.join(formats::RAW);
-    if wanted.iter().any(|f| disk.contains(f)) {
-        progress.step("making the EFI disk");
-        formats::write_raw_efi(&uki, epoch, opts.data_size, &raw)?;
-        for f in [Format::Qcow2, Format::Vhdx] {
-            if wanted.contains(&f) {
-                progress.step(format!("converting the disk to {}", f.name()));
-                let name = f.file_name().expect("disk formats have a file");
-                formats::convert(&raw, f, &dir.join(name))?;
-            }
-        }
-        if !wanted.contains(&Format::RawEfi) {
-            fs::remove_file(&raw)?;
+    formats::write_raw_efi(&disk_uki, epoch, Some(&disk.partition), opts.data_size, &raw)?;
+    fs::remove_file(&disk_uki)?;
+    for f in [Format::Qcow2, Format::Vhdx] {
+        if wanted.contains(&f) {
+            progress.step(format!("converting the disk to {}", f.name()));
+            let name = f.file_name().context("internal: disk formats have a file")?;
+            formats::convert(&raw, f, &dir.join(name))?;
         }
     }
-    if !wanted.contains(&Format::Uki) {
-        fs::remove_file(&uki)?;
+    if !wanted.contains(&Format::RawEfi) {
+        fs::remove_file(&raw)?;
     }
     Ok(())
 }
@@ -838,121 +811,5 @@ mod tests {
         let mut without_extra = everything.names();
         without_extra.remove("nls_utf8");
         assert_eq!(without_extra, packable_modules(), "packable_modules() is every module some config packs");
-    }
-}
-
-#[cfg(test)]
-mod layer_dest_tests {
-    use super::*;
-    use crate::blobs::sha256_bytes;
-    use crate::cpio::read_archive;
-    use crate::source::Compression;
-
-    /// A tar member with the name written straight into the header (`set_path` refuses some of
-    /// the names these tests need).
-    fn member(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, link: &str, data: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
-        h.set_size(data.len() as u64);
-        h.set_device_major(1).unwrap();
-        h.set_device_minor(3).unwrap();
-        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    }
-
-    fn blob(dir: &Path, tar: Vec<u8>) -> LayerBlob {
-        let digest = sha256_bytes(&tar);
-        let path = dir.join(layer_dir_name(&digest));
-        fs::write(&path, &tar).unwrap();
-        LayerBlob {
-            digest: digest.clone(),
-            diff_id: Some(digest),
-            compression: Compression::None,
-            size: 0,
-            path,
-        }
-    }
-
-    /// Packs `blob` the way `build` does and returns the path of every record written for it.
-    fn packed(blob: &LayerBlob, summary: &LayerSummary) -> (Result<()>, Vec<String>) {
-        let mut cpio = CpioWriter::new(Vec::new(), 0);
-        for dir in ["berth", "berth/layers"] {
-            cpio.dir(dir, 0o755, 0, 0).unwrap();
-        }
-        let result = write_layer(&mut cpio, blob, summary);
-        let bytes = cpio.finish().unwrap();
-        let paths = read_archive(bytes.as_slice()).unwrap().into_iter().map(|e| e.path).skip(2).collect();
-        (result, paths)
-    }
-
-    fn assert_inside(blob: &LayerBlob, paths: &[String]) {
-        let prefix = format!("berth/layers/{}", layer_dir_name(&blob.digest));
-        assert_eq!(layer_dir_name(&blob.digest).len(), 64);
-        for p in paths {
-            assert!(p == &prefix || p.starts_with(&format!("{prefix}/")), "{p} is outside {prefix}");
-            assert!(!p.split('/').any(|c| c.is_empty() || c == "." || c == ".."), "{p}");
-        }
-    }
-
-    #[test]
-    fn every_record_of_a_layer_is_inside_its_directory() {
-        use tar::EntryType::*;
-        let tmp = tempfile::tempdir().unwrap();
-        let mut b = tar::Builder::new(Vec::new());
-        member(&mut b, Directory, "/", "", b"");
-        member(&mut b, Regular, "/etc/passwd", "", b"root:x:0:0::/:/bin/sh\n");
-        member(&mut b, Symlink, "etc/alt", "/etc", b"");
-        member(&mut b, Symlink, "root-link", "/", b"");
-        member(&mut b, Symlink, "up", "../../../../init", b"");
-        member(&mut b, Regular, "./bin/sh", "", b"#!");
-        member(&mut b, Link, "bin/ash", "/bin/sh", b"");
-        member(&mut b, Link, "bin/dash", "./bin//sh", b"");
-        member(&mut b, Regular, "deep/a/b/c/TRAILER!!!", "", b"x");
-        member(&mut b, Directory, "empty/", "", b"");
-        member(&mut b, Symlink, "empty", "/berth/plan.json", b"");
-        member(&mut b, Regular, "gone/.wh.file", "", b"");
-        member(&mut b, Regular, "opaque/.wh..wh..opq", "", b"");
-        member(&mut b, Char, "dev-null", "", b"");
-        member(&mut b, Fifo, "fifo", "", b"");
-        let layer = blob(tmp.path(), b.into_inner().unwrap());
-        let summary = layer::scan_layer(&layer).unwrap();
-        let (result, paths) = packed(&layer, &summary);
-        result.unwrap();
-        assert_inside(&layer, &paths);
-        let prefix = format!("berth/layers/{}", layer_dir_name(&layer.digest));
-        for p in ["etc/alt", "bin/ash", "deep/a/b/c/TRAILER!!!", "empty", "gone/file", "fifo"] {
-            assert!(paths.contains(&format!("{prefix}/{p}")), "{p} missing from {paths:?}");
-        }
-    }
-
-    #[test]
-    fn a_hostile_layer_stops_inside_its_directory() {
-        use tar::EntryType::*;
-        let tmp = tempfile::tempdir().unwrap();
-        let hostile: [&[(tar::EntryType, &str, &str)]; 5] = [
-            &[(Symlink, "x", "/"), (Regular, "x/berth/plan.json", "")],
-            &[(Symlink, "x", "../.."), (Directory, "x/init/", "")],
-            &[(Regular, "../../init", "")],
-            &[(Symlink, "s", "/"), (Link, "h", "s/init")],
-            &[(Directory, "d/", ""), (Regular, "d/f", ""), (Symlink, "d", "/"), (Regular, "d/g", "")],
-        ];
-        for entries in hostile {
-            let mut b = tar::Builder::new(Vec::new());
-            for (kind, path, link) in entries {
-                member(&mut b, *kind, path, link, b"");
-            }
-            let layer = blob(tmp.path(), b.into_inner().unwrap());
-            assert!(layer::scan_layer(&layer).is_err(), "{entries:?}");
-            // Even without pass 1, pass 2 refuses, and what was written is inside the layer.
-            let (result, paths) = packed(&layer, &LayerSummary::default());
-            let err = format!("{:#}", result.unwrap_err());
-            assert!(err.contains(&layer.digest), "{err}");
-            assert_inside(&layer, &paths);
-        }
-        assert!(layer_entry_dest("p", "a/../b").is_err() && layer_entry_dest("p", "").is_err());
-        assert!(layer_prefix("sha256:../../init").is_err());
     }
 }

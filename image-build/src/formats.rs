@@ -84,6 +84,12 @@ impl Format {
         }
     }
 
+    /// Whether the format carries the verified system partition (the disk formats): its UKI
+    /// holds a slim initramfs, and the plan, modules and layers are on the partition.
+    pub fn has_system_partition(self) -> bool {
+        matches!(self, Format::RawEfi | Format::Qcow2 | Format::Vhdx)
+    }
+
     /// Whether the format boots only with UEFI firmware.
     pub fn needs_uefi(self) -> bool {
         matches!(self, Format::Uki | Format::RawEfi | Format::Qcow2 | Format::Vhdx)
@@ -329,43 +335,65 @@ pub const DATA_PARTITION: &str = "berth-data";
 /// The GPT type of the data partition: Linux filesystem data.
 pub const LINUX_DATA_TYPE_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
-/// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`,
-/// and with `data_bytes`, a blank data partition named [`DATA_PARTITION`] after it (the file
-/// stays sparse: the blank space takes no room).
-pub fn write_raw_efi(uki: &Path, epoch: u64, data_bytes: Option<u64>, out: &Path) -> Result<()> {
+/// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`;
+/// with `system`, the verified system partition named
+/// [`berth_schema::system_partition::PARTITION_NAME`] holding that image (squashfs and hash
+/// tree); and with `data_bytes`, a blank data partition named [`DATA_PARTITION`] (the file
+/// stays sparse: the blank space takes no room). Partitions start on whole MiB.
+pub fn write_raw_efi(
+    uki: &Path,
+    epoch: u64,
+    system: Option<&Path>,
+    data_bytes: Option<u64>,
+    out: &Path,
+) -> Result<()> {
+    const MIB: u64 = 1 << 20;
     let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let esp = dir.join(".esp.img");
     write_fat(&[("EFI/BOOT/BOOTX64.EFI", uki)], "BERTH-ESP", seed.as_bytes(), epoch, ESP_MIN_BYTES, &esp)?;
-    let esp_bytes = fs::metadata(&esp)?.len();
-    const START: u64 = 1 << 20;
-    let data = data_bytes.map(|b| align_up(b, 1 << 20)).unwrap_or(0);
-    let total = START + esp_bytes + data + (1 << 20);
+    // (source file or blank, bytes, type, name)
+    let mut layout: Vec<(Option<&Path>, u64, &'static str, &str)> =
+        vec![(Some(esp.as_path()), fs::metadata(&esp)?.len(), ESP_TYPE_GUID, "EFI system partition")];
+    if let Some(system) = system {
+        let bytes = fs::metadata(system).with_context(|| format!("reading {}", system.display()))?.len();
+        layout.push((
+            Some(system),
+            bytes,
+            LINUX_DATA_TYPE_GUID,
+            berth_schema::system_partition::PARTITION_NAME,
+        ));
+    }
+    if let Some(bytes) = data_bytes {
+        layout.push((None, bytes, LINUX_DATA_TYPE_GUID, DATA_PARTITION));
+    }
+    let mut partitions = Vec::new();
+    let mut next = MIB;
+    for (_, bytes, type_guid, name) in &layout {
+        let size = align_up(*bytes, MIB);
+        partitions.push(GptPartition {
+            type_guid,
+            guid: guid(seed.as_bytes(), name),
+            first_lba: next / 512,
+            last_lba: (next + size) / 512 - 1,
+            name: name.to_string(),
+        });
+        next += size;
+    }
+    let total = next + MIB;
     let _ = fs::remove_file(out);
     let mut disk = fs::File::create(out)?;
     disk.set_len(total)?;
-    let mut partitions = vec![GptPartition {
-        type_guid: ESP_TYPE_GUID,
-        guid: guid(seed.as_bytes(), "esp"),
-        first_lba: START / 512,
-        last_lba: (START + esp_bytes) / 512 - 1,
-        name: "EFI system partition".to_string(),
-    }];
-    if data > 0 {
-        partitions.push(GptPartition {
-            type_guid: LINUX_DATA_TYPE_GUID,
-            guid: guid(seed.as_bytes(), "data"),
-            first_lba: (START + esp_bytes) / 512,
-            last_lba: (START + esp_bytes + data) / 512 - 1,
-            name: DATA_PARTITION.to_string(),
-        });
-    }
     for (offset, bytes) in gpt(total / 512, &guid(seed.as_bytes(), "disk"), &partitions) {
         disk.seek(SeekFrom::Start(offset))?;
         disk.write_all(&bytes)?;
     }
-    disk.seek(SeekFrom::Start(START))?;
-    std::io::copy(&mut fs::File::open(&esp)?, &mut disk)?;
+    for ((source, ..), part) in layout.iter().zip(&partitions) {
+        if let Some(source) = source {
+            disk.seek(SeekFrom::Start(part.first_lba * 512))?;
+            std::io::copy(&mut fs::File::open(source)?, &mut disk)?;
+        }
+    }
     disk.flush()?;
     let _ = fs::remove_file(&esp);
     Ok(())
@@ -389,8 +417,61 @@ pub struct GptPartition {
     pub name: String,
 }
 
+/// A partition as [`read_gpt`] finds it on a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskPartition {
+    /// Its name.
+    pub name: String,
+    /// Its type GUID, on-disk form.
+    pub type_guid: [u8; 16],
+    /// Where it starts, in bytes.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// The partitions of the GPT disk `disk` (the primary table), in table order.
+pub fn read_gpt(disk: &Path) -> Result<Vec<DiskPartition>> {
+    let mut f = fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut head = vec![0u8; 512 * 34];
+    f.read_exact(&mut head).with_context(|| format!("{}: too small for a GPT", disk.display()))?;
+    if &head[512..520] != b"EFI PART" {
+        bail!("{}: no GPT partition table", disk.display());
+    }
+    let field = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let entries_lba = u64::from_le_bytes(head[512 + 72..512 + 80].try_into()?);
+    let (count, size) = (field(512 + 80) as usize, field(512 + 84) as usize);
+    if size < 128 {
+        bail!("{}: GPT entries of {size} bytes", disk.display());
+    }
+    let mut entries = vec![0u8; count.min(256) * size];
+    f.seek(SeekFrom::Start(entries_lba * 512))?;
+    f.read_exact(&mut entries).with_context(|| format!("{}: reading the GPT entries", disk.display()))?;
+    let mut out = Vec::new();
+    for e in entries.chunks_exact(size) {
+        let type_guid: [u8; 16] = e[..16].try_into()?;
+        if type_guid == [0; 16] {
+            continue;
+        }
+        let first = u64::from_le_bytes(e[32..40].try_into()?);
+        let last = u64::from_le_bytes(e[40..48].try_into()?);
+        let units: Vec<u16> = e[56..128]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|u| *u != 0)
+            .collect();
+        out.push(DiskPartition {
+            name: String::from_utf16_lossy(&units),
+            type_guid,
+            offset: first * 512,
+            bytes: (last + 1).saturating_sub(first) * 512,
+        });
+    }
+    Ok(out)
+}
+
 /// A GUID's on-disk form: the first three fields little-endian.
-fn guid_bytes(text: &str) -> [u8; 16] {
+pub fn guid_bytes(text: &str) -> [u8; 16] {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     let mut b = [0u8; 16];
     for (i, byte) in b.iter_mut().enumerate() {

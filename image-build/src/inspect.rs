@@ -5,7 +5,9 @@
 //! The kernel, initramfs and command line are found per format: a build directory has them as
 //! files; a UKI in its `.linux`, `.initrd` and `.cmdline` sections; an EFI disk (raw, or qcow2 /
 //! vhdx converted to raw by `qemu-img`) in the UKI on its EFI system partition (read with
-//! `mtools`); an ISO in its files (read with `xorriso`).
+//! `mtools`); an ISO in its files (read with `xorriso`). A disk format's boot plan, modules and
+//! layers are on its verified system partition: read with `sqfs2tar` after the partition's
+//! hash tree is checked against the root hash on the UKI's command line.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +17,8 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_schema::plan::{Plan, LAYERS_DIR, PLAN_PATH};
+use berth_schema::system_partition::{self as layout, PARTITION_NAME};
+use berth_schema::verity::VeritySpec;
 use serde::Serialize;
 
 use crate::formats::Bootable;
@@ -46,6 +50,34 @@ pub struct Report {
     pub containers: Vec<ContainerReport>,
     /// Unpacked bytes of all layers (each shared layer once).
     pub layers_bytes: u64,
+    /// A disk's partitions, in table order (empty for the other formats).
+    pub partitions: Vec<PartitionReport>,
+    /// The verified system partition of a disk format.
+    pub system_partition: Option<SystemPartitionReport>,
+}
+
+/// One partition of a disk image.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionReport {
+    /// Its GPT name.
+    pub name: String,
+    /// Where it starts, in bytes.
+    pub offset: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// The verified system partition as read back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SystemPartitionReport {
+    /// The root hash the UKI's command line carries.
+    pub root_hash: String,
+    /// Bytes of squashfs the hash tree covers.
+    pub data_bytes: u64,
+    /// Bytes of the hash tree after it.
+    pub hash_tree_bytes: u64,
+    /// Whether the tree on the partition is the one its data gives, with that root hash.
+    pub verified: bool,
 }
 
 /// One container of the image.
@@ -87,31 +119,28 @@ fn uki_parts(pe: &[u8]) -> Result<(Vec<u8>, Vec<u8>, String)> {
     Ok((section(".linux")?, section(".initrd")?, cmdline))
 }
 
-/// The first partition of a GPT disk whose type is the EFI system partition: its byte offset.
-fn esp_offset(disk: &Path) -> Result<u64> {
-    const ESP_TYPE: [u8; 16] =
-        [0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b];
-    let mut f = fs::File::open(disk)?;
-    let mut head = vec![0u8; 512 * 34];
-    f.read_exact(&mut head).context("the disk is too small for a GPT")?;
-    if &head[512..520] != b"EFI PART" {
-        bail!("{}: no GPT partition table", disk.display());
-    }
-    let entries_lba = usize::try_from(u64::from_le_bytes(head[512 + 72..512 + 80].try_into()?))?;
-    let count = u32::from_le_bytes(head[512 + 80..512 + 84].try_into()?) as usize;
-    let size = u32::from_le_bytes(head[512 + 84..512 + 88].try_into()?) as usize;
-    for i in 0..count.min(128) {
-        let e = entries_lba * 512 + i * size;
-        let Some(entry) = head.get(e..e + 48) else { break };
-        if entry[..16] == ESP_TYPE {
-            return Ok(u64::from_le_bytes(entry[32..40].try_into()?) * 512);
-        }
-    }
-    bail!("{}: no EFI system partition", disk.display())
+/// What an image boots, read out of it.
+struct Parts {
+    kernel: Vec<u8>,
+    initrd: Vec<u8>,
+    cmdline: String,
+    /// A disk's raw form (converted into the scratch directory when it was not raw).
+    disk: Option<std::path::PathBuf>,
 }
 
 /// Reads the kernel, initramfs and command line out of an image.
-fn parts(bootable: &Bootable, scratch: &Path) -> Result<(Vec<u8>, Vec<u8>, String)> {
+fn parts(bootable: &Bootable, scratch: &Path) -> Result<Parts> {
+    let (kernel, initrd, cmdline) = boot_files(bootable, scratch)?;
+    let disk = match bootable {
+        Bootable::Disk(p, "raw") => Some(p.clone()),
+        Bootable::Disk(..) => Some(scratch.join("disk.raw")),
+        _ => None,
+    };
+    Ok(Parts { kernel, initrd, cmdline, disk })
+}
+
+/// The kernel, initramfs and command line of an image.
+fn boot_files(bootable: &Bootable, scratch: &Path) -> Result<(Vec<u8>, Vec<u8>, String)> {
     match bootable {
         Bootable::KernelInitrd(dir) => Ok((
             fs::read(dir.join(crate::build::VMLINUZ))?,
@@ -153,7 +182,11 @@ fn parts(bootable: &Bootable, scratch: &Path) -> Result<(Vec<u8>, Vec<u8>, Strin
                 )?;
                 raw
             };
-            let offset = esp_offset(&raw)?;
+            let offset = crate::formats::read_gpt(&raw)?
+                .iter()
+                .find(|p| p.type_guid == crate::formats::guid_bytes(crate::formats::ESP_TYPE_GUID))
+                .map(|p| p.offset)
+                .ok_or_else(|| anyhow!("{}: no EFI system partition", p.display()))?;
             let uki = scratch.join("BOOTX64.EFI");
             run(
                 Command::new("mcopy")
@@ -186,34 +219,64 @@ fn decompress(initrd: &[u8]) -> Result<Vec<u8>> {
 pub fn inspect(path: &Path) -> Result<Report> {
     let bootable = Bootable::detect(path)?;
     let scratch = tempfile::tempdir()?;
-    let (kernel, initrd, cmdline) = parts(&bootable, scratch.path())?;
+    let Parts { kernel, initrd, cmdline, disk } = parts(&bootable, scratch.path())?;
     let entries =
         crate::cpio::read_archive(decompress(&initrd)?.as_slice()).context("reading the initramfs")?;
-    let plan_entry = entries
-        .iter()
-        .find(|e| e.path == PLAN_PATH.trim_start_matches('/'))
-        .ok_or_else(|| anyhow!("the initramfs has no {PLAN_PATH}: not an image made by `berth build`"))?;
-    let plan = Plan::from_json(&String::from_utf8_lossy(&plan_entry.data)).map_err(|e| anyhow!(e))?;
     let mut modules = BTreeMap::new();
     let mut layer_sizes: BTreeMap<String, u64> = BTreeMap::new();
-    let layers_prefix = format!("{}/", LAYERS_DIR.trim_start_matches('/'));
     let mut unpacked = 0u64;
     let mut init_bytes = 0;
+    let mut plan_text = None;
+    let mut count = |path: &str, len: u64, layers_dir: &str| {
+        if path.ends_with(".ko") {
+            let name = path.rsplit('/').next().unwrap_or_default().trim_end_matches(".ko").to_string();
+            modules.insert(name, len);
+        }
+        if let Some(rest) = path.strip_prefix(layers_dir).and_then(|r| r.strip_prefix('/')) {
+            let hex = rest.split('/').next().unwrap_or_default();
+            *layer_sizes.entry(hex.to_string()).or_default() += len;
+        }
+    };
     for e in &entries {
         let len = e.data.len() as u64;
         unpacked += len;
         if e.path == "init" {
             init_bytes = len;
         }
-        if e.path.ends_with(".ko") {
-            let name = e.path.rsplit('/').next().unwrap_or_default().trim_end_matches(".ko").to_string();
-            modules.insert(name, len);
+        if e.path == PLAN_PATH.trim_start_matches('/') {
+            plan_text = Some(String::from_utf8_lossy(&e.data).into_owned());
         }
-        if let Some(rest) = e.path.strip_prefix(&layers_prefix) {
-            let hex = rest.split('/').next().unwrap_or_default();
-            *layer_sizes.entry(hex.to_string()).or_default() += len;
+        count(&e.path, len, LAYERS_DIR.trim_start_matches('/'));
+    }
+    let mut partitions = Vec::new();
+    let mut system_partition = None;
+    if let Some(raw) = &disk {
+        let table = crate::formats::read_gpt(raw)?;
+        partitions = table
+            .iter()
+            .map(|p| PartitionReport { name: p.name.clone(), offset: p.offset, bytes: p.bytes })
+            .collect();
+        if let Some(part) = table.iter().find(|p| p.name == PARTITION_NAME) {
+            let spec = VeritySpec::from_cmdline(&cmdline)
+                .ok_or_else(|| anyhow!("{}: the UKI's command line has no berth.verity=", path.display()))?
+                .map_err(|e| anyhow!(e))?;
+            let (report, files) = read_system_partition(raw, part, &spec, scratch.path())?;
+            for (file, len, data) in files {
+                count(&file, len, layout::LAYERS);
+                if file == layout::PLAN {
+                    plan_text = data.map(|d| String::from_utf8_lossy(&d).into_owned());
+                }
+            }
+            system_partition = Some(report);
         }
     }
+    let plan_text = plan_text.ok_or_else(|| {
+        anyhow!(
+            "{}: no boot plan ({PLAN_PATH}, or a system partition): not an image made by `berth build`",
+            path.display()
+        )
+    })?;
+    let plan = Plan::from_json(&plan_text).map_err(|e| anyhow!(e))?;
     let mut containers = Vec::new();
     let kinds = [("onboot", &plan.onboot), ("service", &plan.service), ("onshutdown", &plan.onshutdown)];
     let console: Vec<_> = plan.console.iter().cloned().collect();
@@ -258,7 +321,67 @@ pub fn inspect(path: &Path) -> Result<Report> {
         modules,
         containers,
         layers_bytes: layer_sizes.values().sum(),
+        partitions,
+        system_partition,
     })
+}
+
+/// Reads the system partition `part` of `disk`: checks its hash tree against `spec`, then lists
+/// its squashfs (`sqfs2tar`): (path, size, the content of the plan).
+#[allow(clippy::type_complexity)]
+fn read_system_partition(
+    disk: &Path,
+    part: &crate::formats::DiskPartition,
+    spec: &VeritySpec,
+    scratch: &Path,
+) -> Result<(SystemPartitionReport, Vec<(String, u64, Option<Vec<u8>>)>)> {
+    use std::io::{Seek, SeekFrom};
+    let block = berth_schema::verity::BLOCK_SIZE;
+    let data_bytes = spec.data_blocks * block;
+    let mut f = fs::File::open(disk)?;
+    f.seek(SeekFrom::Start(part.offset))?;
+    let mut data = vec![0u8; usize::try_from(data_bytes)?];
+    f.read_exact(&mut data).context("reading the system partition")?;
+    let tree = crate::verity::hash_tree(&mut data.as_slice(), spec.salt)?;
+    let mut stored = vec![0u8; tree.tree.len()];
+    f.read_exact(&mut stored).context("reading the system partition's hash tree")?;
+    let verified = tree.root == spec.root && stored == tree.tree;
+    let squashfs = scratch.join("system.squashfs");
+    fs::write(&squashfs, &data)?;
+    drop(data);
+    let out = Command::new("sqfs2tar")
+        .arg(&squashfs)
+        .output()
+        .context("running sqfs2tar (reading the system partition; apt-get install squashfs-tools-ng)")?;
+    if !out.status.success() {
+        bail!("sqfs2tar failed on the system partition: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let mut files = Vec::new();
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        // Counted as in the initramfs, where a symlink's target is its content.
+        let len = match entry.header().entry_type() {
+            tar::EntryType::Symlink => entry.link_name_bytes().map_or(0, |l| l.len() as u64),
+            _ => entry.header().size()?,
+        };
+        let data = if path == layout::PLAN {
+            let mut d = Vec::new();
+            entry.read_to_end(&mut d)?;
+            Some(d)
+        } else {
+            None
+        };
+        files.push((path, len, data));
+    }
+    let report = SystemPartitionReport {
+        root_hash: spec.root_hex(),
+        data_bytes,
+        hash_tree_bytes: tree.tree.len() as u64,
+        verified,
+    };
+    Ok((report, files))
 }
 
 fn mib(bytes: u64) -> String {
@@ -290,6 +413,21 @@ impl Report {
             for (d, s) in &c.layers {
                 out.push_str(&format!("    layer {d}  {}\n", mib(*s)));
             }
+        }
+        if !self.partitions.is_empty() {
+            out.push_str("partitions\n");
+            for p in &self.partitions {
+                out.push_str(&format!("  {:<22} at {:>6} MiB  {}\n", p.name, p.offset >> 20, mib(p.bytes)));
+            }
+        }
+        if let Some(s) = &self.system_partition {
+            out.push_str(&format!(
+                "system      squashfs {} + hash tree {}, root hash {} ({})\n",
+                mib(s.data_bytes),
+                mib(s.hash_tree_bytes),
+                s.root_hash,
+                if s.verified { "verified" } else { "DOES NOT MATCH: the partition was changed" }
+            ));
         }
         out
     }

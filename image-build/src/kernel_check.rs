@@ -59,13 +59,15 @@ pub enum Need {
     Hyperv,
     /// A UEFI format is built (`uki`, `iso`, `raw-efi`, `qcow2`, `vhdx`).
     Efi,
+    /// A disk format is built (`raw-efi`, `qcow2`, `vhdx`): the verified system partition.
+    SystemPartition,
     /// Reported, never refused.
     Optional,
 }
 
 impl Need {
     /// Every need, in report order.
-    pub const ALL: [Need; 11] = [
+    pub const ALL: [Need; 12] = [
         Need::Boot,
         Need::Containers,
         Need::InitrdZstd,
@@ -76,6 +78,7 @@ impl Need {
         Need::ConfigDrive,
         Need::Hyperv,
         Need::Efi,
+        Need::SystemPartition,
         Need::Optional,
     ];
 
@@ -92,6 +95,7 @@ impl Need {
             Need::ConfigDrive => "config-drive",
             Need::Hyperv => "hyperv",
             Need::Efi => "efi",
+            Need::SystemPartition => "system-partition",
             Need::Optional => "optional",
         }
     }
@@ -114,6 +118,7 @@ impl Need {
             Need::ConfigDrive => "images with [system] config_drive = true",
             Need::Hyperv => "the vhdx format (Hyper-V)",
             Need::Efi => "UEFI formats (uki, iso, raw-efi, qcow2, vhdx)",
+            Need::SystemPartition => "disk formats (raw-efi, qcow2, vhdx): the verified system partition",
             Need::Optional => "features a config may use; never refused",
         }
     }
@@ -154,6 +159,9 @@ pub fn needs_for(config: &Config, formats: &[Format]) -> BTreeSet<Need> {
     }
     if formats.iter().any(|f| *f != Format::KernelInitrd) {
         needs.insert(Need::Efi);
+    }
+    if formats.iter().any(|f| f.has_system_partition()) {
+        needs.insert(Need::SystemPartition);
     }
     needs
 }
@@ -318,6 +326,8 @@ const OPTION_MODULES: &[(&str, &str)] = &[
     ("CONFIG_HW_RANDOM_VIRTIO", "virtio_rng"),
     ("CONFIG_VIRTIO_BALLOON", "virtio_balloon"),
     ("CONFIG_BLK_DEV_SR", "sr_mod"),
+    ("CONFIG_BLK_DEV_DM", "dm_mod"),
+    ("CONFIG_DM_VERITY", "dm_verity"),
 ];
 
 /// The module `option` builds when set to `m`, if berth knows it.
@@ -963,7 +973,8 @@ mod tests {
                 Need::Storage,
                 Need::ConfigDrive,
                 Need::Hyperv,
-                Need::Efi
+                Need::Efi,
+                Need::SystemPartition
             ]
         );
         assert!(!r.ok);
@@ -1068,14 +1079,19 @@ mod tests {
         let bridge = "[[service]]\nname = \"web\"\nimage = \"oci:x\"\nnet = \"bridge\"\n";
         assert_eq!(
             needs_for(&config(bridge), &[Format::Vhdx]),
-            BTreeSet::from([Boot, Containers, InitrdZstd, Network, Bridge, Hyperv, Efi])
+            BTreeSet::from([Boot, Containers, InitrdZstd, Network, Bridge, Hyperv, Efi, SystemPartition])
         );
         for f in [Format::Uki, Format::RawEfi, Format::Qcow2] {
             assert!(needs_for(&config(none), &[f]).contains(&Efi));
         }
+        for (f, partition) in
+            [(Format::Uki, false), (Format::Iso, false), (Format::RawEfi, true), (Format::Qcow2, true)]
+        {
+            assert_eq!(needs_for(&config(none), &[f]).contains(&SystemPartition), partition, "{f:?}");
+        }
         let gzip = format!("{none}[kernel]\ncompression = \"gzip\"\n");
         assert_eq!(needs_for(&config(&gzip), &[]), BTreeSet::from([Boot, Containers, InitrdGzip]));
         assert!(!every_need().contains(&Optional));
-        assert_eq!(every_need().len(), 10);
+        assert_eq!(every_need().len(), 11);
     }
 }

@@ -14,6 +14,7 @@ pub mod fs_tools;
 pub mod image_config;
 pub mod import;
 pub mod init_binary;
+pub mod initramfs;
 pub mod inspect;
 pub mod kernel;
 pub mod kernel_check;

@@ -1,18 +1,16 @@
-//! The verified system partition, booted: PID 1 finds the disk the command line names, puts a
-//! dm-verity device over it with the root hash the command line carries (device-mapper ioctls,
-//! no veritysetup in the image), mounts its squashfs read-only, and a container reads a layer's
-//! files from it. A byte flipped inside a file on the disk makes reading that file an I/O
-//! error, while the rest of the partition, PID 1 and the shutdown go on.
+//! The verified system partition, booted from a disk `berth build` made: PID 1 loads the slim
+//! initramfs's modules, puts a dm-verity device over the partition the UKI's command line names
+//! (device-mapper ioctls, no veritysetup in the image), mounts its squashfs read-only and runs
+//! a container whose layer is read from it. A byte flipped inside a layer's file on the disk
+//! makes reading that file an I/O error and an event naming the partition, while the rest of
+//! the partition, PID 1 and the shutdown go on.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use berth_image_build::layer::scan_layer;
-use berth_image_build::system_partition::write_squashfs;
-use berth_image_build::verity::hash_tree;
-use berth_qemu::{default_timeout, GuestShutdown};
-use berth_schema::verity::VeritySpec;
+use berth_qemu::Event;
 use sha2::{Digest as _, Sha256};
 
 /// 256 KiB that no compressor shrinks: two whole squashfs blocks, stored as they are.
@@ -26,85 +24,113 @@ fn incompressible() -> Vec<u8> {
     out
 }
 
-/// A system disk (squashfs + hash tree) with one layer holding `hello.txt` and `blob.bin`; with
-/// `corrupt`, one byte of `blob.bin` is flipped on the disk after the tree was computed.
-fn system_disk(dir: &Path, corrupt: bool) -> (PathBuf, VeritySpec, String) {
-    let blob_data = incompressible();
-    let mut b = tar::Builder::new(Vec::new());
-    common::tar_file(&mut b, "hello.txt", b"verified hello\n");
-    common::tar_file(&mut b, "blob.bin", &blob_data);
-    let tar = b.into_inner().unwrap();
-    let layer = common::layer_blob(dir, tar);
-    let digest = layer.digest.clone();
-    let summary = scan_layer(&layer).unwrap();
-    let image = dir.join("system.squashfs");
-    write_squashfs(&image, b"{}", &[(&layer, &summary)], 1_700_000_000).unwrap();
-    let mut data = std::fs::read(&image).unwrap();
-    let tree = hash_tree(&mut data.as_slice(), [7; 32]).unwrap();
-    if corrupt {
-        let at = data.windows(64).position(|w| w == &blob_data[..64]).expect("blob.bin stored as it is");
-        // Far from the superblock and inode tables (block 0 holds the superblock and the start of
-        // blob.bin): a block of blob.bin alone.
-        data[at + 200_000] ^= 0x01;
-    }
-    data.extend_from_slice(&tree.tree);
-    let disk = dir.join("system.disk");
-    std::fs::write(&disk, &data).unwrap();
-    (disk, tree.spec(), digest.trim_start_matches("sha256:").to_string())
-}
-
-fn config(spec: &VeritySpec, hex: &str) -> String {
-    format!(
-        r#"
+const CONFIG: &str = r#"
 [kernel]
-cmdline = "console=ttyS0 quiet berth.system=serial:berth-system berth.verity={spec}"
-modules = ["dm-verity", "squashfs", "virtio_blk"]
+cmdline = "console=ttyS0 quiet"
+
+[network]
+auto = false
 
 [system]
 when_done = "poweroff"
 
 [[onboot]]
 name = "reader"
-image = "oci:images/busybox:latest"
-binds = ["/berth/system:/system:ro"]
-command = ["sh", "-c", "cat /system/layers/{hex}/hello.txt; if cat /system/layers/{hex}/blob.bin > /dev/null; then echo BLOB-OK; else echo BLOB-FAILED; fi"]
-"#
-    )
+image = "oci:images/data:latest"
+command = ["sh", "-c", "cat /data/hello.txt; if cat /data/blob.bin > /dev/null; then echo BLOB-OK; else echo BLOB-FAILED; fi; cat /data/hello.txt"]
+"#;
+
+/// The raw EFI disk of [`CONFIG`], whose image holds busybox, `/data/hello.txt` and
+/// `/data/blob.bin` in one layer.
+fn built_disk(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("data/hello.txt"), b"verified hello\n").unwrap();
+    std::fs::write(root.join("data/blob.bin"), incompressible()).unwrap();
+    let layout = dir.join("images/data");
+    let o = common::run_berth(&[
+        "image",
+        "import",
+        root.to_str().unwrap(),
+        "--tag",
+        "latest",
+        "-o",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = dir.join("reader.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = dir.join("out");
+    let o = common::run_berth(&[
+        "build",
+        config.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "raw-efi",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out.join("disk.raw")
 }
 
-fn boot(corrupt: bool) -> (String, VeritySpec) {
-    let dir = tempfile::tempdir().unwrap();
-    common::busybox_image(dir.path());
-    let (disk, spec, hex) = system_disk(dir.path(), corrupt);
-    let out = common::build(dir.path(), "system", &config(&spec, &hex));
-    let drive = format!("if=none,id=sys,file={},format=raw,readonly=on", disk.display());
-    let mut vm = common::boot_with(
-        &out,
-        &["-drive", &drive, "-device", "virtio-blk-pci,drive=sys,serial=berth-system"],
-    );
-    let t = default_timeout();
-    let mounted = vm.wait_for_event("system_partition.mounted", |_| true, t);
-    vm.wait_exit(t).unwrap();
-    let console = vm.console_text();
-    let mounted = mounted.unwrap_or_else(|e| panic!("{e}: {console}"));
-    assert_eq!(mounted.get("root_hash"), Some(spec.root_hex().as_str()), "{console}");
-    assert_eq!(mounted.get("disk"), Some("vda"), "{console}");
-    assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{console}");
-    assert!(!console.contains("Kernel panic"), "{console}");
-    (console, spec)
+/// Boots `disk` with `berth run`: the console and the events on it.
+fn boot(disk: &Path) -> (String, Vec<Event>) {
+    let o = Command::new(common::berth())
+        .args(["run", "--timeout", "120", "--no-net"])
+        .arg(disk)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}\n{console}", String::from_utf8_lossy(&o.stderr));
+    let events = console.lines().filter_map(Event::parse).collect();
+    (console, events)
+}
+
+fn event<'e>(events: &'e [Event], name: &str) -> Option<&'e Event> {
+    events.iter().find(|e| e.name == name)
 }
 
 #[test]
 fn a_container_reads_its_layer_from_the_verified_partition() {
-    let (console, _) = boot(false);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = built_disk(dir.path());
+    let (console, events) = boot(&disk);
+    let mounted = event(&events, "system_partition.mounted").unwrap_or_else(|| panic!("{console}"));
+    assert_eq!(mounted.get("disk"), Some("vda2"), "{console}");
     assert!(console.contains("reader | verified hello"), "{console}");
     assert!(console.contains("reader | BLOB-OK"), "{console}");
+    assert!(event(&events, "system_partition.corrupted").is_none(), "{console}");
+    assert!(event(&events, "shutdown.complete").is_some(), "{console}");
 }
 
 #[test]
-fn a_flipped_byte_is_an_io_error_and_the_machine_goes_on() {
-    let (console, _) = boot(true);
-    assert!(console.contains("reader | BLOB-FAILED"), "reading the changed file failed: {console}");
-    assert!(console.contains("reader | verified hello"), "the rest of the partition reads: {console}");
-    assert!(console.contains("verity"), "the kernel names the verity failure: {console}");
+fn a_flipped_byte_is_an_io_error_an_event_and_the_machine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = built_disk(dir.path());
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let blob = incompressible();
+    let at = bytes.windows(64).position(|w| w == &blob[..64]).expect("blob.bin stored as it is");
+    // Well inside blob.bin's second squashfs block: data only, no metadata of the filesystem.
+    bytes[at + 200_000] ^= 0x01;
+    std::fs::write(&disk, &bytes).unwrap();
+    let (console, events) = boot(&disk);
+    assert!(console.contains("reader | BLOB-FAILED"), "reading the changed file fails: {console}");
+    assert_eq!(
+        console.matches("reader | verified hello").count(),
+        2,
+        "the rest reads, before and after: {console}"
+    );
+    let corrupted =
+        event(&events, "system_partition.corrupted").unwrap_or_else(|| panic!("no event: {console}"));
+    assert_eq!(corrupted.get("partition"), Some("berth-system"), "{console}");
+    assert_eq!(corrupted.get("disk"), Some("vda2"), "{console}");
+    assert_eq!(corrupted.get("kind"), Some("data"), "{console}");
+    assert!(event(&events, "shutdown.complete").is_some(), "PID 1 stays up and powers off: {console}");
+    assert!(!console.contains("Kernel panic") && !console.contains("PID 1 bug"), "{console}");
 }

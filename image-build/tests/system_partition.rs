@@ -12,7 +12,7 @@ use std::process::Command;
 
 use berth_image_build::layer::scan_layer;
 use berth_image_build::source::LayerBlob;
-use berth_image_build::system_partition::write_squashfs;
+use berth_image_build::system_partition::{write_squashfs, Content, PackedFile};
 use berth_image_build::verity::{hash_tree, BLOCK_SIZE};
 
 fn layer(dir: &Path, tar: Vec<u8>) -> LayerBlob {
@@ -103,8 +103,13 @@ fn layers_once_by_digest_with_everything_overlayfs_reads() {
     let (s1, s2) = (scan_layer(&shared).unwrap(), scan_layer(&other).unwrap());
     // Three containers use `shared`, one `other`.
     let layers = [(&shared, &s1), (&other, &s2), (&shared, &s1), (&shared, &s1)];
+    let module = tmp.path().join("dm-verity.ko");
+    fs::write(&module, b"\x7fELF module").unwrap();
+    let files =
+        [PackedFile { dest: "modules/6.1.0/kernel/dm-verity.ko".into(), source: module, mode: 0o644 }];
+    let content = Content { plan_json: br#"{"version":2}"#, files: &files, layers: &layers };
     let image = tmp.path().join("system.squashfs");
-    write_squashfs(&image, br#"{"version":2}"#, &layers, 1_700_000_000).unwrap();
+    write_squashfs(&image, &content, 1_700_000_000).unwrap();
 
     let listing = read_back(&image);
     let hex = |b: &LayerBlob| b.digest.trim_start_matches("sha256:").to_string();
@@ -125,12 +130,74 @@ fn layers_once_by_digest_with_everything_overlayfs_reads() {
     let same = at("etc/same.conf");
     assert!(same.0 == 'h' || same.0 == 'f', "a hard link: {same:?}");
     assert!(listing.contains_key("plan.json"));
+    assert_eq!(listing["modules/6.1.0/kernel/dm-verity.ko"].0, 'f', "a module, with its directories");
+    assert_eq!(listing["modules/6.1.0"].0, 'd');
 
     // Reproducible, and whole verity blocks.
     let again = tmp.path().join("again.squashfs");
-    write_squashfs(&again, br#"{"version":2}"#, &layers, 1_700_000_000).unwrap();
+    write_squashfs(&again, &content, 1_700_000_000).unwrap();
     let (a, b) = (fs::read(&image).unwrap(), fs::read(&again).unwrap());
     assert!(a == b, "two builds differ");
     assert_eq!(a.len() % BLOCK_SIZE, 0);
     hash_tree(&mut a.as_slice(), [0; 32]).unwrap();
+}
+
+/// A built disk: three containers on the busybox image and one on another image share the
+/// busybox layer, which the disk's system partition stores once (a layer directory per
+/// distinct layer, counted), and the plan, the modules and the layers are all on it.
+#[test]
+fn a_layer_used_by_three_containers_is_stored_once_on_a_built_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::busybox_image(tmp.path());
+    let root = tmp.path().join("other-root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/other"), b"other\n").unwrap();
+    let layout = tmp.path().join("images/other");
+    let o = common::run_berth(&[
+        "image",
+        "import",
+        root.to_str().unwrap(),
+        "--tag",
+        "latest",
+        "-o",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut config = String::from("[kernel]\ncmdline = \"console=ttyS0\"\n");
+    for (name, image) in [("a", "busybox"), ("b", "busybox"), ("c", "busybox"), ("d", "other")] {
+        config.push_str(&format!(
+            "[[service]]\nname = \"{name}\"\nimage = \"oci:images/{image}:latest\"\ncommand = [\"/bin/true\"]\n"
+        ));
+    }
+    let file = tmp.path().join("shared.toml");
+    fs::write(&file, config).unwrap();
+    let out = tmp.path().join("out");
+    let o = common::run_berth(&[
+        "build",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "raw-efi",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let disk = out.join("disk.raw");
+    let table = berth_image_build::formats::read_gpt(&disk).unwrap();
+    let part = table.iter().find(|p| p.name == "berth-system").expect("the system partition");
+    let bytes = fs::read(&disk).unwrap();
+    let image = tmp.path().join("system.img");
+    let range = usize::try_from(part.offset).unwrap()..usize::try_from(part.offset + part.bytes).unwrap();
+    fs::write(&image, &bytes[range]).unwrap();
+    let listing = read_back(&image);
+    let layer_dirs: Vec<&String> =
+        listing.keys().filter(|p| p.starts_with("layers/") && p.matches('/').count() == 1).collect();
+    assert_eq!(layer_dirs.len(), 2, "busybox's layer once, the other image's once: {layer_dirs:?}");
+    assert!(listing.contains_key("plan.json"));
+    assert!(listing.keys().any(|p| p.starts_with("modules/") && p.ends_with("/overlay.ko")), "{listing:#?}");
+    // The initramfs of the disk's UKI holds no layer.
+    let report = common::run_berth(&["inspect", "--json", disk.to_str().unwrap()]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert!(report["initrd_unpacked_bytes"].as_u64().unwrap() < 8 << 20, "{report}");
+    assert_eq!(report["containers"].as_array().unwrap().len(), 4);
 }

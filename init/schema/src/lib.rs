@@ -15,6 +15,7 @@ pub mod plan;
 pub mod process;
 pub mod resolve;
 pub mod syslog;
+pub mod system_partition;
 mod text_form;
 pub mod units;
 pub mod verity;

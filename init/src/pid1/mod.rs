@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod control;
 pub mod device_mapper;
 pub mod event_source;
+pub mod kernel_log;
 pub mod late_modules;
 pub mod launch_spec;
 pub mod limits;
@@ -39,17 +40,19 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_schema::plan::{Plan, PLAN_PATH};
+use berth_schema::plan::Plan;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use control::protocol::{Reply, Request};
 use control::ControlSocket;
 use event_source::{EventSource, Pid1Event, Signals, SyslogSocket};
+use kernel_log::KernelLog;
 use late_modules::LateModules;
 use network::HostNetwork;
 use power_button::PowerButton;
 use shutdown::PowerAction;
 use supervisor::Supervisor;
+use system_partition::SystemSource;
 
 /// PID 1's entry point. Never returns.
 pub fn run() -> ! {
@@ -78,14 +81,18 @@ fn boot(signals: Signals) -> ! {
     stage("init");
     mount_filesystems();
     stage("mounts");
-    let plan = read_plan();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let system = mount_system_partition(&cmdline);
+    let kernel_log = match &system {
+        SystemSource::Partition(m) => KernelLog::follow(&m.disk),
+        _ => None,
+    };
+    let plan = read_plan(&system);
     load_modules(&plan.modules);
     stage("modules");
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    mount_system_partition(&cmdline);
     let plan = apply_boot_config(plan, &cmdline);
     let cgroups = enable_cgroups();
-    configure_system(&plan);
+    configure_system(&plan, &system);
     stage("system");
     let (net, bridge) = start_network(&plan, &cmdline);
     stage("network");
@@ -102,7 +109,7 @@ fn boot(signals: Signals) -> ! {
     // request must reach PID 1.
     let button = open_power_button(&plan.button_modules);
     let late = start_late_modules(&plan.late_modules, &mut pid1.net);
-    event_loop(pid1, Sources { signals, button, control, late, syslog: SyslogSocket::default() })
+    event_loop(pid1, Sources { signals, button, control, late, syslog: SyslogSocket::default(), kernel_log })
 }
 
 /// Leaves the initramfs, mounts the kernel's filesystems, opens kmsg; Ctrl-Alt-Del becomes
@@ -122,11 +129,24 @@ fn mount_filesystems() {
     let _ = nix::sys::reboot::set_cad_enabled(false);
 }
 
-/// The boot plan; an empty one (and `boot.failed`) when it cannot be read.
-fn read_plan() -> Plan {
-    let read = std::fs::read_to_string(PLAN_PATH)
-        .map_err(|e| format!("cannot read {PLAN_PATH}: {e}"))
-        .and_then(|t| Plan::from_json(&t).map_err(|e| format!("{PLAN_PATH} is not a valid boot plan: {e}")));
+/// The boot plan (from the initramfs or the system partition); an empty one (and
+/// `boot.failed`) when it cannot be read, saying why.
+fn read_plan(system: &SystemSource) -> Plan {
+    let path = system.plan_path();
+    let read = match system {
+        SystemSource::Failed(e) => {
+            Err(format!("cannot read {path}: the system partition is not mounted: {e}"))
+        }
+        _ => std::fs::read_to_string(&path).map_err(|e| match kernel_log::initramfs_failure() {
+            Some(kernel) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "cannot read {path}: the initramfs was not unpacked whole (the kernel said \"{kernel}\"): \
+                 it does not fit in the machine's memory; give the machine the memory `berth build` \
+                 prints, or boot a disk format (raw-efi, qcow2, vhdx), whose layers stay on the disk"
+            ),
+            _ => format!("cannot read {path}: {e}"),
+        }),
+    }
+    .and_then(|t| Plan::from_json(&t).map_err(|e| format!("{path} is not a valid boot plan: {e}")));
     read.unwrap_or_else(|e| {
         log::error(&format!(
             "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
@@ -137,20 +157,25 @@ fn read_plan() -> Plan {
 }
 
 /// The verified system partition, when the command line names one (see `system_partition`).
-fn mount_system_partition(cmdline: &str) {
-    match system_partition::mount_from(cmdline) {
-        None => {}
-        Some(Ok(m)) => log::emit(
+fn mount_system_partition(cmdline: &str) -> SystemSource {
+    let (source, warnings) = system_partition::mount_from(cmdline);
+    for w in warnings {
+        log::warn(&w);
+    }
+    match &source {
+        SystemSource::Initramfs => {}
+        SystemSource::Partition(m) => log::emit(
             log::event("system_partition.mounted")
                 .with("disk", &m.disk)
                 .with("root_hash", m.spec.root_hex())
                 .with("path", system_partition::MOUNT_POINT),
         ),
-        Some(Err(e)) => {
+        SystemSource::Failed(e) => {
             log::error(&format!("system partition: {e}"));
             log::emit(log::event("system_partition.failed").with("error", e));
         }
     }
+    source
 }
 
 fn load_modules(paths: &[String]) {
@@ -186,9 +211,10 @@ fn enable_cgroups() -> bool {
     true
 }
 
-/// Opaque layer directories, the hostname, sysctls, `lo`.
-fn configure_system(plan: &Plan) {
-    let mut failures = system::mark_opaque_dirs(plan);
+/// Opaque layer directories (in the initramfs; the partition's carry their xattr), the
+/// hostname, sysctls, `lo`.
+fn configure_system(plan: &Plan, system: &SystemSource) {
+    let mut failures = if system.layers_on_partition() { Vec::new() } else { system::mark_opaque_dirs(plan) };
     failures.extend(system::set_hostname(&plan.system.hostname).err());
     failures.extend(system::apply_sysctls(plan));
     failures.extend(system::loopback_up().err());
@@ -273,6 +299,7 @@ struct Sources {
     control: Option<ControlSocket>,
     late: Option<LateModules>,
     syslog: SyslogSocket,
+    kernel_log: Option<KernelLog>,
 }
 
 /// The loop: wait on every source, handle what they report, end the machine once a shutdown
@@ -292,6 +319,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut s.control,
             &mut s.late,
             &mut s.syslog,
+            &mut s.kernel_log,
             &mut pid1.net,
             &mut pid1.sup,
         ]);

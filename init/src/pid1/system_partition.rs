@@ -6,15 +6,19 @@
 //! the root hash, which the signed UKI's command line carries: a changed block is an I/O error
 //! for whoever reads it, never wrong data.
 //!
-//! Order: find the disk (waiting for its driver) → `verity` device `berth-system` → its block
-//! node `/dev/mapper/berth-system` (made by PID 1, not waited for from devtmpfs) → mount
-//! squashfs `ro`.
+//! Order: load the slim initramfs's modules ([`EARLY_BOOT_PATH`]: device-mapper, dm-verity,
+//! squashfs, the disk drivers) → find the disk (waiting for its driver) → `verity` device
+//! `berth-system` → its block node `/dev/mapper/berth-system` (made by PID 1, not waited for
+//! from devtmpfs) → mount squashfs `ro` → bind its layers, modules and tools where the
+//! all-in-RAM layout has them ([`BINDS`]). PID 1 then reads the plan from the partition.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::Duration;
 
 use berth_schema::config::DiskSelector;
+use berth_schema::plan::PLAN_PATH;
+use berth_schema::system_partition::{EarlyBoot, BINDS, EARLY_BOOT_PATH, PARTITION_NAME, PLAN};
 use berth_schema::verity::{VeritySpec, CMDLINE_KEY};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -24,10 +28,9 @@ use crate::pid1::storage;
 
 /// The kernel command line parameter naming the disk.
 pub const SELECTOR_KEY: &str = "berth.system";
-/// Where the partition is mounted.
-pub const MOUNT_POINT: &str = "/berth/system";
-/// The device-mapper name of the verity device.
-const DEVICE_NAME: &str = "berth-system";
+pub use berth_schema::system_partition::MOUNT_POINT;
+/// The device-mapper name of the verity device (the partition's own name).
+pub const DEVICE_NAME: &str = PARTITION_NAME;
 /// The block node PID 1 makes for it (in devtmpfs: `/run` is `nodev`).
 const DEVICE_NODE: &str = "/dev/mapper/berth-system";
 /// How long the disk's driver may take to show it.
@@ -59,13 +62,70 @@ pub fn requested(cmdline: &str) -> Option<Result<(DiskSelector, VeritySpec), Str
     }
 }
 
-/// Sets up and mounts the partition `cmdline` asks for; `None` when it asks for none.
-pub fn mount_from(cmdline: &str) -> Option<Result<Mounted, String>> {
-    let (selector, spec) = match requested(cmdline)? {
-        Ok(r) => r,
-        Err(e) => return Some(Err(e)),
+/// Where this boot's files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemSource {
+    /// The initramfs holds everything (no partition asked for).
+    Initramfs,
+    /// The verified partition, mounted and bound into place.
+    Partition(Mounted),
+    /// A partition was asked for and could not be used: why.
+    Failed(String),
+}
+
+impl SystemSource {
+    /// Where the boot plan is read from.
+    pub fn plan_path(&self) -> String {
+        match self {
+            SystemSource::Initramfs => PLAN_PATH.to_string(),
+            SystemSource::Partition(_) | SystemSource::Failed(_) => format!("{MOUNT_POINT}/{PLAN}"),
+        }
+    }
+
+    /// Whether the layers are on the read-only partition (their opaque directories already
+    /// carry the xattr there).
+    pub fn layers_on_partition(&self) -> bool {
+        matches!(self, SystemSource::Partition(_))
+    }
+}
+
+/// Loads the slim initramfs's modules (when it has [`EARLY_BOOT_PATH`]), then sets up, mounts
+/// and binds the partition `cmdline` asks for. Module failures are returned as warnings.
+pub fn mount_from(cmdline: &str) -> (SystemSource, Vec<String>) {
+    let mut warnings = Vec::new();
+    match std::fs::read_to_string(EARLY_BOOT_PATH) {
+        Ok(text) => match EarlyBoot::from_json(&text) {
+            Ok(early) => warnings.extend(crate::pid1::system::load_modules(&early.modules)),
+            Err(e) => warnings.push(e),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warnings.push(format!("{EARLY_BOOT_PATH}: {e}")),
+    }
+    let source = match requested(cmdline) {
+        None => SystemSource::Initramfs,
+        Some(Err(e)) => SystemSource::Failed(e),
+        Some(Ok((selector, spec))) => {
+            match mount_verified(&selector, spec).and_then(|m| bind_into_place().map(|()| m)) {
+                Ok(m) => SystemSource::Partition(m),
+                Err(e) => SystemSource::Failed(e),
+            }
+        }
     };
-    Some(mount_verified(&selector, spec))
+    (source, warnings)
+}
+
+/// Binds the partition's directories where the all-in-RAM layout has them.
+fn bind_into_place() -> Result<(), String> {
+    for (on_partition, target) in BINDS {
+        let source = Path::new(MOUNT_POINT).join(on_partition);
+        if !source.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(target).map_err(|e| format!("create {target}: {e}"))?;
+        mount(Some(&source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("bind {} on {target}: {e}", source.display()))?;
+    }
+    Ok(())
 }
 
 fn mount_verified(selector: &DiskSelector, spec: VeritySpec) -> Result<Mounted, String> {
