@@ -13,6 +13,11 @@ packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   # the system partition: squashfs from a tar stream (tar2sqfs, no root); its dm-verity hash
   # tree is checked against veritysetup's in tests
   squashfs-tools-ng cryptsetup-bin
+  # Secure Boot: signing (sbsign, dated SOURCE_DATE_EPOCH under faketime); tests decrypt the
+  # ovmf package's snakeoil key with openssl
+  sbsigntool faketime
+  # the redis appliance test and benchmark: a Debian root filesystem
+  debootstrap
   # the project kernel (kernel-config/build): Debian's kernel source and what building it needs
   linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev xz-utils)
 missing=()

@@ -42,6 +42,7 @@ use crate::modules;
 use crate::reference::ImageRef;
 use crate::registry::PullOptions;
 use crate::seccomp_filters;
+use crate::signing::SigningKey;
 use crate::source::{self, LayerBlob, ResolvedImage};
 use crate::system_partition::{self, PackedFile};
 
@@ -256,6 +257,8 @@ pub struct BuildOptions {
     pub insecure_registries: Vec<String>,
     /// Resolve registry tags again instead of using the digests of `berth.lock`, and rewrite it.
     pub update: bool,
+    /// Sign the UKIs (alone and on the disks) for Secure Boot with this key.
+    pub signing: Option<SigningKey>,
 }
 
 /// What was built.
@@ -346,6 +349,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let text = fs::read_to_string(&opts.config).with_context(|| format!("{file}: cannot read the config"))?;
     let config = Config::parse(&text, &file)?;
     let src = Source { file, text: &text };
+    if let Some(key) = &opts.signing {
+        if !opts.formats.iter().any(|f| *f == Format::Uki || f.has_system_partition()) {
+            bail!("--sign-key signs the UKI that UEFI firmware starts: add --format uki, raw-efi, qcow2 or vhdx");
+        }
+        key.check()?;
+    }
     let base_dir = opts.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
 
@@ -727,9 +736,20 @@ fn write_formats(
         env!("CARGO_PKG_VERSION"),
         config.system.hostname
     );
+    let sign = |efi: &Path| -> Result<()> {
+        match &opts.signing {
+            Some(key) => {
+                progress.step(format!("signing {}", efi.display()));
+                key.sign(efi, epoch)
+            }
+            None => Ok(()),
+        }
+    };
     if wanted.contains(&Format::Uki) {
         progress.step("making the UKI");
-        formats::write_uki(&vmlinuz, &initrd, cmdline, &os_release, epoch, &dir.join(formats::UKI))?;
+        let uki = dir.join(formats::UKI);
+        formats::write_uki(&vmlinuz, &initrd, cmdline, &os_release, epoch, &uki)?;
+        sign(&uki)?;
     }
     let Some(disk) = disk else {
         return Ok(());
@@ -745,6 +765,7 @@ fn write_formats(
         &disk_uki,
     )?;
     let raw = dir.join(formats::RAW);
+    sign(&disk_uki)?;
     formats::write_raw_efi(&disk_uki, epoch, Some(&disk.partition), opts.data_size, &raw)?;
     fs::remove_file(&disk_uki)?;
     for f in [Format::Qcow2, Format::Vhdx] {

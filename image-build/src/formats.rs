@@ -177,6 +177,9 @@ fn align_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
 
+/// systemd's EFI stub, which every UKI is made from (Debian's `systemd-boot-efi`).
+pub const UKI_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
 /// Makes the UKI at `out` from the kernel, initramfs, command line and os-release text.
 pub fn write_uki(
     vmlinuz: &Path,
@@ -186,7 +189,7 @@ pub fn write_uki(
     epoch: u64,
     out: &Path,
 ) -> Result<()> {
-    let stub = packaged_file("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi")?;
+    let stub = packaged_file(UKI_STUB, "systemd-boot-efi")?;
     let objcopy = tool("objcopy", "binutils")?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let osrel = dir.join(".uki-osrel");

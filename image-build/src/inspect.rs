@@ -54,6 +54,9 @@ pub struct Report {
     pub partitions: Vec<PartitionReport>,
     /// The verified system partition of a disk format.
     pub system_partition: Option<SystemPartitionReport>,
+    /// The subjects of the certificates the UKI is signed with for Secure Boot (empty: not
+    /// signed, or a format whose firmware path is not a UKI).
+    pub signature: Vec<String>,
 }
 
 /// One partition of a disk image.
@@ -126,6 +129,8 @@ struct Parts {
     cmdline: String,
     /// A disk's raw form (converted into the scratch directory when it was not raw).
     disk: Option<std::path::PathBuf>,
+    /// The EFI application UEFI firmware starts (the UKI, alone or from a disk's ESP).
+    efi: Option<std::path::PathBuf>,
 }
 
 /// Reads the kernel, initramfs and command line out of an image.
@@ -136,7 +141,12 @@ fn parts(bootable: &Bootable, scratch: &Path) -> Result<Parts> {
         Bootable::Disk(..) => Some(scratch.join("disk.raw")),
         _ => None,
     };
-    Ok(Parts { kernel, initrd, cmdline, disk })
+    let efi = match bootable {
+        Bootable::Uki(p) => Some(p.clone()),
+        Bootable::Disk(..) => Some(scratch.join("BOOTX64.EFI")),
+        _ => None,
+    };
+    Ok(Parts { kernel, initrd, cmdline, disk, efi })
 }
 
 /// The kernel, initramfs and command line of an image.
@@ -219,7 +229,11 @@ fn decompress(initrd: &[u8]) -> Result<Vec<u8>> {
 pub fn inspect(path: &Path) -> Result<Report> {
     let bootable = Bootable::detect(path)?;
     let scratch = tempfile::tempdir()?;
-    let Parts { kernel, initrd, cmdline, disk } = parts(&bootable, scratch.path())?;
+    let Parts { kernel, initrd, cmdline, disk, efi } = parts(&bootable, scratch.path())?;
+    let signature = match &efi {
+        Some(efi) => crate::signing::signers(efi)?,
+        None => Vec::new(),
+    };
     let entries =
         crate::cpio::read_archive(decompress(&initrd)?.as_slice()).context("reading the initramfs")?;
     let mut modules = BTreeMap::new();
@@ -323,6 +337,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         layers_bytes: layer_sizes.values().sum(),
         partitions,
         system_partition,
+        signature,
     })
 }
 
@@ -419,6 +434,11 @@ impl Report {
             for p in &self.partitions {
                 out.push_str(&format!("  {:<22} at {:>6} MiB  {}\n", p.name, p.offset >> 20, mib(p.bytes)));
             }
+        }
+        if self.format == "uki" || !self.partitions.is_empty() {
+            let signed =
+                if self.signature.is_empty() { "none".to_string() } else { self.signature.join(", ") };
+            out.push_str(&format!("signature   {signed}\n"));
         }
         if let Some(s) = &self.system_partition {
             out.push_str(&format!(

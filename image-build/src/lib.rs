@@ -24,6 +24,7 @@ pub mod modules;
 pub mod reference;
 pub mod registry;
 pub mod seccomp_filters;
+pub mod signing;
 pub mod source;
 pub mod system_partition;
 pub mod verity;

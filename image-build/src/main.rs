@@ -9,6 +9,7 @@ use berth_image_build::build::{self, BuildOptions};
 use berth_image_build::formats::{self, Bootable, Format};
 use berth_image_build::import::{import_rootfs, ImportOptions};
 use berth_image_build::kernel::default_cache_dir;
+use berth_image_build::signing::{self, SigningKey};
 use berth_qemu::{Accel, SilenceNotices, Vm, VmConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -54,6 +55,13 @@ enum Command {
         /// Resolve registry tags again instead of using the digests in berth.lock, and rewrite it.
         #[arg(long)]
         update: bool,
+        /// Sign the UKI (berth.efi, and the one on the disks' EFI system partition) for UEFI
+        /// Secure Boot with this private key (PEM, not encrypted); needs --sign-cert.
+        #[arg(long, value_name = "KEY", requires = "sign_cert")]
+        sign_key: Option<PathBuf>,
+        /// The certificate (PEM) of --sign-key, the one enrolled in the firmware's db.
+        #[arg(long, value_name = "CERT", requires = "sign_key")]
+        sign_cert: Option<PathBuf>,
     },
     /// Work with images.
     Image {
@@ -83,6 +91,11 @@ enum Command {
         /// Boot with UEFI firmware (OVMF) even when the image also boots with a BIOS (ISO).
         #[arg(long)]
         uefi: bool,
+        /// Boot with Secure Boot enforced: Debian's OVMF with its test ("snakeoil") keys
+        /// enrolled, on a q35 machine. The firmware starts only a UKI or disk signed with that
+        /// key (`berth build --sign-key`); a refusal ends the run with an error.
+        #[arg(long)]
+        secure_boot: bool,
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 512)]
         memory: u32,
@@ -219,7 +232,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Build { config, output, init, cache_dir, formats, data_size, insecure_registry, update } => {
+        Command::Build {
+            config,
+            output,
+            init,
+            cache_dir,
+            formats,
+            data_size,
+            insecure_registry,
+            update,
+            sign_key,
+            sign_cert,
+        } => {
             let opts = BuildOptions {
                 config,
                 output: output.clone(),
@@ -229,6 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 data_size,
                 insecure_registries: insecure_registry,
                 update,
+                signing: sign_key.zip(sign_cert).map(|(key, cert)| SigningKey { key, cert }),
             };
             let report = build::build(&opts)?;
             let mut seen = std::collections::BTreeSet::new();
@@ -279,6 +304,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             dir,
             uefi,
+            secure_boot,
             memory,
             cpus,
             accel,
@@ -300,7 +326,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "--append works with a build directory only: the image carries its own command line"
                     );
                     let mut cfg = VmConfig::default();
-                    if uefi || other.needs_uefi() {
+                    if secure_boot {
+                        anyhow::ensure!(
+                            other.needs_uefi(),
+                            "--secure-boot boots a signed UKI or disk (berth.efi, disk.raw, disk.qcow2, disk.vhdx)"
+                        );
+                        cfg.machine = berth_qemu::Machine::Q35;
+                        cfg.extra_args.extend(signing::secure_boot_args(scratch.path())?);
+                    } else if uefi || other.needs_uefi() {
                         cfg.extra_args.extend(["-bios".to_string(), formats::ovmf()?.display().to_string()]);
                     }
                     cfg.extra_args.extend(other.qemu_args(scratch.path())?);
@@ -317,6 +350,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     format!("file={},format={format},if=virtio", disk.display()),
                 ]);
             }
+            anyhow::ensure!(
+                !(secure_boot && matches!(bootable, Bootable::KernelInitrd(_))),
+                "--secure-boot boots a signed UKI or disk (berth.efi, disk.raw, disk.qcow2, disk.vhdx), not a build directory"
+            );
             if uefi && matches!(bootable, Bootable::KernelInitrd(_)) {
                 cfg.extra_args.extend(["-bios".to_string(), formats::ovmf()?.display().to_string()]);
             }
@@ -443,6 +480,7 @@ fn run_vm(
     let started = Instant::now();
     let limit = timeout.map(Duration::from_secs);
     let mut notices = SilenceNotices::new(SILENCE_NOTICE_AFTER);
+    let mut booted = false;
     let status = loop {
         match vm.try_wait() {
             Ok(Some(status)) => break status,
@@ -457,6 +495,18 @@ fn run_vm(
             anyhow::bail!(
                 "the machine did not shut down within {} s (--timeout); QEMU was stopped",
                 started.elapsed().as_secs()
+            );
+        }
+        // Until the guest's first event, the firmware may still refuse the image.
+        let firmware = if booted { String::new() } else { vm.console_tail(200) };
+        booted = booted || firmware.contains("@berth ");
+        if let Some(refusal) = firmware.lines().find(|l| signing::is_refusal(l)) {
+            vm.kill();
+            eprintln!();
+            anyhow::bail!(
+                "the firmware refused to start the image: {}\nUnder Secure Boot it starts only an image signed with a key of its db: \
+                 build with --sign-key KEY --sign-cert CERT (for --secure-boot: the ovmf package's snakeoil key)",
+                refusal.trim()
             );
         }
         if let Some(notice) = notices.check(vm.silent_for(), vm.accel(), vm.accel_reason()) {
