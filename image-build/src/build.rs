@@ -43,6 +43,7 @@ use crate::reference::ImageRef;
 use crate::registry::PullOptions;
 use crate::seccomp_filters;
 use crate::signing::SigningKey;
+use crate::sizing::{self, MemoryNeeds};
 use crate::source::{self, LayerBlob, ResolvedImage};
 use crate::system_partition::{self, PackedFile};
 
@@ -236,6 +237,36 @@ struct DiskSystem {
     initrd: PathBuf,
     /// What the UKI's command line carries to verify the partition.
     spec: VeritySpec,
+    /// The guest RAM (MiB) a machine booting from the disk needs.
+    memory_mib: u64,
+}
+
+/// Refuses to build when `[system] memory` is below what a requested layout needs: the disk
+/// formats' need when one is asked for, the all-in-RAM need when kernel+initrd, uki or iso is
+/// (or no format: kernel+initrd is what is built then).
+fn check_memory(config: &Config, formats: &[Format], needs: &MemoryNeeds, src: &Source<'_>) -> Result<()> {
+    let Some(given) = config.system.memory else { return Ok(()) };
+    let given_mib = given >> 20;
+    let in_ram = formats.is_empty() || formats.iter().any(|f| !f.has_system_partition());
+    let mut short = Vec::new();
+    if in_ram && given_mib < needs.kernel_initrd_mib {
+        short.push(format!(
+            "{} MiB as kernel+initrd (the initramfs is unpacked into RAM)",
+            needs.kernel_initrd_mib
+        ));
+    }
+    if let Some(disk) = needs.disk_mib.filter(|d| given_mib < *d) {
+        short.push(format!("{disk} MiB from the disk"));
+    }
+    if short.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{}: [system] memory = {given_mib} MiB is less than this image needs: {}; raise [system] memory, \
+         or build a disk format (raw-efi, qcow2, vhdx), which keeps the layers on the disk",
+        src.file,
+        short.join(", ")
+    )
 }
 
 /// What to build.
@@ -270,6 +301,8 @@ pub struct BuildReport {
     pub initrd_bytes: u64,
     /// The boot plan written into the initramfs.
     pub plan: Plan,
+    /// The guest RAM the layouts built need.
+    pub memory: MemoryNeeds,
 }
 
 /// Progress on a terminal, silence elsewhere.
@@ -518,7 +551,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
     }
     let packing = |digest: &str| progress.step(format!("packing layer {}", short(digest)));
-    initramfs::write(
+    let unpacked = initramfs::write(
         &staging.path().join(INITRD),
         config.kernel.compression,
         source_date_epoch(),
@@ -564,7 +597,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let early_text = early.to_json();
         let slim = staging.path().join(DISK_INITRD);
         let system_refs: Vec<&modules::ModuleFile> = system_module_files.iter().collect();
-        initramfs::write(
+        let slim_unpacked = initramfs::write(
             &slim,
             config.kernel.compression,
             source_date_epoch(),
@@ -577,10 +610,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             },
             &packing,
         )?;
-        Some(DiskSystem { partition, initrd: slim, spec })
+        let uki_bytes = fs::metadata(&kernel.vmlinuz)?.len() + fs::metadata(&slim)?.len();
+        let memory_mib = sizing::uefi_mib(slim_unpacked, uki_bytes);
+        Some(DiskSystem { partition, initrd: slim, spec, memory_mib })
     } else {
         None
     };
+    let memory = MemoryNeeds {
+        kernel_initrd_mib: sizing::in_ram_mib(unpacked),
+        disk_mib: disk.as_ref().map(|d| d.memory_mib),
+    };
+    check_memory(&config, &opts.formats, &memory, &src)?;
     write_formats(staging.path(), opts, &config, disk.as_ref(), &progress)?;
     if let Some(disk) = &disk {
         fs::remove_file(&disk.initrd)?;
@@ -593,7 +633,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         new_lock.write(&lock_path)?;
     }
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
-    Ok(BuildReport { kernel_version: kernel.release, initrd_bytes, plan })
+    Ok(BuildReport { kernel_version: kernel.release, initrd_bytes, plan, memory })
 }
 
 /// The kernel `config` boots: `[kernel] path` (relative to the config file's directory), else

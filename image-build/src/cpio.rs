@@ -144,6 +144,8 @@ pub struct CpioWriter<W: Write> {
     expected_targets: BTreeSet<String>,
     /// Regular files written with `nlink >= 2`, so later entries can link to them.
     linkable: HashMap<String, LinkableInode>,
+    /// Memory the files take once the kernel unpacked them: each rounded up to whole pages.
+    unpacked_pages_bytes: u64,
 }
 
 impl<W: Write> CpioWriter<W> {
@@ -158,6 +160,7 @@ impl<W: Write> CpioWriter<W> {
             dirs: BTreeSet::new(),
             expected_targets: BTreeSet::new(),
             linkable: HashMap::new(),
+            unpacked_pages_bytes: 0,
         }
     }
 
@@ -183,6 +186,7 @@ impl<W: Write> CpioWriter<W> {
         reader: R,
     ) -> Result<(), CpioError> {
         let path = self.prepare(path)?;
+        self.unpacked_pages_bytes += size.div_ceil(4096) * 4096;
         // The newc format stores sizes in 8 hex digits: a file over u32::MAX bytes cannot be stored.
         let Ok(size32) = u32::try_from(size) else {
             return Err(CpioError::TooLarge { path, size });
@@ -343,6 +347,12 @@ impl<W: Write> CpioWriter<W> {
         self.write_header(&path, &header)?;
         self.linkable.insert(path, inode);
         Ok(())
+    }
+
+    /// The memory the files written so far take once unpacked (each in whole 4 KiB pages;
+    /// hard links share their target's).
+    pub fn unpacked_bytes(&self) -> u64 {
+        self.unpacked_pages_bytes
     }
 
     /// Write the `TRAILER!!!` entry, pad the archive with NULs to a multiple of 512 bytes and

@@ -39,13 +39,14 @@ pub(crate) struct Content<'a> {
 }
 
 /// Writes the initramfs `path` holding `content`; `on_layer` is told each layer as it is packed.
+/// Returns the memory its files take once unpacked (whole pages).
 pub(crate) fn write(
     path: &Path,
     compression: InitrdCompression,
     epoch: u32,
     content: &Content<'_>,
     on_layer: &dyn Fn(&str),
-) -> Result<()> {
+) -> Result<u64> {
     let out = BufWriter::new(fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
     let compressed = Compressor::new(out, compression)?;
     let mut cpio = CpioWriter::new(compressed, epoch);
@@ -95,10 +96,11 @@ pub(crate) fn write(
     }
     let (doc_path, doc) = content.document;
     cpio.file(doc_path.trim_start_matches('/'), 0o644, 0, 0, doc.len() as u64, doc)?;
+    let unpacked = cpio.unpacked_bytes();
     let mut out = cpio.finish()?.finish().context("compressing the initramfs")?;
     out.flush()?;
     out.into_inner().map_err(|e| anyhow!("writing the initramfs: {}", e.error()))?.sync_all()?;
-    Ok(())
+    Ok(unpacked)
 }
 
 /// The mode of a packed tool's file: its configuration is read, the rest executed.

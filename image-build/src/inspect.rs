@@ -225,6 +225,13 @@ fn decompress(initrd: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The kernel, initramfs and command line an image boots (for a disk: its UKI's, with the
+/// slim initramfs), read out of it as [`inspect`] does.
+pub fn boot_files_of(path: &Path) -> Result<(Vec<u8>, Vec<u8>, String)> {
+    let scratch = tempfile::tempdir()?;
+    boot_files(&Bootable::detect(path)?, scratch.path())
+}
+
 /// Inspects a build directory or image file.
 pub fn inspect(path: &Path) -> Result<Report> {
     let bootable = Bootable::detect(path)?;

@@ -25,6 +25,7 @@ pub mod reference;
 pub mod registry;
 pub mod seccomp_filters;
 pub mod signing;
+pub mod sizing;
 pub mod source;
 pub mod system_partition;
 pub mod verity;

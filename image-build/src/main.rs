@@ -271,6 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 n,
                 if n == 1 { "" } else { "s" }
             );
+            eprintln!("berth: the machine {}", report.memory.summary());
             Ok(ExitCode::SUCCESS)
         }
         Command::Image {
@@ -509,7 +510,10 @@ fn run_vm(
                 refusal.trim()
             );
         }
-        if let Some(notice) = notices.check(vm.silent_for(), vm.accel(), vm.accel_reason()) {
+        // (once the machine runs, a quiet console is a quiet service, not a stuck boot)
+        let notice =
+            if booted { None } else { notices.check(vm.silent_for(), vm.accel(), vm.accel_reason()) };
+        if let Some(notice) = notice {
             eprintln!("\n{notice}");
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use berth_qemu::{Vm, VmConfig};
 
+pub mod redis;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

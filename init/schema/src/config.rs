@@ -197,6 +197,10 @@ pub struct SystemConfig {
     /// configuration; packs and loads the CD-ROM, virtio disk, ISO 9660 and FAT drivers.
     #[serde(default)]
     pub config_drive: bool,
+    /// The guest RAM the machine is given where it is deployed (`"256m"`, `"1g"`): `berth
+    /// build` refuses to build a layout that needs more (it prints what each one needs).
+    #[serde(default, deserialize_with = "de_opt_bytes", skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
 }
 
 fn default_hostname() -> String {
@@ -215,6 +219,7 @@ impl Default for SystemConfig {
             when_done: WhenDone::default(),
             stop_timeout: default_stop_timeout(),
             config_drive: false,
+            memory: None,
         }
     }
 }
