@@ -50,8 +50,7 @@ fn redis_boots_from_the_disk_in_256_mib_while_its_initramfs_needs_far_more() {
 
     // From the disk, under OVMF, in 256 MiB: redis answers through the published port.
     let port = redis::free_port();
-    let mut cfg = VmConfig::default();
-    cfg.memory_mib = 256;
+    let mut cfg = VmConfig { memory_mib: 256, ..VmConfig::default() };
     cfg.extra_args
         .extend(["-bios".to_string(), berth_image_build::formats::ovmf().unwrap().display().to_string()]);
     cfg.extra_args.extend([
