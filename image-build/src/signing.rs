@@ -128,18 +128,8 @@ impl SigningKey {
 
 /// `epoch` as `YYYY-MM-DD hh:mm:ss` (UTC), the absolute time `faketime -f` freezes the clock at.
 fn utc_timestamp(epoch: u64) -> String {
-    let (days, secs) = (epoch / 86_400, epoch % 86_400);
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm, for days >= 0).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    let (y, mo, d, h, mi, s) = berth_runtime::civil_time::utc_civil(i64::try_from(epoch).unwrap_or(i64::MAX));
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
 /// sbsign's own words, without its warning about the stub's trailing symbol table (harmless).

@@ -33,16 +33,7 @@ fn redis_boots_from_the_disk_in_256_mib_while_its_initramfs_needs_far_more() {
     let config = dir.path().join("redis.toml");
     std::fs::write(&config, redis::CONFIG).unwrap();
     let out = dir.path().join("out");
-    let o = common::run_berth(&[
-        "build",
-        config.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--format",
-        "qcow2",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{stderr}");
+    let stderr = common::build_formats(&config, &out, &["qcow2"], &[]);
     let in_ram = printed_need(&stderr, "of guest RAM as kernel+initrd");
     let from_disk = printed_need(&stderr, "from the disk");
     assert!(in_ram > 512, "the initramfs layout needs more than 512 MiB: {stderr}");

@@ -50,21 +50,13 @@ fn build(dir: &Path, name: &str, key: Option<&(PathBuf, PathBuf)>) -> PathBuf {
         std::fs::copy(common::workspace().join("examples/hello.toml"), &config).unwrap();
     }
     let out = dir.join(name);
-    let mut args: Vec<String> = ["build", config.to_str().unwrap(), "-o", out.to_str().unwrap()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(["--format", "raw-efi", "--format", "uki"].map(String::from));
-    if let Some((k, c)) = key {
-        args.extend([
-            "--sign-key".to_string(),
-            k.display().to_string(),
-            "--sign-cert".into(),
-            c.display().to_string(),
-        ]);
-    }
-    let o = common::run_berth(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sign: Vec<String> = key
+        .map(|(k, c)| {
+            vec!["--sign-key".into(), k.display().to_string(), "--sign-cert".into(), c.display().to_string()]
+        })
+        .unwrap_or_default();
+    let sign: Vec<&str> = sign.iter().map(String::as_str).collect();
+    common::build_formats(&config, &out, &["raw-efi", "uki"], &sign);
     out
 }
 

@@ -52,29 +52,11 @@ fn built_disk(dir: &Path) -> PathBuf {
     }
     std::fs::write(root.join("data/hello.txt"), b"verified hello\n").unwrap();
     std::fs::write(root.join("data/blob.bin"), incompressible()).unwrap();
-    let layout = dir.join("images/data");
-    let o = common::run_berth(&[
-        "image",
-        "import",
-        root.to_str().unwrap(),
-        "--tag",
-        "latest",
-        "-o",
-        layout.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::import_image(dir, &root, "data", &[]);
     let config = dir.join("reader.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let out = dir.join("out");
-    let o = common::run_berth(&[
-        "build",
-        config.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--format",
-        "raw-efi",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::build_formats(&config, &out, &["raw-efi"], &[]);
     out.join("disk.raw")
 }
 

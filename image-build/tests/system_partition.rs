@@ -152,17 +152,7 @@ fn a_layer_used_by_three_containers_is_stored_once_on_a_built_disk() {
     let root = tmp.path().join("other-root");
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::write(root.join("etc/other"), b"other\n").unwrap();
-    let layout = tmp.path().join("images/other");
-    let o = common::run_berth(&[
-        "image",
-        "import",
-        root.to_str().unwrap(),
-        "--tag",
-        "latest",
-        "-o",
-        layout.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::import_image(tmp.path(), &root, "other", &[]);
     let mut config = String::from("[kernel]\ncmdline = \"console=ttyS0\"\n");
     for (name, image) in [("a", "busybox"), ("b", "busybox"), ("c", "busybox"), ("d", "other")] {
         config.push_str(&format!(
@@ -172,15 +162,7 @@ fn a_layer_used_by_three_containers_is_stored_once_on_a_built_disk() {
     let file = tmp.path().join("shared.toml");
     fs::write(&file, config).unwrap();
     let out = tmp.path().join("out");
-    let o = common::run_berth(&[
-        "build",
-        file.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--format",
-        "raw-efi",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::build_formats(&file, &out, &["raw-efi"], &[]);
 
     let disk = out.join("disk.raw");
     let table = berth_image_build::formats::read_gpt(&disk).unwrap();

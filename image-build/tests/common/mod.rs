@@ -58,6 +58,31 @@ pub fn busybox_image(dir: &Path) {
     assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `berth image import ROOTFS --tag latest -o DIR/images/NAME` with `extra` arguments; panics
+/// with berth's stderr on failure.
+pub fn import_image(dir: &Path, rootfs: &Path, name: &str, extra: &[&str]) {
+    let layout = dir.join("images").join(name);
+    let mut args =
+        vec!["image", "import", rootfs.to_str().unwrap(), "--tag", "latest", "-o", layout.to_str().unwrap()];
+    args.extend(extra);
+    let o = run_berth(&args);
+    assert!(o.status.success(), "berth image import: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `berth build CONFIG -o OUT --format F …` with `extra` arguments: its stderr; panics with it on
+/// failure.
+pub fn build_formats(config: &Path, out: &Path, formats: &[&str], extra: &[&str]) -> String {
+    let mut args = vec!["build", config.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    for f in formats {
+        args.extend(["--format", f]);
+    }
+    args.extend(extra);
+    let o = run_berth(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "berth build failed: {stderr}");
+    stderr
+}
+
 /// A fresh directory with the busybox image, and `config` built in it (see [`build`]).
 pub fn build_fresh(name: &str, config: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -75,19 +75,7 @@ pub fn rootfs() -> PathBuf {
 
 /// Imports the root filesystem as `dir/images/redis:latest`.
 pub fn image(dir: &Path) {
-    let layout = dir.join("images/redis");
-    let o = super::run_berth(&[
-        "image",
-        "import",
-        rootfs().to_str().unwrap(),
-        "--tag",
-        "latest",
-        "-o",
-        layout.to_str().unwrap(),
-        "--cmd",
-        "redis-server",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    super::import_image(dir, &rootfs(), "redis", &["--cmd", "redis-server"]);
 }
 
 /// A free TCP port on 127.0.0.1.
