@@ -1,7 +1,9 @@
 //! PID 1: the boot as a flat list of named steps, then one event loop, then shutdown.
 //!
 //! Boot order ([`boot`]): leave the initramfs → kernel filesystems → kmsg logging →
-//! Ctrl-Alt-Del to SIGINT → read the plan → kernel modules → boot-time configuration → cgroup
+//! Ctrl-Alt-Del to SIGINT → the verified system partition when the command line names one
+//! (disk images: early modules, dm-verity, mount, binds; the kernel log followed for
+//! corruption) → read the plan (from the initramfs or the partition) → kernel modules → boot-time configuration → cgroup
 //! controllers → opaque layer dirs → hostname, sysctls, `lo` → network (started) → the data
 //! disk → the control socket → the first container → the power button's modules and the
 //! button → the other late modules in a child process (`late_modules`) → event loop (onboot
@@ -83,10 +85,7 @@ fn boot(signals: Signals) -> ! {
     stage("mounts");
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let system = mount_system_partition(&cmdline);
-    let kernel_log = match &system {
-        SystemSource::Partition(m) => KernelLog::follow(&m.disk),
-        _ => None,
-    };
+    let kernel_log = follow_verity_reports(&system);
     let plan = read_plan(&system);
     load_modules(&plan.modules);
     stage("modules");
@@ -176,6 +175,14 @@ fn mount_system_partition(cmdline: &str) -> SystemSource {
         }
     }
     source
+}
+
+/// The kernel log, followed for dm-verity's reports once the system partition is mounted.
+fn follow_verity_reports(system: &SystemSource) -> Option<KernelLog> {
+    match system {
+        SystemSource::Partition(m) => KernelLog::follow(&m.disk),
+        _ => None,
+    }
 }
 
 fn load_modules(paths: &[String]) {
