@@ -232,6 +232,29 @@ pub fn boot_files_of(path: &Path) -> Result<(Vec<u8>, Vec<u8>, String)> {
     boot_files(&Bootable::detect(path)?, scratch.path())
 }
 
+/// The guest RAM (MiB) `image` needs to boot (see `crate::sizing`): from its initramfs's
+/// unpacked pages for a build directory or a UKI; OVMF's floor for a disk, whose slim
+/// initramfs never needs more; `None` for an ISO (its need depends on the firmware path).
+pub fn memory_need_mib(bootable: &Bootable) -> Result<Option<u64>> {
+    let pages = |initrd: &[u8]| -> Result<u64> {
+        let entries =
+            crate::cpio::read_archive(decompress(initrd)?.as_slice()).context("reading the initramfs")?;
+        Ok(entries.iter().map(|e| (e.data.len() as u64).div_ceil(4096) * 4096).sum())
+    };
+    Ok(match bootable {
+        Bootable::KernelInitrd(dir) => {
+            Some(crate::sizing::in_ram_mib(pages(&fs::read(dir.join(crate::build::INITRD))?)?))
+        }
+        Bootable::Uki(p) => {
+            let pe = fs::read(p)?;
+            let (_, initrd, _) = uki_parts(&pe)?;
+            Some(crate::sizing::uefi_mib(pages(&initrd)?, pe.len() as u64))
+        }
+        Bootable::Disk(..) => Some(crate::sizing::UEFI_FLOOR_MIB),
+        Bootable::Iso(_) => None,
+    })
+}
+
 /// Inspects a build directory or image file.
 pub fn inspect(path: &Path) -> Result<Report> {
     let bootable = Bootable::detect(path)?;

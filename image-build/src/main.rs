@@ -318,6 +318,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             disks,
         } => {
             let bootable = Bootable::detect(&dir)?;
+            if let Some(need) = berth_image_build::inspect::memory_need_mib(&bootable)? {
+                if u64::from(memory) < need {
+                    eprintln!(
+                        "berth: warning: --memory {memory} is below the {need} MiB this image needs to boot \
+                         (the initramfs unpacked into RAM, or OVMF's own floor); it will most likely not boot"
+                    );
+                }
+            }
             let scratch = tempfile::tempdir()?;
             let mut cfg = match &bootable {
                 Bootable::KernelInitrd(_) => kernel_vm_config(&dir, append.as_deref())?,

@@ -258,3 +258,30 @@ command = ["sh", "-c", "cat /proc/partitions | tail -n +3"]
     assert!(size("vda2").is_some(), "the system partition: {sizes:?}");
     assert_eq!(size("vdb"), Some(32 * 1024), "{sizes:?}");
 }
+
+/// `berth run --memory` below what an image needs warns, with the need; enough does not.
+#[test]
+fn run_warns_when_memory_is_below_what_the_image_needs() {
+    let (_, out) = built();
+    let stderr = |image: &Path, mib: &str| -> String {
+        let o = Command::new(common::berth())
+            .args(["run", "--no-net", "--timeout", "2", "--memory", mib])
+            .arg(image)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    for (image, mib, need) in [
+        (out.clone(), "64", "96 MiB"),
+        (out.join("disk.qcow2"), "128", "192 MiB"),
+        (out.join("berth.efi"), "128", "192 MiB"),
+    ] {
+        let err = stderr(&image, mib);
+        assert!(err.contains(&format!("--memory {mib} is below the {need}")), "{}: {err}", image.display());
+    }
+    for image in [out.clone(), out.join("disk.qcow2")] {
+        let err = stderr(&image, "512");
+        assert!(!err.contains("is below"), "{}: {err}", image.display());
+    }
+}
