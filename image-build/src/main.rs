@@ -318,14 +318,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             disks,
         } => {
             let bootable = Bootable::detect(&dir)?;
-            if let Some(need) = berth_image_build::inspect::memory_need_mib(&bootable)? {
-                if u64::from(memory) < need {
-                    eprintln!(
-                        "berth: warning: --memory {memory} is below the {need} MiB this image needs to boot \
-                         (the initramfs unpacked into RAM, or OVMF's own floor); it will most likely not boot"
-                    );
-                }
-            }
             let scratch = tempfile::tempdir()?;
             let mut cfg = match &bootable {
                 Bootable::KernelInitrd(_) => kernel_vm_config(&dir, append.as_deref())?,
@@ -349,6 +341,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     cfg
                 }
             };
+            // (best effort: an image that cannot be read has already failed above, with its own error)
+            if let Ok(Some(need)) = berth_image_build::inspect::memory_need_mib(&bootable) {
+                if u64::from(memory) < need {
+                    eprintln!(
+                        "berth: warning: --memory {memory} is below the {need} MiB this image needs to boot \
+                         (the initramfs unpacked into RAM, or OVMF's own floor); it will most likely not boot"
+                    );
+                }
+            }
             for disk in &disks {
                 let format = match Bootable::detect(disk) {
                     Ok(Bootable::Disk(_, f)) => f,

@@ -262,7 +262,13 @@ command = ["sh", "-c", "cat /proc/partitions | tail -n +3"]
 /// `berth run --memory` below what an image needs warns, with the need; enough does not.
 #[test]
 fn run_warns_when_memory_is_below_what_the_image_needs() {
-    let (_, out) = built();
+    let (_, built) = built();
+    // A copy: `berth run` locks a disk it attaches, and other tests read the shared build.
+    let copy = tempfile::tempdir().unwrap();
+    let out = copy.path().to_path_buf();
+    for file in ["vmlinuz", "initrd.img", "cmdline", "disk.qcow2", "berth.efi"] {
+        std::fs::copy(built.join(file), out.join(file)).unwrap();
+    }
     let stderr = |image: &Path, mib: &str| -> String {
         let o = Command::new(common::berth())
             .args(["run", "--no-net", "--timeout", "2", "--memory", mib])
