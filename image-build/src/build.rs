@@ -537,12 +537,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     ) -> Vec<(String, &'m Path)> {
         files.iter().map(|m| (dest(&m.rel_path), m.path.as_path())).collect()
     }
+    // Every packed module file once (the config drive's list may repeat a late module's).
+    let mut seen = BTreeSet::new();
     let all_modules: Vec<&modules::ModuleFile> = module_files
         .iter()
         .chain(&button_files)
         .chain(&late_files)
         .chain(&qemu_files)
         .chain(&drive_files)
+        .filter(|m| seen.insert(m.rel_path.as_str()))
         .collect();
     let mut layers = Vec::new();
     for c in plan.containers() {
@@ -579,7 +582,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 mode: 0o644,
             })
             .collect();
-        files.dedup_by(|a, b| a.dest == b.dest);
         for (dest, source) in tools.iter().flat_map(|t| &t.files) {
             files.push(PackedFile {
                 dest: format!("{TOOLS}/{dest}"),
