@@ -25,7 +25,8 @@ use berth_schema::plan::{
     PLAN_VERSION, TOOLS_DIR,
 };
 use berth_schema::resolve;
-use berth_schema::system_partition::{EarlyBoot, EARLY_BOOT_PATH, MODULES, PARTITION_NAME, TOOLS};
+use berth_schema::slots::SLOTS;
+use berth_schema::system_partition::{EarlyBoot, EARLY_BOOT_PATH, MODULES, TOOLS};
 use berth_schema::verity::{VeritySpec, CMDLINE_KEY};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -237,6 +238,12 @@ struct DiskSystem {
     initrd: PathBuf,
     /// What the UKI's command line carries to verify the partition.
     spec: VeritySpec,
+    /// The partition's pieces.
+    index: berth_schema::system_partition::Index,
+    /// The kernel release.
+    kernel: String,
+    /// The size of each slot's partition.
+    slot_bytes: u64,
     /// The guest RAM (MiB) a machine booting from the disk needs.
     memory_mib: u64,
 }
@@ -592,7 +599,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let partition = staging.path().join(SYSTEM_IMAGE);
         let content =
             system_partition::Content { plan_json: plan_text.as_bytes(), files: &files, layers: &layers };
-        let spec = system_partition::write_verified(&partition, &content, u64::from(source_date_epoch()))?;
+        let system_partition::Verified { spec, index } =
+            system_partition::write_verified(&partition, &content, u64::from(source_date_epoch()))?;
         let early = EarlyBoot {
             modules: system_module_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         };
@@ -614,7 +622,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         )?;
         let uki_bytes = fs::metadata(&kernel.vmlinuz)?.len() + fs::metadata(&slim)?.len();
         let memory_mib = sizing::uefi_mib(slim_unpacked, uki_bytes);
-        Some(DiskSystem { partition, initrd: slim, spec, memory_mib })
+        let slot_bytes = formats::slot_bytes(fs::metadata(&partition)?.len(), config.system.slot_size)
+            .map_err(|e| anyhow!("{}: {e}", src.file))?;
+        Some(DiskSystem {
+            partition,
+            initrd: slim,
+            spec,
+            index,
+            kernel: kernel.release.clone(),
+            memory_mib,
+            slot_bytes,
+        })
     } else {
         None
     };
@@ -748,11 +766,13 @@ fn find_blob<'a>(images: &'a BTreeMap<String, ResolvedImage>, digest: &str) -> R
         .ok_or_else(|| anyhow!("internal: layer {digest} vanished"))
 }
 
-/// The kernel command line of the disk formats' UKI: the config's, and where the verified
-/// system partition is with its root hash (`berth.system=`, `berth.verity=`), so that signing
-/// the UKI covers every block of the partition.
+/// The kernel command line of the disk formats' UKI: the config's, where the verified system
+/// partition may be (either slot's: PID 1 mounts the one whose blocks match) and its root hash
+/// (`berth.system=`, `berth.verity=`), so that signing the UKI covers every block of the
+/// partition, and one UKI boots from either slot.
 pub fn disk_cmdline(cmdline: &str, spec: &VeritySpec) -> String {
-    format!("{} berth.system=partlabel:{PARTITION_NAME} {CMDLINE_KEY}={spec}", cmdline.trim())
+    let slots: Vec<String> = SLOTS.iter().map(|s| format!("partlabel:{}", s.partition_name())).collect();
+    format!("{} berth.system={} {CMDLINE_KEY}={spec}", cmdline.trim(), slots.join(","))
 }
 
 /// Writes the requested bootable formats next to the kernel and initramfs in `dir`; the disk
@@ -808,8 +828,31 @@ fn write_formats(
     )?;
     let raw = dir.join(formats::RAW);
     sign(&disk_uki)?;
-    formats::write_raw_efi(&disk_uki, epoch, Some(&disk.partition), opts.data_size, &raw)?;
+    let boot_manager = dir.join(".systemd-boot.efi");
+    fs::copy(formats::packaged_file(formats::SYSTEMD_BOOT, "systemd-boot-efi")?, &boot_manager)?;
+    sign(&boot_manager)?;
+    let layout = formats::DiskLayout {
+        boot_manager: &boot_manager,
+        uki: &disk_uki,
+        system: &disk.partition,
+        slot_bytes: disk.slot_bytes,
+        data_bytes: opts.data_size,
+    };
+    formats::write_raw_efi(&layout, epoch, &raw)?;
+    if wanted.contains(&Format::Update) {
+        progress.step("writing the update bundle");
+        let slot = crate::update_bundle::Slot {
+            uki: &disk_uki,
+            partition: &disk.partition,
+            index: &disk.index,
+            spec: &disk.spec,
+            kernel: &disk.kernel,
+            created: epoch,
+        };
+        crate::update_bundle::write(&dir.join(crate::update_bundle::DIR), &slot)?;
+    }
     fs::remove_file(&disk_uki)?;
+    fs::remove_file(&boot_manager)?;
     for f in [Format::Qcow2, Format::Vhdx] {
         if wanted.contains(&f) {
             progress.step(format!("converting the disk to {}", f.name()));

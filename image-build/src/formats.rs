@@ -2,8 +2,9 @@
 //!
 //! - `uki`: a Unified Kernel Image — systemd's EFI stub with `.osrel`, `.cmdline`, `.linux` and
 //!   `.initrd` sections added by `objcopy`; an EFI application any UEFI firmware starts.
-//! - `raw-efi`: a GPT disk whose EFI system partition holds the UKI as the removable-media boot
-//!   path `\EFI\BOOT\BOOTX64.EFI` (no boot manager, no NVRAM entry needed).
+//! - `raw-efi`: a GPT disk laid out for A/B updates: an EFI system partition holding
+//!   systemd-boot at the removable-media path `\EFI\BOOT\BOOTX64.EFI` (no NVRAM entry needed)
+//!   and slot A's UKI as its entry, then the system partitions of slots A and B.
 //! - `qcow2`, `vhdx`: that disk converted by `qemu-img` (vhdx for Hyper-V Gen2: UEFI).
 //! - `iso`: one hybrid image for BIOS (isolinux) and UEFI (an El Torito EFI image holding a
 //!   240 kB GRUB that reads the same kernel and initramfs from the ISO 9660 tree), as a CD and
@@ -36,12 +37,21 @@ pub enum Format {
     Qcow2,
     /// `disk.vhdx`.
     Vhdx,
+    /// `update/`: the disk's slot as an update bundle (an OCI image layout).
+    Update,
 }
 
 impl Format {
     /// Every format, in the order they are made.
-    pub const ALL: [Format; 6] =
-        [Format::KernelInitrd, Format::Uki, Format::Iso, Format::RawEfi, Format::Qcow2, Format::Vhdx];
+    pub const ALL: [Format; 7] = [
+        Format::KernelInitrd,
+        Format::Uki,
+        Format::Iso,
+        Format::RawEfi,
+        Format::Qcow2,
+        Format::Vhdx,
+        Format::Update,
+    ];
 
     /// Parses a `--format` value.
     pub fn parse(text: &str) -> Result<Format, String> {
@@ -52,9 +62,10 @@ impl Format {
             "raw-efi" => Format::RawEfi,
             "qcow2" => Format::Qcow2,
             "vhdx" => Format::Vhdx,
+            "update" => Format::Update,
             other => {
                 return Err(format!(
-                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2 or vhdx"
+                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2, vhdx or update"
                 ))
             }
         })
@@ -69,6 +80,7 @@ impl Format {
             Format::RawEfi => "raw-efi",
             Format::Qcow2 => "qcow2",
             Format::Vhdx => "vhdx",
+            Format::Update => "update",
         }
     }
 
@@ -81,18 +93,19 @@ impl Format {
             Format::RawEfi => Some(RAW),
             Format::Qcow2 => Some(QCOW2),
             Format::Vhdx => Some(VHDX),
+            Format::Update => Some(crate::update_bundle::DIR),
         }
     }
 
     /// Whether the format carries the verified system partition (the disk formats): its UKI
     /// holds a slim initramfs, and the plan, modules and layers are on the partition.
     pub fn has_system_partition(self) -> bool {
-        matches!(self, Format::RawEfi | Format::Qcow2 | Format::Vhdx)
+        matches!(self, Format::RawEfi | Format::Qcow2 | Format::Vhdx | Format::Update)
     }
 
     /// Whether the format boots only with UEFI firmware.
     pub fn needs_uefi(self) -> bool {
-        matches!(self, Format::Uki | Format::RawEfi | Format::Qcow2 | Format::Vhdx)
+        matches!(self, Format::Uki | Format::RawEfi | Format::Qcow2 | Format::Vhdx | Format::Update)
     }
 }
 
@@ -136,7 +149,7 @@ fn tool(name: &str, package: &str) -> Result<PathBuf> {
 }
 
 /// A host file shipped by a package, or an error naming the package.
-fn packaged_file(path: &str, package: &str) -> Result<PathBuf> {
+pub fn packaged_file(path: &str, package: &str) -> Result<PathBuf> {
     let p = PathBuf::from(path);
     if p.is_file() {
         Ok(p)
@@ -265,10 +278,6 @@ pub fn fix_pe_timestamp(pe: &mut [u8], stamp: u32) -> Result<()> {
     Ok(())
 }
 
-/// The smallest EFI system partition of a disk image: FAT16 from here on, which firmware reads
-/// everywhere (the El Torito image of an ISO is only as large as its files need).
-const ESP_MIN_BYTES: u64 = 16 << 20;
-
 /// A FAT image at `out` holding `files` (`(path in the image, source)`), sized for them and at
 /// least `min_bytes`.
 fn write_fat(
@@ -338,36 +347,95 @@ pub const DATA_PARTITION: &str = "berth-data";
 /// The GPT type of the data partition: Linux filesystem data.
 pub const LINUX_DATA_TYPE_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
-/// The raw GPT disk at `out`: an EFI system partition holding `uki` as `\EFI\BOOT\BOOTX64.EFI`;
-/// with `system`, the verified system partition named
-/// [`berth_schema::system_partition::PARTITION_NAME`] holding that image (squashfs and hash
-/// tree); and with `data_bytes`, a blank data partition named [`DATA_PARTITION`] (the file
-/// stays sparse: the blank space takes no room). Partitions start on whole MiB.
-pub fn write_raw_efi(
-    uki: &Path,
-    epoch: u64,
-    system: Option<&Path>,
-    data_bytes: Option<u64>,
-    out: &Path,
-) -> Result<()> {
+/// systemd-boot (Debian's `systemd-boot-efi`): the boot manager of the EFI disks, which picks
+/// a slot by boot counting (see [`berth_schema::slots`]).
+pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// The smallest EFI system partition of an EFI disk: room for two UKIs (one per slot) that
+/// may grow; FAT16, which firmware reads everywhere (the El Torito image of an ISO is only as
+/// large as its files need). Its free space is sparse in the image file.
+const ESP_DISK_MIN_BYTES: u64 = 64 << 20;
+
+/// The smallest system slot when `[system] slot_size` is not set.
+pub const SLOT_MIN_BYTES: u64 = 512 << 20;
+
+/// The size of each system slot: `asked` (`[system] slot_size`), or twice `payload` (the
+/// system partition image) rounded up to 64 MiB and at least [`SLOT_MIN_BYTES`]. An asked
+/// size the payload does not fit in is refused with the size that fits.
+pub fn slot_bytes(payload: u64, asked: Option<u64>) -> Result<u64, String> {
     const MIB: u64 = 1 << 20;
-    let seed = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match asked {
+        Some(asked) if asked < payload => Err(format!(
+            "[system] slot_size = {} MiB is smaller than this image's system partition ({} MiB): set it to at \
+             least \"{}m\", with room for the updates to come (or remove it: the default is twice the image)",
+            asked / MIB,
+            payload.div_ceil(MIB),
+            payload.div_ceil(MIB)
+        )),
+        Some(asked) => Ok(align_up(asked, MIB)),
+        None => Ok(align_up(payload * 2, 64 * MIB).max(SLOT_MIN_BYTES)),
+    }
+}
+
+/// What an EFI disk holds.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskLayout<'a> {
+    /// The boot manager, systemd-boot (signed when the UKI is).
+    pub boot_manager: &'a Path,
+    /// Slot A's UKI.
+    pub uki: &'a Path,
+    /// Slot A's system partition image (squashfs and hash tree).
+    pub system: &'a Path,
+    /// The size of each slot's system partition ([`slot_bytes`]).
+    pub slot_bytes: u64,
+    /// The size of the blank data partition, if there is one.
+    pub data_bytes: Option<u64>,
+}
+
+/// The raw GPT disk at `out`, laid out for A/B updates:
+/// 1. the EFI system partition: systemd-boot at the removable-media path
+///    ([`berth_schema::slots::BOOT_MANAGER_PATH`], no NVRAM entry needed), its `loader.conf`,
+///    and slot A's UKI as the committed entry `\EFI\Linux\berth-1-a.efi`;
+/// 2. `berth-system-a`: the system partition image;
+/// 3. `berth-system-b`: blank, as large, for the first update;
+/// 4. with `data_bytes`, a blank data partition named [`DATA_PARTITION`].
+///
+/// The blank space is sparse in the file. Partitions start on whole MiB.
+pub fn write_raw_efi(disk: &DiskLayout<'_>, epoch: u64, out: &Path) -> Result<()> {
+    use berth_schema::slots::{
+        BootEntry, Slot, BOOT_MANAGER_PATH, ENTRIES_DIR, LOADER_CONF, LOADER_CONF_PATH,
+    };
+    const MIB: u64 = 1 << 20;
+    let seed = crate::blobs::sha256_file(disk.uki).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let esp = dir.join(".esp.img");
-    write_fat(&[("EFI/BOOT/BOOTX64.EFI", uki)], "BERTH-ESP", seed.as_bytes(), epoch, ESP_MIN_BYTES, &esp)?;
-    // (source file or blank, bytes, type, name)
-    let mut layout: Vec<(Option<&Path>, u64, &'static str, &str)> =
-        vec![(Some(esp.as_path()), fs::metadata(&esp)?.len(), ESP_TYPE_GUID, "EFI system partition")];
-    if let Some(system) = system {
-        let bytes = fs::metadata(system).with_context(|| format!("reading {}", system.display()))?.len();
-        layout.push((
-            Some(system),
-            bytes,
-            LINUX_DATA_TYPE_GUID,
-            berth_schema::system_partition::PARTITION_NAME,
-        ));
+    let loader_conf = dir.join(".loader.conf");
+    fs::write(&loader_conf, LOADER_CONF)?;
+    let entry = format!("{ENTRIES_DIR}/{}", BootEntry::first().file_name());
+    let uki_bytes = fs::metadata(disk.uki)?.len();
+    let esp_min = align_up(3 * uki_bytes + MIB, 16 * MIB).max(ESP_DISK_MIN_BYTES);
+    write_fat(
+        &[(BOOT_MANAGER_PATH, disk.boot_manager), (LOADER_CONF_PATH, &loader_conf), (&entry, disk.uki)],
+        "BERTH-ESP",
+        seed.as_bytes(),
+        epoch,
+        esp_min,
+        &esp,
+    )?;
+    fs::remove_file(&loader_conf)?;
+    let system_bytes =
+        fs::metadata(disk.system).with_context(|| format!("reading {}", disk.system.display()))?.len();
+    if system_bytes > disk.slot_bytes {
+        bail!("internal: the system partition ({system_bytes} bytes) is larger than its slot");
     }
-    if let Some(bytes) = data_bytes {
+    let (slot_a, slot_b) = (Slot::A.partition_name(), Slot::B.partition_name());
+    // (source file or blank, bytes, type, name)
+    let mut layout: Vec<(Option<&Path>, u64, &'static str, &str)> = vec![
+        (Some(esp.as_path()), fs::metadata(&esp)?.len(), ESP_TYPE_GUID, "EFI system partition"),
+        (Some(disk.system), disk.slot_bytes, LINUX_DATA_TYPE_GUID, &slot_a),
+        (None, disk.slot_bytes, LINUX_DATA_TYPE_GUID, &slot_b),
+    ];
+    if let Some(bytes) = disk.data_bytes {
         layout.push((None, bytes, LINUX_DATA_TYPE_GUID, DATA_PARTITION));
     }
     let mut partitions = Vec::new();
@@ -385,21 +453,45 @@ pub fn write_raw_efi(
     }
     let total = next + MIB;
     let _ = fs::remove_file(out);
-    let mut disk = fs::File::create(out)?;
-    disk.set_len(total)?;
+    let mut file = fs::File::create(out)?;
+    file.set_len(total)?;
     for (offset, bytes) in gpt(total / 512, &guid(seed.as_bytes(), "disk"), &partitions) {
-        disk.seek(SeekFrom::Start(offset))?;
-        disk.write_all(&bytes)?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(&bytes)?;
     }
     for ((source, ..), part) in layout.iter().zip(&partitions) {
         if let Some(source) = source {
-            disk.seek(SeekFrom::Start(part.first_lba * 512))?;
-            std::io::copy(&mut fs::File::open(source)?, &mut disk)?;
+            copy_sparse(source, &mut file, part.first_lba * 512)?;
         }
     }
-    disk.flush()?;
+    file.flush()?;
     let _ = fs::remove_file(&esp);
     Ok(())
+}
+
+/// Copies `source` into `out` at `offset`, leaving its all-zero 64 KiB blocks as holes (`out`
+/// is a new sparse file: the ESP's free space takes no room).
+fn copy_sparse(source: &Path, out: &mut fs::File, offset: u64) -> Result<()> {
+    let mut input = fs::File::open(source).with_context(|| format!("reading {}", source.display()))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = offset;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match input.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        if buf[..filled].iter().any(|b| *b != 0) {
+            out.seek(SeekFrom::Start(at))?;
+            out.write_all(&buf[..filled])?;
+        }
+        at += filled as u64;
+    }
 }
 
 /// The EFI system partition's type GUID.
@@ -879,6 +971,17 @@ impl Bootable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_twice_the_payload_at_least_512_mib_unless_asked() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(slot_bytes(10 * MIB, None).unwrap(), SLOT_MIN_BYTES);
+        assert_eq!(slot_bytes(300 * MIB, None).unwrap(), 640 * MIB);
+        assert_eq!(slot_bytes(300 * MIB, Some(300 * MIB)).unwrap(), 300 * MIB);
+        assert_eq!(slot_bytes(3 * MIB, Some(5 * MIB + 1)).unwrap(), 6 * MIB);
+        let err = slot_bytes(300 * MIB + 1, Some(300 * MIB)).unwrap_err();
+        assert!(err.contains("[system] slot_size") && err.contains("\"301m\""), "{err}");
+    }
 
     #[test]
     fn formats_parse() {

@@ -17,7 +17,8 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_schema::plan::{Plan, LAYERS_DIR, PLAN_PATH};
-use berth_schema::system_partition::{self as layout, PARTITION_NAME};
+use berth_schema::slots::{default_entry, BootEntry, Slot, BOOT_MANAGER_PATH, ENTRIES_DIR, SLOTS};
+use berth_schema::system_partition as layout;
 use berth_schema::verity::VeritySpec;
 use serde::Serialize;
 
@@ -57,6 +58,20 @@ pub struct Report {
     /// The subjects of the certificates the UKI is signed with for Secure Boot (empty: not
     /// signed, or a format whose firmware path is not a UKI).
     pub signature: Vec<String>,
+    /// A disk's boot entries on its EFI system partition (`berth-1-a.efi`), and systemd-boot's
+    /// signers (empty for the other formats).
+    pub boot: Option<BootReport>,
+}
+
+/// An EFI disk's boot manager and entries.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BootReport {
+    /// The entries of `\EFI\Linux`, as systemd-boot names them.
+    pub entries: Vec<String>,
+    /// The one systemd-boot boots (the one inspected).
+    pub default: String,
+    /// The subjects of the certificates systemd-boot is signed with.
+    pub boot_manager_signature: Vec<String>,
 }
 
 /// One partition of a disk image.
@@ -73,6 +88,9 @@ pub struct PartitionReport {
 /// The verified system partition as read back.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SystemPartitionReport {
+    /// The partition whose blocks the UKI's root hash was checked against
+    /// (`berth-system-a`): the first slot that matches, else the default entry's.
+    pub partition: String,
     /// The root hash the UKI's command line carries.
     pub root_hash: String,
     /// Bytes of squashfs the hash tree covers.
@@ -81,6 +99,8 @@ pub struct SystemPartitionReport {
     pub hash_tree_bytes: u64,
     /// Whether the tree on the partition is the one its data gives, with that root hash.
     pub verified: bool,
+    /// Its squashfs pieces (the base, the modules, one per layer).
+    pub pieces: usize,
 }
 
 /// One container of the image.
@@ -129,8 +149,10 @@ struct Parts {
     cmdline: String,
     /// A disk's raw form (converted into the scratch directory when it was not raw).
     disk: Option<std::path::PathBuf>,
-    /// The EFI application UEFI firmware starts (the UKI, alone or from a disk's ESP).
+    /// The UKI (alone, or the default entry of a disk's ESP).
     efi: Option<std::path::PathBuf>,
+    /// A disk's boot entries, the default one, and its boot manager (copied out of the ESP).
+    esp: Option<(Vec<BootEntry>, BootEntry, std::path::PathBuf)>,
 }
 
 /// Reads the kernel, initramfs and command line out of an image.
@@ -141,12 +163,64 @@ fn parts(bootable: &Bootable, scratch: &Path) -> Result<Parts> {
         Bootable::Disk(..) => Some(scratch.join("disk.raw")),
         _ => None,
     };
-    let efi = match bootable {
-        Bootable::Uki(p) => Some(p.clone()),
-        Bootable::Disk(..) => Some(scratch.join("BOOTX64.EFI")),
-        _ => None,
+    let (efi, esp) = match bootable {
+        Bootable::Uki(p) => (Some(p.clone()), None),
+        Bootable::Disk(p, _) => {
+            let raw = disk.as_deref().context("internal: a disk has its raw form")?;
+            let esp = Esp::of(p, raw)?;
+            let (entries, default) = esp.entries(p)?;
+            let manager = scratch.join("BOOTX64.EFI");
+            esp.copy_out(BOOT_MANAGER_PATH, &manager)?;
+            (Some(scratch.join(UKI_COPY)), Some((entries, default, manager)))
+        }
+        _ => (None, None),
     };
-    Ok(Parts { kernel, initrd, cmdline, disk, efi })
+    Ok(Parts { kernel, initrd, cmdline, disk, efi, esp })
+}
+
+/// Where a disk's default UKI is copied in the scratch directory.
+const UKI_COPY: &str = "entry.efi";
+
+/// The EFI system partition of a raw disk, read with `mtools`.
+struct Esp {
+    /// `mtools`' name for it: `DISK@@OFFSET`.
+    image: String,
+}
+
+impl Esp {
+    fn of(shown: &Path, raw: &Path) -> Result<Esp> {
+        let offset = crate::formats::read_gpt(raw)?
+            .iter()
+            .find(|p| p.type_guid == crate::formats::guid_bytes(crate::formats::ESP_TYPE_GUID))
+            .map(|p| p.offset)
+            .ok_or_else(|| anyhow!("{}: no EFI system partition", shown.display()))?;
+        Ok(Esp { image: format!("{}@@{offset}", raw.display()) })
+    }
+
+    fn copy_out(&self, path: &str, to: &Path) -> Result<()> {
+        run(
+            Command::new("mcopy").args(["-n", "-i", &self.image]).arg(format!("::/{path}")).arg(to),
+            "mcopy (reading the EFI system partition; apt-get install mtools)",
+        )
+    }
+
+    /// The berth boot entries and the one systemd-boot boots.
+    fn entries(&self, shown: &Path) -> Result<(Vec<BootEntry>, BootEntry)> {
+        let out = Command::new("mdir")
+            .args(["-b", "-i", &self.image, &format!("::/{ENTRIES_DIR}")])
+            .output()
+            .context("running mdir (reading the EFI system partition; apt-get install mtools)")?;
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let entries: Vec<BootEntry> = listing
+            .lines()
+            .filter_map(|l| l.trim().rsplit('/').next())
+            .filter_map(BootEntry::parse)
+            .collect();
+        let default = default_entry(&entries).ok_or_else(|| {
+            anyhow!("{}: no boot entry in \\{ENTRIES_DIR} of its EFI system partition", shown.display())
+        })?;
+        Ok((entries, default))
+    }
 }
 
 /// The kernel, initramfs and command line of an image.
@@ -192,20 +266,10 @@ fn boot_files(bootable: &Bootable, scratch: &Path) -> Result<(Vec<u8>, Vec<u8>, 
                 )?;
                 raw
             };
-            let offset = crate::formats::read_gpt(&raw)?
-                .iter()
-                .find(|p| p.type_guid == crate::formats::guid_bytes(crate::formats::ESP_TYPE_GUID))
-                .map(|p| p.offset)
-                .ok_or_else(|| anyhow!("{}: no EFI system partition", p.display()))?;
-            let uki = scratch.join("BOOTX64.EFI");
-            run(
-                Command::new("mcopy")
-                    .arg("-i")
-                    .arg(format!("{}@@{offset}", raw.display()))
-                    .arg("::/EFI/BOOT/BOOTX64.EFI")
-                    .arg(&uki),
-                "mcopy (reading the EFI system partition; apt-get install mtools)",
-            )?;
+            let esp = Esp::of(p, &raw)?;
+            let (_, default) = esp.entries(p)?;
+            let uki = scratch.join(UKI_COPY);
+            esp.copy_out(&format!("{ENTRIES_DIR}/{}", default.file_name()), &uki)?;
             uki_parts(&fs::read(&uki)?)
         }
     }
@@ -259,10 +323,18 @@ pub fn memory_need_mib(bootable: &Bootable) -> Result<Option<u64>> {
 pub fn inspect(path: &Path) -> Result<Report> {
     let bootable = Bootable::detect(path)?;
     let scratch = tempfile::tempdir()?;
-    let Parts { kernel, initrd, cmdline, disk, efi } = parts(&bootable, scratch.path())?;
+    let Parts { kernel, initrd, cmdline, disk, efi, esp } = parts(&bootable, scratch.path())?;
     let signature = match &efi {
         Some(efi) => crate::signing::signers(efi)?,
         None => Vec::new(),
+    };
+    let boot = match &esp {
+        Some((entries, default, manager)) => Some(BootReport {
+            entries: entries.iter().map(BootEntry::file_name).collect(),
+            default: default.file_name(),
+            boot_manager_signature: crate::signing::signers(manager)?,
+        }),
+        None => None,
     };
     let entries =
         crate::cpio::read_archive(decompress(&initrd)?.as_slice()).context("reading the initramfs")?;
@@ -300,11 +372,18 @@ pub fn inspect(path: &Path) -> Result<Report> {
             .iter()
             .map(|p| PartitionReport { name: p.name.clone(), offset: p.offset, bytes: p.bytes })
             .collect();
-        if let Some(part) = table.iter().find(|p| p.name == PARTITION_NAME) {
+        // The slots' partitions, the default entry's first.
+        let mut slots: Vec<Slot> = SLOTS.to_vec();
+        if let Some((_, default, _)) = &esp {
+            slots.sort_by_key(|s| *s != default.slot);
+        }
+        let candidates: Vec<&crate::formats::DiskPartition> =
+            slots.iter().filter_map(|s| table.iter().find(|p| p.name == s.partition_name())).collect();
+        if !candidates.is_empty() {
             let spec = VeritySpec::from_cmdline(&cmdline)
                 .ok_or_else(|| anyhow!("{}: the UKI's command line has no berth.verity=", path.display()))?
                 .map_err(|e| anyhow!(e))?;
-            let (report, files) = read_system_partition(raw, part, &spec, scratch.path())?;
+            let (report, files) = read_system_partition(raw, &candidates, &spec)?;
             for (file, len, data) in files {
                 count(&file, len, layout::LAYERS);
                 if file == layout::PLAN {
@@ -368,63 +447,80 @@ pub fn inspect(path: &Path) -> Result<Report> {
         partitions,
         system_partition,
         signature,
+        boot,
     })
 }
 
-/// Reads the system partition `part` of `disk`: checks its hash tree against `spec`, then lists
-/// its squashfs (`sqfs2tar`): (path, size, the content of the plan).
+/// Reads the system partition of `disk` that matches `spec`: the first of `candidates` whose
+/// hash tree is the one its data gives with that root hash, else the first (reported as not
+/// verified). Lists its squashfs (`sqfs2tar`): (path, size, the content of the plan).
 #[allow(clippy::type_complexity)]
 fn read_system_partition(
     disk: &Path,
-    part: &crate::formats::DiskPartition,
+    candidates: &[&crate::formats::DiskPartition],
     spec: &VeritySpec,
-    scratch: &Path,
 ) -> Result<(SystemPartitionReport, Vec<(String, u64, Option<Vec<u8>>)>)> {
     use std::io::{Seek, SeekFrom};
     let block = berth_schema::verity::BLOCK_SIZE;
     let data_bytes = spec.data_blocks * block;
-    let mut f = fs::File::open(disk)?;
-    f.seek(SeekFrom::Start(part.offset))?;
-    let mut data = vec![0u8; usize::try_from(data_bytes)?];
-    f.read_exact(&mut data).context("reading the system partition")?;
-    let tree = crate::verity::hash_tree(&mut data.as_slice(), spec.salt)?;
-    let mut stored = vec![0u8; tree.tree.len()];
-    f.read_exact(&mut stored).context("reading the system partition's hash tree")?;
-    let verified = tree.root == spec.root && stored == tree.tree;
-    let squashfs = scratch.join("system.squashfs");
-    fs::write(&squashfs, &data)?;
-    drop(data);
-    let out = Command::new("sqfs2tar")
-        .arg(&squashfs)
-        .output()
-        .context("running sqfs2tar (reading the system partition; apt-get install squashfs-tools-ng)")?;
-    if !out.status.success() {
-        bail!("sqfs2tar failed on the system partition: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let read = |part: &crate::formats::DiskPartition| -> Result<(Vec<u8>, bool, u64)> {
+        let mut f = fs::File::open(disk)?;
+        f.seek(SeekFrom::Start(part.offset))?;
+        let mut data = vec![0u8; usize::try_from(data_bytes)?];
+        f.read_exact(&mut data).context("reading the system partition")?;
+        let tree = crate::verity::hash_tree(&mut data.as_slice(), spec.salt)?;
+        let mut stored = vec![0u8; tree.tree.len()];
+        f.read_exact(&mut stored).context("reading the system partition's hash tree")?;
+        Ok((data, tree.root == spec.root && stored == tree.tree, tree.tree.len() as u64))
+    };
+    let mut chosen = None;
+    for part in candidates {
+        let (data, verified, tree_bytes) = read(part)?;
+        if verified || chosen.is_none() {
+            chosen = Some((part, data, verified, tree_bytes));
+        }
+        if verified {
+            break;
+        }
     }
+    let (part, data, verified, tree_bytes) = chosen.context("internal: no system partition to read")?;
+    drop(data);
+    let (index, pieces) = crate::system_partition::read_pieces(disk, part.offset)
+        .with_context(|| format!("reading {}", part.name))?;
     let mut files = Vec::new();
-    let mut archive = tar::Archive::new(out.stdout.as_slice());
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
-        // Counted as in the initramfs, where a symlink's target is its content.
-        let len = match entry.header().entry_type() {
-            tar::EntryType::Symlink => entry.link_name_bytes().map_or(0, |l| l.len() as u64),
-            _ => entry.header().size()?,
-        };
-        let data = if path == layout::PLAN {
-            let mut d = Vec::new();
-            entry.read_to_end(&mut d)?;
-            Some(d)
-        } else {
-            None
-        };
-        files.push((path, len, data));
+    for (piece, tar_bytes) in &pieces {
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let inner =
+                entry.path()?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_string();
+            let path = match (piece.path.as_str(), inner.as_str()) {
+                ("", inner) => inner.to_string(),
+                (at, "") => at.to_string(),
+                (at, inner) => format!("{at}/{inner}"),
+            };
+            // Counted as in the initramfs, where a symlink's target is its content.
+            let len = match entry.header().entry_type() {
+                tar::EntryType::Symlink => entry.link_name_bytes().map_or(0, |l| l.len() as u64),
+                _ => entry.header().size()?,
+            };
+            let data = if path == layout::PLAN {
+                let mut d = Vec::new();
+                entry.read_to_end(&mut d)?;
+                Some(d)
+            } else {
+                None
+            };
+            files.push((path, len, data));
+        }
     }
     let report = SystemPartitionReport {
+        partition: part.name.clone(),
         root_hash: spec.root_hex(),
         data_bytes,
-        hash_tree_bytes: tree.tree.len() as u64,
+        hash_tree_bytes: tree_bytes,
         verified,
+        pieces: index.pieces.len(),
     };
     Ok((report, files))
 }
@@ -470,9 +566,23 @@ impl Report {
                 if self.signature.is_empty() { "none".to_string() } else { self.signature.join(", ") };
             out.push_str(&format!("signature   {signed}\n"));
         }
+        if let Some(b) = &self.boot {
+            let signed = if b.boot_manager_signature.is_empty() {
+                "not signed".to_string()
+            } else {
+                format!("signed by {}", b.boot_manager_signature.join(", "))
+            };
+            out.push_str(&format!(
+                "boot        systemd-boot ({signed}); entries {}; boots {}\n",
+                b.entries.join(", "),
+                b.default
+            ));
+        }
         if let Some(s) = &self.system_partition {
             out.push_str(&format!(
-                "system      squashfs {} + hash tree {}, root hash {} ({})\n",
+                "system      {}: {} squashfs pieces {} + hash tree {}, root hash {} ({})\n",
+                s.partition,
+                s.pieces,
                 mib(s.data_bytes),
                 mib(s.hash_tree_bytes),
                 s.root_hash,

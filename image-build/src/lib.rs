@@ -28,4 +28,5 @@ pub mod signing;
 pub mod sizing;
 pub mod source;
 pub mod system_partition;
+pub mod update_bundle;
 pub mod verity;

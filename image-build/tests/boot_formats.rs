@@ -122,9 +122,10 @@ fn every_format_is_byte_identical_on_rebuild() {
     for file in
         ["vmlinuz", "initrd.img", "cmdline", "berth.efi", "berth.iso", "disk.raw", "disk.qcow2", "disk.vhdx"]
     {
-        let a = std::fs::read(first.join(file)).unwrap();
-        let b = std::fs::read(second.join(file)).unwrap();
-        assert!(a == b, "{file} differs between two builds");
+        assert!(
+            common::same_bytes(&first.join(file), &second.join(file)),
+            "{file} differs between two builds"
+        );
     }
 }
 
@@ -170,13 +171,21 @@ fn inspect_reads_every_format() {
             // command line, and inspect checked the partition's hash tree against it.
             let s = &r["system_partition"];
             assert_eq!(s["verified"], true, "{image}: {r}");
-            assert!(
-                cmdline.starts_with("console=ttyS0 quiet berth.system=partlabel:berth-system berth.verity=")
-            );
+            assert!(cmdline.starts_with(
+                "console=ttyS0 quiet berth.system=partlabel:berth-system-a,partlabel:berth-system-b berth.verity="
+            ));
+            assert_eq!(s["partition"], "berth-system-a", "{image}: {r}");
+            // systemd-boot boots slot A's UKI, the one entry.
+            assert_eq!(r["boot"]["entries"], serde_json::json!(["berth-1-a.efi"]), "{image}: {r}");
+            assert_eq!(r["boot"]["default"], "berth-1-a.efi", "{image}: {r}");
             assert!(cmdline.contains(s["root_hash"].as_str().unwrap()), "{r}");
             let names: Vec<&str> =
                 r["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-            assert_eq!(names, ["EFI system partition", "berth-system"], "{image}");
+            assert_eq!(names, ["EFI system partition", "berth-system-a", "berth-system-b"], "{image}");
+            let bytes: Vec<u64> =
+                r["partitions"].as_array().unwrap().iter().map(|p| p["bytes"].as_u64().unwrap()).collect();
+            assert_eq!(bytes[1], bytes[2], "the slots are as large: {r}");
+            assert!(bytes[1] >= 512 << 20, "the default slot size: {r}");
             assert!(
                 r["modules"]["dm-verity"].as_u64().is_some(),
                 "the slim initramfs reaches the partition: {r}"
@@ -251,11 +260,12 @@ command = ["sh", "-c", "cat /proc/partitions | tail -n +3"]
         })
         .collect();
     let size = |name: &str| sizes.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
-    // /proc/partitions counts 1 KiB blocks: the data partition (after the ESP and the system
-    // partition) is 64 MiB, the extra disk 32 MiB.
-    assert_eq!(size("vda3"), Some(64 * 1024), "{sizes:?}");
-    assert!(size("vda1").is_some_and(|s| s > 16 * 1024), "the ESP: {sizes:?}");
-    assert!(size("vda2").is_some(), "the system partition: {sizes:?}");
+    // /proc/partitions counts 1 KiB blocks: the data partition (after the ESP and the two
+    // system slots) is 64 MiB, the extra disk 32 MiB.
+    assert_eq!(size("vda4"), Some(64 * 1024), "{sizes:?}");
+    assert!(size("vda1").is_some_and(|s| s >= 64 * 1024), "the ESP: {sizes:?}");
+    assert_eq!(size("vda2"), Some(512 * 1024), "slot A: {sizes:?}");
+    assert_eq!(size("vda3"), Some(512 * 1024), "slot B: {sizes:?}");
     assert_eq!(size("vdb"), Some(32 * 1024), "{sizes:?}");
 }
 

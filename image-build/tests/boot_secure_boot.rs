@@ -1,5 +1,5 @@
 //! Secure Boot: `berth build --sign-key --sign-cert` signs the UKI (alone and on the disk's EFI
-//! system partition) with `sbsign`; `berth run --secure-boot` boots Debian's OVMF with its test
+//! system partition, with the disk's boot manager, systemd-boot) with `sbsign`; `berth run --secure-boot` boots Debian's OVMF with its test
 //! ("snakeoil") keys enrolled and Secure Boot enforced. The image signed with that key boots and
 //! runs its container; the same image unsigned, or signed with another key, is refused by the
 //! firmware (seen on the console, and `berth run` says so). Signed builds are reproducible, and
@@ -91,10 +91,7 @@ fn a_signed_image_boots_under_secure_boot_and_others_are_refused() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let again = build(dir.path(), "again", Some(&snakeoil));
     for image in ["disk.raw", "berth.efi"] {
-        assert!(
-            std::fs::read(signed.join(image)).unwrap() == std::fs::read(again.join(image)).unwrap(),
-            "{image} differs"
-        );
+        assert!(common::same_bytes(&signed.join(image), &again.join(image)), "{image} differs");
     }
 
     // Inspect names the signer, on the disk and the UKI.
@@ -104,6 +101,11 @@ fn a_signed_image_boots_under_secure_boot_and_others_are_refused() {
         let signers = r["signature"].as_array().unwrap();
         assert!(signers.iter().any(|s| s.as_str().unwrap().contains("O=SnakeOil")), "{image}: {r}");
     }
+    // The disk's boot manager, systemd-boot, is signed with the same key.
+    let o = common::run_berth(&["inspect", "--json", signed.join("disk.raw").to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let signers = r["boot"]["boot_manager_signature"].as_array().unwrap();
+    assert!(signers.iter().any(|s| s.as_str().unwrap().contains("O=SnakeOil")), "{r}");
 
     // Unsigned, and signed with a key the firmware does not trust: refused by the firmware.
     let unsigned = build(dir.path(), "unsigned", None);

@@ -296,8 +296,8 @@ fn volumes_and_a_persistent_layer_survive_restarts_and_reboots() {
     let mounted = event(&events, "storage.mounted").expect("storage.mounted");
     assert_eq!(
         mounted.get("device"),
-        Some("/dev/vda3"),
-        "the berth-data partition, after the system partition: {c}"
+        Some("/dev/vda4"),
+        "the berth-data partition, after the two system slots: {c}"
     );
     assert_eq!(mounted.get("formatted"), Some("true"));
     assert_eq!(run(&c, 1).as_deref(), Some("layer=1 home=1000:1000 passwd=1 resolv=yes"), "{c}");

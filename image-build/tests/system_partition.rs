@@ -1,19 +1,20 @@
-//! The system partition (squashfs from a tar stream, no root): each layer once by digest, with
-//! what overlayfs needs — whiteouts as 0:0 character devices, opaque directories' xattr —
-//! owners, modes, hard links, device nodes and symlinks exact; the same bytes on every build;
-//! a whole number of 4 KiB blocks for the verity tree. Read back with `sqfs2tar`.
+//! The system partition (an index, then squashfs pieces made from tar streams, no root): each
+//! layer once by digest, each its own piece, with what overlayfs needs — whiteouts as 0:0
+//! character devices, opaque directories' xattr, the root's too — owners, modes, hard links,
+//! device nodes and symlinks exact; the same bytes on every build, the same piece digest for
+//! the same layer in another image; whole 4 KiB blocks for the verity tree. Read back with
+//! `sqfs2tar`.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use berth_image_build::layer::scan_layer;
 use berth_image_build::source::LayerBlob;
-use berth_image_build::system_partition::{write_squashfs, Content, PackedFile};
-use berth_image_build::verity::{hash_tree, BLOCK_SIZE};
+use berth_image_build::system_partition::{read_pieces, write_verified, Content, PackedFile};
+use berth_image_build::verity::BLOCK_SIZE;
 
 fn layer(dir: &Path, tar: Vec<u8>) -> LayerBlob {
     common::layer_blob(dir, tar)
@@ -36,11 +37,18 @@ fn entry(
 /// What `sqfs2tar` reads back: path → (kind, mode, uid, link target, device, opaque xattr).
 type Listing = BTreeMap<String, (char, u32, u64, String, (u32, u32), bool)>;
 
-fn read_back(image: &Path) -> Listing {
-    let out = Command::new("sqfs2tar").arg(image).output().expect("run sqfs2tar (squashfs-tools-ng)");
-    assert!(out.status.success(), "sqfs2tar: {}", String::from_utf8_lossy(&out.stderr));
-    let mut archive = tar::Archive::new(out.stdout.as_slice());
+/// Every piece of the partition at `offset` of `image`, listed under where it is mounted.
+fn read_back(image: &Path, offset: u64) -> Listing {
+    let (_, pieces) = read_pieces(image, offset).unwrap();
     let mut listing = Listing::new();
+    for (piece, tar_bytes) in pieces {
+        list_piece(&mut listing, &piece.path, &tar_bytes);
+    }
+    listing
+}
+
+fn list_piece(listing: &mut Listing, at: &str, tar_bytes: &[u8]) {
+    let mut archive = tar::Archive::new(tar_bytes);
     for e in archive.entries().unwrap() {
         let mut e = e.unwrap();
         let opaque = e
@@ -69,12 +77,16 @@ fn read_back(image: &Path) -> Listing {
             .unwrap()
             .display()
             .to_string()
-            .trim_end_matches('/')
             .trim_start_matches("./")
+            .trim_end_matches('/')
             .to_string();
+        let path = match (at, path.as_str()) {
+            ("", p) => p.to_string(),
+            (at, "" | ".") => at.to_string(),
+            (at, p) => format!("{at}/{p}"),
+        };
         listing.insert(path, (kind, h.mode().unwrap() & 0o7777, h.uid().unwrap(), link, device, opaque));
     }
-    listing
 }
 
 #[test]
@@ -108,10 +120,13 @@ fn layers_once_by_digest_with_everything_overlayfs_reads() {
     let files =
         [PackedFile { dest: "modules/6.1.0/kernel/dm-verity.ko".into(), source: module, mode: 0o644 }];
     let content = Content { plan_json: br#"{"version":2}"#, files: &files, layers: &layers };
-    let image = tmp.path().join("system.squashfs");
-    write_squashfs(&image, &content, 1_700_000_000).unwrap();
+    let image = tmp.path().join("system.img");
+    let made = write_verified(&image, &content, 1_700_000_000).unwrap();
+    let paths: Vec<&str> = made.index.pieces.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths.len(), 4, "the base, the modules, each layer once: {paths:?}");
+    assert_eq!(&paths[..2], ["", "modules"]);
 
-    let listing = read_back(&image);
+    let listing = read_back(&image, 0);
     let hex = |b: &LayerBlob| b.digest.trim_start_matches("sha256:").to_string();
     let layer_dirs: Vec<&String> =
         listing.keys().filter(|p| p.starts_with("layers/") && p.matches('/').count() == 1).collect();
@@ -133,13 +148,34 @@ fn layers_once_by_digest_with_everything_overlayfs_reads() {
     assert_eq!(listing["modules/6.1.0/kernel/dm-verity.ko"].0, 'f', "a module, with its directories");
     assert_eq!(listing["modules/6.1.0"].0, 'd');
 
+    // A layer whose root is opaque keeps the xattr on its piece's root.
+    let mut b = tar::Builder::new(Vec::new());
+    entry(&mut b, tar::EntryType::Regular, ".wh..wh..opq", 0o644, 0, b"");
+    common::tar_file(&mut b, "only", b"y");
+    let opaque_root = layer(tmp.path(), b.into_inner().unwrap());
+    let s3 = scan_layer(&opaque_root).unwrap();
+    let with_opaque = [(&other, &s2), (&opaque_root, &s3)];
+    let content2 = Content { plan_json: br#"{"version":2}"#, files: &files, layers: &with_opaque };
+    let image2 = tmp.path().join("system2.img");
+    let made2 = write_verified(&image2, &content2, 1_700_000_000).unwrap();
+    let listing2 = read_back(&image2, 0);
+    let root = &listing2[&format!("layers/{}", hex(&opaque_root))];
+    assert!(root.5, "the opaque root: {listing2:#?}");
+    assert!(!listing2[&format!("layers/{}", hex(&other))].5);
+    // `other` is the same piece, with the same digest, in both partitions; the base is not.
+    let digest = |m: &berth_image_build::system_partition::Verified, h: &str| {
+        m.index.pieces.iter().find(|p| p.path.ends_with(h)).map(|p| p.digest.clone()).unwrap()
+    };
+    assert_eq!(digest(&made, &hex(&other)), digest(&made2, &hex(&other)));
+    assert_ne!(made.index.pieces[0].digest, made2.index.pieces[0].digest);
+
     // Reproducible, and whole verity blocks.
-    let again = tmp.path().join("again.squashfs");
-    write_squashfs(&again, &content, 1_700_000_000).unwrap();
+    let again = tmp.path().join("again.img");
+    let made_again = write_verified(&again, &content, 1_700_000_000).unwrap();
     let (a, b) = (fs::read(&image).unwrap(), fs::read(&again).unwrap());
     assert!(a == b, "two builds differ");
-    assert_eq!(a.len() % BLOCK_SIZE, 0);
-    hash_tree(&mut a.as_slice(), [0; 32]).unwrap();
+    assert_eq!(made_again.spec, made.spec);
+    assert_eq!(made.index.data_bytes() % BLOCK_SIZE as u64, 0);
 }
 
 /// A built disk: three containers on the busybox image and one on another image share the
@@ -166,12 +202,8 @@ fn a_layer_used_by_three_containers_is_stored_once_on_a_built_disk() {
 
     let disk = out.join("disk.raw");
     let table = berth_image_build::formats::read_gpt(&disk).unwrap();
-    let part = table.iter().find(|p| p.name == "berth-system").expect("the system partition");
-    let bytes = fs::read(&disk).unwrap();
-    let image = tmp.path().join("system.img");
-    let range = usize::try_from(part.offset).unwrap()..usize::try_from(part.offset + part.bytes).unwrap();
-    fs::write(&image, &bytes[range]).unwrap();
-    let listing = read_back(&image);
+    let part = table.iter().find(|p| p.name == "berth-system-a").expect("slot A's system partition");
+    let listing = read_back(&disk, part.offset);
     let layer_dirs: Vec<&String> =
         listing.keys().filter(|p| p.starts_with("layers/") && p.matches('/').count() == 1).collect();
     assert_eq!(layer_dirs.len(), 2, "busybox's layer once, the other image's once: {layer_dirs:?}");
@@ -182,4 +214,38 @@ fn a_layer_used_by_three_containers_is_stored_once_on_a_built_disk() {
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     assert!(report["initrd_unpacked_bytes"].as_u64().unwrap() < 8 << 20, "{report}");
     assert_eq!(report["containers"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn both_slots_are_as_large_as_slot_size_says_and_a_payload_too_large_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::busybox_image(tmp.path());
+    let config = |slot: &str| {
+        format!(
+            "[system]\nslot_size = \"{slot}\"\n[[service]]\nname = \"a\"\nimage = \"oci:images/busybox:latest\"\ncommand = [\"/bin/true\"]\n"
+        )
+    };
+    let file = tmp.path().join("slots.toml");
+    fs::write(&file, config("600m")).unwrap();
+    let out = tmp.path().join("out");
+    common::build_formats(&file, &out, &["raw-efi"], &[]);
+    let table = berth_image_build::formats::read_gpt(&out.join("disk.raw")).unwrap();
+    let sizes: Vec<(&str, u64)> = table.iter().map(|p| (p.name.as_str(), p.bytes >> 20)).collect();
+    assert_eq!(&sizes[1..], [("berth-system-a", 600), ("berth-system-b", 600)], "{sizes:?}");
+
+    fs::write(&file, config("1k")).unwrap();
+    let refused = tmp.path().join("refused");
+    let o = common::run_berth(&[
+        "build",
+        file.to_str().unwrap(),
+        "-o",
+        refused.to_str().unwrap(),
+        "--format",
+        "raw-efi",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("slots.toml") && err.contains("[system] slot_size"), "{err}");
+    assert!(err.contains("set it to at least"), "{err}");
+    assert!(!refused.exists(), "nothing half-written");
 }

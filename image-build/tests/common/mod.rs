@@ -43,6 +43,28 @@ pub fn init_binary() -> PathBuf {
     .clone()
 }
 
+/// Whether two files hold the same bytes, read in blocks (disk images are sparse and large:
+/// their slots are mostly holes).
+#[allow(dead_code)]
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            return true;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
 /// Runs `berth` with the static init and returns its output.
 pub fn run_berth(args: &[&str]) -> Output {
     Command::new(berth()).env("BERTH_INIT", init_binary()).args(args).output().expect("run berth")

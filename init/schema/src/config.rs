@@ -201,6 +201,10 @@ pub struct SystemConfig {
     /// build` refuses to build a layout that needs more (it prints what each one needs).
     #[serde(default, deserialize_with = "de_opt_bytes", skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// The size of each of a disk image's two system partitions (`"1g"`): room for this
+    /// image and the updates after it. Default: twice this image's, at least 512 MiB.
+    #[serde(default, deserialize_with = "de_opt_bytes", skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u64>,
 }
 
 fn default_hostname() -> String {
@@ -220,6 +224,7 @@ impl Default for SystemConfig {
             stop_timeout: default_stop_timeout(),
             config_drive: false,
             memory: None,
+            slot_size: None,
         }
     }
 }

@@ -130,6 +130,17 @@ pub fn create(name: &str, targets: &[Target], read_only: bool) -> Result<(u32, u
     live
 }
 
+/// Removes the device `name` (nothing may hold it open).
+pub fn remove(name: &str) -> Result<(), String> {
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/mapper/control")
+        .map_err(|e| format!("/dev/mapper/control: {e}"))?;
+    let mut buf = ioctl_buffer(name, 0, &[])?;
+    call(&control, DM_DEV_REMOVE, &mut buf).map_err(|e| format!("DM_DEV_REMOVE {name}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

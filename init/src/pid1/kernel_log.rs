@@ -88,19 +88,23 @@ pub struct KernelLog {
     file: File,
     /// The partition's disk (`vda2`) and its `MAJOR:MINOR`.
     disk: (String, String),
+    /// The partition's name in events (`berth-system-a`).
+    partition: String,
     buf: Vec<u8>,
 }
 
 impl KernelLog {
     /// Starts following the log from now on, for corruption of `disk` (a name under
-    /// `/sys/class/block`); `None` when the log or the disk's number cannot be read.
-    pub fn follow(disk: &str) -> Option<KernelLog> {
+    /// `/sys/class/block`), reported as the partition `partition`; `None` when the log or the
+    /// disk's number cannot be read.
+    pub fn follow(disk: &str, partition: &str) -> Option<KernelLog> {
         let number = std::fs::read_to_string(format!("/sys/class/block/{disk}/dev")).ok()?;
         let mut file = open_kmsg().ok()?;
         file.seek(SeekFrom::End(0)).ok()?;
         Some(KernelLog {
             file,
             disk: (disk.to_string(), number.trim().to_string()),
+            partition: partition.to_string(),
             buf: vec![0u8; RECORD_MAX],
         })
     }
@@ -133,7 +137,7 @@ impl EventSource for Option<KernelLog> {
             ));
             log::emit(
                 log::event("system_partition.corrupted")
-                    .with("partition", crate::pid1::system_partition::DEVICE_NAME)
+                    .with("partition", &k.partition)
                     .with("disk", &k.disk.0)
                     .with("kind", &c.kind)
                     .with("block", c.block.to_string()),

@@ -165,6 +165,8 @@ fn mount_system_partition(cmdline: &str) -> SystemSource {
         SystemSource::Initramfs => {}
         SystemSource::Partition(m) => log::emit(
             log::event("system_partition.mounted")
+                .with("partition", m.name())
+                .with("slot", m.slot().map(|s| s.to_string()).unwrap_or_else(|| "none".into()))
                 .with("disk", &m.disk)
                 .with("root_hash", m.spec.root_hex())
                 .with("path", system_partition::MOUNT_POINT),
@@ -180,7 +182,7 @@ fn mount_system_partition(cmdline: &str) -> SystemSource {
 /// The kernel log, followed for dm-verity's reports once the system partition is mounted.
 fn follow_verity_reports(system: &SystemSource) -> Option<KernelLog> {
     match system {
-        SystemSource::Partition(m) => KernelLog::follow(&m.disk),
+        SystemSource::Partition(m) => KernelLog::follow(&m.disk, &m.name()),
         _ => None,
     }
 }
