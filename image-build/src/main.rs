@@ -41,7 +41,8 @@ enum Command {
         cache_dir: Option<PathBuf>,
         /// Bootable formats to write besides vmlinuz/initrd.img/cmdline (repeatable): uki
         /// (berth.efi), iso (berth.iso, BIOS and UEFI), raw-efi (disk.raw), qcow2 (disk.qcow2),
-        /// vhdx (disk.vhdx, Hyper-V Gen2).
+        /// vhdx (disk.vhdx, Hyper-V Gen2), update (update/: the disks' slot as an update bundle,
+        /// for `berth update push`).
         #[arg(long = "format", value_name = "FORMAT", value_parser = Format::parse)]
         formats: Vec<Format>,
         /// Add a blank data partition of this size ("1g") to the EFI disks (raw-efi, qcow2,
@@ -72,6 +73,11 @@ enum Command {
     Kernel {
         #[command(subcommand)]
         command: KernelCommand,
+    },
+    /// Work with update bundles (`berth build --format update`).
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
     },
     /// Show what a built image holds: kernel, command line, modules, containers with their
     /// image digests and layer sizes — for a build directory or any image file it wrote.
@@ -174,6 +180,22 @@ enum ImageCommand {
         /// the base's settings except those given here (--env replaces by key).
         #[arg(long, value_name = "TAG")]
         base: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdateCommand {
+    /// Push an update bundle to a registry as an OCI artifact, for machines whose `[update]
+    /// source` follows that tag. Blobs the repository has are not sent again.
+    Push {
+        /// The bundle: OUT/update of `berth build --format update`, or the build directory.
+        bundle: PathBuf,
+        /// Where to push it: REGISTRY/REPO:TAG.
+        target: String,
+        /// Reach this registry (HOST[:PORT]) over plain HTTP instead of HTTPS (repeatable; also
+        /// $BERTH_INSECURE_REGISTRIES, comma-separated).
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
     },
 }
 
@@ -288,6 +310,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let digest = import_rootfs(&rootfs, &output, &tag, &opts)?;
             println!("{digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Update { command: UpdateCommand::Push { bundle, target, insecure_registry } } => {
+            let dir = if bundle.join("index.json").is_file() {
+                bundle
+            } else {
+                bundle.join(berth_image_build::update_bundle::DIR)
+            };
+            let opened = berth_image_build::update_bundle::open(&dir)?;
+            let reference = berth_image_build::reference::RegistryRef::parse(&target)
+                .map_err(|e| anyhow::anyhow!("{target}: {e}"))?;
+            let opts = berth_image_build::registry::PullOptions::with_env(&insecure_registry);
+            let pushed = berth_image_build::registry::push::push_bundle(&opened, &reference, &target, &opts)?;
+            eprintln!(
+                "berth: pushed {target} ({}): {} blobs sent ({:.1} MiB), {} already there",
+                pushed.digest,
+                pushed.uploaded,
+                pushed.bytes as f64 / (1 << 20) as f64,
+                pushed.skipped
+            );
+            println!("{}", pushed.digest);
             Ok(ExitCode::SUCCESS)
         }
         Command::Kernel { command: KernelCommand::Check { file, for_config, formats, modules, json } } => {

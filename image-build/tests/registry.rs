@@ -8,70 +8,23 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use berth_image_build::blobs::sha256_file;
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+use common::registry::Registry;
+
+/// What these tests do with a registry besides running it.
+trait Fill {
+    fn push(&self, layout: &Path, name: &str, tag: &str, creds: Option<&str>) -> String;
+    fn blob_data(&self, digest: &str) -> PathBuf;
 }
 
-/// A `docker-registry serve` process with its own storage; killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-    dir: PathBuf,
-}
-
-impl Registry {
-    /// Starts a registry in `dir/registry`, with `auth` (YAML lines under `auth:`, indented
-    /// two spaces) when given.
-    fn start(dir: &Path, auth: Option<&str>) -> Registry {
-        let root = dir.join("registry");
-        let storage = root.join("storage");
-        std::fs::create_dir_all(&storage).unwrap();
-        let port = free_port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
-             rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: berth-test\n",
-            storage.display()
-        );
-        if let Some(auth) = auth {
-            config.push_str(&format!("auth:\n{auth}"));
-        }
-        let config_path = root.join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(root.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("run docker-registry (apt-get install docker-registry)");
-        let registry = Registry { child, port, storage, dir: dir.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start: {}", registry.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("registry/registry.log")).unwrap_or_default()
-    }
-
+impl Fill for Registry {
     /// Pushes the OCI layout `layout:latest` as `NAME:TAG`; returns the manifest digest.
     fn push(&self, layout: &Path, name: &str, tag: &str, creds: Option<&str>) -> String {
         let digest_file = self.dir.join("pushed-digest");
@@ -98,13 +51,6 @@ impl Registry {
     fn blob_data(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
         self.storage.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

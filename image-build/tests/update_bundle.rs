@@ -1,7 +1,9 @@
 //! `berth build --format update`: the disk's slot as an OCI image layout that other tools read
 //! (skopeo), whose blobs are the disk's own UKI and system partition pieces, byte for byte; a
 //! layer unchanged between two versions is the same piece (the same digest) in both bundles,
-//! and a changed blob is refused when the bundle is read.
+//! and a changed blob is refused when the bundle is read. `berth update push` puts it in a
+//! real registry (Debian's `docker-registry` on 127.0.0.1), sending only the blobs the
+//! repository does not have.
 
 mod common;
 
@@ -109,4 +111,75 @@ fn the_bundle_is_the_disks_slot_piece_by_piece() {
     fs::write(&piece, bytes).unwrap();
     let err = update_bundle::open(&v1.join("update")).unwrap_err().to_string();
     assert!(err.contains("does not match its digest"), "{err}");
+}
+
+fn push(bundle: &Path, target: &str) -> (String, String) {
+    let o = common::run_berth(&[
+        "update",
+        "push",
+        bundle.to_str().unwrap(),
+        target,
+        "--insecure-registry",
+        target.split('/').next().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&o.stdout).trim().to_string(), stderr)
+}
+
+#[test]
+fn a_pushed_bundle_sends_only_the_blobs_the_registry_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::busybox_image(tmp.path());
+    greeting_image(tmp.path(), "v1");
+    greeting_image(tmp.path(), "v2");
+    let (v1, v2) = (build(tmp.path(), "v1"), build(tmp.path(), "v2"));
+    let (b1, b2) =
+        (update_bundle::open(&v1.join("update")).unwrap(), update_bundle::open(&v2.join("update")).unwrap());
+    let registry = common::registry::Registry::start(tmp.path(), None);
+    let repo = format!("{}/fleet/app", registry.host());
+
+    // All of v1's blobs go, then none on a second push; the output is the manifest digest.
+    let (digest, said) = push(&v1, &format!("{repo}:v1"));
+    assert_eq!(digest, b1.manifest.1);
+    let blobs = b1.descriptors().unwrap().len();
+    assert!(said.contains(&format!("{blobs} blobs sent")) && said.contains("0 already there"), "{said}");
+    let (_, said) = push(&v1.join("update"), &format!("{repo}:v1"));
+    assert!(said.contains("0 blobs sent") && said.contains(&format!("{blobs} already there")), "{said}");
+
+    // v2 sends what v1 did not have: its UKI, index, config, base and greeting layer.
+    let have: Vec<String> = b1.descriptors().unwrap().into_iter().map(|d| d.digest).collect();
+    let new = b2.descriptors().unwrap().iter().filter(|d| !have.contains(&d.digest)).count();
+    assert!(new < b2.descriptors().unwrap().len(), "busybox's layer and the modules are shared");
+    let (digest, said) = push(&v2, &format!("{repo}:v2"));
+    assert_eq!(digest, b2.manifest.1);
+    assert!(said.contains(&format!("{new} blobs sent")), "{said}\nregistry: {}", registry.log());
+
+    // skopeo reads it back from the registry as pushed.
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{repo}:v2"))
+        .output()
+        .expect("run skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout == b2.manifest.0, "the manifest as pushed");
+
+    // A tag is needed, and a changed bundle is refused before anything is sent.
+    let o =
+        common::run_berth(&["update", "push", v1.to_str().unwrap(), &format!("{repo}@{}", b1.manifest.1)]);
+    assert!(!o.status.success());
+    let piece = b2.blob(&b2.bundle.pieces[0].digest);
+    let mut bytes = fs::read(&piece).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&piece, bytes).unwrap();
+    let o = common::run_berth(&[
+        "update",
+        "push",
+        v2.to_str().unwrap(),
+        &format!("{repo}:v3"),
+        "--insecure-registry",
+        &registry.host(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("does not match its digest"), "{err}");
 }

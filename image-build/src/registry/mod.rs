@@ -10,6 +10,7 @@
 //! with progress bars when standard error is a terminal.
 
 pub mod auth;
+pub mod push;
 
 use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;

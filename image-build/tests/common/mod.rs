@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use berth_qemu::{Vm, VmConfig};
 
 pub mod redis;
+pub mod registry;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
