@@ -85,6 +85,9 @@ pub const BUTTON_MODULES: &[&str] = &["evdev", "button"];
 /// drivers ([`HYPERV_STORAGE_MODULES`]) join them for `vhdx`.
 pub const SYSTEM_PARTITION_MODULES: &[&str] =
     &["dm-mod", "dm-verity", "squashfs", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"];
+/// What updates in place need (`[update]`): FAT, to mount the EFI system partition where the
+/// slots' boot entries are (with the code pages FAT mounts need).
+pub const UPDATE_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii"];
 /// The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
 pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
 
@@ -136,6 +139,9 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
             early.extend(names(HYPERV_STORAGE_MODULES));
         }
     }
+    if config.update.is_some() && formats.iter().any(|f| f.has_system_partition()) {
+        early.extend(names(UPDATE_MODULES));
+    }
     early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
     let mut late = names(RNG_MODULES);
     if formats.contains(&Format::Vhdx) {
@@ -169,6 +175,7 @@ pub fn packable_modules() -> BTreeSet<String> {
         CONFIG_DRIVE_MODULES,
         QEMU_MODULES,
         SYSTEM_PARTITION_MODULES,
+        UPDATE_MODULES,
     ]
     .concat()
     .into_iter()
@@ -460,6 +467,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut console = plan_list(config.console.as_slice(), &packed, &mut ids, &src)?;
 
     let init = init_binary::find(opts.init.as_deref())?;
+    let updater = match &config.update {
+        Some(_) if opts.formats.iter().any(|f| f.has_system_partition()) => {
+            Some(init_binary::find_updater(&init)?)
+        }
+        _ => None,
+    };
 
     progress.step("kernel");
     let kernel = boot_kernel(&config, &src, &base_dir, &opts.cache_dir, &progress)?;
@@ -520,6 +533,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         config_drive_modules: drive_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         storage: config.storage.clone(),
+        update: config.update.clone(),
         tool_loader: tools.as_ref().and_then(|t| t.loader.as_ref()).map(|l| format!("{TOOLS_DIR}/lib/{l}")),
         onboot,
         service,
@@ -594,6 +608,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 dest: format!("{TOOLS}/{dest}"),
                 source: source.clone(),
                 mode: initramfs::tool_mode(dest),
+            });
+        }
+        if let Some(updater) = &updater {
+            files.push(PackedFile {
+                dest: format!("{TOOLS}/{}", berth_schema::system_partition::UPDATER),
+                source: updater.clone(),
+                mode: 0o755,
             });
         }
         let partition = staging.path().join(SYSTEM_IMAGE);

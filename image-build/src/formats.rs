@@ -431,7 +431,12 @@ pub fn write_raw_efi(disk: &DiskLayout<'_>, epoch: u64, out: &Path) -> Result<()
     let (slot_a, slot_b) = (Slot::A.partition_name(), Slot::B.partition_name());
     // (source file or blank, bytes, type, name)
     let mut layout: Vec<(Option<&Path>, u64, &'static str, &str)> = vec![
-        (Some(esp.as_path()), fs::metadata(&esp)?.len(), ESP_TYPE_GUID, "EFI system partition"),
+        (
+            Some(esp.as_path()),
+            fs::metadata(&esp)?.len(),
+            ESP_TYPE_GUID,
+            berth_schema::slots::ESP_PARTITION_NAME,
+        ),
         (Some(disk.system), disk.slot_bytes, LINUX_DATA_TYPE_GUID, &slot_a),
         (None, disk.slot_bytes, LINUX_DATA_TYPE_GUID, &slot_b),
     ];

@@ -10,7 +10,7 @@ pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// How to build the init, for error messages.
 pub const BUILD_HINT: &str =
-    "build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-init --target x86_64-unknown-linux-gnu`, or name it with --init / BERTH_INIT";
+    "build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-init -p berth-updater --target x86_64-unknown-linux-gnu`, or name it with --init / BERTH_INIT";
 
 /// The init binary: `explicit`, else `$BERTH_INIT`, else `berth-init` beside this executable,
 /// else the static build in the cargo target directory this executable came from.
@@ -51,6 +51,24 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
         "no init binary found (looked at {}); {BUILD_HINT}",
         candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
     )
+}
+
+/// The updater packed for `[update]`: `$BERTH_UPDATER`, else `berth-updater` beside the init
+/// binary (the same build makes both), checked to be static.
+pub fn find_updater(init: &Path) -> Result<PathBuf> {
+    let path = match std::env::var_os("BERTH_UPDATER").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => init.with_file_name("berth-updater"),
+    };
+    if !path.is_file() {
+        bail!(
+            "[update] needs the updater, {} (beside the init binary, or $BERTH_UPDATER); build it with \
+             `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-updater --target {INIT_TARGET}`",
+            path.display()
+        );
+    }
+    check_static(&path)?;
+    Ok(path)
 }
 
 /// Fails unless `path` is an x86-64 ELF executable with no program interpreter and no

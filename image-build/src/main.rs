@@ -412,6 +412,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             cfg.cpu = cpu;
             cfg.rng = rng;
+            // A disk is a machine: a guest reboot restarts it, as a hypervisor does (updates in
+            // place reboot into the other slot); powering off ends the run.
+            cfg.allow_reboot = matches!(bootable, Bootable::Disk(..));
             run_vm(cfg, memory, cpus, accel, timeout, &publish, no_net)
         }
     }

@@ -9,5 +9,6 @@
 
 pub mod config_drive;
 pub mod disk_probe;
+pub mod esp;
 pub mod net;
 pub mod pid1;

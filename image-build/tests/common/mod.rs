@@ -21,7 +21,8 @@ pub fn berth() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth"))
 }
 
-/// The static PID 1 binary: `$BERTH_INIT`, else built once with cargo.
+/// The static PID 1 binary: `$BERTH_INIT`, else built once with cargo (with the updater
+/// beside it).
 pub fn init_binary() -> PathBuf {
     static INIT: OnceLock<PathBuf> = OnceLock::new();
     INIT.get_or_init(|| {
@@ -32,7 +33,16 @@ pub fn init_binary() -> PathBuf {
         let status = Command::new(cargo)
             .current_dir(workspace())
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--release", "-p", "berth-init", "--target", "x86_64-unknown-linux-gnu"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "berth-init",
+                "-p",
+                "berth-updater",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
             .status()
             .expect("run cargo");
         assert!(status.success(), "building the static init failed");

@@ -26,13 +26,23 @@ impl Registry {
     /// Starts a registry in `dir/registry`, with `auth` (YAML lines under `auth:`, indented
     /// two spaces) when given.
     pub fn start(dir: &Path, auth: Option<&str>) -> Registry {
+        Registry::start_with(dir, auth, false)
+    }
+
+    /// Starts a registry in `dir/registry` that logs every request (see [`Registry::requests`]).
+    pub fn start_logging_requests(dir: &Path) -> Registry {
+        Registry::start_with(dir, None, true)
+    }
+
+    fn start_with(dir: &Path, auth: Option<&str>, access_log: bool) -> Registry {
         let root = dir.join("registry");
         let storage = root.join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         let port = free_port();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    \
              rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: berth-test\n",
+            !access_log,
             storage.display()
         );
         if let Some(auth) = auth {
@@ -60,6 +70,19 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The requests it logged (`METHOD PATH`), in order, when started by
+    /// [`Registry::start_logging_requests`].
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let quoted = l.split('"').nth(1)?;
+                let mut words = quoted.split_whitespace();
+                Some(format!("{} {}", words.next()?, words.next()?))
+            })
+            .collect()
     }
 
     /// What it logged.

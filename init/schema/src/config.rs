@@ -24,9 +24,11 @@ mod mounts;
 mod network;
 pub mod overrides;
 mod storage;
+mod update;
 pub use mounts::*;
 pub use network::*;
 pub use storage::*;
+pub use update::*;
 
 /// A whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,6 +49,9 @@ pub struct Config {
     /// `[storage]`: the data disk for named volumes and persistent writable layers.
     #[serde(default)]
     pub storage: Option<StorageConfig>,
+    /// `[update]`: updates in place from a registry (disk formats).
+    #[serde(default)]
+    pub update: Option<UpdateSettings>,
     /// `[[onboot]]`: containers run one after another, each to completion, before services.
     #[serde(default)]
     pub onboot: Vec<ContainerConfig>,

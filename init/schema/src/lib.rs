@@ -18,6 +18,8 @@ pub mod slots;
 pub mod syslog;
 pub mod system_partition;
 mod text_form;
+pub mod uki;
 pub mod units;
 pub mod update;
 pub mod verity;
+pub mod verity_tree;

@@ -80,6 +80,9 @@ pub struct Plan {
     /// The data disk.
     #[serde(default)]
     pub storage: Option<StorageConfig>,
+    /// Updates in place.
+    #[serde(default)]
+    pub update: Option<crate::config::UpdateSettings>,
     /// The dynamic loader (a path in the initramfs) the packed tools under [`TOOLS_DIR`] run
     /// with; none when they are static.
     #[serde(default)]
@@ -312,6 +315,7 @@ impl Default for Plan {
             qemu_modules: Vec::new(),
             config_drive_modules: Vec::new(),
             storage: None,
+            update: None,
             tool_loader: None,
             onboot: Vec::new(),
             service: Vec::new(),
@@ -368,6 +372,7 @@ mod tests {
             qemu_modules: vec![],
             config_drive_modules: vec![],
             storage: None,
+            update: None,
             tool_loader: None,
             onboot: vec![],
             onshutdown: vec![],

@@ -35,6 +35,8 @@ pub const SLOTS: [Slot; 2] = [Slot::A, Slot::B];
 pub const ENTRIES_DIR: &str = "EFI/Linux";
 /// The boot manager on the EFI system partition, at the removable-media path.
 pub const BOOT_MANAGER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// The GPT name of the EFI system partition `berth build` writes.
+pub const ESP_PARTITION_NAME: &str = "EFI system partition";
 /// systemd-boot's configuration on the EFI system partition.
 pub const LOADER_CONF_PATH: &str = "loader/loader.conf";
 /// What it says: no menu (a key held at boot still shows it), no command line editing (it

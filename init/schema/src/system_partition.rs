@@ -32,6 +32,9 @@ pub const LAYERS: &str = "layers";
 pub const MODULES: &str = "modules";
 /// The data disk's tools on the partition (as under [`TOOLS_DIR`]).
 pub const TOOLS: &str = "tools";
+/// The updater on the partition, under [`TOOLS`] (packed for `[update]`): PID 1 runs it from
+/// [`TOOLS_DIR`]`/berth-updater`.
+pub const UPDATER: &str = "berth-updater";
 /// The directories of the partition PID 1 binds into the machine: (on the partition, where).
 pub const BINDS: [(&str, &str); 3] = [(LAYERS, LAYERS_DIR), (MODULES, "/lib/modules"), (TOOLS, TOOLS_DIR)];
 /// What a slot's partition starts with: these 8 bytes, the index's JSON length (8 bytes,

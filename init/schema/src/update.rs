@@ -29,6 +29,19 @@ pub const PIECE_MEDIA_TYPE: &str = "application/vnd.berth.system.piece.v1+squash
 /// The OCI image manifest's media type.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// Where the update state is on the EFI system partition.
+pub const STATE_PATH: &str = "berth/update.json";
+
+/// What a machine remembers about its updates, on its EFI system partition ([`STATE_PATH`]):
+/// written by PID 1 when it rolls an update back, read by the updater.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateState {
+    /// The root hashes (hex) of updates rolled back: never installed again.
+    #[serde(default)]
+    pub refused: Vec<String>,
+}
+
 /// An OCI content descriptor (the fields berth writes and reads).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Descriptor {

@@ -39,6 +39,10 @@ pub enum Pid1Event {
     NetworkReady,
     /// The late kernel modules are loaded: look for their interfaces.
     LateModulesLoaded,
+    /// Look at the slot being tried: commit it, or roll it back.
+    UpdateGate,
+    /// An installed update may reboot the machine now.
+    UpdateReboot,
 }
 
 /// Something PID 1's loop waits on.

@@ -35,12 +35,13 @@ pub mod supervisor;
 pub mod syslog;
 pub mod system;
 pub mod system_partition;
+pub mod update;
 pub mod userns_root;
 
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_schema::plan::Plan;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -55,6 +56,7 @@ use power_button::PowerButton;
 use shutdown::PowerAction;
 use supervisor::Supervisor;
 use system_partition::SystemSource;
+use update::Updates;
 
 /// PID 1's entry point. Never returns.
 pub fn run() -> ! {
@@ -98,9 +100,11 @@ fn boot(signals: Signals) -> ! {
     if mount_data_disk(&plan) {
         stage("storage");
     }
+    // The slot this boot came from: being tried (the gate runs in the loop), or committed.
+    let update = Updates::start(plan.update.as_ref(), &system, Instant::now());
     // Before the containers: a container may be given the socket by a bind.
     let control = open_control_socket();
-    let mut pid1 = Pid1 { sup: Supervisor::new(&plan, cgroups, bridge), net, ending: None };
+    let mut pid1 = Pid1 { sup: Supervisor::new(&plan, cgroups, bridge), net, update, ending: None };
     pid1.check_network();
     stage("containers");
     pid1.sup.start();
@@ -297,6 +301,8 @@ fn start_late_modules(paths: &[String], net: &mut HostNetwork) -> Option<LateMod
 struct Pid1 {
     sup: Supervisor,
     net: HostNetwork,
+    /// Updates in place (`[update]` on a disk format).
+    update: Option<Updates>,
     /// The shutdown under way.
     ending: Option<PowerAction>,
 }
@@ -330,6 +336,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut s.syslog,
             &mut s.kernel_log,
             &mut pid1.net,
+            &mut pid1.update,
             &mut pid1.sup,
         ]);
         for event in events {
@@ -349,6 +356,13 @@ impl Pid1 {
                 self.net.look_for_interfaces();
                 self.check_network();
             }
+            Pid1Event::UpdateGate => {
+                let health = self.sup.slot_health();
+                if self.update.as_mut().is_some_and(|u| u.gate(&health, Instant::now())) {
+                    self.request_shutdown(PowerAction::Reboot, "update");
+                }
+            }
+            Pid1Event::UpdateReboot => self.request_shutdown(PowerAction::Reboot, "update"),
         }
     }
 
@@ -357,6 +371,9 @@ impl Pid1 {
         if self.net.check_ready() {
             syslog::network_ready();
             self.sup.network_ready();
+            if let Some(u) = self.update.as_mut() {
+                u.network_ready(Instant::now());
+            }
         }
     }
 

@@ -132,6 +132,17 @@ pub enum Phase {
     Stopped,
 }
 
+/// Whether the containers are what a new system slot must show before it is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotHealth {
+    /// Every onboot container ran to success, every service runs, and every healthcheck passed.
+    Healthy,
+    /// Not yet: what is still missing.
+    Pending(String),
+    /// Never will: what failed for good.
+    Failed(String),
+}
+
 /// One row of `berthctl ps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PsRow {
@@ -213,6 +224,48 @@ impl Machine {
     /// The unit `id`.
     pub fn unit(&self, id: UnitId) -> &Unit {
         &self.units[id.0]
+    }
+
+    /// Whether the machine is healthy enough to commit the slot it booted: onboot containers
+    /// all ran to success, then every service (but those stopped by hand) runs — and passed
+    /// its healthcheck when it has one.
+    pub fn slot_health(&self) -> SlotHealth {
+        for u in &self.units {
+            let dead = u.is_dead_end();
+            let ended = u.last.map(|l| l.to_string()).unwrap_or_else(|| "not started".into());
+            match u.kind {
+                Kind::Onboot if dead => {
+                    return SlotHealth::Failed(format!("onboot container {} {ended}", u.name))
+                }
+                Kind::Service if dead => return SlotHealth::Failed(format!("service {} {ended}", u.name)),
+                _ => {}
+            }
+        }
+        if let Phase::Onboot(_) = self.phase {
+            return SlotHealth::Pending("the onboot containers are running".into());
+        }
+        let mut missing = Vec::new();
+        for u in self.units.iter().filter(|u| u.kind == Kind::Service && !u.stopped_by_hand) {
+            let running = matches!(u.state, State::Running(_));
+            let healthy = match (&u.healthcheck, &u.health) {
+                (None, _) => running,
+                (Some(_), Some(h)) => running && h.healthy == Some(true),
+                (Some(_), None) => false,
+            };
+            if !healthy {
+                let why = match (&u.healthcheck, u.health.and_then(|h| h.healthy)) {
+                    _ if !running => u.state_text(),
+                    (Some(_), Some(false)) => "unhealthy".into(),
+                    _ => "not healthy yet".into(),
+                };
+                missing.push(format!("{} ({why})", u.name));
+            }
+        }
+        if missing.is_empty() {
+            SlotHealth::Healthy
+        } else {
+            SlotHealth::Pending(format!("services not ready: {}", missing.join(", ")))
+        }
     }
 
     /// The unit named `name`.

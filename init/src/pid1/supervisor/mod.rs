@@ -129,6 +129,11 @@ impl Supervisor {
         self.feed(Input::Escalate);
     }
 
+    /// Whether the containers are healthy enough to commit the slot this boot came from.
+    pub fn slot_health(&self) -> machine::SlotHealth {
+        self.machine.slot_health()
+    }
+
     /// Whether a shutdown has stopped every container.
     pub fn stopped(&self) -> bool {
         self.machine.stopped() && self.handles.is_empty()

@@ -585,3 +585,57 @@ fn an_oom_kill_is_reported_and_shown() {
     assert_eq!((exited.get("signal"), exited.get("oom_killed")), (Some("KILL"), Some("true")));
     assert_eq!(sim.machine.ps(sim.now)[0].state, "killed(KILL),oom");
 }
+
+#[test]
+fn a_slot_is_healthy_once_onboot_succeeded_and_every_service_runs_and_passes_its_check() {
+    use super::machine::SlotHealth;
+    let mut sim = Sim::new(Plan {
+        onboot: vec![container("migrate", json!({}))],
+        service: vec![
+            container("web", json!({})),
+            container(
+                "db",
+                json!({"healthcheck": {"cmd": ["check"], "interval": "1000ms", "timeout": "300ms", "retries": 1, "start_period": "0ms"}}),
+            ),
+        ],
+        ..Plan::default()
+    });
+    sim.feed(Input::Boot);
+    assert!(matches!(sim.machine.slot_health(), SlotHealth::Pending(w) if w.contains("onboot")));
+    sim.exit("migrate", 0);
+    let db = sim.id("db");
+    match sim.machine.slot_health() {
+        SlotHealth::Pending(why) => {
+            assert!(why.contains("db (not healthy yet)") && !why.contains("web"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    sim.at(1000);
+    sim.feed(Input::CheckDone { unit: db, ok: false });
+    assert!(matches!(sim.machine.slot_health(), SlotHealth::Pending(w) if w.contains("db (unhealthy)")));
+    sim.at(2000);
+    sim.feed(Input::CheckDone { unit: db, ok: true });
+    assert_eq!(sim.machine.slot_health(), SlotHealth::Healthy);
+    // A service that ended is not ready.
+    sim.exit("web", 1);
+    match sim.machine.slot_health() {
+        SlotHealth::Pending(why) => assert!(why.contains("web (exited(1))"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_onboot_container_fails_the_slot_at_once() {
+    use super::machine::SlotHealth;
+    let mut sim = Sim::new(Plan {
+        onboot: vec![container("migrate", json!({}))],
+        service: vec![container("web", json!({}))],
+        ..Plan::default()
+    });
+    sim.feed(Input::Boot);
+    sim.exit("migrate", 3);
+    match sim.machine.slot_health() {
+        SlotHealth::Failed(why) => assert_eq!(why, "onboot container migrate exited(3)"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,321 @@
+//! Updates in place (`[update]`), PID 1's side: the EFI system partition mounted, the boot
+//! judged (a slot being tried, or committed), the slot being tried committed once the machine
+//! is healthy or rolled back, and the updater (`berth-updater`, a child process: it talks HTTP
+//! and writes hundreds of MB, never in PID 1) run every `interval` to fill the other slot.
+//!
+//! Order at boot ([`Updates::start`], after the modules and the plan): mount the ESP → find
+//! this boot's entry (the mounted slot's) → report a rollback systemd-boot did on its own (the
+//! other slot ran out of tries) → a slot being tried: `update.trial`, then the gate every
+//! second (`Pid1Event::UpdateGate`; the decisions are `gate`'s) until it is committed
+//! (`update.committed`, its entry renamed without the counter) or rolled back
+//! (`update.rolled_back`, its root hash refused for good, its entry marked bad, reboot) →
+//! committed: the updater runs once the network is up, then every `interval`; its event lines
+//! are passed on; when it has installed the other slot, the machine reboots into it when
+//! `[update] reboot` allows.
+
+pub mod gate;
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_events::Event;
+use berth_schema::config::{RebootPolicy, UpdateSettings};
+use berth_schema::slots::{BootEntry, Slot};
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags};
+
+use super::event_source::{EventSource, Pid1Event};
+use super::log;
+use super::supervisor::machine::SlotHealth;
+use super::system_partition::SystemSource;
+use crate::esp::Esp;
+use gate::Decision;
+
+/// Where PID 1 runs the updater from (the system partition's tools).
+fn updater_path() -> String {
+    format!("{}/{}", berth_schema::plan::TOOLS_DIR, berth_schema::system_partition::UPDATER)
+}
+
+/// How often a slot being tried is looked at.
+const GATE_EVERY: Duration = Duration::from_secs(1);
+/// How often an installed update waiting for its reboot window looks at the clock.
+const WINDOW_EVERY: Duration = Duration::from_secs(30);
+
+/// A slot being tried.
+struct Trial {
+    entry: BootEntry,
+    since: Instant,
+    next: Instant,
+}
+
+/// The updater, running.
+struct Child {
+    out: std::fs::File,
+    buf: Vec<u8>,
+    installed: bool,
+}
+
+/// PID 1's part of updates in place.
+pub struct Updates {
+    settings: UpdateSettings,
+    esp: Esp,
+    slot: Slot,
+    disk: String,
+    entry: BootEntry,
+    trial: Option<Trial>,
+    next_check: Option<Instant>,
+    child: Option<Child>,
+    /// An installed update waits for its reboot (the window, or a request).
+    installed: bool,
+    next_window_look: Option<Instant>,
+}
+
+impl Updates {
+    /// Starts updates for a machine booted from a slot, when the plan has `[update]`. Failures
+    /// are reported (`update.failed`) and leave updates off.
+    pub fn start(settings: Option<&UpdateSettings>, system: &SystemSource, now: Instant) -> Option<Updates> {
+        let settings = settings?.clone();
+        let started = (|| {
+            let SystemSource::Partition(mounted) = system else {
+                return Err("this boot is not from a system slot (a disk format is needed)".to_string());
+            };
+            let slot = mounted.slot().ok_or("the system partition is not a slot")?;
+            let esp = Esp::mount(&mounted.disk)?;
+            let entries = esp.entries()?;
+            let entry = gate::booted(&entries, slot)
+                .ok_or_else(|| format!("no boot entry for slot {slot} on the EFI system partition"))?;
+            Ok((esp, slot, mounted.disk.clone(), entry))
+        })();
+        let (esp, slot, disk, entry) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                log::error(&format!("update: {e}"));
+                log::emit(log::event("update.failed").with("error", &e));
+                return None;
+            }
+        };
+        let mut updates = Updates {
+            settings,
+            esp,
+            slot,
+            disk,
+            entry,
+            trial: None,
+            next_check: None,
+            child: None,
+            installed: false,
+            next_window_look: None,
+        };
+        updates.report_unreported_rollback();
+        if gate::is_trial(&entry) {
+            log::emit(log::event("update.trial").with("slot", slot).with("entry", entry.file_name()));
+            updates.trial = Some(Trial { entry, since: now, next: now });
+        }
+        Some(updates)
+    }
+
+    /// The other slot went bad without this machine's PID 1 rolling it back (it never reached
+    /// it): report it, and refuse its root hash.
+    fn report_unreported_rollback(&mut self) {
+        let other = self.esp.entry_of(self.slot.other()).ok().flatten();
+        let root = other.as_ref().and_then(|e| self.esp.spec_of(e).ok()).map(|s| s.root_hex());
+        let refused = self.esp.state().map(|s| s.refused).unwrap_or_default();
+        if let Some(root) = gate::unreported_rollback(other.as_ref(), root.as_deref(), &refused) {
+            log::emit(
+                log::event("update.rolled_back")
+                    .with("slot", self.slot.other())
+                    .with("root_hash", &root)
+                    .with("reason", "it never came up: systemd-boot used its tries"),
+            );
+            if let Err(e) = self.esp.refuse(&root) {
+                log::warn(&format!("update: {e}"));
+            }
+        }
+    }
+
+    /// The network is up: the first check runs now (not while a slot is being tried).
+    pub fn network_ready(&mut self, now: Instant) {
+        if self.next_check.is_none() && self.trial.is_none() {
+            self.next_check = Some(now);
+        }
+    }
+
+    /// Looks at the slot being tried with the containers' `health`; returns the reboot to do
+    /// when it is rolled back.
+    pub fn gate(&mut self, health: &SlotHealth, now: Instant) -> bool {
+        let Some(trial) = &mut self.trial else { return false };
+        if now < trial.next {
+            return false;
+        }
+        trial.next = now + GATE_EVERY;
+        let entry = trial.entry;
+        match gate::decide(health, now - trial.since, self.settings.commit_timeout) {
+            Decision::Wait => false,
+            Decision::Commit => {
+                let committed = entry.committed();
+                match self.esp.rename(&entry, &committed) {
+                    Ok(()) => {
+                        log::emit(
+                            log::event("update.committed")
+                                .with("slot", self.slot)
+                                .with("entry", committed.file_name())
+                                .with("took_ms", (now - trial.since).as_millis()),
+                        );
+                        self.entry = committed;
+                        self.trial = None;
+                        self.next_check = Some(now);
+                    }
+                    Err(e) => log::error(&format!("update: cannot commit slot {}: {e}", self.slot)),
+                }
+                false
+            }
+            Decision::RollBack(reason) => {
+                let root = self.esp.spec_of(&entry).map(|s| s.root_hex()).unwrap_or_default();
+                if let Err(e) = self.esp.refuse(&root) {
+                    log::warn(&format!("update: {e}"));
+                }
+                if let Err(e) = self.esp.rename(&entry, &entry.bad()) {
+                    log::error(&format!("update: cannot mark slot {} bad: {e}", self.slot));
+                }
+                log::emit(
+                    log::event("update.rolled_back")
+                        .with("slot", self.slot)
+                        .with("root_hash", &root)
+                        .with("reason", &reason),
+                );
+                self.trial = None;
+                true
+            }
+        }
+    }
+
+    /// Runs the updater now, unless it runs already.
+    fn run_updater(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => return log::warn(&format!("update: pipe: {e}")),
+        };
+        let stderr = match write.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => return log::warn(&format!("update: pipe: {e}")),
+        };
+        let mut cmd = Command::new(updater_path());
+        cmd.arg("--source")
+            .arg(self.settings.source.to_string())
+            .args(["--slot", &self.slot.to_string(), "--disk", &self.disk, "--esp", crate::esp::MOUNT_POINT])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(stderr));
+        if self.settings.insecure {
+            cmd.arg("--insecure");
+        }
+        // SAFETY: between fork and exec only sigprocmask runs, which is async-signal-safe; it
+        // unblocks the signals PID 1 keeps blocked for its signalfd.
+        unsafe {
+            cmd.pre_exec(|| {
+                let empty = nix::sys::signal::SigSet::empty();
+                nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&empty), None)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        // The supervisor reaps it with every other child; its pipe tells how it went.
+        match cmd.spawn() {
+            Ok(_) => {
+                let out = std::fs::File::from(read);
+                let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+                self.child = Some(Child { out, buf: Vec::new(), installed: false });
+            }
+            Err(e) => log::warn(&format!("update: cannot run {}: {e}", updater_path())),
+        }
+    }
+
+    /// Passes on the updater's complete lines; true once its output ended.
+    fn read_child(&mut self) -> bool {
+        let Some(child) = &mut self.child else { return false };
+        let mut chunk = [0u8; 4096];
+        let ended = loop {
+            match child.out.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => child.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break false,
+            }
+        };
+        while let Some(at) = child.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = child.buf.drain(..=at).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            match Event::parse(&line) {
+                Some(e) => {
+                    child.installed |= e.name == "update.installed";
+                    let mut stamped = log::event(&e.name);
+                    stamped.fields = e.fields;
+                    log::emit(stamped);
+                }
+                None if !line.is_empty() => log::info(&format!("update: {line}")),
+                None => {}
+            }
+        }
+        ended
+    }
+
+    /// Whether the clock allows an installed update's reboot now.
+    fn reboot_allowed(&self) -> bool {
+        let minute =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| (d.as_secs() / 60) % 1440).unwrap_or(0);
+        self.settings.reboot.allows(u16::try_from(minute).unwrap_or(0))
+    }
+}
+
+impl EventSource for Option<Updates> {
+    fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
+        if let Some(child) = self.as_ref().and_then(|u| u.child.as_ref()) {
+            fds.push(PollFd::new(child.out.as_fd(), PollFlags::POLLIN));
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let u = self.as_ref()?;
+        let check = if u.child.is_none() { u.next_check } else { None };
+        [u.trial.as_ref().map(|t| t.next), check, u.next_window_look].into_iter().flatten().min()
+    }
+
+    fn service(&mut self, now: Instant, out: &mut Vec<Pid1Event>) {
+        let Some(u) = self else { return };
+        if u.trial.as_ref().is_some_and(|t| now >= t.next) {
+            out.push(Pid1Event::UpdateGate);
+        }
+        if u.read_child() {
+            let installed = u.child.take().is_some_and(|c| c.installed);
+            u.next_check = Some(now + u.settings.interval);
+            if installed {
+                u.installed = true;
+                match u.settings.reboot {
+                    RebootPolicy::Manual => log::info(
+                        "update: installed; it runs after the next reboot ([update] reboot = \"manual\")",
+                    ),
+                    RebootPolicy::Now => out.push(Pid1Event::UpdateReboot),
+                    RebootPolicy::Window { .. } => u.next_window_look = Some(now),
+                }
+            }
+        }
+        if u.next_window_look.is_some_and(|t| now >= t) {
+            if u.reboot_allowed() {
+                u.next_window_look = None;
+                out.push(Pid1Event::UpdateReboot);
+            } else {
+                u.next_window_look = Some(now + WINDOW_EVERY);
+            }
+        }
+        if u.child.is_none() && !u.installed && u.trial.is_none() && u.next_check.is_some_and(|t| now >= t) {
+            u.next_check = Some(now + u.settings.interval);
+            u.run_updater();
+        }
+    }
+}

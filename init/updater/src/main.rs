@@ -1,0 +1,214 @@
+//! `berth-updater`: fills the inactive system slot from the registry an appliance follows.
+//! PID 1 runs it as a child (never in PID 1: it talks HTTP and writes hundreds of MB) and
+//! reads its standard output: event lines (`@berth ms=0 event=update.available …`) that PID 1
+//! passes on with its own clock, and plain lines it logs.
+//!
+//! ```text
+//! berth-updater --source REG/REPO:TAG [--insecure] --slot a --disk vda2 --esp /berth/esp [--check]
+//! ```
+//!
+//! Steps: the manifest by tag → its config → judged against the running slot, the slot
+//! installed and waiting, and the updates rolled back before (`plan::judge`) →
+//! `update.available` (`--check` stops here) → the index and the UKI, each checked against
+//! its digest, the UKI's root hash against the bundle's; the room on the ESP and in the slot →
+//! nothing written before this point → the inactive slot's boot entry removed → its
+//! partition filled (pieces the running slot has are copied from it, the rest fetched) →
+//! `update.downloaded` → the hash tree computed from what was written, checked against the root
+//! hash, written → the boot entry installed, being tried → `update.installed`.
+//!
+//! Exit status: 0 installed, 2 nothing to install (up to date, waiting, rolled back before, or
+//! only checked), 1 failed (`update.failed` says why).
+
+mod plan;
+mod registry;
+mod slot;
+
+use berth_init::esp;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_events::Event;
+use berth_schema::config::UpdateSource;
+use berth_schema::slots::Slot;
+use berth_schema::system_partition::Index;
+use berth_schema::update::Manifest;
+use berth_schema::verity::VeritySpec;
+
+/// What PID 1 tells the updater.
+struct Args {
+    source: UpdateSource,
+    insecure: bool,
+    /// The running slot.
+    slot: Slot,
+    /// The running slot's partition (`vda2`).
+    disk: String,
+    /// Where the ESP is mounted.
+    esp: PathBuf,
+    /// Report whether there is an update, install nothing.
+    check: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut source = None;
+    let (mut insecure, mut check) = (false, false);
+    let (mut slot, mut disk, mut esp) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--source" => source = Some(UpdateSource::parse(&value()?)?),
+            "--insecure" => insecure = true,
+            "--check" => check = true,
+            "--slot" => {
+                slot = Some(match value()?.as_str() {
+                    "a" => Slot::A,
+                    "b" => Slot::B,
+                    other => return Err(format!("--slot {other}: a or b")),
+                })
+            }
+            "--disk" => disk = Some(value()?),
+            "--esp" => esp = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args {
+        source: source.ok_or("--source is needed")?,
+        insecure,
+        slot: slot.ok_or("--slot is needed")?,
+        disk: disk.ok_or("--disk is needed")?,
+        esp: esp.ok_or("--esp is needed")?,
+        check,
+    })
+}
+
+fn emit(event: Event) {
+    println!("{event}");
+}
+
+/// How a run ended well.
+enum Outcome {
+    Installed,
+    Nothing,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = parse_args(&args).and_then(|a| run(&a));
+    match result {
+        Ok(Outcome::Installed) => ExitCode::SUCCESS,
+        Ok(Outcome::Nothing) => ExitCode::from(2),
+        Err(e) => {
+            emit(Event::new(0, "update.failed").with("error", &e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<Outcome, String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
+    let running: VeritySpec =
+        VeritySpec::from_cmdline(&cmdline).ok_or("this boot is not from a system slot")??;
+    let esp = esp::Esp::at(&args.esp);
+    let other = args.slot.other();
+    let waiting = match esp.entry_of(other)? {
+        Some(e) if e.bootable() => esp.spec_of(&e).ok(),
+        _ => None,
+    };
+    let refused = esp.state()?.refused;
+
+    let mut registry = registry::Registry::new(&args.source, args.insecure);
+    let Some((manifest, digest)) = registry.manifest(&args.source.tag)? else {
+        println!("{} is not published yet", args.source);
+        return Ok(Outcome::Nothing);
+    };
+    let m: Manifest =
+        serde_json::from_slice(&manifest).map_err(|e| format!("{}: the manifest: {e}", args.source))?;
+    let config = registry.small_blob(&m.config.digest, m.config.size)?;
+    let bundle = Manifest::check(&manifest, &config).map_err(|e| format!("{}: {e}", args.source))?;
+    let root = bundle.spec.root_hex();
+    match plan::judge(&bundle, &running, &refused, waiting.as_ref()) {
+        plan::Verdict::Running => {
+            println!("{} is what runs ({digest})", args.source);
+            return Ok(Outcome::Nothing);
+        }
+        plan::Verdict::Installed => {
+            println!("{} is installed in slot {other}, waiting for its reboot", args.source);
+            return Ok(Outcome::Nothing);
+        }
+        plan::Verdict::RolledBack => {
+            emit(
+                Event::new(0, "update.skipped")
+                    .with("digest", &digest)
+                    .with("root_hash", &root)
+                    .with("reason", "rolled_back"),
+            );
+            return Ok(Outcome::Nothing);
+        }
+        plan::Verdict::New => {}
+    }
+    emit(
+        Event::new(0, "update.available")
+            .with("source", &args.source)
+            .with("digest", &digest)
+            .with("root_hash", &root)
+            .with("kernel", &bundle.kernel),
+    );
+    if args.check {
+        return Ok(Outcome::Nothing);
+    }
+
+    // Everything small is fetched and checked before anything is written.
+    let header = registry.small_blob(&bundle.index.digest, bundle.index.size)?;
+    let index = Index::decode(&header)?;
+    bundle.check_index(&index)?;
+    if bundle.uki.size > 512 << 20 {
+        return Err(format!("the update's UKI claims {} bytes", bundle.uki.size));
+    }
+    let mut uki = Vec::new();
+    registry.blob(&bundle.uki.digest, bundle.uki.size, &mut uki)?;
+    let uki_spec = berth_schema::uki::verity(&uki).map_err(|e| format!("the update's UKI: {e}"))?;
+    if uki_spec != bundle.spec {
+        return Err(format!(
+            "the update's UKI carries root hash {}, its manifest {root}: refused",
+            uki_spec.root_hex()
+        ));
+    }
+    let target = esp::sibling_partition(&args.disk, &other.partition_name())?;
+    let needed = index.data_bytes() + berth_schema::verity_tree::tree_bytes(bundle.spec.data_blocks);
+    let room = slot::device_bytes(&target)?;
+    if needed > room {
+        return Err(format!("the update needs {needed} bytes in slot {other}, which has {room}: build it with a smaller image, or the machine with a larger [system] slot_size"));
+    }
+    let old_entry = esp.entry_of(other)?.map_or(0, |e| esp.entry_bytes(&e));
+    if esp.free_bytes()? + old_entry < bundle.uki.size {
+        return Err(format!(
+            "the EFI system partition has no room for the update's UKI ({} bytes)",
+            bundle.uki.size
+        ));
+    }
+
+    // From here on the inactive slot is written; nothing boots it until its entry is back.
+    esp.remove_slot(other)?;
+    let running_index = slot::read_index(std::path::Path::new(slot::RUNNING_DEVICE)).ok();
+    let steps = plan::pieces(&index, running_index.as_ref());
+    let filled =
+        slot::fill(&target, &header, &steps, &mut |digest, size, out| registry.blob(digest, size, out))?;
+    emit(
+        Event::new(0, "update.downloaded")
+            .with("blobs", registry.fetched.0)
+            .with("bytes", registry.fetched.1)
+            .with("copied", filled.copied.0)
+            .with("copied_bytes", filled.copied.1),
+    );
+    slot::write_tree(&target, &bundle.spec)?;
+    let entry = esp.install(other, &uki)?;
+    emit(
+        Event::new(0, "update.installed")
+            .with("slot", other)
+            .with("entry", entry.file_name())
+            .with("root_hash", &root)
+            .with("digest", &digest),
+    );
+    Ok(Outcome::Installed)
+}
