@@ -14,11 +14,13 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use berth_image_build::update_bundle;
-use berth_qemu::{Event, Vm, VmConfig};
+use berth_qemu::Vm;
 use common::registry::Registry;
+use common::update::{blobs_fetched, boot, greeting_image, push, wait};
 
 /// The appliance of version `v`, following `source`. v3's greeter never becomes healthy.
 fn config(v: &str, source: &str) -> String {
@@ -53,91 +55,12 @@ command = ["sh", "-c", "echo greeting=$(cat /greeting); exec sleep 100000"]
     )
 }
 
-/// An image of busybox (the same layer as `images/busybox`) plus a layer with `/greeting`.
-fn greeting_image(dir: &Path, v: &str) {
-    let root = dir.join(format!("{v}-greeting"));
-    fs::create_dir_all(&root).unwrap();
-    fs::write(root.join("greeting"), format!("hello from {v}\n")).unwrap();
-    let o = common::run_berth(&[
-        "image",
-        "import",
-        root.to_str().unwrap(),
-        "--tag",
-        v,
-        "-o",
-        dir.join("images/busybox").to_str().unwrap(),
-        "--base",
-        "latest",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn build(dir: &Path, v: &str, source: &str, formats: &[&str]) -> PathBuf {
     let file = dir.join(format!("{v}.toml"));
     fs::write(&file, config(v, source)).unwrap();
     let out = dir.join(format!("out-{v}"));
     common::build_formats(&file, &out, formats, &["--data-size", "64m"]);
     out
-}
-
-fn push(bundle: &Path, target: &str) {
-    let registry = target.split('/').next().unwrap();
-    let o = common::run_berth(&[
-        "update",
-        "push",
-        bundle.to_str().unwrap(),
-        target,
-        "--insecure-registry",
-        registry,
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn boot(disk: &Path, log: &Path) -> Vm {
-    let mut extra_args = vec![
-        "-bios".into(),
-        berth_image_build::formats::ovmf().unwrap().display().to_string(),
-        "-drive".into(),
-        format!("file={},format=raw,if=virtio", disk.display()),
-    ];
-    extra_args.extend(berth_qemu::user_net_args(&[]));
-    let cfg = VmConfig {
-        memory_mib: 512,
-        allow_reboot: true,
-        console_log: Some(log.to_path_buf()),
-        extra_args,
-        ..VmConfig::default()
-    };
-    Vm::start(cfg).expect("start qemu")
-}
-
-/// Waits for event `name` whose fields match, after `after` events were seen; returns it and
-/// how many events there are now.
-fn wait(vm: &Vm, after: usize, name: &str, matches: impl Fn(&Event) -> bool, secs: u64) -> (Event, usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let events = vm.events();
-        if let Some((i, e)) =
-            events.iter().enumerate().skip(after).find(|(_, e)| e.name == name && matches(e))
-        {
-            return (e.clone(), i + 1);
-        }
-        if let Some(f) = events.iter().skip(after).find(|e| e.name == "update.failed") {
-            panic!("update.failed: {f:?}\n{}", vm.console_tail(80));
-        }
-        assert!(std::time::Instant::now() < deadline, "no {name} within {secs} s:\n{}", vm.console_tail(120));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The blob digests the registry served (GET) since request `from`.
-fn blobs_fetched(registry: &Registry, from: usize) -> Vec<String> {
-    registry
-        .requests()
-        .iter()
-        .skip(from)
-        .filter_map(|r| r.strip_prefix("GET ").and_then(|p| p.split("/blobs/").nth(1)).map(str::to_string))
-        .collect()
 }
 
 #[test]
@@ -215,4 +138,257 @@ fn an_update_is_installed_committed_and_a_bad_one_rolled_back() {
     assert!(console.contains("history | seen=v1,v2,v3,v2,"), "{console}");
     assert!(!console.contains("Kernel panic") && !console.contains("PID 1 bug"), "{console}");
     vm.kill();
+}
+
+/// The appliance of version `v` for the `berthctl update` test: updates by hand (`reboot =
+/// "manual"`), and a `ctl` service that drives `berthctl update`, boot by boot.
+fn ctl_config(v: &str, source: &str) -> String {
+    format!(
+        r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[storage]
+disk = "partlabel:berth-data"
+
+[update]
+source = "{source}"
+insecure = true
+reboot = "manual"
+
+[[service]]
+name = "greeter"
+image = "oci:images/busybox:{v}"
+command = ["sh", "-c", "echo greeting=$(cat /greeting); exec sleep 100000"]
+
+[[service]]
+name = "ctl"
+image = "oci:images/busybox:latest"
+volumes = ["state:/state"]
+binds = ["/run/berth/control.sock:/run/berth/control.sock", "/init:/bin/berthctl:ro"]
+command = ["sh", "-c", """
+n=$(cat /state/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n > /state/boots; sync
+echo boot=$n
+case $n in
+1) until berthctl update status | grep -q 'boots next'; do sleep 1; done
+   berthctl update status
+   berthctl update apply ;;
+2) until berthctl update status | grep -q 'running, committed'; do sleep 1; done
+   berthctl update status
+   berthctl update rollback ;;
+*) sleep 5; berthctl update status ;;
+esac
+exec sleep 100000
+"""]
+"#
+    )
+}
+
+#[test]
+fn berthctl_update_status_apply_and_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::busybox_image(dir);
+    for v in ["v1", "v2"] {
+        greeting_image(dir, v);
+    }
+    let registry = Registry::start(dir, None);
+    let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
+    let build_ctl = |v: &str, formats: &[&str]| {
+        let file = dir.join(format!("ctl-{v}.toml"));
+        fs::write(&file, ctl_config(v, &guest_source)).unwrap();
+        let out = dir.join(format!("ctl-out-{v}"));
+        common::build_formats(&file, &out, formats, &["--data-size", "64m"]);
+        out
+    };
+    let v1 = build_ctl("v1", &["raw-efi"]);
+    let v2 = build_ctl("v2", &["update"]);
+    push(&v2, &format!("{}/fleet/app:stable", registry.host()));
+
+    let mut vm = boot(&v1.join("disk.raw"), &dir.join("console.log"));
+    // Boot 1: the first check installs v2 (reboot = "manual": no reboot), `apply` reboots.
+    let (installed, at) = wait(&vm, 0, "update.installed", |_| true, 240);
+    assert_eq!(installed.get("slot"), Some("b"));
+    vm.wait_for_line(|l| l.contains("ctl | rebooting into slot b"), Duration::from_secs(120)).unwrap();
+    // Boot 2: v2 is tried, committed; `rollback` goes back to v1 and refuses v2.
+    let (_, at) = wait(&vm, at, "update.committed", |e| e.get("slot") == Some("b"), 240);
+    let (rolled, at) = wait(&vm, at, "update.rolled_back", |_| true, 240);
+    assert_eq!((rolled.get("slot"), rolled.get("reason")), (Some("b"), Some("requested")), "{rolled:?}");
+    let (mounted, at) = wait(&vm, at, "system_partition.mounted", |_| true, 240);
+    assert_eq!(mounted.get("slot"), Some("a"), "back on v1: {mounted:?}");
+    // Boot 3: v1 again; v2 is not installed again.
+    let (skipped, _) = wait(&vm, at, "update.skipped", |_| true, 240);
+    assert_eq!(skipped.get("reason"), Some("rolled_back"));
+    vm.wait_for_line(|l| l.contains("ctl | refused "), Duration::from_secs(120)).unwrap();
+    let c = vm.console_text();
+    let ctl: Vec<&str> = c.lines().filter_map(|l| l.trim_end().strip_prefix("ctl | ")).collect();
+    assert!(ctl.contains(&"boot=3"), "{c}");
+    assert!(ctl.iter().any(|l| l.starts_with("slot b  berth-2-b+3.efi: installed, boots next")), "{ctl:#?}");
+    assert!(ctl.iter().any(|l| l.starts_with("slot b  berth-2-b.efi: running, committed")), "{ctl:#?}");
+    assert!(ctl.contains(&"rolling back to slot a"), "{ctl:#?}");
+    assert!(ctl.iter().any(|l| l.starts_with("slot a  berth-1-a.efi: running, committed")), "{ctl:#?}");
+    assert!(ctl.iter().any(|l| l.starts_with("refused ")), "{ctl:#?}");
+    assert_eq!(c.matches("greeter | greeting=hello from v1").count(), 2, "{c}");
+    vm.kill();
+}
+
+#[test]
+fn a_power_cut_while_the_slot_is_written_or_right_after_the_switch_still_boots_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::busybox_image(dir);
+    for v in ["v1", "v2"] {
+        greeting_image(dir, v);
+    }
+    let registry = Registry::start(dir, None);
+    let host_source = format!("{}/fleet/app:stable", registry.host());
+    let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
+    let v1 = build(dir, "v1", &guest_source, &["raw-efi"]);
+    let v2 = build(dir, "v2", &guest_source, &["update"]);
+    let disk = v1.join("disk.raw");
+    let log = dir.join("console.log");
+    push(&v2, &host_source);
+
+    // Cut while v1 fills slot B (as soon as it says there is an update): v1 comes back,
+    // committed, and tries again.
+    let mut vm = boot(&disk, &log);
+    wait(&vm, 0, "update.available", |_| true, 240);
+    vm.kill();
+    let mut vm = boot(&disk, &log);
+    let (mounted, at) = wait(&vm, 0, "system_partition.mounted", |_| true, 240);
+    assert_eq!(mounted.get("slot"), Some("a"), "{mounted:?}");
+    vm.wait_for_line(|l| l.contains("greeter | greeting=hello from v1"), Duration::from_secs(120)).unwrap();
+    assert!(!vm.events().iter().any(|e| e.name == "update.trial"), "v1 is committed: no trial");
+
+    // Cut right after the switch (the new entry is in place): v2 boots, is tried, committed.
+    wait(&vm, at, "update.installed", |e| e.get("slot") == Some("b"), 240);
+    vm.kill();
+    let o = common::run_berth(&["inspect", "--json", disk.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        r["boot"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("berth-2-b+")),
+        "the new entry is on the disk: {r}\n{}",
+        vm.console_tail(60)
+    );
+    let mut vm = boot(&disk, &log);
+    let (mounted, at) = wait(&vm, 0, "system_partition.mounted", |_| true, 240);
+    assert_eq!(mounted.get("slot"), Some("b"), "{mounted:?}");
+    wait(&vm, at, "update.committed", |e| e.get("slot") == Some("b"), 240);
+    vm.wait_for_line(|l| l.contains("greeter | greeting=hello from v2"), Duration::from_secs(120)).unwrap();
+    let c = vm.console_text();
+    let seen = c
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("history | seen="))
+        .next_back()
+        .unwrap_or_default();
+    assert!(
+        seen.starts_with("v1,v1,") && seen.ends_with(",v2,"),
+        "the data partition kept the boots' lines: {seen}\n{c}"
+    );
+    vm.kill();
+}
+
+/// A copy of the bundle at `from` in `to` whose config carries another root hash (the UKI's is
+/// unchanged): what a forged or mixed-up bundle looks like.
+fn with_forged_root(from: &Path, to: &Path) {
+    use sha2::{Digest as _, Sha256};
+    let copy = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(copy.success());
+    let blob = |digest: &str| to.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        fs::write(blob(&digest), bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(to.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(&manifest_digest)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(&config_digest)).unwrap()).unwrap();
+    let verity = config["verity"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = verity.split(':').collect();
+    config["verity"] = format!("{}:{}:{}", parts[0], "ee".repeat(32), parts[2]).into();
+    let (digest, size) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let mut index = index;
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    fs::write(to.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_bundle_with_a_bad_digest_or_another_root_hash_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::busybox_image(dir);
+    for v in ["v1", "v2"] {
+        greeting_image(dir, v);
+    }
+    let registry = Registry::start(dir, None);
+    let host_source = format!("{}/fleet/app:stable", registry.host());
+    let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
+    let v1 = build(dir, "v1", &guest_source, &["raw-efi"]);
+    let v2 = build(dir, "v2", &guest_source, &["update"]);
+    let disk = v1.join("disk.raw");
+    let b2 = update_bundle::open(&v2.join("update")).unwrap();
+
+    // The registry serves v2's UKI with one byte changed.
+    push(&v2, &host_source);
+    let hex = b2.bundle.uki.digest.trim_start_matches("sha256:").to_string();
+    let stored = registry.storage.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let good = fs::read(&stored).unwrap();
+    let mut bad = good.clone();
+    bad[4096] ^= 1;
+    fs::write(&stored, &bad).unwrap();
+    let mut vm = boot(&disk, &dir.join("console.log"));
+    let at = vm.events().len();
+    let refused = |vm: &Vm, at: usize, what: &str| -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let events = vm.events();
+            if let Some((i, _)) =
+                events.iter().enumerate().skip(at).find(|(_, e)| {
+                    e.name == "update.failed" && e.get("error").unwrap_or_default().contains(what)
+                })
+            {
+                return i + 1;
+            }
+            assert!(!events.iter().any(|e| e.name == "update.installed"), "{}", vm.console_tail(80));
+            assert!(std::time::Instant::now() < deadline, "no refusal ({what}):\n{}", vm.console_tail(80));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let at = refused(&vm, at, "does not match its digest");
+
+    // A bundle whose config names another root hash than its UKI carries.
+    fs::write(&stored, &good).unwrap();
+    let forged = dir.join("forged");
+    with_forged_root(&v2.join("update"), &forged);
+    push(&forged, &host_source);
+    refused(&vm, at, "carries root hash");
+    vm.kill();
+
+    // Nothing was written: slot B is still blank, the ESP holds slot A's entry only.
+    let table = berth_image_build::formats::read_gpt(&disk).unwrap();
+    let b = table.iter().find(|p| p.name == "berth-system-b").unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = fs::File::open(&disk).unwrap();
+        f.seek(SeekFrom::Start(b.offset)).unwrap();
+        f.read_exact(&mut head).unwrap();
+    }
+    assert!(head.iter().all(|x| *x == 0), "slot B was written");
+    let o = common::run_berth(&["inspect", "--json", disk.to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["boot"]["entries"], serde_json::json!(["berth-1-a.efi"]), "{r}");
 }

@@ -3,10 +3,12 @@
 //! update state ([`STATE`]). PID 1 commits or rolls back the slot it booted; the updater
 //! (`berth-updater`, a child) installs the other.
 //!
-//! Every change is a rename or a new file flushed before its rename, then the directory
-//! flushed: installing an entry is the last step of an update and the only one that changes
-//! what boots. A power cut before the rename leaves the old entries; after it, the new slot is
-//! complete.
+//! Every change is a rename or a new file flushed before its rename, then the renamed file and
+//! the directory flushed (see [`rename_durably`]: FAT's rename needs both): installing an entry
+//! is the last step of an update and the only one that changes what boots. A power cut before
+//! the rename leaves the old entries; after it, the new slot is complete. In the instant of a
+//! rename itself FAT may show the new name with no content yet: systemd-boot does not list a
+//! file that is not a PE image, so that boots the other slot.
 
 use std::fs;
 use std::io::Write;
@@ -35,17 +37,28 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("flushing {}: {e}", dir.display()))
 }
 
+/// Renames `from` to `to` on FAT so that a power cut after it returns finds `to` whole.
+///
+/// FAT has no rename of its own: Linux writes a new directory entry, whose size and first
+/// cluster are filled in only when the file's inode is written back. Flushing the directory
+/// is not enough — an entry flushed that way says 0 bytes (seen: a UKI left empty by a power
+/// cut right after its rename). So the renamed file itself is flushed, which writes its entry
+/// whole, then the directory. (The ESP is also mounted `dirsync`.)
+fn rename_durably(from: &Path, to: &Path) -> Result<(), String> {
+    fs::rename(from, to).map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))?;
+    fs::File::open(to).and_then(|f| f.sync_all()).map_err(|e| format!("flushing {}: {e}", to.display()))?;
+    sync_dir(to.parent().unwrap_or(Path::new("/")))
+}
+
 /// Writes `bytes` to `path` through a flushed temporary file renamed over it.
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let partial = path.with_extension("partial");
-    let written = fs::File::create(&partial)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&partial, path));
+    let written = fs::File::create(&partial).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
     if let Err(e) = written {
         let _ = fs::remove_file(&partial);
         return Err(format!("writing {}: {e}", path.display()));
     }
-    sync_dir(path.parent().unwrap_or(Path::new("/")))
+    rename_durably(&partial, path)
 }
 
 /// Where the partition named `name` is, on the same disk as partition `disk` (`vda2`):
@@ -120,9 +133,7 @@ impl Esp {
     /// Renames `from` to `to` (the same entry in another state): commit, or mark bad.
     pub fn rename(&self, from: &BootEntry, to: &BootEntry) -> Result<(), String> {
         let dir = self.entries_dir();
-        let (a, b) = (dir.join(from.file_name()), dir.join(to.file_name()));
-        fs::rename(&a, &b).map_err(|e| format!("renaming {} to {}: {e}", a.display(), b.display()))?;
-        sync_dir(&dir)
+        rename_durably(&dir.join(from.file_name()), &dir.join(to.file_name()))
     }
 
     /// Removes `slot`'s entries (before its partition is written: nothing may boot it
@@ -151,9 +162,7 @@ impl Esp {
             let _ = fs::remove_file(&partial);
             return Err(e);
         }
-        let path = dir.join(entry.file_name());
-        fs::rename(&partial, &path).map_err(|e| format!("renaming into {}: {e}", path.display()))?;
-        sync_dir(&dir)?;
+        rename_durably(&partial, &dir.join(entry.file_name()))?;
         Ok(entry)
     }
 

@@ -10,6 +10,7 @@ use berth_qemu::{Vm, VmConfig};
 
 pub mod redis;
 pub mod registry;
+pub mod update;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

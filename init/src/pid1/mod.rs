@@ -395,6 +395,17 @@ impl Pid1 {
                 control::reply(stream, &Reply::Text(text.into()));
                 return self.request_shutdown(action, "control");
             }
+            Ok(Request::Update(request)) => match self.update.as_mut() {
+                Some(u) => {
+                    if u.control(request, stream) {
+                        self.request_shutdown(PowerAction::Reboot, "update");
+                    }
+                    return;
+                }
+                None => Reply::Error(
+                    "updates are off: the image has no [update], or this boot is not from a disk slot".into(),
+                ),
+            },
             Ok(request) => self.sup.control(request),
         };
         control::reply(stream, &reply);

@@ -13,7 +13,31 @@ use crate::pid1::shutdown::PowerAction;
 
 /// The requests, as `berthctl` spells them.
 pub const USAGE: &str =
-    "ps | logs [-n N] NAME | logs -f NAME | events -f | start NAME | stop NAME | restart NAME | net | renew [IFACE] | poweroff | reboot | halt";
+    "ps | logs [-n N] NAME | logs -f NAME | events -f | start NAME | stop NAME | restart NAME | net | renew [IFACE] | update status|check|apply|rollback | poweroff | reboot | halt";
+
+/// `update …`: updates in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRequest {
+    /// The slots, their entries and what waits.
+    Status,
+    /// Ask the registry now; report what is there.
+    Check,
+    /// Install what the registry has now (if needed) and reboot into it.
+    Apply,
+    /// Go back to the other slot's committed version, refusing this one.
+    Rollback,
+}
+
+impl UpdateRequest {
+    fn as_str(self) -> &'static str {
+        match self {
+            UpdateRequest::Status => "status",
+            UpdateRequest::Check => "check",
+            UpdateRequest::Apply => "apply",
+            UpdateRequest::Rollback => "rollback",
+        }
+    }
+}
 
 /// One control request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +63,8 @@ pub enum Request {
     Net,
     /// `renew [IFACE]`: renew the DHCP leases (of one interface).
     Renew(Option<String>),
+    /// `update status|check|apply|rollback`.
+    Update(UpdateRequest),
     /// `poweroff`, `reboot`, `halt`: end the machine gracefully.
     Power(PowerAction),
 }
@@ -66,6 +92,13 @@ impl Request {
             ["net"] => Request::Net,
             ["renew"] => Request::Renew(None),
             ["renew", iface] => Request::Renew(Some(name(iface))),
+            ["update", "status"] => Request::Update(UpdateRequest::Status),
+            ["update", "check"] => Request::Update(UpdateRequest::Check),
+            ["update", "apply"] => Request::Update(UpdateRequest::Apply),
+            ["update", "rollback"] => Request::Update(UpdateRequest::Rollback),
+            ["update", ..] => {
+                return Err("usage: update status | update check | update apply | update rollback".to_string())
+            }
             ["poweroff"] => Request::Power(PowerAction::Poweroff),
             ["reboot"] => Request::Power(PowerAction::Reboot),
             ["halt"] => Request::Power(PowerAction::Halt),
@@ -89,6 +122,7 @@ impl fmt::Display for Request {
             Request::Net => f.write_str("net"),
             Request::Renew(None) => f.write_str("renew"),
             Request::Renew(Some(iface)) => write!(f, "renew {iface}"),
+            Request::Update(u) => write!(f, "update {}", u.as_str()),
             Request::Power(action) => f.write_str(action.as_str()),
         }
     }
@@ -146,6 +180,10 @@ mod tests {
             Request::Power(PowerAction::Poweroff),
             Request::Power(PowerAction::Reboot),
             Request::Power(PowerAction::Halt),
+            Request::Update(UpdateRequest::Status),
+            Request::Update(UpdateRequest::Check),
+            Request::Update(UpdateRequest::Apply),
+            Request::Update(UpdateRequest::Rollback),
         ];
         for r in requests {
             assert_eq!(Request::parse(&r.to_string()), Ok(r.clone()), "{r}");
@@ -160,6 +198,7 @@ mod tests {
         let e = Request::parse("dance now").unwrap_err();
         assert!(e.contains("unknown request `dance now`") && e.contains("restart NAME"), "{e}");
         assert!(Request::parse("stop").is_err(), "a name is needed");
+        assert!(Request::parse("update now").unwrap_err().starts_with("usage: update"));
     }
 
     #[test]

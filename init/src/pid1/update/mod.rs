@@ -17,6 +17,7 @@ pub mod gate;
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use berth_schema::slots::{BootEntry, Slot};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 
+use super::control::protocol::{Reply, UpdateRequest};
 use super::event_source::{EventSource, Pid1Event};
 use super::log;
 use super::supervisor::machine::SlotHealth;
@@ -56,6 +58,12 @@ struct Child {
     out: std::fs::File,
     buf: Vec<u8>,
     installed: bool,
+    /// Its lines, for the `berthctl update` requests waiting for it.
+    lines: String,
+    /// Those requests.
+    waiters: Vec<UnixStream>,
+    /// `berthctl update apply`: reboot into what it installs whatever `[update] reboot` says.
+    apply: bool,
 }
 
 /// PID 1's part of updates in place.
@@ -172,28 +180,22 @@ impl Updates {
                 }
                 false
             }
-            Decision::RollBack(reason) => {
-                let root = self.esp.spec_of(&entry).map(|s| s.root_hex()).unwrap_or_default();
-                if let Err(e) = self.esp.refuse(&root) {
-                    log::warn(&format!("update: {e}"));
+            Decision::RollBack(reason) => match self.roll_back(&reason) {
+                Ok(_) => true,
+                Err(e) => {
+                    log::error(&format!(
+                        "update: slot {} is not healthy ({reason}) and cannot be rolled back: {e}",
+                        self.slot
+                    ));
+                    self.trial = None;
+                    false
                 }
-                if let Err(e) = self.esp.rename(&entry, &entry.bad()) {
-                    log::error(&format!("update: cannot mark slot {} bad: {e}", self.slot));
-                }
-                log::emit(
-                    log::event("update.rolled_back")
-                        .with("slot", self.slot)
-                        .with("root_hash", &root)
-                        .with("reason", &reason),
-                );
-                self.trial = None;
-                true
-            }
+            },
         }
     }
 
-    /// Runs the updater now, unless it runs already.
-    fn run_updater(&mut self) {
+    /// Runs the updater now (`check`: only report), unless it runs already.
+    fn run_updater(&mut self, check: bool) {
         if self.child.is_some() {
             return;
         }
@@ -216,6 +218,9 @@ impl Updates {
         if self.settings.insecure {
             cmd.arg("--insecure");
         }
+        if check {
+            cmd.arg("--check");
+        }
         // SAFETY: between fork and exec only sigprocmask runs, which is async-signal-safe; it
         // unblocks the signals PID 1 keeps blocked for its signalfd.
         unsafe {
@@ -230,7 +235,14 @@ impl Updates {
             Ok(_) => {
                 let out = std::fs::File::from(read);
                 let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-                self.child = Some(Child { out, buf: Vec::new(), installed: false });
+                self.child = Some(Child {
+                    out,
+                    buf: Vec::new(),
+                    installed: false,
+                    lines: String::new(),
+                    waiters: Vec::new(),
+                    apply: false,
+                });
             }
             Err(e) => log::warn(&format!("update: cannot run {}: {e}", updater_path())),
         }
@@ -251,6 +263,8 @@ impl Updates {
         while let Some(at) = child.buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = child.buf.drain(..=at).collect();
             let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            child.lines.push_str(&line);
+            child.lines.push('\n');
             match Event::parse(&line) {
                 Some(e) => {
                     child.installed |= e.name == "update.installed";
@@ -263,6 +277,101 @@ impl Updates {
             }
         }
         ended
+    }
+
+    /// What `berthctl update status` prints.
+    pub fn status(&self) -> String {
+        let mut out = String::new();
+        for slot in berth_schema::slots::SLOTS {
+            let entry = self.esp.entry_of(slot).ok().flatten();
+            let what = match (&entry, slot == self.slot) {
+                (None, _) => "empty".to_string(),
+                (Some(e), true) if self.trial.is_some() => format!("{}: running, being tried", e.file_name()),
+                (Some(e), true) => format!("{}: running, committed", e.file_name()),
+                (Some(e), false) if !e.bootable() => format!("{}: rolled back", e.file_name()),
+                (Some(e), false) if self.installed || gate::is_trial(e) => {
+                    format!("{}: installed, boots next", e.file_name())
+                }
+                (Some(e), false) => format!("{}: the previous version", e.file_name()),
+            };
+            let root = entry
+                .and_then(|e| self.esp.spec_of(&e).ok())
+                .map(|s| format!(" (root hash {})", s.root_hex()));
+            out.push_str(&format!("slot {slot}  {what}{}\n", root.unwrap_or_default()));
+        }
+        out.push_str(&format!(
+            "source {} every {} s, reboot {}, commit_timeout {} s\n",
+            self.settings.source,
+            self.settings.interval.as_secs(),
+            self.settings.reboot,
+            self.settings.commit_timeout.as_secs()
+        ));
+        if let Ok(state) = self.esp.state() {
+            if !state.refused.is_empty() {
+                out.push_str(&format!("refused {}\n", state.refused.join(", ")));
+            }
+        }
+        out
+    }
+
+    /// Answers `berthctl update …` on `stream` (now, or when the updater ends); true when the
+    /// machine reboots now.
+    pub fn control(&mut self, request: UpdateRequest, stream: UnixStream) -> bool {
+        let now_reply = |stream: UnixStream, reply: Reply| super::control::reply(stream, &reply);
+        match request {
+            UpdateRequest::Status => now_reply(stream, Reply::Text(self.status())),
+            UpdateRequest::Check | UpdateRequest::Apply if self.trial.is_some() => now_reply(
+                stream,
+                Reply::Error(format!(
+                    "slot {} is being tried; updates resume once it is committed",
+                    self.slot
+                )),
+            ),
+            UpdateRequest::Apply if self.installed => {
+                now_reply(stream, Reply::Text(format!("rebooting into slot {}", self.slot.other())));
+                return true;
+            }
+            UpdateRequest::Check | UpdateRequest::Apply => {
+                let apply = request == UpdateRequest::Apply;
+                self.run_updater(!apply);
+                match &mut self.child {
+                    Some(child) => {
+                        child.apply |= apply;
+                        child.waiters.push(stream);
+                    }
+                    None => now_reply(stream, Reply::Error(format!("cannot run {}", updater_path()))),
+                }
+            }
+            UpdateRequest::Rollback => match self.roll_back("requested") {
+                Ok(text) => {
+                    now_reply(stream, Reply::Text(text));
+                    return true;
+                }
+                Err(e) => now_reply(stream, Reply::Error(e)),
+            },
+        }
+        false
+    }
+
+    /// Leaves this slot for the other's committed version: this one marked bad and refused.
+    fn roll_back(&mut self, reason: &str) -> Result<String, String> {
+        let other = self.slot.other();
+        let target = self.esp.entry_of(other)?.filter(|e| e.bootable());
+        if target.is_none() {
+            return Err(format!("slot {other} holds no version to go back to"));
+        }
+        let root = self.esp.spec_of(&self.entry)?.root_hex();
+        self.esp.refuse(&root)?;
+        self.esp.rename(&self.entry, &self.entry.bad())?;
+        self.entry = self.entry.bad();
+        self.trial = None;
+        log::emit(
+            log::event("update.rolled_back")
+                .with("slot", self.slot)
+                .with("root_hash", &root)
+                .with("reason", reason),
+        );
+        Ok(format!("rolling back to slot {other}"))
     }
 
     /// Whether the clock allows an installed update's reboot now.
@@ -292,10 +401,18 @@ impl EventSource for Option<Updates> {
             out.push(Pid1Event::UpdateGate);
         }
         if u.read_child() {
-            let installed = u.child.take().is_some_and(|c| c.installed);
+            let Some(child) = u.child.take() else { return };
+            let text = if child.lines.is_empty() { "nothing new".to_string() } else { child.lines };
+            for w in child.waiters {
+                super::control::reply(w, &Reply::Text(text.clone()));
+            }
             u.next_check = Some(now + u.settings.interval);
-            if installed {
+            if child.installed {
                 u.installed = true;
+                if child.apply {
+                    out.push(Pid1Event::UpdateReboot);
+                    return;
+                }
                 match u.settings.reboot {
                     RebootPolicy::Manual => log::info(
                         "update: installed; it runs after the next reboot ([update] reboot = \"manual\")",
@@ -315,7 +432,7 @@ impl EventSource for Option<Updates> {
         }
         if u.child.is_none() && !u.installed && u.trial.is_none() && u.next_check.is_some_and(|t| now >= t) {
             u.next_check = Some(now + u.settings.interval);
-            u.run_updater();
+            u.run_updater(false);
         }
     }
 }
