@@ -232,10 +232,16 @@ fn berthctl_update_status_apply_and_rollback() {
     vm.kill();
 }
 
-#[test]
-fn a_power_cut_while_the_slot_is_written_or_right_after_the_switch_still_boots_committed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// v1's disk and v2's bundle, following `fleet/app:stable` on a registry of their own.
+struct Versions {
+    registry: Registry,
+    /// The tag as this machine reaches it.
+    host_source: String,
+    v1: PathBuf,
+    v2: PathBuf,
+}
+
+fn versions(dir: &Path) -> Versions {
     common::busybox_image(dir);
     for v in ["v1", "v2"] {
         greeting_image(dir, v);
@@ -245,6 +251,14 @@ fn a_power_cut_while_the_slot_is_written_or_right_after_the_switch_still_boots_c
     let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
     let v1 = build(dir, "v1", &guest_source, &["raw-efi"]);
     let v2 = build(dir, "v2", &guest_source, &["update"]);
+    Versions { registry, host_source, v1, v2 }
+}
+
+#[test]
+fn a_power_cut_while_the_slot_is_written_or_right_after_the_switch_still_boots_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Versions { registry: _registry, host_source, v1, v2 } = versions(dir);
     let disk = v1.join("disk.raw");
     let log = dir.join("console.log");
     push(&v2, &host_source);
@@ -329,15 +343,7 @@ fn with_forged_root(from: &Path, to: &Path) {
 fn a_bundle_with_a_bad_digest_or_another_root_hash_is_refused_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    common::busybox_image(dir);
-    for v in ["v1", "v2"] {
-        greeting_image(dir, v);
-    }
-    let registry = Registry::start(dir, None);
-    let host_source = format!("{}/fleet/app:stable", registry.host());
-    let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
-    let v1 = build(dir, "v1", &guest_source, &["raw-efi"]);
-    let v2 = build(dir, "v2", &guest_source, &["update"]);
+    let Versions { registry, host_source, v1, v2 } = versions(dir);
     let disk = v1.join("disk.raw");
     let b2 = update_bundle::open(&v2.join("update")).unwrap();
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_image_build::update_bundle;
@@ -42,7 +42,7 @@ fn greeting_image(dir: &Path, name: &str) {
     common::import_image(dir, &root, name, &[]);
 }
 
-fn build(dir: &Path, greeting: &str) -> std::path::PathBuf {
+fn build(dir: &Path, greeting: &str) -> PathBuf {
     let file = dir.join(format!("{greeting}.toml"));
     fs::write(&file, config(greeting)).unwrap();
     let out = dir.join(format!("out-{greeting}"));
@@ -50,15 +50,22 @@ fn build(dir: &Path, greeting: &str) -> std::path::PathBuf {
     out
 }
 
+/// v1 and v2 built with their bundles, read back.
+fn two_versions(dir: &Path) -> ((PathBuf, update_bundle::Opened), (PathBuf, update_bundle::Opened)) {
+    common::busybox_image(dir);
+    greeting_image(dir, "v1");
+    greeting_image(dir, "v2");
+    let open = |out: PathBuf| {
+        let opened = update_bundle::open(&out.join("update")).unwrap();
+        (out, opened)
+    };
+    (open(build(dir, "v1")), open(build(dir, "v2")))
+}
+
 #[test]
 fn the_bundle_is_the_disks_slot_piece_by_piece() {
     let tmp = tempfile::tempdir().unwrap();
-    common::busybox_image(tmp.path());
-    greeting_image(tmp.path(), "v1");
-    greeting_image(tmp.path(), "v2");
-    let (v1, v2) = (build(tmp.path(), "v1"), build(tmp.path(), "v2"));
-    let (b1, b2) =
-        (update_bundle::open(&v1.join("update")).unwrap(), update_bundle::open(&v2.join("update")).unwrap());
+    let ((v1, b1), (_, b2)) = two_versions(tmp.path());
 
     // A standard tool reads it as an OCI artifact.
     let o = Command::new("skopeo")
@@ -130,12 +137,7 @@ fn push(bundle: &Path, target: &str) -> (String, String) {
 #[test]
 fn a_pushed_bundle_sends_only_the_blobs_the_registry_lacks() {
     let tmp = tempfile::tempdir().unwrap();
-    common::busybox_image(tmp.path());
-    greeting_image(tmp.path(), "v1");
-    greeting_image(tmp.path(), "v2");
-    let (v1, v2) = (build(tmp.path(), "v1"), build(tmp.path(), "v2"));
-    let (b1, b2) =
-        (update_bundle::open(&v1.join("update")).unwrap(), update_bundle::open(&v2.join("update")).unwrap());
+    let ((v1, b1), (v2, b2)) = two_versions(tmp.path());
     let registry = common::registry::Registry::start(tmp.path(), None);
     let repo = format!("{}/fleet/app", registry.host());
 
