@@ -86,7 +86,7 @@ pub const BUTTON_MODULES: &[&str] = &["evdev", "button"];
 pub const SYSTEM_PARTITION_MODULES: &[&str] =
     &["dm-mod", "dm-verity", "squashfs", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"];
 /// What updates in place need (`[update]`): FAT, to mount the EFI system partition where the
-/// slots' boot entries are (with the code pages FAT mounts need).
+/// slots' boot entries are (with the code pages FAT mounts need). In the slim initramfs.
 pub const UPDATE_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii"];
 /// The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
 pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
@@ -139,9 +139,6 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
             early.extend(names(HYPERV_STORAGE_MODULES));
         }
     }
-    if config.update.is_some() && formats.iter().any(|f| f.has_system_partition()) {
-        early.extend(names(UPDATE_MODULES));
-    }
     early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
     let mut late = names(RNG_MODULES);
     if formats.contains(&Format::Vhdx) {
@@ -156,6 +153,11 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         system = names(SYSTEM_PARTITION_MODULES);
         if formats.contains(&Format::Vhdx) {
             system.extend(names(HYPERV_STORAGE_MODULES));
+        }
+        // In the slim initramfs: a slot that cannot mount its partition still reaches the ESP
+        // to roll itself back.
+        if config.update.is_some() {
+            system.extend(names(UPDATE_MODULES));
         }
     }
     ModulePlan { early, button: names(BUTTON_MODULES), late, qemu: names(QEMU_MODULES), config_drive, system }
@@ -616,6 +618,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 source: updater.clone(),
                 mode: 0o755,
             });
+            // Signed with a key: the machine installs only updates signed with it.
+            if let Some(key) = &opts.signing {
+                let pem = staging.path().join(".update-key.pem");
+                fs::write(&pem, key.public_key_pem()?)?;
+                files.push(PackedFile {
+                    dest: format!("{TOOLS}/{}", berth_schema::update::TRUSTED_KEY),
+                    source: pem,
+                    mode: 0o644,
+                });
+            }
         }
         let partition = staging.path().join(SYSTEM_IMAGE);
         let content =
@@ -666,6 +678,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if let Some(disk) = &disk {
         fs::remove_file(&disk.initrd)?;
         fs::remove_file(&disk.partition)?;
+        let _ = fs::remove_file(staging.path().join(".update-key.pem"));
     }
 
     publish(staging, &opts.output)?;
@@ -790,10 +803,16 @@ fn find_blob<'a>(images: &'a BTreeMap<String, ResolvedImage>, digest: &str) -> R
 /// The kernel command line of the disk formats' UKI: the config's, where the verified system
 /// partition may be (either slot's: PID 1 mounts the one whose blocks match) and its root hash
 /// (`berth.system=`, `berth.verity=`), so that signing the UKI covers every block of the
-/// partition, and one UKI boots from either slot.
+/// partition, and one UKI boots from either slot; and `panic=10` unless the config sets it.
 pub fn disk_cmdline(cmdline: &str, spec: &VeritySpec) -> String {
     let slots: Vec<String> = SLOTS.iter().map(|s| format!("partlabel:{}", s.partition_name())).collect();
-    format!("{} berth.system={} {CMDLINE_KEY}={spec}", cmdline.trim(), slots.join(","))
+    let mut line = format!("{} berth.system={} {CMDLINE_KEY}={spec}", cmdline.trim(), slots.join(","));
+    // A kernel panic reboots, so that systemd-boot counts the try and falls back to the
+    // committed slot (Debian's kernel would wait forever).
+    if !cmdline.split_whitespace().any(|w| w.starts_with("panic=")) {
+        line.push_str(" panic=10");
+    }
+    line
 }
 
 /// Writes the requested bootable formats next to the kernel and initramfs in `dir`; the disk
@@ -869,6 +888,7 @@ fn write_formats(
             spec: &disk.spec,
             kernel: &disk.kernel,
             created: epoch,
+            signing: opts.signing.as_ref(),
         };
         crate::update_bundle::write(&dir.join(crate::update_bundle::DIR), &slot)?;
     }
@@ -912,6 +932,26 @@ mod tests {
 
     fn plan(text: &str, formats: &[Format]) -> ModulePlan {
         module_plan(&Config::parse(text, "t.toml").unwrap(), formats)
+    }
+
+    #[test]
+    fn updates_put_fat_in_the_slim_initramfs_of_the_disks() {
+        let update = "[update]\nsource = \"r.example/app:v\"\n";
+        let disk = plan(update, &[Format::Qcow2]);
+        assert!(disk.system.contains(&"vfat".to_string()) && !disk.early.contains(&"vfat".to_string()));
+        assert!(!plan(update, &[Format::Uki]).names().contains("vfat"), "no slots, no ESP to reach");
+        assert!(!plan("", &[Format::Qcow2]).system.contains(&"vfat".to_string()));
+    }
+
+    #[test]
+    fn the_disk_command_line_reboots_on_a_panic_unless_told_otherwise() {
+        let spec = VeritySpec { data_blocks: 8, root: [1; 32], salt: [2; 32] };
+        let line = disk_cmdline("console=ttyS0", &spec);
+        assert!(
+            line.starts_with("console=ttyS0 berth.system=partlabel:berth-system-a,partlabel:berth-system-b ")
+        );
+        assert!(line.ends_with(" panic=10"), "{line}");
+        assert!(!disk_cmdline("console=ttyS0 panic=0", &spec).contains("panic=10"));
     }
 
     #[test]

@@ -61,6 +61,45 @@ impl SigningKey {
     }
 
     /// Signs the EFI application `efi` in place, its signature dated `epoch`.
+    /// An RSA PKCS#1 v1.5 SHA-256 signature of `data` with the key (`openssl dgst`): what
+    /// signs an update bundle's config. Deterministic: the same bytes give the same signature.
+    pub fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let dir = tempfile::tempdir()?;
+        let input = dir.path().join("data");
+        std::fs::write(&input, data)?;
+        let out = Command::new(tool("openssl", "openssl")?)
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&self.key)
+            .arg(&input)
+            .stdin(Stdio::null())
+            .output()
+            .context("running openssl dgst")?;
+        if !out.status.success() {
+            bail!(
+                "signing the update with {}: {}",
+                self.key.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// The certificate's public key (PEM, SubjectPublicKeyInfo): what a machine built with
+    /// this key trusts its updates by.
+    pub fn public_key_pem(&self) -> Result<String> {
+        let out = Command::new(tool("openssl", "openssl")?)
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(&self.cert)
+            .stdin(Stdio::null())
+            .output()
+            .context("running openssl x509")?;
+        if !out.status.success() {
+            bail!("--sign-cert {}: {}", self.cert.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Signs `efi` in place with sbsign, dated `epoch`.
     pub fn sign(&self, efi: &Path, epoch: u64) -> Result<()> {
         let sbsign = tool("sbsign", "sbsigntool")?;
         let faketime = tool("faketime", "faketime")?;

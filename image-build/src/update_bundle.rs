@@ -1,7 +1,8 @@
 //! `berth build --format update`: the update bundle, one system slot as an OCI image layout
 //! (`update/`: `oci-layout`, `index.json`, `blobs/sha256/…`) whose manifest is a berth update
 //! artifact ([`berth_schema::update`]): the disk's UKI, the system partition's index and each
-//! of its pieces as a blob. `berth update push` sends it to a registry; [`open`] reads it back,
+//! of its pieces as a blob; with `--sign-key`, the config (which names the UKI's and the
+//! index's digests) signed in a manifest annotation. `berth update push` sends it to a registry; [`open`] reads it back,
 //! checking every blob against its digest and the index against the manifest.
 
 use std::fs;
@@ -12,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use berth_schema::system_partition::Index;
 use berth_schema::update::{
     Bundle, Descriptor, Manifest, UpdateConfig, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE,
-    MANIFEST_MEDIA_TYPE, PIECE_MEDIA_TYPE, UKI_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE, PIECE_MEDIA_TYPE, SIGNATURE_ANNOTATION, UKI_MEDIA_TYPE,
 };
 use berth_schema::verity::VeritySpec;
 
@@ -36,6 +37,8 @@ pub struct Slot<'a> {
     pub kernel: &'a str,
     /// `SOURCE_DATE_EPOCH`.
     pub created: u64,
+    /// Signs the config ([`berth_schema::update::SIGNATURE_ANNOTATION`]) when given.
+    pub signing: Option<&'a crate::signing::SigningKey>,
 }
 
 fn blob_path(dir: &Path, digest: &str) -> PathBuf {
@@ -70,15 +73,31 @@ pub fn write(out: &Path, slot: &Slot<'_>) -> Result<()> {
         }
         layers.push(d);
     }
-    let config =
-        UpdateConfig { verity: slot.spec.to_string(), kernel: slot.kernel.into(), created: slot.created };
-    let config = put(out, CONFIG_MEDIA_TYPE, &serde_json::to_vec(&config)?)?;
+    let config = UpdateConfig {
+        verity: slot.spec.to_string(),
+        kernel: slot.kernel.into(),
+        created: slot.created,
+        uki: layers[0].digest.clone(),
+        index: layers[1].digest.clone(),
+    };
+    let config_bytes = serde_json::to_vec(&config)?;
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(key) = slot.signing {
+        use base64::Engine as _;
+        let signature = key.sign_bytes(&config_bytes)?;
+        annotations.insert(
+            SIGNATURE_ANNOTATION.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(signature),
+        );
+    }
+    let config = put(out, CONFIG_MEDIA_TYPE, &config_bytes)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: MANIFEST_MEDIA_TYPE.into(),
         artifact_type: ARTIFACT_TYPE.into(),
         config,
         layers,
+        annotations,
     };
     let manifest = put(out, MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&manifest)?)?;
     let index = serde_json::json!({

@@ -32,6 +32,9 @@ fn config(v: &str, source: &str) -> String {
 [kernel]
 cmdline = "console=ttyS0 quiet"
 
+[network]
+hosts = {{ "registry.test" = "10.0.2.2" }}
+
 [storage]
 disk = "partlabel:berth-data"
 
@@ -73,7 +76,8 @@ fn an_update_is_installed_committed_and_a_bad_one_rolled_back() {
     }
     let registry = Registry::start_logging_requests(dir);
     let host_source = format!("{}/fleet/app:stable", registry.host());
-    let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
+    // By name: the static updater resolves it through the machine's /etc/hosts.
+    let guest_source = format!("registry.test:{}/fleet/app:stable", registry.port);
     let v1 = build(dir, "v1", &guest_source, &["raw-efi", "update"]);
     let v2 = build(dir, "v2", &guest_source, &["update"]);
     let v3 = build(dir, "v3", &guest_source, &["update"]);
@@ -397,4 +401,156 @@ fn a_bundle_with_a_bad_digest_or_another_root_hash_is_refused_before_anything_is
     let o = common::run_berth(&["inspect", "--json", disk.to_str().unwrap()]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["boot"]["entries"], serde_json::json!(["berth-1-a.efi"]), "{r}");
+}
+
+#[test]
+fn a_new_slot_that_cannot_boot_goes_back_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Versions { registry: _registry, host_source, v1, v2 } = versions(dir);
+    let disk = v1.join("disk.raw");
+    let log = dir.join("console.log");
+    push(&v2, &host_source);
+    let mut vm = boot(&disk, &log);
+    wait(&vm, 0, "update.installed", |e| e.get("slot") == Some("b"), 240);
+    vm.kill();
+
+    // Slot B's first block (its index) is damaged: v2's UKI finds no partition that matches.
+    let table = berth_image_build::formats::read_gpt(&disk).unwrap();
+    let b = table.iter().find(|p| p.name == "berth-system-b").unwrap();
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().read(true).write(true).open(&disk).unwrap();
+        let mut byte = [0u8];
+        f.seek(SeekFrom::Start(b.offset + 100)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(b.offset + 100)).unwrap();
+        f.write_all(&[byte[0] ^ 0xff]).unwrap();
+    }
+    let vm = boot(&disk, &log);
+    let (_, at) = wait(&vm, 0, "system_partition.failed", |_| true, 240);
+    let (rolled, at) = wait(&vm, at, "update.rolled_back", |_| true, 240);
+    assert_eq!(rolled.get("slot"), Some("b"), "{rolled:?}");
+    assert!(rolled.get("reason").unwrap_or_default().starts_with("the boot failed"), "{rolled:?}");
+    let (mounted, at) = wait(&vm, at, "system_partition.mounted", |_| true, 240);
+    assert_eq!(mounted.get("slot"), Some("a"), "back on v1 by itself: {mounted:?}");
+    let (skipped, _) = wait(&vm, at, "update.skipped", |_| true, 240);
+    assert_eq!(skipped.get("reason"), Some("rolled_back"), "v2 is not installed again");
+    vm.wait_for_line(|l| l.contains("greeter | greeting=hello from v1"), Duration::from_secs(120)).unwrap();
+}
+
+#[test]
+fn a_machine_built_with_a_key_installs_only_updates_signed_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::busybox_image(dir);
+    for v in ["v1", "v2"] {
+        greeting_image(dir, v);
+    }
+    let (key, cert) = common::update::key_pair(dir, "fleet");
+    let (other_key, other_cert) = common::update::key_pair(dir, "other");
+    let registry = Registry::start(dir, None);
+    let host_source = format!("{}/fleet/app:stable", registry.host());
+    let guest_source = format!("10.0.2.2:{}/fleet/app:stable", registry.port);
+    let build_signed = |v: &str, out: &str, formats: &[&str], signing: Option<(&Path, &Path)>| -> PathBuf {
+        let file = dir.join(format!("{out}.toml"));
+        fs::write(&file, config(v, &guest_source)).unwrap();
+        let out = dir.join(out);
+        let mut extra = vec!["--data-size".to_string(), "64m".into()];
+        if let Some((k, c)) = signing {
+            extra.extend([
+                "--sign-key".into(),
+                k.display().to_string(),
+                "--sign-cert".into(),
+                c.display().to_string(),
+            ]);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        common::build_formats(&file, &out, formats, &extra);
+        out
+    };
+    let v1 = build_signed("v1", "v1", &["raw-efi"], Some((&key, &cert)));
+    let unsigned = build_signed("v2", "v2-unsigned", &["update"], None);
+    let wrong = build_signed("v2", "v2-other-key", &["update"], Some((&other_key, &other_cert)));
+    let signed = build_signed("v2", "v2-signed", &["update"], Some((&key, &cert)));
+
+    push(&unsigned, &host_source);
+    let mut vm = boot(&v1.join("disk.raw"), &dir.join("console.log"));
+    let refusal = |vm: &Vm, at: usize, what: &str| -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let events = vm.events();
+            let found = events.iter().enumerate().skip(at).find(|(_, e)| {
+                e.name == "update.failed" && e.get("error").unwrap_or_default().contains(what)
+            });
+            if let Some((i, _)) = found {
+                return i + 1;
+            }
+            assert!(!events.iter().any(|e| e.name == "update.available"), "{}", vm.console_tail(60));
+            assert!(std::time::Instant::now() < deadline, "no refusal ({what}):\n{}", vm.console_tail(60));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let at = refusal(&vm, 0, "not signed");
+    push(&wrong, &host_source);
+    let at = refusal(&vm, at, "does not verify with this machine's key");
+    push(&signed, &host_source);
+    let (installed, at) = wait(&vm, at, "update.installed", |_| true, 240);
+    assert_eq!(installed.get("slot"), Some("b"));
+    wait(&vm, at, "update.committed", |e| e.get("slot") == Some("b"), 240);
+    vm.kill();
+}
+
+#[test]
+fn a_bundle_handed_over_with_berthctl_is_installed_without_a_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::busybox_image(dir);
+    for v in ["v1", "v2"] {
+        greeting_image(dir, v);
+    }
+    // The registry the machine follows never gets the tag: the bundle comes another way.
+    let registry = Registry::start(dir, None);
+    let source = format!("10.0.2.2:{}/fleet/app:never", registry.port);
+    let ctl = r#"
+[[service]]
+name = "ctl"
+image = "oci:images/busybox:latest"
+devices = ["/dev/vdb:/dev/bundle:r"]
+binds = ["/run/berth/control.sock:/run/berth/control.sock", "/init:/bin/berthctl:ro"]
+command = ["sh", "-c", "until berthctl update apply - < /dev/bundle; do sleep 1; done; echo applied; exec sleep 100000"]
+"#;
+    let build_with = |v: &str, formats: &[&str]| {
+        let file = dir.join(format!("{v}-ctl.toml"));
+        let text = config(v, &source).replace("interval = \"3s\"", "interval = \"1h\"\nreboot = \"manual\"");
+        fs::write(&file, format!("{text}{ctl}")).unwrap();
+        let out = dir.join(format!("{v}-ctl"));
+        common::build_formats(&file, &out, formats, &["--data-size", "64m"]);
+        out
+    };
+    let v1 = build_with("v1", &["raw-efi"]);
+    let v2 = build_with("v2", &["update"]);
+    // The bundle as a tar stream on a disk of its own (read by the container as /dev/bundle).
+    let bundle = dir.join("bundle.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(v2.join("update"))
+        .arg("-cf")
+        .arg(&bundle)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let vm = common::update::boot_with_disks(&v1.join("disk.raw"), &dir.join("console.log"), &[&bundle]);
+    let (installed, at) = wait(&vm, 0, "update.installed", |_| true, 240);
+    assert_eq!(installed.get("slot"), Some("b"), "{installed:?}");
+    let (mounted, at) = wait(&vm, at, "system_partition.mounted", |_| true, 240);
+    assert_eq!(mounted.get("slot"), Some("b"), "berthctl's apply rebooted into it: {mounted:?}");
+    wait(&vm, at, "update.committed", |e| e.get("slot") == Some("b"), 240);
+    vm.wait_for_line(|l| l.contains("greeter | greeting=hello from v2"), Duration::from_secs(120)).unwrap();
+    // berthctl printed the updater's report and ended well (on v2, applying it again is a no-op).
+    vm.wait_for_line(|l| l.contains("ctl | applied"), Duration::from_secs(120)).unwrap();
+    let c = vm.console_text();
+    assert!(c.contains("source=\"the bundle on standard input\""), "{c}");
 }

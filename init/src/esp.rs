@@ -90,11 +90,15 @@ impl Esp {
     /// Mounts the ESP of the disk holding partition `disk` (`vda2`) read-write on
     /// [`MOUNT_POINT`] (FAT: the modules are loaded by then).
     pub fn mount(disk: &str) -> Result<Esp, String> {
-        let dev = sibling_partition(disk, berth_schema::slots::ESP_PARTITION_NAME)?;
+        Esp::mount_device(&sibling_partition(disk, berth_schema::slots::ESP_PARTITION_NAME)?)
+    }
+
+    /// Mounts the ESP at `dev` read-write on [`MOUNT_POINT`] (`dirsync`).
+    pub fn mount_device(dev: &Path) -> Result<Esp, String> {
         fs::create_dir_all(MOUNT_POINT).map_err(|e| format!("create {MOUNT_POINT}: {e}"))?;
         let flags =
             nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC;
-        nix::mount::mount(Some(&dev), MOUNT_POINT, Some("vfat"), flags, Some("umask=0077"))
+        nix::mount::mount(Some(dev), MOUNT_POINT, Some("vfat"), flags, Some("umask=0077"))
             .map_err(|e| format!("mount {} (vfat) on {MOUNT_POINT}: {e}", dev.display()))?;
         Ok(Esp::at(Path::new(MOUNT_POINT)))
     }

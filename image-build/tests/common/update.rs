@@ -45,12 +45,21 @@ pub fn push(bundle: &Path, target: &str) {
 /// Boots `disk` as a machine: OVMF, a virtio NIC on user networking, 512 MiB, a guest reboot
 /// restarting it; the console also goes to `log`.
 pub fn boot(disk: &Path, log: &Path) -> Vm {
+    boot_with_disks(disk, log, &[])
+}
+
+/// [`boot`], with more raw disks attached after it (`vdb`, …).
+pub fn boot_with_disks(disk: &Path, log: &Path, more: &[&Path]) -> Vm {
     let mut extra_args = vec![
         "-bios".into(),
         berth_image_build::formats::ovmf().unwrap().display().to_string(),
         "-drive".into(),
         format!("file={},format=raw,if=virtio", disk.display()),
     ];
+    for d in more {
+        extra_args
+            .extend(["-drive".into(), format!("file={},format=raw,if=virtio,readonly=on", d.display())]);
+    }
     extra_args.extend(berth_qemu::user_net_args(&[]));
     let cfg = VmConfig {
         memory_mib: 512,
@@ -95,4 +104,21 @@ pub fn blobs_fetched(registry: &Registry, from: usize) -> Vec<String> {
         .skip(from)
         .filter_map(|r| r.strip_prefix("GET ").and_then(|p| p.split("/blobs/").nth(1)).map(str::to_string))
         .collect()
+}
+
+/// A new RSA key pair (PEM, not encrypted) with a self-signed certificate, as `berth build
+/// --sign-key/--sign-cert` take: (key, certificate).
+pub fn key_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, cert) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pem")));
+    let o = std::process::Command::new("openssl")
+        .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (key, cert)
 }

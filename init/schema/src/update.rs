@@ -26,6 +26,15 @@ pub const UKI_MEDIA_TYPE: &str = "application/vnd.berth.uki.v1+efi";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.berth.system.index.v1";
 /// A piece's media type: one squashfs of the partition.
 pub const PIECE_MEDIA_TYPE: &str = "application/vnd.berth.system.piece.v1+squashfs";
+/// The manifest annotation carrying the config's signature: base64 of an RSA PKCS#1 v1.5
+/// SHA-256 signature of the config blob's bytes, made with the key `berth build --sign-key`
+/// signs the UKIs with. The config names the UKI's and the index's digests, and the index every
+/// piece's, so the signature covers the whole slot.
+pub const SIGNATURE_ANNOTATION: &str = "dev.berth.update.signature";
+/// Where an image built with `--sign-key` and `[update]` carries the public key it trusts
+/// updates by (PEM), in the system partition's tools: a machine with it installs only updates
+/// signed with that key.
+pub const TRUSTED_KEY: &str = "update-key.pem";
 /// The OCI image manifest's media type.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -70,6 +79,9 @@ pub struct Manifest {
     pub config: Descriptor,
     /// The UKI, the index, then the pieces in partition order.
     pub layers: Vec<Descriptor>,
+    /// [`SIGNATURE_ANNOTATION`] when the bundle is signed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The config blob.
@@ -82,6 +94,10 @@ pub struct UpdateConfig {
     pub kernel: String,
     /// When it was built (`SOURCE_DATE_EPOCH`).
     pub created: u64,
+    /// The UKI's digest.
+    pub uki: String,
+    /// The index's digest (the index names every piece's).
+    pub index: String,
 }
 
 /// A bundle's manifest, checked and typed: what to fetch and where it goes.
@@ -97,6 +113,8 @@ pub struct Bundle {
     pub index: Descriptor,
     /// The pieces, in the index's order (the index itself is read from its blob).
     pub pieces: Vec<Descriptor>,
+    /// The config's signature, base64 ([`SIGNATURE_ANNOTATION`]), when signed.
+    pub signature: Option<String>,
 }
 
 /// Whether `digest` is `sha256:` and 64 lowercase hexadecimal digits.
@@ -138,7 +156,17 @@ impl Manifest {
                 p.digest, p.media_type
             ));
         }
-        Ok(Bundle { spec, kernel: c.kernel, uki: uki.clone(), index: index.clone(), pieces: pieces.to_vec() })
+        if c.uki != uki.digest || c.index != index.digest {
+            return Err("the update's config names another UKI or index than its manifest: refused".into());
+        }
+        Ok(Bundle {
+            spec,
+            kernel: c.kernel,
+            uki: uki.clone(),
+            index: index.clone(),
+            pieces: pieces.to_vec(),
+            signature: m.annotations.get(SIGNATURE_ANNOTATION).cloned(),
+        })
     }
 }
 
@@ -188,6 +216,7 @@ mod tests {
             artifact_type: ARTIFACT_TYPE.into(),
             config: d(CONFIG_MEDIA_TYPE, 1, 10),
             layers,
+            annotations: Default::default(),
         })
         .unwrap()
     }
@@ -197,6 +226,8 @@ mod tests {
             verity: format!("{blocks}:{}:{}", hex(2), hex(3)),
             kernel: "6.1".into(),
             created: 0,
+            uki: format!("sha256:{}", hex(4)),
+            index: format!("sha256:{}", hex(6)),
         };
         serde_json::to_vec(&c).unwrap()
     }
@@ -211,8 +242,12 @@ mod tests {
         assert_eq!(b.uki.size, 100);
         assert_eq!(b.pieces.len(), 1);
         b.check_index(&index).unwrap();
-        let wrong = Manifest::check(&manifest(layers), &config(blocks + 1)).unwrap();
+        let wrong = Manifest::check(&manifest(layers.clone()), &config(blocks + 1)).unwrap();
         assert!(wrong.check_index(&index).unwrap_err().contains("verity"));
+        // The config commits to the UKI and the index: another UKI is refused.
+        let mut other = layers;
+        other[0] = d(UKI_MEDIA_TYPE, 7, 100);
+        assert!(Manifest::check(&manifest(other), &config(blocks)).unwrap_err().contains("another UKI"));
     }
 
     #[test]

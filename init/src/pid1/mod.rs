@@ -88,7 +88,13 @@ fn boot(signals: Signals) -> ! {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let system = mount_system_partition(&cmdline);
     let kernel_log = follow_verity_reports(&system);
-    let plan = read_plan(&system);
+    let (plan, failed) = read_plan(&system);
+    if let Some(error) = failed {
+        // A new slot that cannot boot goes back to the committed one without waiting.
+        if update::roll_back_failed_boot(&cmdline, &system, &error) {
+            shutdown::finish(PowerAction::Reboot);
+        }
+    }
     load_modules(&plan.modules);
     stage("modules");
     let plan = apply_boot_config(plan, &cmdline);
@@ -101,7 +107,11 @@ fn boot(signals: Signals) -> ! {
         stage("storage");
     }
     // The slot this boot came from: being tried (the gate runs in the loop), or committed.
-    let update = Updates::start(plan.update.as_ref(), &system, Instant::now());
+    let staging = match &plan.storage {
+        Some(disk) => format!("{}/.berth-update", disk.mount),
+        None => "/run/berth/update-staging".to_string(),
+    };
+    let update = Updates::start(plan.update.as_ref(), &system, &staging, Instant::now());
     // Before the containers: a container may be given the socket by a bind.
     let control = open_control_socket();
     let mut pid1 = Pid1 { sup: Supervisor::new(&plan, cgroups, bridge), net, update, ending: None };
@@ -133,8 +143,8 @@ fn mount_filesystems() {
 }
 
 /// The boot plan (from the initramfs or the system partition); an empty one (and
-/// `boot.failed`) when it cannot be read, saying why.
-fn read_plan(system: &SystemSource) -> Plan {
+/// `boot.failed`, and why) when it cannot be read.
+fn read_plan(system: &SystemSource) -> (Plan, Option<String>) {
     let path = system.plan_path();
     let read = match system {
         SystemSource::Failed(e) => {
@@ -150,13 +160,16 @@ fn read_plan(system: &SystemSource) -> Plan {
         }),
     }
     .and_then(|t| Plan::from_json(&t).map_err(|e| format!("{path} is not a valid boot plan: {e}")));
-    read.unwrap_or_else(|e| {
-        log::error(&format!(
-            "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
-        ));
-        log::emit(log::event("boot.failed").with("error", &e));
-        Plan::default()
-    })
+    match read {
+        Ok(plan) => (plan, None),
+        Err(e) => {
+            log::error(&format!(
+                "{e}\nthe machine stays up without containers; rebuild the image with `berth build`"
+            ));
+            log::emit(log::event("boot.failed").with("error", &e));
+            (Plan::default(), Some(e))
+        }
+    }
 }
 
 /// The verified system partition, when the command line names one (see `system_partition`).

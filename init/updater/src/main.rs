@@ -5,9 +5,14 @@
 //!
 //! ```text
 //! berth-updater --source REG/REPO:TAG [--insecure] --slot a --disk vda2 --esp /berth/esp [--check]
+//! berth-updater --bundle - --staging DIR --slot a --disk vda2 --esp /berth/esp
 //! ```
 //!
-//! Steps: the manifest by tag → its config → judged against the running slot, the slot
+//! The second reads the bundle's OCI layout as a tar stream on standard input (`berthctl
+//! update apply -`: PID 1 hands the client's connection over as standard input).
+//!
+//! Steps: the manifest by tag → its config → its signature, when the machine trusts a key
+//! (`signature`) → judged against the running slot, the slot
 //! installed and waiting, and the updates rolled back before (`plan::judge`) →
 //! `update.available` (`--check` stops here) → the index and the UKI, each checked against
 //! its digest, the UKI's root hash against the bundle's; the room on the ESP and in the slot →
@@ -19,8 +24,10 @@
 //! Exit status: 0 installed, 2 nothing to install (up to date, waiting, rolled back before, or
 //! only checked), 1 failed (`update.failed` says why).
 
+mod bundle;
 mod plan;
 mod registry;
+mod signature;
 mod slot;
 
 use berth_init::esp;
@@ -34,11 +41,20 @@ use berth_schema::slots::Slot;
 use berth_schema::system_partition::Index;
 use berth_schema::update::Manifest;
 use berth_schema::verity::VeritySpec;
+use registry::Source;
+
+/// Where the update comes from.
+enum From {
+    /// The followed tag (`--source`, `--insecure`).
+    Registry(UpdateSource, bool),
+    /// A bundle's layout as a tar stream on standard input (`--bundle -`), unpacked in this
+    /// directory (`--staging`).
+    Stdin(PathBuf),
+}
 
 /// What PID 1 tells the updater.
 struct Args {
-    source: UpdateSource,
-    insecure: bool,
+    from: From,
     /// The running slot.
     slot: Slot,
     /// The running slot's partition (`vda2`).
@@ -51,7 +67,8 @@ struct Args {
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut source = None;
-    let (mut insecure, mut check) = (false, false);
+    let (mut insecure, mut check, mut stdin) = (false, false, false);
+    let mut staging = None;
     let (mut slot, mut disk, mut esp) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -59,6 +76,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         match a.as_str() {
             "--source" => source = Some(UpdateSource::parse(&value()?)?),
             "--insecure" => insecure = true,
+            "--bundle" if value()? == "-" => stdin = true,
+            "--bundle" => return Err("--bundle takes `-` (standard input)".into()),
+            "--staging" => staging = Some(PathBuf::from(value()?)),
             "--check" => check = true,
             "--slot" => {
                 slot = Some(match value()?.as_str() {
@@ -72,14 +92,23 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    let from = match (source, stdin) {
+        (_, true) => From::Stdin(staging.ok_or("--bundle - needs --staging DIR")?),
+        (Some(source), false) => From::Registry(source, insecure),
+        (None, false) => return Err("--source or --bundle - is needed".into()),
+    };
     Ok(Args {
-        source: source.ok_or("--source is needed")?,
-        insecure,
+        from,
         slot: slot.ok_or("--slot is needed")?,
         disk: disk.ok_or("--disk is needed")?,
         esp: esp.ok_or("--esp is needed")?,
         check,
     })
+}
+
+/// The public key this machine trusts updates by, when its image was signed.
+fn trusted_key_path() -> String {
+    format!("{}/{}", berth_schema::plan::TOOLS_DIR, berth_schema::update::TRUSTED_KEY)
 }
 
 fn emit(event: Event) {
@@ -117,23 +146,27 @@ fn run(args: &Args) -> Result<Outcome, String> {
     };
     let refused = esp.state()?.refused;
 
-    let mut registry = registry::Registry::new(&args.source, args.insecure);
-    let Some((manifest, digest)) = registry.manifest(&args.source.tag)? else {
-        println!("{} is not published yet", args.source);
+    let mut source: Box<dyn Source> = match &args.from {
+        From::Registry(source, insecure) => Box::new(registry::Registry::new(source, *insecure)),
+        From::Stdin(staging) => Box::new(bundle::Bundle::unpack(&mut std::io::stdin().lock(), staging)?),
+    };
+    let name = source.name();
+    let Some((manifest, digest)) = source.manifest()? else {
+        println!("{name} is not published yet");
         return Ok(Outcome::Nothing);
     };
-    let m: Manifest =
-        serde_json::from_slice(&manifest).map_err(|e| format!("{}: the manifest: {e}", args.source))?;
-    let config = registry.small_blob(&m.config.digest, m.config.size)?;
-    let bundle = Manifest::check(&manifest, &config).map_err(|e| format!("{}: {e}", args.source))?;
+    let m: Manifest = serde_json::from_slice(&manifest).map_err(|e| format!("{name}: the manifest: {e}"))?;
+    let config = source.small_blob(&m.config.digest, m.config.size)?;
+    let bundle = Manifest::check(&manifest, &config).map_err(|e| format!("{name}: {e}"))?;
+    signature::check(&bundle, &config, std::path::Path::new(&trusted_key_path()))?;
     let root = bundle.spec.root_hex();
     match plan::judge(&bundle, &running, &refused, waiting.as_ref()) {
         plan::Verdict::Running => {
-            println!("{} is what runs ({digest})", args.source);
+            println!("{name} is what runs ({digest})");
             return Ok(Outcome::Nothing);
         }
         plan::Verdict::Installed => {
-            println!("{} is installed in slot {other}, waiting for its reboot", args.source);
+            println!("{name} is installed in slot {other}, waiting for its reboot");
             return Ok(Outcome::Nothing);
         }
         plan::Verdict::RolledBack => {
@@ -149,7 +182,7 @@ fn run(args: &Args) -> Result<Outcome, String> {
     }
     emit(
         Event::new(0, "update.available")
-            .with("source", &args.source)
+            .with("source", &name)
             .with("digest", &digest)
             .with("root_hash", &root)
             .with("kernel", &bundle.kernel),
@@ -159,14 +192,14 @@ fn run(args: &Args) -> Result<Outcome, String> {
     }
 
     // Everything small is fetched and checked before anything is written.
-    let header = registry.small_blob(&bundle.index.digest, bundle.index.size)?;
+    let header = source.small_blob(&bundle.index.digest, bundle.index.size)?;
     let index = Index::decode(&header)?;
     bundle.check_index(&index)?;
     if bundle.uki.size > 512 << 20 {
         return Err(format!("the update's UKI claims {} bytes", bundle.uki.size));
     }
     let mut uki = Vec::new();
-    registry.blob(&bundle.uki.digest, bundle.uki.size, &mut uki)?;
+    source.blob(&bundle.uki.digest, bundle.uki.size, &mut uki)?;
     let uki_spec = berth_schema::uki::verity(&uki).map_err(|e| format!("the update's UKI: {e}"))?;
     if uki_spec != bundle.spec {
         return Err(format!(
@@ -193,11 +226,11 @@ fn run(args: &Args) -> Result<Outcome, String> {
     let running_index = slot::read_index(std::path::Path::new(slot::RUNNING_DEVICE)).ok();
     let steps = plan::pieces(&index, running_index.as_ref());
     let filled =
-        slot::fill(&target, &header, &steps, &mut |digest, size, out| registry.blob(digest, size, out))?;
+        slot::fill(&target, &header, &steps, &mut |digest, size, out| source.blob(digest, size, out))?;
     emit(
         Event::new(0, "update.downloaded")
-            .with("blobs", registry.fetched.0)
-            .with("bytes", registry.fetched.1)
+            .with("blobs", source.fetched().0)
+            .with("bytes", source.fetched().1)
             .with("copied", filled.copied.0)
             .with("copied_bytes", filled.copied.1),
     );

@@ -110,7 +110,14 @@ mod tests {
 
     fn bundle(root: u8) -> Bundle {
         let d = Descriptor { media_type: String::new(), digest: String::new(), size: 0 };
-        Bundle { spec: spec(root), kernel: String::new(), uki: d.clone(), index: d, pieces: vec![] }
+        Bundle {
+            spec: spec(root),
+            kernel: String::new(),
+            uki: d.clone(),
+            index: d,
+            pieces: vec![],
+            signature: None,
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Registry {
     base: String,
     repository: String,
     authorization: Option<String>,
+    tag: String,
+    shown: String,
     /// Blobs fetched so far, and their bytes.
     pub fetched: (usize, u64),
 }
@@ -48,6 +50,8 @@ impl Registry {
             base: format!("{scheme}://{}", source.registry),
             repository: source.repository.clone(),
             authorization: None,
+            tag: source.tag.clone(),
+            shown: source.to_string(),
             fetched: (0, 0),
         }
     }
@@ -113,9 +117,10 @@ impl Registry {
         Ok(format!("Bearer {token}"))
     }
 
-    /// The manifest `tag` names, and its digest; `None` when the tag does not exist (yet).
-    pub fn manifest(&mut self, tag: &str) -> Result<Option<(Vec<u8>, String)>, String> {
-        let url = format!("{}/v2/{}/manifests/{tag}", self.base, self.repository);
+    /// The manifest the followed tag names, and its digest; `None` when the tag does not exist
+    /// (yet).
+    fn tagged_manifest(&mut self) -> Result<Option<(Vec<u8>, String)>, String> {
+        let url = format!("{}/v2/{}/manifests/{}", self.base, self.repository, self.tag);
         let mut response = self.get(&url, Some(MANIFEST_MEDIA_TYPE))?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -138,19 +143,9 @@ impl Registry {
         Ok(Some((bytes, digest)))
     }
 
-    /// A small blob (config, index), checked against `digest` and `size`.
-    pub fn small_blob(&mut self, digest: &str, size: u64) -> Result<Vec<u8>, String> {
-        if size > SMALL_MAX {
-            return Err(format!("blob {digest} claims {size} bytes, more than berth reads into memory"));
-        }
-        let mut out = Vec::new();
-        self.blob(digest, size, &mut out)?;
-        Ok(out)
-    }
-
     /// Streams blob `digest` into `out`, checking its size and digest; returns an error (and
     /// has written what came) when they do not match.
-    pub fn blob(&mut self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), String> {
+    fn fetch(&mut self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), String> {
         let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
         let mut response = self.get(&url, None)?;
         if response.status() != StatusCode::OK {
@@ -158,26 +153,78 @@ impl Registry {
         }
         self.fetched.0 += 1;
         let mut reader = response.body_mut().with_config().limit(size + 1).reader();
-        let mut hash = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| format!("{url}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > size {
-                return Err(format!("blob {digest} is larger than its {size} bytes: refused"));
-            }
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| format!("writing blob {digest}: {e}"))?;
-        }
-        self.fetched.1 += total;
-        let got = format!("sha256:{}", hex::encode(hash.finalize()));
-        if total != size || got != digest {
-            return Err(format!("blob {digest} does not match its digest ({got}, {total} bytes): refused"));
-        }
+        self.fetched.1 += copy_checked(&mut reader, digest, size, out, &url)?;
         Ok(())
+    }
+}
+
+/// Copies `input` into `out`, checking that it is `size` bytes whose SHA-256 is `digest`;
+/// returns the bytes copied. `shown` names the input in errors.
+pub fn copy_checked(
+    input: &mut dyn Read,
+    digest: &str,
+    size: u64,
+    out: &mut dyn Write,
+    shown: &str,
+) -> Result<u64, String> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf).map_err(|e| format!("{shown}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > size {
+            return Err(format!("blob {digest} is larger than its {size} bytes: refused"));
+        }
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| format!("writing blob {digest}: {e}"))?;
+    }
+    let got = format!("sha256:{}", hex::encode(hash.finalize()));
+    if total != size || got != digest {
+        return Err(format!("blob {digest} does not match its digest ({got}, {total} bytes): refused"));
+    }
+    Ok(total)
+}
+
+/// Where an update comes from: a registry's tag, or a bundle handed to the machine.
+pub trait Source {
+    /// How to name it in messages.
+    fn name(&self) -> String;
+    /// The manifest and its digest; `None` when there is none (yet).
+    fn manifest(&mut self) -> Result<Option<(Vec<u8>, String)>, String>;
+    /// Streams blob `digest` of `size` bytes into `out`, checked.
+    fn blob(&mut self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), String>;
+    /// Blobs read so far, and their bytes.
+    fn fetched(&self) -> (usize, u64);
+
+    /// A small blob (config, index), checked against `digest` and `size`.
+    fn small_blob(&mut self, digest: &str, size: u64) -> Result<Vec<u8>, String> {
+        if size > SMALL_MAX {
+            return Err(format!("blob {digest} claims {size} bytes, more than berth reads into memory"));
+        }
+        let mut out = Vec::new();
+        self.blob(digest, size, &mut out)?;
+        Ok(out)
+    }
+}
+
+impl Source for Registry {
+    fn name(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn manifest(&mut self) -> Result<Option<(Vec<u8>, String)>, String> {
+        self.tagged_manifest()
+    }
+
+    fn blob(&mut self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), String> {
+        self.fetch(digest, size, out)
+    }
+
+    fn fetched(&self) -> (usize, u64) {
+        self.fetched
     }
 }

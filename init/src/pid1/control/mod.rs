@@ -73,6 +73,26 @@ pub fn reply(mut stream: UnixStream, reply: &Reply) {
     }
 }
 
+/// `update apply -`: waits for PID 1's go-ahead line, then streams standard input (the bundle's
+/// layout as a tar stream) and closes the sending side; the report follows as any reply.
+fn send_bundle(stream: &mut UnixStream) -> Result<(), String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() < MAX_REQUEST {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let line = String::from_utf8_lossy(&line).trim().to_string();
+    if line != protocol::SEND_BUNDLE {
+        return Err(line.strip_prefix("error: ").unwrap_or(&line).to_string());
+    }
+    std::io::copy(&mut std::io::stdin().lock(), stream).map_err(|e| format!("sending the bundle: {e}"))?;
+    stream.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())
+}
+
 /// `berthctl ARGS…`: sends the request and prints the reply; exit status 1 for `error:`.
 pub fn client(args: &[String]) -> i32 {
     if args.is_empty() || args[0] == "-h" || args[0] == "--help" {
@@ -97,6 +117,12 @@ pub fn client(args: &[String]) -> i32 {
     if let Err(e) = stream.write_all(format!("{request}\n").as_bytes()) {
         eprintln!("berthctl: {e}");
         return 1;
+    }
+    if request == Request::Update(protocol::UpdateRequest::ApplyBundle) {
+        if let Err(e) = send_bundle(&mut stream) {
+            eprintln!("berthctl: {e}");
+            return 1;
+        }
     }
     // The reply is streamed (`-f` never ends): an `error:` reply is short and comes whole.
     let mut first = [0u8; 4096];

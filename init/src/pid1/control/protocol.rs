@@ -13,7 +13,10 @@ use crate::pid1::shutdown::PowerAction;
 
 /// The requests, as `berthctl` spells them.
 pub const USAGE: &str =
-    "ps | logs [-n N] NAME | logs -f NAME | events -f | start NAME | stop NAME | restart NAME | net | renew [IFACE] | update status|check|apply|rollback | poweroff | reboot | halt";
+    "ps | logs [-n N] NAME | logs -f NAME | events -f | start NAME | stop NAME | restart NAME | net | renew [IFACE] | update status|check|apply [-]|rollback | poweroff | reboot | halt";
+
+/// PID 1's first line to `update apply -`: send the bundle now.
+pub const SEND_BUNDLE: &str = "send the bundle";
 
 /// `update …`: updates in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,9 @@ pub enum UpdateRequest {
     Check,
     /// Install what the registry has now (if needed) and reboot into it.
     Apply,
+    /// `update apply -`: install the bundle that follows on the connection (its OCI layout as
+    /// a tar stream, sent once PID 1 answers [`SEND_BUNDLE`]) and reboot into it.
+    ApplyBundle,
     /// Go back to the other slot's committed version, refusing this one.
     Rollback,
 }
@@ -34,6 +40,7 @@ impl UpdateRequest {
             UpdateRequest::Status => "status",
             UpdateRequest::Check => "check",
             UpdateRequest::Apply => "apply",
+            UpdateRequest::ApplyBundle => "apply -",
             UpdateRequest::Rollback => "rollback",
         }
     }
@@ -95,6 +102,7 @@ impl Request {
             ["update", "status"] => Request::Update(UpdateRequest::Status),
             ["update", "check"] => Request::Update(UpdateRequest::Check),
             ["update", "apply"] => Request::Update(UpdateRequest::Apply),
+            ["update", "apply", "-"] => Request::Update(UpdateRequest::ApplyBundle),
             ["update", "rollback"] => Request::Update(UpdateRequest::Rollback),
             ["update", ..] => {
                 return Err("usage: update status | update check | update apply | update rollback".to_string())
@@ -183,6 +191,7 @@ mod tests {
             Request::Update(UpdateRequest::Status),
             Request::Update(UpdateRequest::Check),
             Request::Update(UpdateRequest::Apply),
+            Request::Update(UpdateRequest::ApplyBundle),
             Request::Update(UpdateRequest::Rollback),
         ];
         for r in requests {

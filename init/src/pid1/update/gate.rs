@@ -42,6 +42,14 @@ pub fn decide(health: &SlotHealth, elapsed: Duration, timeout: Duration) -> Deci
     }
 }
 
+/// The entry a boot that failed before reading its plan came from, when it is being tried:
+/// systemd-boot boots [`default_entry`](berth_schema::slots::default_entry), and a slot being
+/// tried is always the newest. `None`: the boot came from a committed entry (nothing to go
+/// back to).
+pub fn failed_trial(entries: &[BootEntry]) -> Option<BootEntry> {
+    berth_schema::slots::default_entry(entries).filter(is_trial)
+}
+
 /// The root hash (hex) of the other slot's update when it went bad without its PID 1 saying
 /// so (systemd-boot ran out of tries: it never got that far), so it is reported and refused
 /// now; `None` when there is nothing new to report.
@@ -80,6 +88,15 @@ mod tests {
         assert!(is_trial(&b));
         assert!(!is_trial(&booted(&entries, Slot::A).unwrap()));
         assert_eq!(booted(&entries[..1], Slot::B), None);
+    }
+
+    #[test]
+    fn a_failed_boot_is_blamed_on_the_entry_being_tried_only() {
+        let parse = |names: &[&str]| names.iter().map(|n| BootEntry::parse(n).unwrap()).collect::<Vec<_>>();
+        let tried = failed_trial(&parse(&["berth-1-a.efi", "berth-2-b+2-1.efi"])).unwrap();
+        assert_eq!(tried.file_name(), "berth-2-b+2-1.efi");
+        assert_eq!(failed_trial(&parse(&["berth-1-a.efi", "berth-2-b.efi"])), None);
+        assert_eq!(failed_trial(&parse(&["berth-1-a.efi", "berth-2-b+0-3.efi"])), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 pub mod gate;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -28,7 +28,7 @@ use berth_schema::slots::{BootEntry, Slot};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 
-use super::control::protocol::{Reply, UpdateRequest};
+use super::control::protocol::{Reply, UpdateRequest, SEND_BUNDLE};
 use super::event_source::{EventSource, Pid1Event};
 use super::log;
 use super::supervisor::machine::SlotHealth;
@@ -39,6 +39,53 @@ use gate::Decision;
 /// Where PID 1 runs the updater from (the system partition's tools).
 fn updater_path() -> String {
     format!("{}/{}", berth_schema::plan::TOOLS_DIR, berth_schema::system_partition::UPDATER)
+}
+
+/// After a boot from a slot that failed before its plan was read (`error`): when this boot came
+/// from a slot being tried, it is marked bad and its version refused, and the caller reboots —
+/// systemd-boot then boots the committed slot. Works without the plan: the ESP is found by its
+/// GPT name (the FAT modules are in the slim initramfs of an image with `[update]`). True when
+/// the machine must reboot.
+pub fn roll_back_failed_boot(cmdline: &str, system: &SystemSource, error: &str) -> bool {
+    let slotted = cmdline.split_whitespace().any(|w| {
+        w.strip_prefix("berth.system=").is_some_and(|v| {
+            v.split(',').any(|s| s.strip_prefix("partlabel:").and_then(Slot::of_partition).is_some())
+        })
+    });
+    if !slotted {
+        return false;
+    }
+    let esp = match system {
+        SystemSource::Partition(m) => Esp::mount(&m.disk),
+        _ => {
+            let selector =
+                berth_schema::config::DiskSelector::PartLabel(berth_schema::slots::ESP_PARTITION_NAME.into());
+            super::storage::find_disk(&selector, Duration::from_secs(5), "the EFI system partition")
+                .and_then(|dev| Esp::mount_device(&std::path::Path::new("/dev").join(dev)))
+        }
+    };
+    let rolled = esp.and_then(|esp| {
+        let Some(entry) = gate::failed_trial(&esp.entries()?) else { return Ok(false) };
+        let root = esp.spec_of(&entry).map(|s| s.root_hex()).unwrap_or_default();
+        if !root.is_empty() {
+            esp.refuse(&root)?;
+        }
+        esp.rename(&entry, &entry.bad())?;
+        log::emit(
+            log::event("update.rolled_back")
+                .with("slot", entry.slot)
+                .with("root_hash", &root)
+                .with("reason", format!("the boot failed: {error}")),
+        );
+        Ok(true)
+    });
+    match rolled {
+        Ok(reboot) => reboot,
+        Err(e) => {
+            log::warn(&format!("update: after the failed boot: {e}"));
+            false
+        }
+    }
 }
 
 /// How often a slot being tried is looked at.
@@ -79,12 +126,19 @@ pub struct Updates {
     /// An installed update waits for its reboot (the window, or a request).
     installed: bool,
     next_window_look: Option<Instant>,
+    /// Where a bundle sent by `berthctl update apply -` is unpacked.
+    staging: String,
 }
 
 impl Updates {
     /// Starts updates for a machine booted from a slot, when the plan has `[update]`. Failures
     /// are reported (`update.failed`) and leave updates off.
-    pub fn start(settings: Option<&UpdateSettings>, system: &SystemSource, now: Instant) -> Option<Updates> {
+    pub fn start(
+        settings: Option<&UpdateSettings>,
+        system: &SystemSource,
+        staging: &str,
+        now: Instant,
+    ) -> Option<Updates> {
         let settings = settings?.clone();
         let started = (|| {
             let SystemSource::Partition(mounted) = system else {
@@ -116,6 +170,7 @@ impl Updates {
             child: None,
             installed: false,
             next_window_look: None,
+            staging: staging.to_string(),
         };
         updates.report_unreported_rollback();
         if gate::is_trial(&entry) {
@@ -194,11 +249,17 @@ impl Updates {
         }
     }
 
-    /// Runs the updater now (`check`: only report), unless it runs already.
-    fn run_updater(&mut self, check: bool) {
+    /// Runs the updater now (`check`: only report; `bundle`: the connection the bundle comes
+    /// on, its standard input), unless it runs already.
+    fn run_updater(&mut self, check: bool, bundle: Option<&UnixStream>) {
         if self.child.is_some() {
             return;
         }
+        let stdin = match bundle.map(UnixStream::try_clone) {
+            None => Stdio::null(),
+            Some(Ok(s)) => Stdio::from(OwnedFd::from(s)),
+            Some(Err(e)) => return log::warn(&format!("update: the bundle's connection: {e}")),
+        };
         let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
             Ok(p) => p,
             Err(e) => return log::warn(&format!("update: pipe: {e}")),
@@ -208,14 +269,16 @@ impl Updates {
             Err(e) => return log::warn(&format!("update: pipe: {e}")),
         };
         let mut cmd = Command::new(updater_path());
-        cmd.arg("--source")
-            .arg(self.settings.source.to_string())
-            .args(["--slot", &self.slot.to_string(), "--disk", &self.disk, "--esp", crate::esp::MOUNT_POINT])
+        match bundle {
+            Some(_) => cmd.args(["--bundle", "-", "--staging", &self.staging]),
+            None => cmd.arg("--source").arg(self.settings.source.to_string()),
+        };
+        cmd.args(["--slot", &self.slot.to_string(), "--disk", &self.disk, "--esp", crate::esp::MOUNT_POINT])
             .env_clear()
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(stderr));
-        if self.settings.insecure {
+        if self.settings.insecure && bundle.is_none() {
             cmd.arg("--insecure");
         }
         if check {
@@ -320,20 +383,41 @@ impl Updates {
         let now_reply = |stream: UnixStream, reply: Reply| super::control::reply(stream, &reply);
         match request {
             UpdateRequest::Status => now_reply(stream, Reply::Text(self.status())),
-            UpdateRequest::Check | UpdateRequest::Apply if self.trial.is_some() => now_reply(
-                stream,
-                Reply::Error(format!(
-                    "slot {} is being tried; updates resume once it is committed",
-                    self.slot
-                )),
-            ),
+            UpdateRequest::Check | UpdateRequest::Apply | UpdateRequest::ApplyBundle
+                if self.trial.is_some() =>
+            {
+                now_reply(
+                    stream,
+                    Reply::Error(format!(
+                        "slot {} is being tried; updates resume once it is committed",
+                        self.slot
+                    )),
+                )
+            }
             UpdateRequest::Apply if self.installed => {
                 now_reply(stream, Reply::Text(format!("rebooting into slot {}", self.slot.other())));
                 return true;
             }
+            UpdateRequest::ApplyBundle if self.child.is_some() => {
+                now_reply(stream, Reply::Error("the updater is running; try again when it is done".into()))
+            }
+            UpdateRequest::ApplyBundle => {
+                // The client may take its time sending: no read timeout for the updater.
+                let _ = stream.set_read_timeout(None);
+                self.run_updater(false, Some(&stream));
+                match &mut self.child {
+                    Some(child) => {
+                        let mut s = &stream;
+                        let _ = s.write_all(format!("{SEND_BUNDLE}\n").as_bytes());
+                        child.apply = true;
+                        child.waiters.push(stream);
+                    }
+                    None => now_reply(stream, Reply::Error(format!("cannot run {}", updater_path()))),
+                }
+            }
             UpdateRequest::Check | UpdateRequest::Apply => {
                 let apply = request == UpdateRequest::Apply;
-                self.run_updater(!apply);
+                self.run_updater(!apply, None);
                 match &mut self.child {
                     Some(child) => {
                         child.apply |= apply;
@@ -432,7 +516,7 @@ impl EventSource for Option<Updates> {
         }
         if u.child.is_none() && !u.installed && u.trial.is_none() && u.next_check.is_some_and(|t| now >= t) {
             u.next_check = Some(now + u.settings.interval);
-            u.run_updater(false);
+            u.run_updater(false, None);
         }
     }
 }
