@@ -311,6 +311,25 @@ fn a_power_cut_while_the_slot_is_written_or_right_after_the_switch_still_boots_c
     vm.kill();
 }
 
+/// Waits for `update.failed` saying `what`, after `at` events; fails if `forbidden` (an event
+/// that would mean the update went further) shows up first. Returns how many events there are.
+fn refusal(vm: &Vm, at: usize, what: &str, forbidden: &str) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let events = vm.events();
+        let found =
+            events.iter().enumerate().skip(at).find(|(_, e)| {
+                e.name == "update.failed" && e.get("error").unwrap_or_default().contains(what)
+            });
+        if let Some((i, _)) = found {
+            return i + 1;
+        }
+        assert!(!events.iter().skip(at).any(|e| e.name == forbidden), "{}", vm.console_tail(80));
+        assert!(std::time::Instant::now() < deadline, "no refusal ({what}):\n{}", vm.console_tail(80));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A copy of the bundle at `from` in `to` whose config carries another root hash (the UKI's is
 /// unchanged): what a forged or mixed-up bundle looks like.
 fn with_forged_root(from: &Path, to: &Path) {
@@ -361,30 +380,14 @@ fn a_bundle_with_a_bad_digest_or_another_root_hash_is_refused_before_anything_is
     fs::write(&stored, &bad).unwrap();
     let mut vm = boot(&disk, &dir.join("console.log"));
     let at = vm.events().len();
-    let refused = |vm: &Vm, at: usize, what: &str| -> usize {
-        let deadline = std::time::Instant::now() + Duration::from_secs(240);
-        loop {
-            let events = vm.events();
-            if let Some((i, _)) =
-                events.iter().enumerate().skip(at).find(|(_, e)| {
-                    e.name == "update.failed" && e.get("error").unwrap_or_default().contains(what)
-                })
-            {
-                return i + 1;
-            }
-            assert!(!events.iter().any(|e| e.name == "update.installed"), "{}", vm.console_tail(80));
-            assert!(std::time::Instant::now() < deadline, "no refusal ({what}):\n{}", vm.console_tail(80));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let at = refused(&vm, at, "does not match its digest");
+    let at = refusal(&vm, at, "does not match its digest", "update.installed");
 
     // A bundle whose config names another root hash than its UKI carries.
     fs::write(&stored, &good).unwrap();
     let forged = dir.join("forged");
     with_forged_root(&v2.join("update"), &forged);
     push(&forged, &host_source);
-    refused(&vm, at, "carries root hash");
+    refusal(&vm, at, "carries root hash", "update.installed");
     vm.kill();
 
     // Nothing was written: slot B is still blank, the ESP holds slot A's entry only.
@@ -476,24 +479,9 @@ fn a_machine_built_with_a_key_installs_only_updates_signed_with_it() {
 
     push(&unsigned, &host_source);
     let mut vm = boot(&v1.join("disk.raw"), &dir.join("console.log"));
-    let refusal = |vm: &Vm, at: usize, what: &str| -> usize {
-        let deadline = std::time::Instant::now() + Duration::from_secs(240);
-        loop {
-            let events = vm.events();
-            let found = events.iter().enumerate().skip(at).find(|(_, e)| {
-                e.name == "update.failed" && e.get("error").unwrap_or_default().contains(what)
-            });
-            if let Some((i, _)) = found {
-                return i + 1;
-            }
-            assert!(!events.iter().any(|e| e.name == "update.available"), "{}", vm.console_tail(60));
-            assert!(std::time::Instant::now() < deadline, "no refusal ({what}):\n{}", vm.console_tail(60));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let at = refusal(&vm, 0, "not signed");
+    let at = refusal(&vm, 0, "not signed", "update.available");
     push(&wrong, &host_source);
-    let at = refusal(&vm, at, "does not verify with this machine's key");
+    let at = refusal(&vm, at, "does not verify with this machine's key", "update.available");
     push(&signed, &host_source);
     let (installed, at) = wait(&vm, at, "update.installed", |_| true, 240);
     assert_eq!(installed.get("slot"), Some("b"));
