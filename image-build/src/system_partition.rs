@@ -334,13 +334,7 @@ pub fn read_pieces(file: &Path, offset: u64) -> Result<(Index, Vec<PieceTar>)> {
     use std::io::{Read, SeekFrom};
     let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     f.seek(SeekFrom::Start(offset))?;
-    let mut start = vec![0u8; 16];
-    f.read_exact(&mut start).context("reading the system partition's index")?;
-    let total = Index::header_bytes(&start).map_err(|e| anyhow::anyhow!(e))?;
-    let mut header = vec![0u8; usize::try_from(total)?];
-    f.seek(SeekFrom::Start(offset))?;
-    f.read_exact(&mut header).context("reading the system partition's index")?;
-    let index = Index::decode(&header).map_err(|e| anyhow::anyhow!(e))?;
+    let index = Index::read(&mut f).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let scratch = tempfile::tempdir()?;
     let mut out = Vec::new();
     for piece in &index.pieces {

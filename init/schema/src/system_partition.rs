@@ -137,6 +137,17 @@ impl Index {
         Ok(index)
     }
 
+    /// Reads the header from the start of a partition (`r` positioned there) and decodes it.
+    pub fn read(r: &mut impl std::io::Read) -> Result<Index, String> {
+        let mut start = [0u8; 16];
+        r.read_exact(&mut start).map_err(|e| format!("reading the partition's index: {e}"))?;
+        let total = usize::try_from(Index::header_bytes(&start)?).map_err(|e| e.to_string())?;
+        let mut header = vec![0u8; total];
+        header[..16].copy_from_slice(&start);
+        r.read_exact(&mut header[16..]).map_err(|e| format!("reading the partition's index: {e}"))?;
+        Index::decode(&header)
+    }
+
     /// Where the last piece ends: the data the hash tree covers.
     pub fn data_bytes(&self) -> u64 {
         self.pieces.last().map_or(0, |p| p.offset + p.bytes)
@@ -218,6 +229,7 @@ mod tests {
             assert_eq!(Index::header_bytes(&header).unwrap(), header.len() as u64);
             assert_eq!(index.pieces[0].offset, header.len() as u64, "the base right after the index");
             assert_eq!(Index::decode(&header).unwrap(), index);
+            assert_eq!(Index::read(&mut header.as_slice()).unwrap(), index);
             assert_eq!(index.pieces[1..].iter().map(|p| p.bytes).sum::<u64>() % PIECE_ALIGN, 0);
         }
         assert!(Index::lay_out(&pieces(40)).encode().len() > 4096);

@@ -197,16 +197,9 @@ fn block_node(name: &str, (major, minor): (u32, u32)) -> Result<String, String> 
 /// `linear` device over its range: the base on [`MOUNT_POINT`], the others on their
 /// directories in it.
 fn mount_pieces(verity: (u32, u32)) -> Result<(), String> {
-    use std::io::Read;
     let mut file = std::fs::File::open(DEVICE_NODE).map_err(|e| format!("{DEVICE_NODE}: {e}"))?;
-    let mut start = [0u8; 16];
-    file.read_exact(&mut start).map_err(|e| format!("reading its index: {e}"))?;
-    let total = usize::try_from(Index::header_bytes(&start)?).map_err(|e| e.to_string())?;
-    let mut header = vec![0u8; total];
-    header[..16].copy_from_slice(&start);
-    file.read_exact(&mut header[16..]).map_err(|e| format!("reading its index: {e}"))?;
+    let index = Index::read(&mut file)?;
     drop(file);
-    let index = Index::decode(&header)?;
     std::fs::create_dir_all(MOUNT_POINT).map_err(|e| format!("create {MOUNT_POINT}: {e}"))?;
     for (i, piece) in index.pieces.iter().enumerate() {
         let name = format!("berth-piece-{i}");

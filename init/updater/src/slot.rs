@@ -30,13 +30,7 @@ pub fn device_bytes(dev: &Path) -> Result<u64, String> {
 /// The index at the start of a slot's partition (read through `dev`).
 pub fn read_index(dev: &Path) -> Result<Index, String> {
     let mut f = File::open(dev).map_err(|e| format!("{}: {e}", dev.display()))?;
-    let mut start = [0u8; 16];
-    f.read_exact(&mut start).map_err(|e| format!("{}: {e}", dev.display()))?;
-    let total = usize::try_from(Index::header_bytes(&start)?).map_err(|e| e.to_string())?;
-    let mut header = vec![0u8; total];
-    header[..16].copy_from_slice(&start);
-    f.read_exact(&mut header[16..]).map_err(|e| format!("{}: {e}", dev.display()))?;
-    Index::decode(&header)
+    Index::read(&mut f).map_err(|e| format!("{}: {e}", dev.display()))
 }
 
 /// Streams blob `digest` of `size` bytes into the writer, checked (the registry).

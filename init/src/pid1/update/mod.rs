@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_events::Event;
-use berth_schema::config::{RebootPolicy, UpdateSettings};
+use berth_schema::config::{DiskSelector, RebootPolicy, UpdateSettings};
 use berth_schema::slots::{BootEntry, Slot};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
@@ -41,43 +41,47 @@ fn updater_path() -> String {
     format!("{}/{}", berth_schema::plan::TOOLS_DIR, berth_schema::system_partition::UPDATER)
 }
 
+/// Retires `entry`: its version refused for good (when its UKI's root hash can be read), the
+/// entry marked bad, `update.rolled_back` emitted. The one way a version is rolled back — at
+/// the gate, on request, and after a failed boot.
+fn retire(esp: &Esp, entry: &BootEntry, reason: &str) -> Result<BootEntry, String> {
+    let root = esp.spec_of(entry).map(|s| s.root_hex()).unwrap_or_default();
+    if !root.is_empty() {
+        esp.refuse(&root)?;
+    }
+    let bad = entry.bad();
+    esp.rename(entry, &bad)?;
+    log::emit(
+        log::event("update.rolled_back")
+            .with("slot", entry.slot)
+            .with("root_hash", &root)
+            .with("reason", reason),
+    );
+    Ok(bad)
+}
+
 /// After a boot from a slot that failed before its plan was read (`error`): when this boot came
 /// from a slot being tried, it is marked bad and its version refused, and the caller reboots —
 /// systemd-boot then boots the committed slot. Works without the plan: the ESP is found by its
 /// GPT name (the FAT modules are in the slim initramfs of an image with `[update]`). True when
 /// the machine must reboot.
 pub fn roll_back_failed_boot(cmdline: &str, system: &SystemSource, error: &str) -> bool {
-    let slotted = cmdline.split_whitespace().any(|w| {
-        w.strip_prefix("berth.system=").is_some_and(|v| {
-            v.split(',').any(|s| s.strip_prefix("partlabel:").and_then(Slot::of_partition).is_some())
-        })
-    });
+    let slotted = matches!(super::system_partition::requested(cmdline), Some(Ok((selectors, _)))
+        if selectors.iter().any(|s| matches!(s, DiskSelector::PartLabel(n) if Slot::of_partition(n).is_some())));
     if !slotted {
         return false;
     }
     let esp = match system {
         SystemSource::Partition(m) => Esp::mount(&m.disk),
         _ => {
-            let selector =
-                berth_schema::config::DiskSelector::PartLabel(berth_schema::slots::ESP_PARTITION_NAME.into());
+            let selector = DiskSelector::PartLabel(berth_schema::slots::ESP_PARTITION_NAME.into());
             super::storage::find_disk(&selector, Duration::from_secs(5), "the EFI system partition")
                 .and_then(|dev| Esp::mount_device(&std::path::Path::new("/dev").join(dev)))
         }
     };
-    let rolled = esp.and_then(|esp| {
-        let Some(entry) = gate::failed_trial(&esp.entries()?) else { return Ok(false) };
-        let root = esp.spec_of(&entry).map(|s| s.root_hex()).unwrap_or_default();
-        if !root.is_empty() {
-            esp.refuse(&root)?;
-        }
-        esp.rename(&entry, &entry.bad())?;
-        log::emit(
-            log::event("update.rolled_back")
-                .with("slot", entry.slot)
-                .with("root_hash", &root)
-                .with("reason", format!("the boot failed: {error}")),
-        );
-        Ok(true)
+    let rolled = esp.and_then(|esp| match gate::failed_trial(&esp.entries()?) {
+        Some(entry) => retire(&esp, &entry, &format!("the boot failed: {error}")).map(|_| true),
+        None => Ok(false),
     });
     match rolled {
         Ok(reboot) => reboot,
@@ -95,7 +99,6 @@ const WINDOW_EVERY: Duration = Duration::from_secs(30);
 
 /// A slot being tried.
 struct Trial {
-    entry: BootEntry,
     since: Instant,
     next: Instant,
 }
@@ -175,7 +178,7 @@ impl Updates {
         updates.report_unreported_rollback();
         if gate::is_trial(&entry) {
             log::emit(log::event("update.trial").with("slot", slot).with("entry", entry.file_name()));
-            updates.trial = Some(Trial { entry, since: now, next: now });
+            updates.trial = Some(Trial { since: now, next: now });
         }
         Some(updates)
     }
@@ -214,7 +217,7 @@ impl Updates {
             return false;
         }
         trial.next = now + GATE_EVERY;
-        let entry = trial.entry;
+        let entry = self.entry;
         match gate::decide(health, now - trial.since, self.settings.commit_timeout) {
             Decision::Wait => false,
             Decision::Commit => {
@@ -444,17 +447,8 @@ impl Updates {
         if target.is_none() {
             return Err(format!("slot {other} holds no version to go back to"));
         }
-        let root = self.esp.spec_of(&self.entry)?.root_hex();
-        self.esp.refuse(&root)?;
-        self.esp.rename(&self.entry, &self.entry.bad())?;
-        self.entry = self.entry.bad();
+        self.entry = retire(&self.esp, &self.entry, reason)?;
         self.trial = None;
-        log::emit(
-            log::event("update.rolled_back")
-                .with("slot", self.slot)
-                .with("root_hash", &root)
-                .with("reason", reason),
-        );
         Ok(format!("rolling back to slot {other}"))
     }
 
