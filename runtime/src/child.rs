@@ -9,8 +9,8 @@
 //!
 //! The same pipe carries two more messages, with reserved indexes: [`SYNC`] (the child waits for
 //! the parent on the sync pipe: uid/gid maps to write, hooks to run) and [`READY`] (all set up,
-//! now blocking on the start fifo). After the start fifo opened, nobody reads the error pipe any
-//! more: a failing step is then described on the child's stderr (`berth-runtime: STEP: DETAIL:
+//! now blocking on the start fifo). After READY, nobody reads the error pipe any more: a failing
+//! step (opening the start fifo included) is then described on the child's stderr (`berth-runtime: STEP: DETAIL:
 //! errno N`) and the child `_exit(127)`s.
 
 /// Error-pipe index of a sync request; the errno field carries the [`SyncKind`] number.
@@ -133,23 +133,24 @@ fn errno() -> i32 {
 /// Must only be called in the child right after `clone3`, in a process whose only thread is the
 /// caller. It performs raw system calls on pointers the parent prepared in `plan`.
 pub(crate) unsafe fn run(plan: &ChildPlan, err_fd: RawFd) -> ! {
-    let mut started = false;
+    // Once READY is sent the parent stops reading the error pipe (`create` may have exited):
+    // from then on a failure, the start fifo's included, is told on stderr.
+    let mut ready = false;
     for ((step, name, detail), index) in plan.steps.iter().zip(0u32..) {
         let result = match step {
             Step::SyncParent { kind, read_fd } => sync_parent(err_fd, *kind, *read_fd),
             Step::WaitStart { fifo } => {
                 send(err_fd, READY, 0);
+                ready = true;
                 // SAFETY: our caller's contract (see above); `fifo` is a live `CString` of the plan.
-                let r = unsafe { wait_start(fifo) };
-                started = r.is_ok();
-                r
+                unsafe { wait_start(fifo) }
             }
             // SAFETY: our caller's contract (see above): the freshly cloned, single-threaded
             // child, with the pointers of a plan the parent keeps alive.
             _ => unsafe { perform(step) },
         };
         if let Err(e) = result {
-            if started {
+            if ready {
                 report_stderr(name, detail, e);
             }
             report(err_fd, index, e);

@@ -21,8 +21,8 @@
 //! 1. reset signal mask and handlers, `setsid`, standard streams, controlling terminal;
 //!    with a new user namespace: wait for the parent to write the maps, become its root;
 //!    `setns` into joined namespaces (user first);
-//! 2. make every mount private (`/` recursively; or `rootfsPropagation`), so nothing propagates
-//!    back to the caller;
+//! 2. make every mount private (`/` recursively; a slave with a `rootfsPropagation` of slave or
+//!    shared), so nothing propagates back to the caller and the root can be pivoted into;
 //! 3. `lo` up (own network namespace only);
 //! 4. the root: tmpfs on the state dir; `upper/`, `work/`, `rootfs/` in it; overlay of the layers
 //!    on `rootfs/` — the writable layer vanishes with the mount namespace (unless the spec puts
@@ -37,7 +37,7 @@
 //! 7. namespaced sysctls; masked paths; read-only paths (`/proc/sys` is written before it turns
 //!    read-only); `oom_score_adj`; rlimits (raising a hard limit needs privileges still held);
 //! 8. `sethostname`; the before-pivot sync (hooks); `pivot_root` into the root and detach the old
-//!    root; read-only root remount if asked;
+//!    root; the `rootfsPropagation` on the new `/`; read-only root remount if asked;
 //! 9. with capability sets: `PR_SET_KEEPCAPS`, drop the bounding set (needs CAP_SETPCAP);
 //!    `setgroups`, `setgid`, `setuid`; then `capset` and the ambient set;
 //! 10. umask; `chdir` to the working dir; with a start fifo: report "ready" and block until
@@ -62,7 +62,7 @@ use crate::cgroup::Cgroup;
 use crate::child::{self, ChildPlan, Step, SyncKind};
 use crate::error::StepError;
 use crate::mounts::{self, Mount};
-use crate::spec::{ContainerSpec, Device, IdMap, Namespace, NamespaceKind, Root, Stdio};
+use crate::spec::{ContainerSpec, Device, DeviceKind, IdMap, Namespace, NamespaceKind, Root, Stdio};
 
 /// `CLONE_INTO_CGROUP` (Linux 5.7), not in every libc version.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -292,7 +292,7 @@ fn push_devices(
     b.mkdir(&dev, 0o755)?;
     let defaults = mounts::DEFAULT_DEVICES.iter().map(|(name, major, minor)| Device {
         path: format!("/dev/{name}"),
-        char_device: true,
+        kind: DeviceKind::Char,
         major: *major,
         minor: *minor,
         mode: 0o666,
@@ -300,7 +300,7 @@ fn push_devices(
         gid: 0,
     });
     let nodes: Vec<Device> = defaults.chain(spec.devices.iter().cloned()).collect();
-    for Device { path, char_device, major, minor, mode, uid, gid } in &nodes {
+    for Device { path, kind, major, minor, mode, uid, gid } in &nodes {
         let (mode, owner) = (mode & 0o7777, (*uid, *gid));
         let rel = path
             .strip_prefix("/dev/")
@@ -310,16 +310,16 @@ fn push_devices(
             b.mkdir_all(&dev, parent)?;
         }
         let p = in_root(&dev, rel)?;
-        if userns {
-            // mknod is refused in a user namespace: bind the host's node, as runc does rootless.
+        if userns && *kind != DeviceKind::Fifo {
+            // mknod of a device is refused in a user namespace: bind the host's node, as runc
+            // does rootless. A FIFO needs no privilege.
             b.push(Step::Touch { path: path_cstr(&p)? }, "create device target", p.display().to_string());
             b.mount(Some(path), &p, None, libc::MS_BIND, None, "bind device")?;
         } else {
-            let kind = if *char_device { libc::S_IFCHR } else { libc::S_IFBLK };
             b.push(
                 Step::Mknod {
                     path: path_cstr(&p)?,
-                    mode: kind | mode,
+                    mode: kind.file_type() | mode,
                     dev: libc::makedev(*major, *minor),
                     owner,
                 },
@@ -451,8 +451,13 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
 
     let joined = spec.root == Root::Joined;
     if !joined {
-        let propagation = spec.root_propagation.unwrap_or(libc::MS_REC | libc::MS_PRIVATE);
-        b.mount(None, Path::new("/"), None, propagation | libc::MS_REC, None, "set root propagation")?;
+        // Nothing may be shared while the root is prepared: a shared root cannot be pivoted
+        // into (EINVAL) and an unbindable one cannot be bound on itself. A root that should
+        // stay connected to the host (slave, shared) becomes a slave of it; any other, private.
+        // The requested propagation is set on the new "/" after pivot_root.
+        let keeps_host = spec.root_propagation.is_some_and(|p| p & (libc::MS_SLAVE | libc::MS_SHARED) != 0);
+        let isolation = if keeps_host { libc::MS_SLAVE } else { libc::MS_PRIVATE };
+        b.mount(None, Path::new("/"), None, isolation | libc::MS_REC, None, "isolate mounts from the host")?;
         if ns_mode(&namespaces, NamespaceKind::Network) == Some(None) {
             b.push(Step::LoopbackUp, "bring lo up", "");
         }
@@ -528,6 +533,9 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
             b.push(Step::SyncParent { kind: SyncKind::BeforePivot, read_fd: fd.as_raw_fd() }, "hook", "");
         }
         b.push(Step::PivotRoot(path_cstr(&root)?), "pivot_root", root.display().to_string());
+        if let Some(propagation) = spec.root_propagation {
+            b.mount(None, Path::new("/"), None, propagation, None, "set root propagation")?;
+        }
         if spec.controlling_tty {
             b.push(
                 Step::ReopenStdio(cstr("/dev/console", "path")?),
@@ -711,8 +719,10 @@ pub fn launch_with(spec: &ContainerSpec, mut hooks: LaunchHooks<'_>) -> Result<C
         return Err(prepare_err(format!("working_dir `{}` is not absolute", spec.working_dir)));
     }
     let namespaces = spec.effective_namespaces();
-    if spec.root != Root::Joined && ns_mode(&namespaces, NamespaceKind::Mount) != Some(None) {
-        return Err(prepare_err("the container needs a mount namespace of its own (to pivot_root)"));
+    if spec.root != Root::Joined && ns_mode(&namespaces, NamespaceKind::Mount).is_none() {
+        return Err(prepare_err(
+            "the container needs a mount namespace to pivot_root in (a new one, or one joined by path)",
+        ));
     }
     let time_mode = ns_mode(&namespaces, NamespaceKind::Time);
     if time_mode.is_some() && !kernel_has_time_namespaces() {

@@ -32,5 +32,6 @@ pub use error::StepError;
 pub use launch::{launch, launch_with, Container, ExitInfo, LaunchHooks};
 pub use mounts::Mount;
 pub use spec::{
-    BindMount, ContainerSpec, Device, IdMap, Namespace, NamespaceKind, Rlimit, Root, Stdio, TimeOffset,
+    BindMount, ContainerSpec, Device, DeviceKind, IdMap, Namespace, NamespaceKind, Rlimit, Root, Stdio,
+    TimeOffset,
 };

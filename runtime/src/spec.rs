@@ -109,16 +109,38 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// What kind of node a [`Device`] is (OCI `type` `c`/`u`, `b`, `p`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A character device (`c`, and `u`: unbuffered character).
+    Char,
+    /// A block device.
+    Block,
+    /// A named pipe: no device numbers, and creatable in a user namespace too.
+    Fifo,
+}
+
+impl DeviceKind {
+    /// The file type bits for `mknod(2)`.
+    pub fn file_type(self) -> libc::mode_t {
+        match self {
+            DeviceKind::Char => libc::S_IFCHR,
+            DeviceKind::Block => libc::S_IFBLK,
+            DeviceKind::Fifo => libc::S_IFIFO,
+        }
+    }
+}
+
 /// A device node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     /// Absolute path in the container, under `/dev`.
     pub path: String,
-    /// Character (`true`) or block device.
-    pub char_device: bool,
-    /// Major number.
+    /// Character, block or FIFO.
+    pub kind: DeviceKind,
+    /// Major number (0 for a FIFO).
     pub major: u32,
-    /// Minor number.
+    /// Minor number (0 for a FIFO).
     pub minor: u32,
     /// Permission bits.
     pub mode: u32,

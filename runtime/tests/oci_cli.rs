@@ -1,106 +1,15 @@
 //! The `berth-runtime` CLI on OCI bundles (root required): lifecycle, `run` exit codes,
 //! namespaces, user namespaces, mounts, hooks, bad bundles, `exec`, `list` and `state`.
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::bundle::Bundle;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
-
-/// A bundle made by `berth-runtime spec` with a busybox rootfs, in a world-readable temp dir.
-struct Bundle {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Bundle {
-    fn new() -> Bundle {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let dir = tmp.path().join("bundle");
-        let bin = dir.join("rootfs/bin");
-        fs::create_dir_all(&bin).unwrap();
-        // Mount points exist already: in a user namespace the (host root owned) rootfs is not
-        // writable for the container's root.
-        for d in ["etc", "proc", "dev", "sys", "mnt"] {
-            fs::create_dir_all(dir.join("rootfs").join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
-            symlink("busybox", bin.join(applet)).unwrap();
-        }
-        fs::write(dir.join("rootfs/etc/hello"), "from the bundle\n").unwrap();
-        let status = Command::new(BIN).arg("spec").current_dir(&dir).status().unwrap();
-        assert!(status.success());
-        let root = tmp.path().join("state");
-        Bundle { _tmp: tmp, dir, root }
-    }
-
-    fn config(&self) -> Value {
-        serde_json::from_str(&fs::read_to_string(self.dir.join("config.json")).unwrap()).unwrap()
-    }
-
-    fn edit(&self, f: impl FnOnce(&mut Value)) {
-        let mut c = self.config();
-        f(&mut c);
-        fs::write(self.dir.join("config.json"), serde_json::to_string_pretty(&c).unwrap()).unwrap();
-    }
-
-    /// Sets the command (`sh -c SCRIPT`), no terminal.
-    fn script(&self, script: &str) {
-        self.edit(|c| {
-            c["process"]["terminal"] = json!(false);
-            c["process"]["args"] = json!(["sh", "-c", script]);
-        });
-    }
-
-    /// Runs the CLI with `--root`; output goes through files (a container started by `create`
-    /// keeps its inherited descriptors open, so pipes would never reach EOF).
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self._tmp.path().join(format!("out-{}", rand()));
-        let err = self._tmp.path().join(format!("err-{}", rand()));
-        let status = Command::new(BIN)
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
-            .stderr(fs::File::create(&err).unwrap())
-            .status()
-            .unwrap();
-        (status.code().unwrap_or(-1), fs::read_to_string(&out).unwrap(), fs::read_to_string(&err).unwrap())
-    }
-
-    fn state(&self, id: &str) -> Value {
-        let (code, out, err) = self.cli(&["state", id]);
-        assert_eq!(code, 0, "state failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("state is not JSON ({e}): {out}"))
-    }
-
-    fn wait_status(&self, id: &str, want: &str) -> Value {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = self.state(id);
-            if s["status"] == want || Instant::now() > end {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn rand() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
 
 #[test]
 fn lifecycle_create_start_kill_delete() {
@@ -345,13 +254,20 @@ fn hooks_run_in_order_with_the_state() {
         "{text}"
     );
     assert!(main > 3 && main < 6, "main ran out of order: {text}");
+    // The state each hook receives: `created` through create and start, as crun sends.
     for line in text.lines().filter(|l| !l.starts_with("main")) {
-        let (_, state) = line.split_once(' ').unwrap();
+        let (name, state) = line.split_once(' ').unwrap();
         let v: Value = serde_json::from_str(state).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert_eq!(v["id"], "hk", "{line}");
-        assert!(v["pid"].as_i64().is_some(), "{line}");
+        // The pid is REQUIRED while created or running.
+        assert!(name == "poststop" || v["pid"].as_i64().is_some_and(|p| p > 0), "{line}");
+        let want = match name {
+            "poststart" => "running",
+            "poststop" => "stopped",
+            _ => "created",
+        };
+        assert_eq!(v["status"], want, "{line}");
     }
-    assert!(text.lines().last().unwrap().contains("\"status\":\"stopped\""), "{text}");
 
     // A failing hook stops the create and leaves nothing behind.
     b.edit(|c| c["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]}));

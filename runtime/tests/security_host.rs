@@ -6,7 +6,7 @@ mod common;
 
 use berth_runtime::capabilities::{mask, CapabilitySets};
 use berth_runtime::defaults::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
-use berth_runtime::{Device, Rlimit};
+use berth_runtime::{Device, DeviceKind, Rlimit};
 use common::run_script;
 
 fn field(out: &str, name: &str) -> String {
@@ -117,7 +117,7 @@ fn rlimits_sysctls_oom_score_umask_and_devices() {
         s.umask = Some(0o027);
         s.devices = vec![Device {
             path: "/dev/custom/null2".into(),
-            char_device: true,
+            kind: DeviceKind::Char,
             major: 1,
             minor: 3,
             mode: 0o600,

@@ -9,7 +9,7 @@ use berth_runtime::device_filter::{
     DeviceRule, ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DOCKER_DEFAULT_RULES,
 };
 use berth_runtime::CgroupLimits;
-use berth_runtime::Device;
+use berth_runtime::{Device, DeviceKind};
 use berth_schema::config::SwapLimit;
 use berth_schema::plan::PlannedContainer;
 
@@ -77,7 +77,7 @@ fn device_rules(c: &PlannedContainer) -> Result<Vec<DeviceRule>, String> {
                 _ => ACCESS_MKNOD,
             }
         });
-        let kind = if node.char_device { 'c' } else { 'b' };
+        let kind = if node.kind == DeviceKind::Block { 'b' } else { 'c' };
         rules.push(DeviceRule {
             allow: true,
             kind,
@@ -109,7 +109,7 @@ fn device_node(path: &str) -> Result<Device, String> {
             Ok(m) if m.file_type().is_block_device() || m.file_type().is_char_device() => {
                 return Ok(Device {
                     path: path.to_string(),
-                    char_device: m.file_type().is_char_device(),
+                    kind: if m.file_type().is_char_device() { DeviceKind::Char } else { DeviceKind::Block },
                     major: libc::major(m.rdev()),
                     minor: libc::minor(m.rdev()),
                     mode: m.mode() & 0o7777,

@@ -330,9 +330,7 @@ fn create(
         let mut before_pivot = |pid: Pid| -> Result<(), String> {
             let mut s = st.clone();
             s.pid = pid.as_raw();
-            let mut json = state::oci_state(&s, Status::Created);
-            json["status"] = "creating".into();
-            let text = json.to_string();
+            let text = state::oci_state(&s, Status::Created).to_string();
             hooks::run_hooks("prestart", &prestart, &text, None)?;
             hooks::run_hooks("createRuntime", &create_runtime, &text, None)?;
             hooks::run_hooks("createContainer", &create_container, &text, Some(pid.as_raw()))
@@ -415,10 +413,15 @@ fn start(log: &Logger, roots: &StateRoot, id: &str) -> Res<()> {
         Status::Stopped => return Err("cannot start a container that has stopped".to_string()),
     }
     let text = state::oci_state(&st, Status::Created).to_string();
-    hooks::run_hooks("startContainer", &hook_list(&st, "startContainer"), &text, Some(st.pid))?;
+    if let Err(e) = hooks::run_hooks("startContainer", &hook_list(&st, "startContainer"), &text, Some(st.pid))
+    {
+        // The spec: a failing startContainer hook stops the container; `delete` does the rest.
+        let _ = nix::sys::signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+        return Err(e);
+    }
     open_fifo(roots, &st)?;
     let text = state::oci_state(&st, Status::Running).to_string();
-    if let Err(e) = hooks::run_hooks("poststart", &hook_list(&st, "poststart"), &text, None) {
+    for e in hooks::run_hooks_warning("poststart", &hook_list(&st, "poststart"), &text, None) {
         log.warn(&e);
     }
     Ok(())
@@ -481,7 +484,7 @@ fn destroy(log: &Logger, roots: &StateRoot, st: &ContainerState) -> Res<()> {
         }
     }
     let text = state::oci_state(st, Status::Stopped).to_string();
-    if let Err(e) = hooks::run_hooks("poststop", &hook_list(st, "poststop"), &text, None) {
+    for e in hooks::run_hooks_warning("poststop", &hook_list(st, "poststop"), &text, None) {
         log.warn(&e);
     }
     roots.remove(&st.id)
@@ -537,9 +540,8 @@ fn run(
         }
     } else {
         let text = state::oci_state(st, Status::Running).to_string();
-        if let Err(e) =
-            hooks::run_hooks("poststart", &created.hooks.poststart().clone().unwrap_or_default(), &text, None)
-        {
+        let poststart = created.hooks.poststart().clone().unwrap_or_default();
+        for e in hooks::run_hooks_warning("poststart", &poststart, &text, None) {
             log.warn(&e);
         }
     }

@@ -12,7 +12,9 @@ use crate::capabilities::{self, CapabilitySets};
 use crate::cgroup::{CgroupLimits, CPU_PERIOD_US};
 use crate::device_filter;
 use crate::mounts::{self, Mount};
-use crate::spec::{ContainerSpec, Device, IdMap, Namespace, NamespaceKind, Rlimit, Root, TimeOffset};
+use crate::spec::{
+    ContainerSpec, Device, DeviceKind, IdMap, Namespace, NamespaceKind, Rlimit, Root, TimeOffset,
+};
 
 /// An invalid bundle: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,8 +258,13 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
         namespaces.push(Namespace { kind, path });
     }
     let mode = |kind| namespaces.iter().find(|n| n.kind == kind).map(|n| n.path.is_none());
-    if mode(NamespaceKind::Mount) != Some(true) {
-        return err("linux.namespaces: add {\"type\": \"mount\"} (a new mount namespace is required)");
+    // The root is prepared and pivoted into inside the container's mount namespace: without
+    // one it would be the runtime's own.
+    if mode(NamespaceKind::Mount).is_none() {
+        return err(
+            "linux.namespaces: add {\"type\": \"mount\"} (the container needs a mount namespace: a new \
+             one, or one joined with \"path\")",
+        );
     }
     let uid_mappings = id_maps("uidMappings", linux.uid_mappings())?;
     let gid_mappings = id_maps("gidMappings", linux.gid_mappings())?;
@@ -313,14 +320,13 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
         if !path.starts_with("/dev/") {
             return err(format!("linux.devices[{i}].path: \"{path}\" must be under /dev"));
         }
-        let char_device = match d.typ() {
-            LinuxDeviceType::C | LinuxDeviceType::U => true,
-            LinuxDeviceType::B => false,
-            other => {
-                return err(format!(
-                    "linux.devices[{i}].type: {other:?} is not supported (use \"c\" or \"b\")"
-                ))
-            }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => DeviceKind::Char,
+            LinuxDeviceType::B => DeviceKind::Block,
+            LinuxDeviceType::P => DeviceKind::Fifo,
+            other => return err(format!(
+                "linux.devices[{i}].type: {other:?} is not a device type (use \"c\", \"u\", \"b\" or \"p\")"
+            )),
         };
         let num = |v: i64, what: &str| {
             u32::try_from(v)
@@ -328,7 +334,7 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
         };
         devices.push(Device {
             path,
-            char_device,
+            kind,
             major: num(d.major(), "major")?,
             minor: num(d.minor(), "minor")?,
             mode: d.file_mode().unwrap_or(0o666),

@@ -1,6 +1,15 @@
 //! OCI hooks: each hook's program runs with the state JSON on its stdin; a failure (non-zero
 //! exit, timeout) is an error naming the hook.
 //!
+//! What a failure does (runtime spec, lifecycle): a failing `prestart`, `createRuntime`,
+//! `createContainer` or `startContainer` hook stops the operation ([`run_hooks`]); a failing
+//! `poststart` or `poststop` hook is a warning, and the remaining hooks and the lifecycle go on
+//! ([`run_hooks_warning`]).
+//!
+//! The state each kind receives (as crun): `created` for the four hooks of `create` and
+//! `start` — the container's process exists and has not run the user's program —, `running`
+//! for `poststart`, `stopped` for `poststop`.
+//!
 //! Where berth-runtime runs them (`berth-runtime` CLI):
 //! - `prestart`, `createRuntime`: in the runtime's namespaces, while the container's child waits
 //!   right before `pivot_root` (its namespaces and mounts exist);
@@ -63,6 +72,25 @@ pub fn run_hooks(
             .map_err(|e| format!("hooks.{kind}[{i}] ({}): {e}", hook.path().display()))?;
     }
     Ok(())
+}
+
+/// Runs every hook of one kind, in order, whatever the others did; returns one message per
+/// failed hook, for the caller to log as warnings.
+pub fn run_hooks_warning(
+    kind: &str,
+    hooks: &[Hook],
+    state: &str,
+    in_namespaces_of: Option<i32>,
+) -> Vec<String> {
+    hooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, hook)| {
+            run_one(hook, state, in_namespaces_of)
+                .err()
+                .map(|e| format!("hooks.{kind}[{i}] ({}): {e}", hook.path().display()))
+        })
+        .collect()
 }
 
 fn run_one(hook: &Hook, state: &str, in_namespaces_of: Option<i32>) -> Result<(), String> {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -100,8 +101,12 @@ impl StateRoot {
             Err(e) => return Err(format!("create {}: {e}", dir.display())),
         }
         let fifo = self.fifo(id);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
-            .map_err(|e| format!("mkfifo {}: {e}", fifo.display()))?;
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o622);
+        nix::unistd::mkfifo(&fifo, mode).map_err(|e| format!("mkfifo {}: {e}", fifo.display()))?;
+        // mkfifo applies the umask (0622 & !022 = 0600): set the mode itself, so that the
+        // container's root, another host uid in a user namespace, can open it for writing.
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o622))
+            .map_err(|e| format!("chmod {}: {e}", fifo.display()))?;
         Ok(dir)
     }
 

@@ -1,5 +1,8 @@
-//! Shared by the host tests: a busybox layer, a spec, running a container to completion.
+//! Shared by the host tests: a busybox layer, a spec, running a container to completion, and
+//! OCI bundles for the CLI ([`bundle`]).
 #![allow(dead_code)]
+
+pub mod bundle;
 
 use std::fs;
 use std::io::Read;
