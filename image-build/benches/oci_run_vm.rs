@@ -17,8 +17,8 @@
 //! devtmpfs, cgroup2, `/run` and `/tmp`, enables `+cpu +memory +pids +io`, checks that each
 //! runtime creates a cgroup with `pids.max = 1234` (`create`, `state`, `/proc/PID/cgroup`,
 //! `delete --force`), then runs 3 warm-up rounds and `BENCH_RUNS` measured rounds (wall time on
-//! `CLOCK_MONOTONIC`, peak RSS from `wait4`), prints the table behind the marker `oci-vm` and
-//! powers off. The host prints the guest's lines.
+//! `CLOCK_MONOTONIC`, peak RSS from `wait4`; the order of the runtimes turns each round), prints
+//! the table and berth-runtime's ratios to crun behind the marker `oci-vm` and powers off. The host prints the guest's lines.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -390,7 +390,11 @@ fn guest_bench() -> Result<(), String> {
     let mut rss: Vec<i64> = vec![0; GUEST_RUNTIMES.len()];
     for i in 0..runs + WARMUP {
         let mut line = format!("{MARKER}-run {i:>3}");
-        for (k, (name, rt, root)) in GUEST_RUNTIMES.iter().enumerate() {
+        // The order turns each round, so that no runtime always follows the same one (a
+        // runtime leaves work to the kernel that the next one pays for: namespace teardown).
+        for j in 0..GUEST_RUNTIMES.len() {
+            let k = (i + j) % GUEST_RUNTIMES.len();
+            let (name, rt, root) = GUEST_RUNTIMES[k];
             let (t, m) = run_once(name, rt, root, &format!("bench{i}"))?;
             line.push_str(&format!("  {name} {:.2} ms {m} kB", t * 1e3));
             if i >= WARMUP {
@@ -407,9 +411,16 @@ fn guest_bench() -> Result<(), String> {
         "{MARKER} `run` of /bin/true on a busybox bundle, {runs} interleaved runs each (VM, cgroup v2, pids.max set)"
     );
     println!("{MARKER} {:<14} {:>10} {:>10} {:>14}", "runtime", "median ms", "p90 ms", "peak RSS kB");
+    let mut figures = Vec::new();
     for (k, (name, _, _)) in GUEST_RUNTIMES.iter().enumerate() {
         let (med, p90) = (percentile(&mut times[k], 0.5), percentile(&mut times[k], 0.9));
         println!("{MARKER} {:<14} {:>10.2} {:>10.2} {:>14}", name, med * 1e3, p90 * 1e3, rss[k]);
+        figures.push((med, p90));
     }
+    println!(
+        "{MARKER} berth-runtime / crun: median {:.2}x, p90 {:.2}x",
+        figures[0].0 / figures[1].0,
+        figures[0].1 / figures[1].1
+    );
     Ok(())
 }

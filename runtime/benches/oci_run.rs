@@ -7,7 +7,8 @@
 //! refuses a v2 mount without controllers, so the bench first moves into a mount namespace of its
 //! own with `/sys/fs/cgroup/unified` unmounted: runc and crun then use cgroup v1, berth-runtime
 //! runs without cgroups (it says so), as it would on any v1-only host. `crun nocgroup` is crun
-//! with `--cgroup-manager=disabled`, the like-for-like peer of berth-runtime here.
+//! with `--cgroup-manager=disabled`, the like-for-like peer of berth-runtime here. The order of the
+//! runtimes turns each round; runc is measured on its own afterwards (see `main`).
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -103,24 +104,56 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path());
-    let mut runtimes: Vec<(String, PathBuf, Vec<&str>)> =
+    let mut runtimes: Vec<Runtime> =
         vec![("berth-runtime".into(), PathBuf::from(env!("CARGO_BIN_EXE_berth-runtime")), vec![])];
+    let mut alone: Vec<Runtime> = Vec::new();
     for (label, peer, extra) in [
-        ("crun", "crun", vec![]),
         ("crun nocgroup", "crun", vec!["--cgroup-manager=disabled"]),
+        ("crun", "crun", vec![]),
         ("runc", "runc", vec![]),
     ] {
         match which(peer) {
+            // runc runs on its own: the cgroup v1 groups it leaves behind are torn down by the
+            // kernel after it exits, holding the cgroup lock, and whichever runtime comes next
+            // and mounts cgroup2 (berth-runtime here; crun binds the v1 hierarchies instead)
+            // waits 5–18 ms for it (strace: `mount("cgroup", …, "cgroup2", …) <0.010>`).
+            Some(p) if peer == "runc" => alone.push((label.into(), p, extra)),
             Some(p) => runtimes.push((label.into(), p, extra)),
             None => println!("{peer}: not installed (apt-get install {peer}), skipped"),
         }
     }
+    println!("`run` of /bin/true on a busybox bundle, {runs} interleaved runs each (host, cgroup v1 for the peers)");
+    println!("{:<14} {:>10} {:>10} {:>14}", "runtime", "median ms", "p90 ms", "peak RSS kB");
+    let figures = measure(&runtimes, runs, dir.path(), &b);
+    // berth-runtime runs without cgroups here: its like-for-like peer is crun without them.
+    if let Some(k) = runtimes.iter().position(|(n, _, _)| n == "crun nocgroup") {
+        println!(
+            "berth-runtime / crun nocgroup: median {:.2}x, p90 {:.2}x",
+            figures[0].0 / figures[k].0,
+            figures[0].1 / figures[k].1
+        );
+    }
+    if !alone.is_empty() {
+        println!("on its own, {runs} runs:");
+        measure(&alone, runs, dir.path(), &b);
+    }
+}
+
+/// A runtime to measure: label, binary, arguments before `--root`.
+type Runtime = (String, PathBuf, Vec<&'static str>);
+
+/// Runs each runtime `runs` times (after 3 warm-up rounds), interleaved, the order turning each
+/// round so that no runtime always follows the same one (a runtime leaves work to the kernel
+/// that the next one pays for: namespace teardown). Prints and returns (median s, p90 s) each.
+fn measure(runtimes: &[Runtime], runs: usize, dir: &Path, bundle: &Path) -> Vec<(f64, f64)> {
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
     let mut rss: Vec<i64> = vec![0; runtimes.len()];
     for i in 0..runs + 3 {
-        for (k, (name, rt, extra)) in runtimes.iter().enumerate() {
-            let root = dir.path().join(format!("root-{}", name.replace(' ', "-")));
-            let (t, m) = run_once(rt, extra, &root, &b, &format!("bench{i}"));
+        for j in 0..runtimes.len() {
+            let k = (i + j) % runtimes.len();
+            let (name, rt, extra) = &runtimes[k];
+            let root = dir.join(format!("root-{}", name.replace(' ', "-")));
+            let (t, m) = run_once(rt, extra, &root, bundle, &format!("bench{i}"));
             if i >= 3 {
                 // the first runs warm the page cache
                 times[k].push(t);
@@ -128,10 +161,11 @@ fn main() {
             }
         }
     }
-    println!("`run` of /bin/true on a busybox bundle, {runs} interleaved runs each (host, cgroup v1 for the peers)");
-    println!("{:<14} {:>10} {:>10} {:>14}", "runtime", "median ms", "p90 ms", "peak RSS kB");
+    let mut figures = Vec::new();
     for (k, (name, _, _)) in runtimes.iter().enumerate() {
         let (med, p90) = (percentile(&mut times[k], 0.5), percentile(&mut times[k], 0.9));
         println!("{:<14} {:>10.2} {:>10.2} {:>14}", name, med * 1e3, p90 * 1e3, rss[k]);
+        figures.push((med, p90));
     }
+    figures
 }

@@ -4,6 +4,7 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -298,6 +299,34 @@ impl Cgroup {
     /// Kills every process left in the group (`cgroup.kill`).
     pub fn kill_all(&self) -> io::Result<()> {
         fs::write(self.path.join("cgroup.kill"), "1")
+    }
+
+    /// Waits up to `limit` until no process is left in the group (`populated 0` in
+    /// `cgroup.events`, which the kernel signals with `POLLPRI`); `true` if none is.
+    pub fn wait_empty(&self, limit: Duration) -> bool {
+        let path = self.path.join("cgroup.events");
+        let deadline = Instant::now() + limit;
+        let Ok(file) = fs::File::open(&path) else { return true };
+        loop {
+            let mut text = String::new();
+            // The file is re-read from the start each time: `pread` at offset 0.
+            let mut buf = [0u8; 256];
+            match nix::sys::uio::pread(&file, &mut buf, 0) {
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(_) => return true,
+            }
+            if text.lines().any(|l| l == "populated 0") {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let fds = [std::os::fd::AsFd::as_fd(&file)];
+            if crate::pidfd::wait_for(&fds, nix::poll::PollFlags::POLLPRI, Some(left)).is_err() {
+                return false;
+            }
+        }
     }
 
     /// Removes the group; `EBUSY` while processes (or unreaped zombies) remain in it.

@@ -22,6 +22,7 @@ pub mod launch;
 pub mod mounts;
 pub mod net;
 pub mod oci;
+pub mod pidfd;
 pub mod rlimits;
 pub mod seccomp;
 pub mod spec;

@@ -8,11 +8,12 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_runtime::oci::{self, hooks, state, ContainerState, StateRoot, Status};
+use berth_runtime::pidfd::{self, PidFd};
 use berth_runtime::{launch_with, Container, LaunchHooks, Namespace, Root, Stdio};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
@@ -362,43 +363,48 @@ fn create(
     result
 }
 
-/// Opens the start fifo for reading and waits for the container's byte, watching that its
-/// process is still alive.
+/// A pidfd for the container's process, if it is still the process `st` describes (not a
+/// later one that reused the pid); `None` when it has ended.
+fn container_pidfd(roots: &StateRoot, st: &ContainerState) -> Option<PidFd> {
+    let fd = PidFd::open(st.pid).ok()?;
+    // Checked after opening: from here on the descriptor pins the process.
+    (roots.status(st) != Status::Stopped).then_some(fd)
+}
+
+/// Opens the start fifo for reading and waits for the container's byte, or for its process to
+/// end (its pidfd), whichever comes first: one `poll`, no sleeps.
 fn open_fifo(roots: &StateRoot, st: &ContainerState) -> Res<()> {
+    let exited = || format!("container \"{}\" exited before it was started", st.id);
     let fifo = roots.fifo(&st.id);
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
         .map_err(|e| format!("open {}: {e}", fifo.display()))?;
-    let fd: OwnedFd = f.into();
+    let process = container_pidfd(roots, st).ok_or_else(exited)?;
     loop {
-        let mut pfd = [nix::poll::PollFd::new(fd.as_fd_ref(), nix::poll::PollFlags::POLLIN)];
-        let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16)).unwrap_or(0);
-        if n > 0 {
-            let mut b = [0u8; 1];
-            if let Ok(1) = nix::unistd::read(fd.as_raw_fd(), &mut b) {
-                break;
+        let fds = [f.as_fd(), process.as_fd()];
+        match pidfd::wait_readable(&fds, None).map_err(|e| format!("wait for {}: {e}", fifo.display()))? {
+            Some(0) => {
+                // Readable: the byte, or (no writer yet after a spurious wake-up) nothing.
+                let mut b = [0u8; 1];
+                if let Ok(1) = nix::unistd::read(f.as_raw_fd(), &mut b) {
+                    break;
+                }
+                if process.wait_exit(Some(Duration::ZERO)).unwrap_or(false) {
+                    return Err(exited());
+                }
+                // A hang-up before the writer wrote: wait for the writer to open it.
+                std::thread::yield_now();
             }
-        }
-        if roots.status(st) == Status::Stopped {
-            return Err(format!("container \"{}\" exited before it was started", st.id));
+            _ => return Err(exited()),
         }
     }
     let _ = fs::remove_file(&fifo);
     Ok(())
 }
 
-trait AsFdRef {
-    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
-}
-
-impl AsFdRef for OwnedFd {
-    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(self)
-    }
-}
-
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 fn hook_list(st: &ContainerState, kind: &str) -> Vec<oci_spec::runtime::Hook> {
@@ -463,14 +469,10 @@ fn kill(roots: &StateRoot, id: &str, signal: Option<&str>, all: bool) -> Res<()>
 
 /// Waits (up to `limit`) until the container's process is gone or a zombie.
 fn wait_stopped(roots: &StateRoot, st: &ContainerState, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if roots.status(st) == Status::Stopped {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    match container_pidfd(roots, st) {
+        None => true,
+        Some(fd) => fd.wait_exit(Some(limit)).unwrap_or(false),
     }
-    false
 }
 
 /// Removes the cgroup, runs poststop hooks, removes the state directory.
@@ -478,9 +480,12 @@ fn destroy(log: &Logger, roots: &StateRoot, st: &ContainerState) -> Res<()> {
     if let Some(cg) = &st.cgroup {
         let cg = berth_runtime::Cgroup::at(cg);
         let _ = cg.kill_all();
+        // Removable once empty: wait for the kernel's notice, not in sleeps.
         let end = Instant::now() + Duration::from_secs(2);
-        while cg.remove().is_err() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
+        while cg.remove().is_err() && cg.wait_empty(end.saturating_duration_since(Instant::now())) {
+            if Instant::now() >= end {
+                break;
+            }
         }
     }
     let text = state::oci_state(st, Status::Stopped).to_string();

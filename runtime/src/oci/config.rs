@@ -324,9 +324,11 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
             LinuxDeviceType::C | LinuxDeviceType::U => DeviceKind::Char,
             LinuxDeviceType::B => DeviceKind::Block,
             LinuxDeviceType::P => DeviceKind::Fifo,
-            other => return err(format!(
+            other => {
+                return err(format!(
                 "linux.devices[{i}].type: {other:?} is not a device type (use \"c\", \"u\", \"b\" or \"p\")"
-            )),
+            ))
+            }
         };
         let num = |v: i64, what: &str| {
             u32::try_from(v)

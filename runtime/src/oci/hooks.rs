@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::Hook;
 
+use crate::pidfd::PidFd;
+
 /// The namespace files of `pid` that differ from ours, opened for `setns` (user first, mount
 /// last).
 fn namespace_fds(pid: i32) -> Result<Vec<(OwnedFd, libc::c_int)>, String> {
@@ -138,15 +140,20 @@ fn spawn_and_wait(mut cmd: Command, hook: &Hook, state: &str) -> Result<(), Stri
         let status = child.wait().map_err(|e| format!("wait: {e}"))?;
         return if status.success() { Ok(()) } else { Err(format!("failed: {status}")) };
     };
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
-            return if status.success() { Ok(()) } else { Err(format!("failed: {status}")) };
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    // Our child is not reaped before the wait below, so its pid cannot name another process.
+    let process = PidFd::open(child.id() as i32).map_err(|e| format!("pidfd: {e}"))?;
+    let exited = process
+        .wait_exit(Some(deadline.saturating_duration_since(Instant::now())))
+        .map_err(|e| format!("wait: {e}"))?;
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)));
+    }
+    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("failed: {status}"))
     }
 }
