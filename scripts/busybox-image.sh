@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes a busybox OCI image from Debian's busybox-static, with `berth image import`:
 #   scripts/busybox-image.sh LAYOUT_DIR [TAG]
-# BERTH names the berth binary (default: target/release/berth).
+# BERTH names the berth binary (default: target/release/berth). With PING=1 the image also
+# holds iputils ping (scripts/ping-rootfs.sh).
 set -euo pipefail
 layout=${1:?usage: busybox-image.sh LAYOUT_DIR [TAG]}
 tag=${2:-latest}
@@ -22,5 +23,8 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n' > "$root/etc/group"
 chown 1000:1000 "$root/home/app"
+if [ "${PING:-}" = 1 ]; then
+  "$(dirname "$0")/ping-rootfs.sh" "$root"
+fi
 "$berth" image import "$root" --tag "$tag" -o "$layout" --cmd /bin/sh --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin >/dev/null
 echo "$layout:$tag"

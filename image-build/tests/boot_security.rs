@@ -1,6 +1,6 @@
-//! Secure defaults of berth's containers in a booted machine — Docker's capability set,
-//! `no_new_privs`, Docker's seccomp profile, masked and read-only paths — and their documented
-//! opt-outs.
+//! Secure defaults of berth's containers in a booted machine — Docker's capability set less
+//! `NET_RAW` (with `ping` through ICMP datagram sockets), `no_new_privs`, Docker's seccomp
+//! profile, masked and read-only paths — and their documented opt-outs.
 
 mod common;
 
@@ -15,11 +15,14 @@ when_done = "poweroff"
 
 [[onboot]]
 name = "default"
-image = "oci:images/busybox:latest"
+image = "oci:images/netping:latest"
 command = ["sh", "-c", """
 grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
 mkdir -p /mnt/t; mount -t tmpfs none /mnt/t 2>/dev/null && echo mount-ok || echo mount-denied
-ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
+/usr/bin/ping -c1 -W1 127.0.0.1 >/tmp/ping.out 2>&1 && echo ping-ok || { echo ping-denied; cat /tmp/ping.out; }
+echo ping_group_range=$(cat /proc/sys/net/ipv4/ping_group_range)
+arping -c1 -w1 -I lo 127.0.0.1 2>&1 | grep -q 'not permitted' && echo packet-denied || echo packet-ok
+traceroute -m1 -q1 -w1 127.0.0.1 2>&1 | grep -q 'not permitted' && echo raw-denied || echo raw-ok
 echo interrupts=$(cat /proc/interrupts | wc -c)
 echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable || echo sysrq-read-only
 unshare -U true 2>/dev/null && echo userns-ok || echo userns-denied
@@ -40,10 +43,21 @@ grep ^Seccomp: /proc/self/status
 [[onboot]]
 name = "adjusted"
 image = "oci:images/busybox:latest"
-capabilities = { add = ["SYS_ADMIN"], drop = ["CAP_NET_RAW"] }
+capabilities = { add = ["SYS_ADMIN", "NET_RAW"], drop = ["CAP_KILL"] }
 command = ["sh", "-c", """
+grep -E '^CapEff' /proc/self/status
 mkdir -p /mnt/t; mount -t tmpfs none /mnt/t 2>/dev/null && echo mount-ok || echo mount-denied
-ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
+arping -c1 -w1 -I lo 127.0.0.1 2>&1 | grep -q 'not permitted' && echo packet-denied || echo packet-ok
+traceroute -m1 -q1 -w1 127.0.0.1 2>&1 | grep -q 'not permitted' && echo raw-denied || echo raw-ok
+"""]
+
+[[onboot]]
+name = "hostnet"
+image = "oci:images/netping:latest"
+net = "host"
+command = ["sh", "-c", """
+/usr/bin/ping -c1 -W1 127.0.0.1 >/tmp/ping.out 2>&1 && echo ping-ok || { echo ping-denied; cat /tmp/ping.out; }
+traceroute -m1 -q1 -w1 127.0.0.1 2>&1 | grep -q 'not permitted' && echo raw-denied || echo raw-ok
 """]
 
 [[onboot]]
@@ -66,20 +80,32 @@ fn field<'a>(console: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn containers_get_dockers_defaults_and_opt_outs() {
-    let (_dir, out) = common::build_fresh("security", SECURITY);
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    common::busybox_ping_image(dir.path());
+    let out = common::build(dir.path(), "security", SECURITY);
     let mut vm = common::boot(&out);
     let t = default_timeout();
-    for name in ["default", "unconfined", "adjusted", "privileged"] {
+    for name in ["default", "unconfined", "adjusted", "hostnet", "privileged"] {
         let e = vm.wait_for_event("container.exited", |e| e.get("name") == Some(name), t).unwrap();
         assert_eq!(e.get("code"), Some("0"), "{name}: {}", vm.console_text());
     }
     vm.wait_exit(t).unwrap();
     let c = vm.console_text();
     let docker = berth_runtime::capabilities::mask(berth_runtime::defaults::DEFAULT_CAPABILITIES).unwrap();
+    let net_raw = berth_runtime::capabilities::mask(&["NET_RAW"]).unwrap();
     assert_eq!(field(&c, "default | CapEff:").trim(), format!("{docker:016x}"));
+    let default_caps = u64::from_str_radix(field(&c, "default | CapEff:").trim(), 16).unwrap();
+    assert_eq!(default_caps & net_raw, 0, "no CAP_NET_RAW by default");
     assert_eq!(field(&c, "default | NoNewPrivs:").trim(), "1");
     assert!(c.contains("default | mount-denied"), "{c}");
+    // No AF_PACKET, no raw IP socket, but ping works (ICMP datagram sockets).
+    assert!(c.contains("default | packet-denied"), "{c}");
+    assert!(c.contains("default | raw-denied"), "{c}");
     assert!(c.contains("default | ping-ok"), "{c}");
+    assert_eq!(field(&c, "default | ping_group_range="), "0 2147483647");
+    assert!(c.contains("hostnet | ping-ok"), "the machine's namespace allows ping too: {c}");
+    assert!(c.contains("hostnet | raw-denied"), "{c}");
     assert_eq!(field(&c, "default | interrupts="), "0", "masked");
     assert!(c.contains("default | sysrq-read-only"), "{c}");
     // Docker's seccomp profile: a new user namespace needs no capability, only the filter
@@ -94,7 +120,12 @@ fn containers_get_dockers_defaults_and_opt_outs() {
     assert!(c.contains("privileged | kmsg-open"), "{c}");
 
     assert!(c.contains("adjusted | mount-ok"), "{c}");
-    assert!(c.contains("adjusted | ping-denied"), "{c}");
+    // capabilities = { add = ["NET_RAW"] } restores raw sockets.
+    let adjusted = u64::from_str_radix(field(&c, "adjusted | CapEff:").trim(), 16).unwrap();
+    assert_eq!(adjusted & net_raw, net_raw, "{c}");
+    assert_eq!(adjusted & berth_runtime::capabilities::mask(&["KILL"]).unwrap(), 0, "{c}");
+    assert!(c.contains("adjusted | packet-ok"), "{c}");
+    assert!(c.contains("adjusted | raw-ok"), "{c}");
 
     let all = u64::from_str_radix(field(&c, "privileged | CapEff:").trim(), 16).unwrap();
     assert_eq!(all & docker, docker);

@@ -70,8 +70,8 @@ pub(crate) enum Step {
     Mkdir { path: CString, mode: libc::mode_t },
     /// Create an empty file if missing (a bind-mount target for a file).
     Touch { path: CString },
-    /// `mknod(2)` (replacing an existing node), then `chmod` (the umask would narrow the mode)
-    /// and `chown`.
+    /// `mknod(2)` (an existing node of the same device is kept, any other file is `EEXIST`),
+    /// then `chmod` (the umask would narrow the mode) and `chown`.
     Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t, owner: (libc::uid_t, libc::gid_t) },
     /// Write bytes to an existing file (sysctls, `oom_score_adj`).
     WriteFile { path: CString, data: Vec<u8> },
@@ -223,13 +223,15 @@ fn sync_parent(err_fd: RawFd, kind: SyncKind, read_fd: RawFd) -> Result<(), i32>
     }
 }
 
-/// Opens the start fifo for writing (blocks until a reader comes) and writes one byte.
+/// Opens the start fifo for writing (blocks until a reader comes) and writes one byte. The
+/// descriptor stays open, close-on-exec: `start` sees the fifo hang up when `execve` succeeds
+/// (or the child exits), and runs the `poststart` hooks only then.
 ///
 /// # Safety
 /// As [`run`]; `fifo` is a live `CString`.
 unsafe fn wait_start(fifo: &CString) -> Result<(), i32> {
     // SAFETY: `fifo` is a live NUL-terminated string for open(2); write(2) reads one byte of a
-    // static literal; the descriptor is ours and closed once.
+    // static literal; the descriptor is ours, closed on failure, else by execve.
     unsafe {
         let fd = loop {
             let fd = libc::open(fifo.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -241,8 +243,8 @@ unsafe fn wait_start(fifo: &CString) -> Result<(), i32> {
         check(fd)?;
         let n = libc::write(fd, b"0".as_ptr().cast(), 1);
         let e = errno();
-        libc::close(fd);
         if n < 0 {
+            libc::close(fd);
             Err(e)
         } else {
             Ok(())
@@ -375,8 +377,15 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
             },
             Step::Mknod { path, mode, dev, owner } => {
                 if let Err(libc::EEXIST) = check(libc::mknod(path.as_ptr(), *mode, *dev)) {
-                    check(libc::unlink(path.as_ptr()))?;
-                    check(libc::mknod(path.as_ptr(), *mode, *dev))?;
+                    // The spec: a file already there is kept if it is the same device (its mode
+                    // and owner are then set), and is an error otherwise.
+                    let mut st: libc::stat = std::mem::zeroed();
+                    check(libc::lstat(path.as_ptr(), &mut st))?;
+                    let same_type = st.st_mode & libc::S_IFMT == *mode & libc::S_IFMT;
+                    let same_node = *mode & libc::S_IFMT == libc::S_IFIFO || st.st_rdev == *dev;
+                    if !(same_type && same_node) {
+                        return Err(libc::EEXIST);
+                    }
                 }
                 check(libc::chmod(path.as_ptr(), *mode & 0o7777))?;
                 if *owner != (0, 0) {

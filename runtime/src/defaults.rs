@@ -1,8 +1,9 @@
 //! Docker's secure defaults for a container: its capability set, masked and read-only paths.
 //! (Docker's seccomp profile is data: see `profiles/docker-default.json` and `seccomp`.)
 
-/// Docker's default capabilities (moby `oci/caps/defaults.go`).
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
+/// Docker's default capabilities (moby `oci/caps/defaults.go`): what Docker's seccomp profile
+/// is written against.
+pub const DOCKER_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -18,6 +19,31 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
+
+/// berth's default capabilities: Docker's without `CAP_NET_RAW`, as Podman does. With it a
+/// container opens `AF_PACKET` and raw IP sockets, and on a shared bridge forges ARP and IP
+/// packets as any other container; `ping` works without it through ICMP datagram sockets,
+/// which [`UNPRIVILEGED_PING`] opens to every group.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The sysctl that lets every group open ICMP echo sockets (`socket(AF_INET, SOCK_DGRAM,
+/// IPPROTO_ICMP)`), so that `ping` needs no `CAP_NET_RAW`; per network namespace. Docker sets
+/// the same in each container's namespace.
+pub const UNPRIVILEGED_PING: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
 
 /// Paths hidden from a container (a file gets `/dev/null` over it, a directory an empty
 /// read-only tmpfs), as Docker does.

@@ -92,6 +92,10 @@ const FLAG_OPTIONS: &[(&str, bool, c_ulong)] = &[
     ("loud", false, libc::MS_SILENT),
     ("bind", true, libc::MS_BIND),
     ("rbind", true, libc::MS_BIND | libc::MS_REC),
+    ("iversion", true, libc::MS_I_VERSION),
+    ("noiversion", false, libc::MS_I_VERSION),
+    ("lazytime", true, libc::MS_LAZYTIME),
+    ("nolazytime", false, libc::MS_LAZYTIME),
 ];
 
 /// Propagation options.

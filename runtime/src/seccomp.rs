@@ -671,7 +671,7 @@ mod tests {
         bpf::run(&p.filter, nr(name), AUDIT_ARCH_X86_64, args)
     }
 
-    const DOCKER_CAPS: &[&str] = crate::defaults::DEFAULT_CAPABILITIES;
+    const DOCKER_CAPS: &[&str] = crate::defaults::DOCKER_CAPABILITIES;
 
     fn docker(caps: &[&str]) -> SeccompProgram {
         let p =

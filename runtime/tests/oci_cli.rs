@@ -62,6 +62,7 @@ fn lifecycle_create_start_kill_delete() {
     let (code, _, err) = b.cli(&["delete", "c1"]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot delete container c1 that is not stopped: running"), "{err}");
+    assert_eq!(b.state("c1")["status"], "running", "a refused delete changes nothing");
 
     let (code, _, err) = b.cli(&["kill", "c1", "KILL"]);
     assert_eq!(code, 0, "kill: {err}");
@@ -350,8 +351,12 @@ fn state_and_list_json_shapes() {
     assert_eq!(v[0]["status"], "created");
     let (_, out, _) = b.cli(&["list", "-q"]);
     assert_eq!(out, "s1\n");
-    // A created container is deleted without --force.
+    // The spec: deleting a container that is not stopped is an error that changes nothing.
     let (code, _, err) = b.cli(&["delete", "s1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not stopped: created"), "{err}");
+    assert_eq!(b.state("s1")["status"], "created");
+    let (code, _, err) = b.cli(&["delete", "--force", "s1"]);
     assert_eq!(code, 0, "{err}");
     assert!(!b.root.join("s1").exists());
 }

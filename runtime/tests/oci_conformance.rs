@@ -310,3 +310,355 @@ fn a_failing_start_container_hook_stops_the_container() {
     assert_eq!(b.wait_status("s1", "stopped")["status"], "stopped", "the runtime must stop the container");
     assert_eq!(b.cli(&["delete", "s1"]).0, 0);
 }
+
+/// One bad config: what to change, and what the error must name.
+type BadCase = (&'static str, fn(&mut serde_json::Value));
+
+#[test]
+fn invalid_and_unsupported_fields_are_refused_naming_them() {
+    let cases: &[BadCase] = &[
+        ("ociVersion: \"1.x\" is not a SemVer", |c| c["ociVersion"] = json!("1.x")),
+        ("root.path: missing", |c| c["root"] = json!({"readonly": true})),
+        ("process.user.uid: missing", |c| c["process"]["user"] = json!({"gid": 0})),
+        ("process.rlimits[1].type: RLIMIT_NOFILE is given twice", |c| {
+            c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 10},
+                                             {"type": "RLIMIT_NOFILE", "soft": 20, "hard": 20}])
+        }),
+        ("process.rlimits[0].soft: missing", |c| {
+            c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 10}])
+        }),
+        ("linux.devices[0].major: missing", |c| {
+            c["linux"]["devices"] = json!([{"path": "/dev/x", "type": "c", "minor": 3}])
+        }),
+        ("linux.namespaces[2]: duplicate namespace type", |c| {
+            c["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "pid"}, {"type": "pid"}])
+        }),
+        ("linux.namespaces[0].path: \"netns\" must be an absolute path", |c| {
+            c["linux"]["namespaces"] = json!([{"type": "network", "path": "netns"}, {"type": "mount"}])
+        }),
+        ("hooks.createRuntime[0].path: \"true\" must be an absolute path", |c| {
+            c["hooks"] = json!({"createRuntime": [{"path": "true"}]})
+        }),
+        ("hooks.poststart[0].timeout: 0 must be", |c| {
+            c["hooks"] = json!({"poststart": [{"path": "/bin/true", "timeout": 0}]})
+        }),
+        ("linux.seccomp.defaultErrnoRet", |c| {
+            c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1})
+        }),
+        ("linux.seccomp.syscalls[0].errnoRet", |c| {
+            c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["chmod"], "action": "SCMP_ACT_KILL", "errnoRet": 1}]})
+        }),
+        (
+            "linux.seccomp.syscalls[0].names: empty",
+            |c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [], "action": "SCMP_ACT_ERRNO"}]}),
+        ),
+        ("annotations: a key is empty", |c| c["annotations"] = json!({"": "x"})),
+        ("linux.resources.devices[0].allow: missing", |c| {
+            c["linux"]["resources"] = json!({"devices": [{"access": "rwm"}]})
+        }),
+        ("linux.resources.pids.limit: missing", |c| c["linux"]["resources"] = json!({"pids": {}})),
+        ("process.apparmorProfile: AppArmor", |c| c["process"]["apparmorProfile"] = json!("docker-default")),
+        ("process.selinuxLabel", |c| {
+            c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0")
+        }),
+        ("linux.mountLabel", |c| c["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0")),
+        ("process.scheduler", |c| c["process"]["scheduler"] = json!({"policy": "SCHED_FIFO", "priority": 1})),
+        ("process.ioPriority", |c| c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE"})),
+        ("process.execCPUAffinity", |c| c["process"]["execCPUAffinity"] = json!({"initial": "0"})),
+        ("linux.intelRdt", |c| c["linux"]["intelRdt"] = json!({"closID": "x"})),
+        ("linux.resources.rdma", |c| {
+            c["linux"]["resources"] = json!({"rdma": {"mlx5_1": {"hcaHandles": 3}}})
+        }),
+        ("linux.resources.network", |c| c["linux"]["resources"] = json!({"network": {"classID": 1}})),
+        ("linux.resources.memory.disableOOMKiller", |c| {
+            c["linux"]["resources"] = json!({"memory": {"disableOOMKiller": true}})
+        }),
+        ("linux.resources.cpu.realtimeRuntime", |c| {
+            c["linux"]["resources"] = json!({"cpu": {"realtimeRuntime": 1000}})
+        }),
+        ("linux.resources.cpu.idle", |c| c["linux"]["resources"] = json!({"cpu": {"idle": 1}})),
+        ("linux.resources.cpu.burst", |c| c["linux"]["resources"] = json!({"cpu": {"burst": 1000}})),
+        ("linux.resources.unified", |c| {
+            c["linux"]["resources"] = json!({"unified": {"memory.high": "1000000"}})
+        }),
+        ("linux.personality", |c| c["linux"]["personality"] = json!({"domain": "LINUX32"})),
+        ("mounts[0].uidMappings", |c| {
+            c["mounts"][0]["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}])
+        }),
+        ("process.cwd: \"rel\" must be an absolute path", |c| c["process"]["cwd"] = json!("rel")),
+        ("process.args: empty", |c| c["process"]["args"] = json!([])),
+        ("process: missing", |c| {
+            c.as_object_mut().unwrap().remove("process");
+        }),
+        ("process.rlimits[0].type: unknown resource", |c| {
+            c["process"]["rlimits"] = json!([{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}])
+        }),
+        ("linux.maskedPaths[0]: \"proc/kcore\" must be an absolute path", |c| {
+            c["linux"]["maskedPaths"] = json!(["proc/kcore"])
+        }),
+        ("linux.readonlyPaths[0]", |c| c["linux"]["readonlyPaths"] = json!(["x"])),
+    ];
+    let b = Bundle::new();
+    b.script("exit 0");
+    let good = b.config();
+    for (want, edit) in cases {
+        let mut c = good.clone();
+        edit(&mut c);
+        fs::write(b.dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
+        let (code, _, err) = b.cli(&["create", "bad"]);
+        assert_eq!(code, 1, "accepted ({want}): {err}");
+        assert!(err.contains(want), "expected `{want}` in: {err}");
+        assert!(!b.root.join("bad").exists(), "state left behind for {want}");
+    }
+    // Neutral values of unsupported fields, as generators write them, are accepted.
+    let mut c = good.clone();
+    c["linux"]["personality"] = json!({"domain": "LINUX"});
+    c["linux"]["resources"] = json!({"memory": {"disableOOMKiller": false}, "unified": {}});
+    c["process"]["apparmorProfile"] = json!("");
+    fs::write(b.dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
+    let (code, _, err) = b.cli(&["--cgroup-manager=disabled", "run", "neutral"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn unknown_properties_are_ignored_and_annotations_kept() {
+    let b = Bundle::new();
+    b.script("exec sleep 60");
+    b.edit(|c| {
+        c["x-vendor"] = json!({"anything": [1, 2]});
+        c["process"]["x-unknown"] = json!(true);
+        c["annotations"] = json!({"com.example.k": "v"});
+    });
+    let (code, _, err) = b.cli(&["create", "a1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(b.state("a1")["annotations"]["com.example.k"], "v");
+    assert_eq!(b.cli(&["delete", "--force", "a1"]).0, 0);
+}
+
+#[test]
+fn domainname_relative_destinations_and_mount_flags() {
+    let b = Bundle::new();
+    b.script("cat /proc/sys/kernel/domainname; awk '$2 == \"/mnt/rel\" {print $4}' /proc/mounts");
+    b.edit(|c| {
+        c["domainname"] = json!("example.org");
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "mnt/rel", "type": "tmpfs",
+            "source": "tmpfs", "options": ["lazytime", "nosuid"]}));
+    });
+    let (code, out, err) = b.cli(&["run", "d1"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("example.org"), "{out}");
+    let options = lines.next().unwrap_or_default();
+    assert!(options.split(',').any(|o| o == "lazytime"), "a relative destination is under /: {out}");
+}
+
+#[test]
+fn capabilities_that_cannot_be_granted_are_warnings() {
+    let b = Bundle::new();
+    b.script("grep ^CapEff /proc/self/status");
+    b.edit(|c| c["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_NOT_A_CAP")));
+    let (code, out, err) = b.cli(&["run", "c1"]);
+    assert_eq!(code, 0, "an unknown capability must not fail the container: {err}");
+    assert!(out.starts_with("CapEff:"), "{out}");
+    assert!(err.contains("warning") && err.contains("CAP_NOT_A_CAP"), "{err}");
+    // runc's default config lists ambient capabilities without an inheritable set.
+    assert!(err.contains("process.capabilities.ambient") && err.contains("CAP_KILL"), "{err}");
+}
+
+/// Runs the CLI in a mount namespace where `/sys/fs/cgroup` is an empty tmpfs: a host without
+/// cgroup v2, whatever this host has.
+fn cli_without_cgroup_v2(b: &Bundle, args: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", "mount -t tmpfs none /sys/fs/cgroup && exec \"$@\"", "sh"])
+        .arg(common::bundle::BIN)
+        .arg("--root")
+        .arg(&b.root)
+        .args(args)
+        .current_dir(&b.dir)
+        .stdin(std::process::Stdio::null());
+    let o = cmd.output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn resources_that_cannot_be_applied_are_an_error() {
+    let b = Bundle::new();
+    b.script("exit 0");
+    b.edit(|c| c["linux"]["resources"] = json!({"memory": {"limit": 100_000_000}, "pids": {"limit": 50}}));
+    let (code, err) = cli_without_cgroup_v2(&b, &["create", "r1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("linux.resources (memory.limit, pids.limit)")
+            && err.contains("--cgroup-manager=disabled"),
+        "{err}"
+    );
+    assert!(!b.root.join("r1").exists());
+    // Asked for: runs, and says what it does not apply.
+    let (code, err) = cli_without_cgroup_v2(&b, &["--cgroup-manager=disabled", "run", "r2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("linux.resources NOT applied: memory.limit, pids.limit"), "{err}");
+    // Without resources nothing is needed.
+    b.edit(|c| c["linux"].as_object_mut().unwrap().remove("resources").map(drop).unwrap_or(()));
+    let (code, err) = cli_without_cgroup_v2(&b, &["run", "r3"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_failure_after_launch_leaves_no_process_behind() {
+    // The console socket is missing: create fails after the container's process exists.
+    let b = Bundle::new();
+    let pid_log = b.dir.join("pid");
+    b.edit(|c| {
+        c["process"]["terminal"] = json!(true);
+        c["process"]["args"] = json!(["sleep", "60"]);
+        c["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c",
+            format!("sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' > {}", pid_log.display())]}]});
+    });
+    let pid_file = b.dir.join("pidfile");
+    let (code, _, err) = b.cli(&[
+        "create",
+        "--console-socket",
+        "/nonexistent.sock",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "f1",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let pid: i32 = fs::read_to_string(&pid_log).unwrap().trim().parse().unwrap();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "container process {pid} left running");
+    assert!(!pid_file.exists(), "pid file left behind");
+    assert!(!b.root.join("f1").exists());
+}
+
+#[test]
+fn a_device_path_holding_another_file_is_an_error() {
+    let b = Bundle::new();
+    b.script("stat -c '%t:%T' /dev/x");
+    // No /dev tmpfs: the nodes are made in the rootfs itself.
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(false);
+        c["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/dev");
+        c["linux"]["devices"] = json!([{"path": "/dev/x", "type": "c", "major": 1, "minor": 3}]);
+    });
+    let (code, out, err) = b.cli(&["run", "d1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1:3\n");
+    // The same device already there is kept (a second run).
+    let (code, _, err) = b.cli(&["run", "d2"]);
+    assert_eq!(code, 0, "{err}");
+    // Another file is not replaced.
+    fs::remove_file(b.dir.join("rootfs/dev/x")).unwrap();
+    fs::write(b.dir.join("rootfs/dev/x"), "data").unwrap();
+    let (code, _, err) = b.cli(&["run", "d3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("mknod") && err.contains("EEXIST"), "{err}");
+    assert_eq!(fs::read_to_string(b.dir.join("rootfs/dev/x")).unwrap(), "data");
+}
+
+#[test]
+fn a_failing_create_hook_still_runs_poststop() {
+    let b = Bundle::new();
+    let marker = b.dir.join("poststop-ran");
+    b.script("exit 0");
+    b.edit(|c| {
+        c["hooks"] = json!({
+            "createRuntime": [{"path": "/bin/false"}],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", marker.display())]}],
+        });
+    });
+    let (code, _, err) = b.cli(&["run", "k1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("hooks.createRuntime[0]"), "{err}");
+    let state = fs::read_to_string(&marker).expect("the poststop hook did not run");
+    assert!(state.contains("\"status\":\"stopped\""), "{state}");
+    assert!(!b.root.join("k1").exists());
+}
+
+#[test]
+fn poststart_runs_once_the_program_is_executed() {
+    let b = Bundle::new();
+    let seen = b.dir.join("exe");
+    b.script("exec sleep 60");
+    b.edit(|c| {
+        c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c",
+            format!("pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); readlink /proc/$pid/exe > {}", seen.display())]}]});
+    });
+    assert_eq!(b.cli(&["create", "p1"]).0, 0);
+    let (code, _, err) = b.cli(&["start", "p1"]);
+    assert_eq!(code, 0, "{err}");
+    let exe = fs::read_to_string(&seen).unwrap();
+    assert!(exe.trim_end().ends_with("/bin/busybox"), "poststart saw {exe:?}, not the user's program");
+    assert_eq!(b.cli(&["delete", "--force", "p1"]).0, 0);
+}
+
+#[test]
+fn defaults_of_a_runc_spec_bundle() {
+    // Read-only root, the default devices and /dev links, mounts in order, hard rlimits, an
+    // oomScoreAdj left alone when unset.
+    let b = Bundle::new();
+    let data = b.dir.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "bound\n").unwrap();
+    b.script(
+        "touch /x 2>/dev/null && echo root-writable || echo root-read-only; \
+         stat -c '%n %t:%T' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; \
+         for l in ptmx fd stdin stdout stderr; do readlink /dev/$l; done; \
+         cat /mnt/a/b/f; ulimit -Hn; ulimit -Sn; cat /proc/self/oom_score_adj",
+    );
+    b.edit(|c| {
+        let m = c["mounts"].as_array_mut().unwrap();
+        m.push(json!({"destination": "/mnt/a", "type": "tmpfs", "source": "tmpfs"}));
+        m.push(json!({"destination": "/mnt/a/b", "type": "bind", "source": data, "options": ["bind", "ro"]}));
+        c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
+        c["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_DAC_OVERRIDE"));
+    });
+    let (code, out, err) = b.cli(&["run", "r1"]);
+    assert_eq!(code, 0, "{err}");
+    let want = "root-read-only\n/dev/null 1:3\n/dev/zero 1:5\n/dev/full 1:7\n/dev/random 1:8\n/dev/urandom 1:9\n/dev/tty 5:0\n\
+                pts/ptmx\n/proc/self/fd\n/proc/self/fd/0\n/proc/self/fd/1\n/proc/self/fd/2\nbound\n200\n100\n";
+    assert!(out.starts_with(want), "{out}");
+    let own = fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_eq!(out.lines().last(), Some(own.trim()), "oomScoreAdj unset: inherited");
+}
+
+#[test]
+fn lifecycle_operations_refused_in_the_wrong_state() {
+    let b = Bundle::new();
+    let log = b.dir.join("log");
+    b.script("exit 0");
+    b.edit(|c| {
+        c["hooks"] = json!({"createRuntime": [
+            {"path": "/bin/sh", "args": ["sh", "-c", format!("echo a >> {}", log.display())]},
+            {"path": "/bin/sh", "args": ["sh", "-c", format!("echo b >> {}", log.display())]}]});
+    });
+    assert_eq!(b.cli(&["create", "a/b"]).2.trim(), "invalid container id format: a/b");
+    for cmd in ["state", "start", "kill", "delete", "create"] {
+        assert_ne!(b.cli(&[cmd]).0, 0, "{cmd} without an id");
+    }
+    assert_eq!(b.cli(&["create", "w1"]).0, 0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "a\nb\n", "hooks of one kind run in order");
+    // A config changed after create is not read again: the new poststart hook does not run.
+    b.edit(|c| c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("echo late >> {}", log.display())]}]}));
+    assert_eq!(b.cli(&["start", "w1"]).0, 0);
+    assert_eq!(b.wait_status("w1", "stopped")["status"], "stopped");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "a\nb\n");
+    let (code, _, err) = b.cli(&["start", "w1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has stopped"), "{err}");
+    assert_eq!(b.cli(&["delete", "w1"]).0, 0);
+}
+
+#[test]
+fn a_start_container_hook_resolves_in_the_container() {
+    let b = Bundle::new();
+    let out = out_dir(&b);
+    let hook = b.dir.join("rootfs/bin/hook-only-here");
+    fs::write(&hook, "#!/bin/sh\necho from-inside > /out/hook\n").unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    b.script("exit 0");
+    b.edit(|c| c["hooks"] = json!({"startContainer": [{"path": "/bin/hook-only-here"}]}));
+    let (code, _, err) = b.cli(&["run", "sc1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read_to_string(out.join("hook")).unwrap(), "from-inside\n");
+}

@@ -24,7 +24,7 @@ const NO_NNP: i32 = 250;
 const NO_INSTALL: i32 = 251;
 
 /// Docker's default capability set.
-const DOCKER_CAPS: &[&str] = berth_runtime::defaults::DEFAULT_CAPABILITIES;
+const DOCKER_CAPS: &[&str] = berth_runtime::defaults::DOCKER_CAPABILITIES;
 
 /// Forks; the child installs `prog` and calls `syscall(nr, args…)`, exiting with [`SUCCESS`] or
 /// the errno. Returns the child's wait status.

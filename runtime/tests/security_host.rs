@@ -5,7 +5,7 @@
 mod common;
 
 use berth_runtime::capabilities::{mask, CapabilitySets};
-use berth_runtime::defaults::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+use berth_runtime::defaults::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, UNPRIVILEGED_PING};
 use berth_runtime::{Device, DeviceKind, Rlimit};
 use common::run_script;
 
@@ -20,13 +20,30 @@ fn docker_caps() -> CapabilitySets {
     CapabilitySets::uniform(mask(DEFAULT_CAPABILITIES).unwrap())
 }
 
+/// A layer with iputils ping (which uses ICMP datagram sockets without CAP_NET_RAW; Debian's
+/// busybox ping does not), from `scripts/ping-rootfs.sh`.
+fn ping_layer() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ping-rootfs.sh");
+    let o = std::process::Command::new(script).arg(dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir
+}
+
 #[test]
-fn default_capabilities_are_exactly_dockers() {
+fn default_capabilities_are_dockers_without_net_raw() {
     let script = "grep ^Cap /proc/self/status; \
                   mkdir -p /mnt/t; mount -t tmpfs none /mnt/t 2>/dev/null && echo mount-ok || echo mount-denied; \
                   mknod /tmp/n c 1 3 && echo mknod-ok; \
-                  ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied";
-    let (code, out) = run_script(script, |s| s.capabilities = Some(docker_caps()));
+                  /usr/bin/ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied; \
+                  arping -c1 -w1 -I lo 127.0.0.1 2>&1 | grep -q 'not permitted' && echo packet-denied || echo packet-ok; \
+                  traceroute -m1 -q1 -w1 127.0.0.1 2>&1 | grep -q 'not permitted' && echo raw-denied || echo raw-ok";
+    let ping = ping_layer();
+    let (code, out) = run_script(script, |s| {
+        s.capabilities = Some(docker_caps());
+        s.sysctl = vec![(UNPRIVILEGED_PING.0.into(), UNPRIVILEGED_PING.1.into())];
+        s.layers.push(ping.path().to_path_buf());
+    });
     assert_eq!(code, Some(0), "{out}");
     let want = format!("{:016x}", mask(DEFAULT_CAPABILITIES).unwrap());
     for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:"] {
@@ -35,20 +52,33 @@ fn default_capabilities_are_exactly_dockers() {
     assert_eq!(field(&out, "CapAmb:"), "0000000000000000");
     assert!(out.contains("mount-denied"), "CAP_SYS_ADMIN must be missing: {out}");
     assert!(out.contains("mknod-ok"), "CAP_MKNOD is a default: {out}");
-    assert!(out.contains("ping-ok"), "CAP_NET_RAW is a default: {out}");
+    assert!(out.contains("ping-ok"), "ping through ICMP datagram sockets: {out}");
+    assert!(out.contains("packet-denied") && out.contains("raw-denied"), "no CAP_NET_RAW: {out}");
+    let net_raw = mask(&["NET_RAW"]).unwrap();
+    assert_eq!(u64::from_str_radix(&field(&out, "CapEff:"), 16).unwrap() & net_raw, 0);
 
-    // Dropped capabilities are really gone.
+    // Without the sysctl, ping has no way left.
+    let (_, out) = run_script(
+        "/usr/bin/ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied",
+        |s| {
+            s.capabilities = Some(docker_caps());
+            s.layers.push(ping.path().to_path_buf());
+        },
+    );
+    assert!(out.contains("ping-denied"), "{out}");
+
+    // A dropped capability is really gone, an added one there.
+    let (drop, add) = (mask(&["MKNOD"]).unwrap(), mask(&["NET_RAW"]).unwrap());
     let mut caps = docker_caps();
-    let drop = mask(&["MKNOD", "NET_RAW"]).unwrap();
     for m in [&mut caps.bounding, &mut caps.effective, &mut caps.permitted, &mut caps.inheritable] {
-        *m &= !drop;
+        *m = (*m & !drop) | add;
     }
     let (_, out) = run_script(
         "mknod /tmp/n c 1 3 2>/dev/null && echo mknod-ok || echo mknod-denied; \
-         ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied",
+         traceroute -m1 -q1 -w1 127.0.0.1 2>&1 | grep -q 'not permitted' && echo raw-denied || echo raw-ok",
         |s| s.capabilities = Some(caps),
     );
-    assert!(out.contains("mknod-denied") && out.contains("ping-denied"), "{out}");
+    assert!(out.contains("mknod-denied") && out.contains("raw-ok"), "{out}");
 
     // Without a capability set the container keeps everything (the runtime adds nothing).
     let (_, out) = run_script("mkdir -p /mnt/t; mount -t tmpfs none /mnt/t && echo mount-ok", |_| {});

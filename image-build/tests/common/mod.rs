@@ -84,9 +84,20 @@ pub fn run_berth(args: &[&str]) -> Output {
 
 /// Makes the busybox OCI image at `dir/images/busybox` (tag `latest`).
 pub fn busybox_image(dir: &Path) {
+    make_busybox_image(&dir.join("images/busybox"), false);
+}
+
+/// Makes the busybox OCI image with iputils ping at `dir/images/netping` (tag `latest`): a
+/// `ping` that works without CAP_NET_RAW (Debian's busybox ping needs raw sockets).
+pub fn busybox_ping_image(dir: &Path) {
+    make_busybox_image(&dir.join("images/netping"), true);
+}
+
+fn make_busybox_image(layout: &Path, ping: bool) {
     let out = Command::new(workspace().join("scripts/busybox-image.sh"))
         .env("BERTH", berth())
-        .arg(dir.join("images/busybox"))
+        .env("PING", if ping { "1" } else { "" })
+        .arg(layout)
         .output()
         .expect("run busybox-image.sh");
     assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));

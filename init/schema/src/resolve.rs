@@ -5,11 +5,13 @@
 //! boot-time fragments: one implementation for both.
 
 use berth_runtime::capabilities;
-use berth_runtime::defaults::DEFAULT_CAPABILITIES;
+use berth_runtime::defaults::{DEFAULT_CAPABILITIES, UNPRIVILEGED_PING};
 use berth_runtime::seccomp::SeccompProgram;
 
-use crate::config::{ContainerConfig, SeccompMode, UsernsMode};
-use crate::plan::{PlannedContainer, PlannedImage, SeccompFilters, SeccompVariant, UsernsRanges};
+use crate::config::{ContainerConfig, NetMode, SeccompMode, UsernsMode};
+use crate::plan::{
+    PlannedContainer, PlannedImage, SeccompFilters, SeccompVariant, UsernsRanges, USERNS_RANGE,
+};
 use crate::process::merge_process;
 
 /// An error at a byte offset of the config text the container came from.
@@ -68,7 +70,7 @@ pub fn plan_container(
         privileged: c.privileged,
         seccomp: None,
         ulimits: c.ulimits.iter().map(|(resource, limit)| limit.get_ref().rlimit(*resource)).collect(),
-        sysctls: c.sysctls.clone(),
+        sysctls: container_sysctls(c),
         oom_score_adj: c.oom_score_adj,
         userns,
         memory_reservation: c.memory_reservation,
@@ -83,6 +85,22 @@ pub fn plan_container(
         stop_signal: c.stop_signal.map(|s| s.number()),
         stop_timeout_ms: c.stop_timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
+}
+
+/// A container's namespaced sysctls: its own, and in a network namespace of its own
+/// [`UNPRIVILEGED_PING`] unless it sets that itself (`ping` without `CAP_NET_RAW`). In a user
+/// namespace the range can only name mapped groups: the container's 0–65535.
+pub fn container_sysctls(c: &ContainerConfig) -> std::collections::BTreeMap<String, String> {
+    let mut sysctls = c.sysctls.clone();
+    if c.net != NetMode::Host {
+        let (key, all) = UNPRIVILEGED_PING;
+        let value = match c.userns {
+            UsernsMode::Auto => format!("0 {}", USERNS_RANGE - 1),
+            UsernsMode::Host => all.to_string(),
+        };
+        sysctls.entry(key.to_string()).or_insert(value);
+    }
+    sysctls
 }
 
 /// A container's capability mask: Docker's defaults, plus `add`, minus `drop`; all when

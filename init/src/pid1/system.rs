@@ -4,6 +4,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
+use berth_runtime::defaults::UNPRIVILEGED_PING;
 use berth_schema::plan::Plan;
 
 /// Loads each module (paths in load order); "already loaded" is fine. Returns failures.
@@ -34,10 +35,17 @@ pub fn set_hostname(name: &str) -> Result<(), String> {
     nix::unistd::sethostname(name).map_err(|e| format!("sethostname {name}: {e}"))
 }
 
-/// Writes each sysctl under /proc/sys; returns failures naming the key.
+/// Writes each sysctl under /proc/sys, after berth's machine defaults (the config's win);
+/// returns failures naming the key.
+///
+/// The default: [`UNPRIVILEGED_PING`] in the machine's network namespace, so that containers
+/// with `net = "host"`, which have no `CAP_NET_RAW` either, can `ping`.
 pub fn apply_sysctls(plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
-    for (key, value) in &plan.system.sysctl {
+    let (ping_key, ping_value) = UNPRIVILEGED_PING;
+    let defaults = (!plan.system.sysctl.contains_key(ping_key)).then_some((ping_key, ping_value));
+    let configured = plan.system.sysctl.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (key, value) in defaults.into_iter().chain(configured) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         if let Err(e) = std::fs::write(&path, value) {
             failures.push(format!("sysctl {key} = {value}: {e}"));

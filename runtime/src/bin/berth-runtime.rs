@@ -28,6 +28,16 @@ enum LogFormat {
     Json,
 }
 
+/// Who manages containers' cgroups (crun's option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CgroupManager {
+    /// berth-runtime writes cgroup v2 groups itself; a config with `linux.resources` fails on a
+    /// host without a usable cgroup v2 hierarchy.
+    Cgroupfs,
+    /// No cgroups: `linux.resources` is not applied (a warning names what is skipped).
+    Disabled,
+}
+
 /// berth-runtime: run OCI bundles (runc-compatible commands).
 #[derive(Debug, Parser)]
 #[command(name = "berth-runtime", version)]
@@ -44,6 +54,9 @@ struct Cli {
     /// Debug logging.
     #[arg(long, global = true)]
     debug: bool,
+    /// `cgroupfs` (cgroup v2) or `disabled`.
+    #[arg(long = "cgroup-manager", global = true, value_enum, default_value = "cgroupfs")]
+    cgroup_manager: CgroupManager,
     #[command(subcommand)]
     command: Command,
 }
@@ -198,16 +211,31 @@ fn main() {
     let cli = Cli::parse();
     let log = Logger::open(&cli);
     let roots = StateRoot::new(&cli.root);
+    let cgroups = cli.cgroup_manager;
     let result = match &cli.command {
         Command::Create(CreateArgs { id, bundle, pid_file, console_socket }) => {
-            create(&log, &roots, id, bundle, pid_file.as_deref(), console_socket.as_deref(), true).map(|_| 0)
+            let args = CreateRequest {
+                id,
+                bundle,
+                pid_file: pid_file.as_deref(),
+                console_socket: console_socket.as_deref(),
+                cgroups,
+            };
+            create(&log, &roots, &args, true).map(|_| 0)
         }
         Command::Start { id } => start(&log, &roots, id).map(|_| 0),
         Command::State { id } => show_state(&roots, id).map(|_| 0),
         Command::Kill { all, id, signal } => kill(&roots, id, signal.as_deref(), *all).map(|_| 0),
         Command::Delete { force, id } => delete(&log, &roots, id, *force).map(|_| 0),
         Command::Run { create: CreateArgs { id, bundle, pid_file, console_socket }, detach } => {
-            run(&log, &roots, id, bundle, pid_file.as_deref(), console_socket.as_deref(), *detach)
+            let args = CreateRequest {
+                id,
+                bundle,
+                pid_file: pid_file.as_deref(),
+                console_socket: console_socket.as_deref(),
+                cgroups,
+            };
+            run(&log, &roots, &args, *detach)
         }
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless).map(|_| 0),
         Command::List { format, quiet } => list(&roots, format, *quiet).map(|_| 0),
@@ -254,33 +282,51 @@ fn owner() -> String {
     nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }
 
+/// What `create` and `run` were asked for.
+struct CreateRequest<'a> {
+    id: &'a str,
+    bundle: &'a Path,
+    pid_file: Option<&'a Path>,
+    console_socket: Option<&'a Path>,
+    cgroups: CgroupManager,
+}
+
 /// Creates the container. `fifo`: stop before exec until `start` (else it runs right away, for
 /// `run` without startContainer hooks).
-fn create(
-    log: &Logger,
-    roots: &StateRoot,
-    id: &str,
-    bundle: &Path,
-    pid_file: Option<&Path>,
-    console_socket: Option<&Path>,
-    fifo: bool,
-) -> Res<Created> {
+fn create(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, fifo: bool) -> Res<Created> {
+    let CreateRequest { id, bundle, pid_file, console_socket, cgroups: manager } = *req;
     if !state::valid_id(id) {
         return Err(format!("invalid container id format: {id}"));
     }
     let bundle = bundle.canonicalize().map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
-    let config = oci::load(&bundle).map_err(|e| e.to_string())?;
-    let cgroups = berth_runtime::cgroup::unified_hierarchy();
+    let oci::Loaded { spec: config, warnings } = oci::load(&bundle).map_err(|e| e.to_string())?;
+    for w in &warnings {
+        log.warn(w);
+    }
+    let v2 = berth_runtime::cgroup::unified_hierarchy();
+    let cgroups = manager == CgroupManager::Cgroupfs && v2;
     let opts = oci::Options { id: id.to_string(), bundle: bundle.clone(), cgroups };
     let mut t = oci::translate(&config, &opts).map_err(|e| e.to_string())?;
     for w in &t.warnings {
         log.warn(w);
     }
-    if !cgroups {
-        log.warn("cgroup v2 is not this host's cgroup hierarchy (v1 or hybrid): running without cgroups");
-        if !t.requested_limits.is_empty() {
-            log.warn(&format!("resource limits NOT applied: {}", t.requested_limits.join(", ")));
+    let limits = t.requested_limits.join(", ");
+    match (manager, v2) {
+        (CgroupManager::Cgroupfs, true) => {}
+        // The spec: a property the runtime cannot apply is an error, and no container.
+        (CgroupManager::Cgroupfs, false) if !t.requested_limits.is_empty() => {
+            return Err(format!(
+                "linux.resources ({limits}): this host has no usable cgroup v2 hierarchy (v1 or hybrid) to apply them; \
+                 run on a cgroup v2 host, remove them from config.json, or pass --cgroup-manager=disabled to run without them"
+            ));
         }
+        (CgroupManager::Cgroupfs, false) => {
+            log.warn("cgroup v2 is not this host's cgroup hierarchy (v1 or hybrid): running without cgroups")
+        }
+        (CgroupManager::Disabled, _) if !t.requested_limits.is_empty() => {
+            log.warn(&format!("--cgroup-manager=disabled: linux.resources NOT applied: {limits}"))
+        }
+        (CgroupManager::Disabled, _) => {}
     }
     if t.terminal && console_socket.is_none() {
         return Err(
@@ -328,13 +374,18 @@ fn create(
         let prestart: Vec<_> = t.hooks.prestart().clone().unwrap_or_default();
         let create_runtime = t.hooks.create_runtime().clone().unwrap_or_default();
         let create_container = t.hooks.create_container().clone().unwrap_or_default();
+        let hook_failed = std::cell::Cell::new(false);
         let mut before_pivot = |pid: Pid| -> Result<(), String> {
             let mut s = st.clone();
             s.pid = pid.as_raw();
             let text = state::oci_state(&s, Status::Created).to_string();
-            hooks::run_hooks("prestart", &prestart, &text, None)?;
-            hooks::run_hooks("createRuntime", &create_runtime, &text, None)?;
-            hooks::run_hooks("createContainer", &create_container, &text, Some(pid.as_raw()))
+            let result = hooks::run_hooks("prestart", &prestart, &text, None)
+                .and_then(|()| hooks::run_hooks("createRuntime", &create_runtime, &text, None))
+                .and_then(|()| {
+                    hooks::run_hooks("createContainer", &create_container, &text, Some(pid.as_raw()))
+                });
+            hook_failed.set(result.is_err());
+            result
         };
         let any_hooks = !(prestart.is_empty() && create_runtime.is_empty() && create_container.is_empty());
         let hooks_arg = LaunchHooks {
@@ -345,15 +396,43 @@ fn create(
             },
         };
         log.debug(&format!("launching {id}: {:?}", t.spec.args));
-        let container = launch_with(&t.spec, hooks_arg).map_err(|e| e.to_string())?;
-        st.pid = container.pid.as_raw();
-        st.start_time = state::process_start_time(st.pid).map(|(s, _)| s).unwrap_or(0);
-        roots.save(&st)?;
-        if let Some(p) = pid_file {
-            write_pid_file(p, st.pid)?;
-        }
-        if let (Some((master, _)), Some(sock)) = (&pty, console_socket) {
-            oci::console::send_master(sock, master)?;
+        let launched = launch_with(&t.spec, hooks_arg).map_err(|e| e.to_string());
+        let container = match launched {
+            Ok(c) => c,
+            Err(e) => {
+                if hook_failed.get() {
+                    // The spec: after a failing create-time hook the container is destroyed
+                    // (launch killed it) and the poststop hooks run.
+                    let text = state::oci_state(&st, Status::Stopped).to_string();
+                    let poststop = t.hooks.poststop().clone().unwrap_or_default();
+                    for w in hooks::run_hooks_warning("poststop", &poststop, &text, None) {
+                        log.warn(&w);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // From here on a failure must not leave the container behind: kill and reap it.
+        let finish = |st: &mut ContainerState| -> Res<()> {
+            st.pid = container.pid.as_raw();
+            st.start_time = state::process_start_time(st.pid).map(|(s, _)| s).unwrap_or(0);
+            roots.save(st)?;
+            if let Some(p) = pid_file {
+                write_pid_file(p, st.pid)?;
+            }
+            if let (Some((master, _)), Some(sock)) = (&pty, console_socket) {
+                oci::console::send_master(sock, master)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = finish(&mut st) {
+            let _ = nix::sys::signal::kill(container.pid, Signal::SIGKILL);
+            let _ = container.wait();
+            let _ = container.cleanup();
+            if let Some(p) = pid_file {
+                let _ = fs::remove_file(p);
+            }
+            return Err(e);
         }
         Ok(Created { container, state: st, hooks: t.hooks.clone(), fifo })
     })();
@@ -372,16 +451,19 @@ fn container_pidfd(roots: &StateRoot, st: &ContainerState) -> Option<PidFd> {
 }
 
 /// Opens the start fifo for reading and waits for the container's byte, or for its process to
-/// end (its pidfd), whichever comes first: one `poll`, no sleeps.
+/// end (its pidfd), whichever comes first: one `poll`, no sleeps. Then waits for the fifo to
+/// hang up: the container's end is close-on-exec, so that is the user's program running (the
+/// spec runs `poststart` hooks after it is executed), or the container gone.
 fn open_fifo(roots: &StateRoot, st: &ContainerState) -> Res<()> {
     let exited = || format!("container \"{}\" exited before it was started", st.id);
+    // The pidfd first: once the fifo is open the container may run, and end, at once.
+    let process = container_pidfd(roots, st).ok_or_else(exited)?;
     let fifo = roots.fifo(&st.id);
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
         .map_err(|e| format!("open {}: {e}", fifo.display()))?;
-    let process = container_pidfd(roots, st).ok_or_else(exited)?;
     loop {
         let fds = [f.as_fd(), process.as_fd()];
         match pidfd::wait_readable(&fds, None).map_err(|e| format!("wait for {}: {e}", fifo.display()))? {
@@ -401,6 +483,8 @@ fn open_fifo(roots: &StateRoot, st: &ContainerState) -> Res<()> {
         }
     }
     let _ = fs::remove_file(&fifo);
+    let fds = [f.as_fd(), process.as_fd()];
+    pidfd::wait_readable(&fds, None).map_err(|e| format!("wait for {}: {e}", fifo.display()))?;
     Ok(())
 }
 
@@ -497,20 +581,21 @@ fn destroy(log: &Logger, roots: &StateRoot, st: &ContainerState) -> Res<()> {
 
 fn delete(log: &Logger, roots: &StateRoot, id: &str, force: bool) -> Res<()> {
     let st = roots.load(id)?;
+    // The spec: deleting a container that is not stopped is an error and changes nothing —
+    // a created one too (runc deletes those); --force kills it first.
     match roots.status(&st) {
         Status::Stopped => {}
-        Status::Created => {
-            let _ = nix::sys::signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
-            wait_stopped(roots, &st, Duration::from_secs(5));
+        status @ (Status::Created | Status::Running) if !force => {
+            return Err(format!(
+                "cannot delete container {id} that is not stopped: {} (kill it first, or use --force)",
+                status.as_str()
+            ));
         }
-        Status::Running if force => {
+        Status::Created | Status::Running => {
             let _ = nix::sys::signal::kill(Pid::from_raw(st.pid), Signal::SIGKILL);
             if !wait_stopped(roots, &st, Duration::from_secs(10)) {
                 return Err(format!("container {id} did not stop after SIGKILL"));
             }
-        }
-        Status::Running => {
-            return Err(format!("cannot delete container {id} that is not stopped: running"));
         }
     }
     destroy(log, roots, &st)
@@ -525,16 +610,9 @@ fn exit_status(info: &berth_runtime::ExitInfo) -> i32 {
     }
 }
 
-fn run(
-    log: &Logger,
-    roots: &StateRoot,
-    id: &str,
-    bundle: &Path,
-    pid_file: Option<&Path>,
-    console_socket: Option<&Path>,
-    detach: bool,
-) -> Res<i32> {
-    let created = create(log, roots, id, bundle, pid_file, console_socket, detach)?;
+fn run(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, detach: bool) -> Res<i32> {
+    let id = req.id;
+    let created = create(log, roots, req, detach)?;
     let st = &created.state;
     if created.fifo {
         if let Err(e) = start(log, roots, id) {

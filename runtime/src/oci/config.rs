@@ -44,8 +44,17 @@ const NAMESPACE_TYPES: &[(&str, NamespaceKind)] = &[
     ("time", NamespaceKind::Time),
 ];
 
+/// A parsed `config.json`, with the warnings reading it gave.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The document.
+    pub spec: Spec,
+    /// What was left out (capability names this runtime does not know).
+    pub warnings: Vec<String>,
+}
+
 /// Reads and parses `BUNDLE/config.json`.
-pub fn load(bundle: &Path) -> Result<Spec, ConfigError> {
+pub fn load(bundle: &Path) -> Result<Loaded, ConfigError> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| ConfigError(format!("{}: {e} (is --bundle the bundle directory?)", path.display())))?;
@@ -53,12 +62,45 @@ pub fn load(bundle: &Path) -> Result<Spec, ConfigError> {
 }
 
 /// Parses `config.json` text: checks the fields whose serde errors would not name them
-/// (namespace types, id mappings, rlimit types, capability names), then the whole document.
-pub fn parse(text: &str) -> Result<Spec, ConfigError> {
-    let value: Value =
+/// (namespace types, id mappings, rlimit types) and what the types would accept silently
+/// ([`super::validate`]), then reads the whole document.
+pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    let mut value: Value =
         serde_json::from_str(text).map_err(|e| ConfigError(format!("config.json: invalid JSON: {e}")))?;
     precheck(&value)?;
-    serde_json::from_str(text).map_err(|e| ConfigError(format!("config.json: {e}")))
+    let warnings = drop_unknown_capabilities(&mut value);
+    let spec = if warnings.is_empty() {
+        // From the text: serde's errors then give the line and column.
+        serde_json::from_str(text)
+    } else {
+        serde_json::from_value(value)
+    }
+    .map_err(|e| ConfigError(format!("config.json: {e}")))?;
+    Ok(Loaded { spec, warnings })
+}
+
+/// Removes the capability names this runtime does not know from `process.capabilities` (the
+/// types refuse them); returns a warning for each. The spec: a capability that cannot be mapped
+/// is a warning, not an error.
+fn drop_unknown_capabilities(v: &mut Value) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(sets) = v["process"]["capabilities"].as_object_mut() {
+        for (set, list) in sets.iter_mut() {
+            if let Some(names) = list.as_array_mut() {
+                names.retain(|name| {
+                    let text = name.as_str().unwrap_or("");
+                    match capabilities::parse(text) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            warnings.push(format!("process.capabilities.{set}: {e}; ignored"));
+                            false
+                        }
+                    }
+                });
+            }
+        }
+    }
+    warnings
 }
 
 fn precheck(v: &Value) -> Result<(), ConfigError> {
@@ -108,17 +150,7 @@ fn precheck(v: &Value) -> Result<(), ConfigError> {
             }
         }
     }
-    if let Some(sets) = v["process"]["capabilities"].as_object() {
-        for (set, list) in sets {
-            for (i, name) in list.as_array().into_iter().flatten().enumerate() {
-                let name = name.as_str().unwrap_or("");
-                if let Err(e) = capabilities::parse(name) {
-                    return err(format!("process.capabilities.{set}[{i}]: {e}"));
-                }
-            }
-        }
-    }
-    Ok(())
+    super::validate::check(v)
 }
 
 /// Where the runtime is and what the host offers.
@@ -160,15 +192,25 @@ fn check_container_path(field: &str, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn cap_mask(field: &str, set: Option<&oci_spec::runtime::Capabilities>) -> Result<u64, ConfigError> {
-    let mut names: Vec<String> = Vec::new();
+/// A capability set from names. The spec: a capability that cannot be mapped or granted is a
+/// warning, not an error — an unknown name (a newer kernel's) and one this kernel does not know
+/// are left out and named in `warnings`.
+fn cap_mask(field: &str, set: Option<&oci_spec::runtime::Capabilities>, warnings: &mut Vec<String>) -> u64 {
+    let last = capabilities::last_cap();
+    let mut mask = 0;
     for c in set.into_iter().flatten() {
-        match serde_json::to_value(c) {
-            Ok(Value::String(s)) => names.push(s),
-            _ => return err(format!("{field}: a capability name could not be read")),
+        // oci-spec reads names it does not know as well: they serialize back as written.
+        let name = match serde_json::to_value(c) {
+            Ok(Value::String(s)) => s,
+            _ => continue,
+        };
+        match capabilities::parse(&name) {
+            Ok(n) if n <= last => mask |= 1u64 << n,
+            Ok(_) => warnings.push(format!("{field}: this kernel has no {name}; not granted")),
+            Err(e) => warnings.push(format!("{field}: {e}; ignored")),
         }
     }
-    capabilities::mask(&names).map_err(|e| ConfigError(format!("{field}: {e}")))
+    mask
 }
 
 /// Converts a parsed config into what [`crate::launch`] needs.
@@ -208,7 +250,9 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
     // Mounts.
     let mut mount_list = Vec::new();
     for (i, m) in config.mounts().iter().flatten().enumerate() {
-        let dest = m.destination().display().to_string();
+        // The spec (Linux): a relative destination is relative to "/" (deprecated, still valid).
+        let written = m.destination().display().to_string();
+        let dest = if written.starts_with('/') { written } else { format!("/{written}") };
         check_container_path(&format!("mounts[{i}].destination"), &dest)?;
         let options = m.options().clone().unwrap_or_default();
         let bind = options.iter().any(|o| o == "bind" || o == "rbind");
@@ -353,6 +397,14 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
     };
     let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
     sysctl.sort();
+    // The NIS domain name is the UTS namespace's `kernel.domainname`, written with the sysctls.
+    if let Some(domain) = config.domainname().as_deref().filter(|d| !d.is_empty()) {
+        if mode(NamespaceKind::Uts).is_none() {
+            return err("domainname: setting a domain name needs a \"uts\" namespace in linux.namespaces");
+        }
+        sysctl.retain(|(k, _)| k != "kernel.domainname");
+        sysctl.push(("kernel.domainname".to_string(), domain.to_string()));
+    }
     for (k, _) in &sysctl {
         if k.contains('/') || k.split('.').any(|c| c.is_empty() || c == "..") {
             return err(format!("linux.sysctl: \"{k}\" is not a dotted sysctl name"));
@@ -374,20 +426,24 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
 
     // Process.
     let user = process.user();
-    let capabilities = match process.capabilities() {
-        Some(c) => Some(CapabilitySets {
-            bounding: cap_mask("process.capabilities.bounding", c.bounding().as_ref())?,
-            effective: cap_mask("process.capabilities.effective", c.effective().as_ref())?,
-            permitted: cap_mask("process.capabilities.permitted", c.permitted().as_ref())?,
-            inheritable: cap_mask("process.capabilities.inheritable", c.inheritable().as_ref())?,
-            ambient: cap_mask("process.capabilities.ambient", c.ambient().as_ref())?,
-        }),
-        None => None,
-    };
-    // The kernel raises an ambient capability only if it is permitted and inheritable; runc's
-    // default config lists ambient capabilities without an inheritable set, and runc quietly
-    // raises what it can. So do we: the others are dropped without a warning on every run.
+    let capabilities = process.capabilities().as_ref().map(|c| CapabilitySets {
+        bounding: cap_mask("process.capabilities.bounding", c.bounding().as_ref(), &mut warnings),
+        effective: cap_mask("process.capabilities.effective", c.effective().as_ref(), &mut warnings),
+        permitted: cap_mask("process.capabilities.permitted", c.permitted().as_ref(), &mut warnings),
+        inheritable: cap_mask("process.capabilities.inheritable", c.inheritable().as_ref(), &mut warnings),
+        ambient: cap_mask("process.capabilities.ambient", c.ambient().as_ref(), &mut warnings),
+    });
+    // The kernel raises an ambient capability only if it is also permitted and inheritable:
+    // the others cannot be granted, which the spec makes a warning (runc's default config
+    // lists ambient capabilities without an inheritable set).
     let capabilities = capabilities.map(|mut c| {
+        let refused = c.ambient & !(c.inheritable & c.permitted);
+        if refused != 0 {
+            warnings.push(format!(
+                "process.capabilities.ambient: {} not raised (an ambient capability must also be permitted and inheritable)",
+                capabilities::names(refused).join(", ")
+            ));
+        }
         c.ambient &= c.inheritable & c.permitted;
         c
     });
@@ -414,10 +470,30 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
     }
 
     // Resources and the cgroup.
-    let (limits, requested_limits) = match linux.resources() {
+    let (mut limits, requested_limits) = match linux.resources() {
         Some(r) => resources(r, &mut warnings)?,
         None => (CgroupLimits::default(), Vec::new()),
     };
+    // The spec: the devices of linux.devices MUST be available in the container, whatever the
+    // device rules say (as runc, they are allowed after the config's rules).
+    if let Some(rules) = &mut limits.devices {
+        for d in &devices {
+            let kind = match d.kind {
+                DeviceKind::Char => 'c',
+                DeviceKind::Block => 'b',
+                DeviceKind::Fifo => continue,
+            };
+            let access =
+                device_filter::ACCESS_READ | device_filter::ACCESS_WRITE | device_filter::ACCESS_MKNOD;
+            rules.push(device_filter::DeviceRule {
+                allow: true,
+                kind,
+                major: Some(d.major),
+                minor: Some(d.minor),
+                access,
+            });
+        }
+    }
     let cgroup_path = cgroup_path(linux.cgroups_path().as_deref(), &opts.id)?;
 
     let spec = ContainerSpec {
@@ -591,6 +667,7 @@ fn resources(
         // they win.
         rules.extend_from_slice(device_filter::DOCKER_DEFAULT_RULES);
         l.devices = Some(rules);
+        names.push("devices".to_string());
     }
     let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
     if let Some(m) = r.memory() {

@@ -185,7 +185,7 @@ pub const DEFAULT_CONFIG_JSON: &str = r#"{
 mod tests {
     #[test]
     fn parses() {
-        let spec = crate::oci::parse(super::DEFAULT_CONFIG_JSON).unwrap();
+        let spec = crate::oci::parse(super::DEFAULT_CONFIG_JSON).unwrap().spec;
         assert_eq!(spec.hostname().as_deref(), Some("runc"));
     }
 }

@@ -9,6 +9,7 @@ pub mod console;
 pub mod default_spec;
 pub mod hooks;
 pub mod state;
+pub mod validate;
 
-pub use config::{load, parse, translate, ConfigError, Options, Translated};
+pub use config::{load, parse, translate, ConfigError, Loaded, Options, Translated};
 pub use state::{ContainerState, StateRoot, Status};
