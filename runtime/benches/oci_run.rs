@@ -5,10 +5,11 @@
 //!
 //! Needs root, `runc` and `crun` (Debian packages). This host's cgroups are hybrid v1/v2 and crun
 //! refuses a v2 mount without controllers, so the bench first moves into a mount namespace of its
-//! own with `/sys/fs/cgroup/unified` unmounted: runc and crun then use cgroup v1, berth-runtime
-//! runs without cgroups (it says so), as it would on any v1-only host. `crun nocgroup` is crun
-//! with `--cgroup-manager=disabled`, the like-for-like peer of berth-runtime here. The order of the
-//! runtimes turns each round; runc is measured on its own afterwards (see `main`).
+//! own with `/sys/fs/cgroup/unified` unmounted: runc and crun then use cgroup v1. berth-runtime
+//! has no cgroup v1 support and runs with `--cgroup-manager=disabled` (without it, runc's default
+//! device rules are an error on such a host); `crun nocgroup` is crun with the same option, its
+//! like-for-like peer. The order of the runtimes turns each round; runc is measured on its own
+//! afterwards (see `main`).
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -104,8 +105,11 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path());
-    let mut runtimes: Vec<Runtime> =
-        vec![("berth-runtime".into(), PathBuf::from(env!("CARGO_BIN_EXE_berth-runtime")), vec![])];
+    let mut runtimes: Vec<Runtime> = vec![(
+        "berth-runtime".into(),
+        PathBuf::from(env!("CARGO_BIN_EXE_berth-runtime")),
+        vec!["--cgroup-manager=disabled"],
+    )];
     let mut alone: Vec<Runtime> = Vec::new();
     for (label, peer, extra) in [
         ("crun nocgroup", "crun", vec!["--cgroup-manager=disabled"]),
