@@ -20,7 +20,6 @@
 //! `CLOCK_MONOTONIC`, peak RSS from `wait4`; the order of the runtimes turns each round), prints
 //! the table and berth-runtime's ratios to crun behind the marker `oci-vm` and powers off. The host prints the guest's lines.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +29,10 @@ use std::time::{Duration, Instant};
 use berth_image_build::cpio::CpioWriter;
 use berth_image_build::kernel::{debian_cloud_kernel, default_cache_dir};
 use berth_qemu::{Vm, VmConfig};
+
+#[path = "../tests/common/guest.rs"]
+mod guest;
+use guest::add_file;
 
 /// Every guest line meant for the host starts with this.
 const MARKER: &str = "oci-vm";
@@ -110,24 +113,6 @@ fn static_berth_runtime() -> PathBuf {
     target.join("x86_64-unknown-linux-gnu/release/berth-runtime")
 }
 
-/// The shared objects `ldd` lists for `bin` (absolute paths, the loader included).
-fn libraries(bin: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(bin).output().expect("running ldd");
-    assert!(out.status.success(), "ldd {} failed", bin.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, rest)) => rest.trim(),
-                None => l,
-            };
-            let path = path.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
 /// The host binary called `name` on `PATH`.
 fn which(name: &str) -> PathBuf {
     std::env::var("PATH")
@@ -136,13 +121,6 @@ fn which(name: &str) -> PathBuf {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} not found: apt-get install {name}"))
-}
-
-/// Adds the host file `src` (symlinks followed) at `dest` (relative path).
-fn add_file<W: Write>(cpio: &mut CpioWriter<W>, dest: &str, src: &Path, mode: u32) {
-    let f = fs::File::open(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-    let len = f.metadata().unwrap().len();
-    cpio.file(dest, mode, 0, 0, len, f).unwrap();
 }
 
 /// The bundle's `config.json`: `runc spec` with `/bin/true`, no terminal and a pids limit.
@@ -171,20 +149,12 @@ fn write_initrd(path: &Path, berth: &Path, scratch: &Path) {
     }
     cpio.char_dev("dev/console", 0o600, 0, 0, 5, 1).unwrap();
     add_file(&mut cpio, "init", &exe, 0o755);
-    add_file(&mut cpio, "bin/busybox", busybox, 0o755);
-    let list = Command::new(busybox).arg("--list").output().expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
-        cpio.symlink(&format!("bin/{applet}"), "busybox", 0, 0).unwrap();
-    }
+    guest::add_busybox(&mut cpio, "");
     add_file(&mut cpio, "bin/berth-runtime", berth, 0o755);
     add_file(&mut cpio, "usr/bin/crun", &crun, 0o755);
     add_file(&mut cpio, "usr/sbin/runc", &runc, 0o755);
     // Each dynamic binary's libraries, at the paths `ldd` names (one copy each).
-    let libs: BTreeSet<PathBuf> = [&exe, &runc, &crun].iter().flat_map(|b| libraries(b)).collect();
-    for lib in &libs {
-        let dest = lib.to_str().unwrap().trim_start_matches('/');
-        add_file(&mut cpio, dest, lib, 0o755);
-    }
+    guest::add_libraries(&mut cpio, &[&exe, &runc, &crun]);
     // The bundle.
     add_file(&mut cpio, "bundle/rootfs/bin/busybox", busybox, 0o755);
     for applet in ["true", "sh"] {

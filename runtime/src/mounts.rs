@@ -116,7 +116,7 @@ pub fn parse_propagation(name: &str) -> Option<c_ulong> {
 }
 
 /// Splits `mount(8)` options into flags, propagation and data. Options berth cannot honour
-/// (`idmap`, `ridmap`) are errors; unknown ones are passed to the filesystem as data.
+/// (`idmap`, `ridmap`, `tmpcopyup`) are errors; unknown ones are passed to the filesystem as data.
 pub fn parse_options(options: &[String]) -> Result<MountOptions, String> {
     let mut out = MountOptions::default();
     let mut data: Vec<&str> = Vec::new();
@@ -133,7 +133,9 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, String> {
         } else if matches!(opt, "idmap" | "ridmap") {
             return Err(format!("mount option `{opt}` (id-mapped mounts) is not supported"));
         } else if opt == "tmpcopyup" {
-            // runc-specific: copy the image's files into a new tmpfs; not supported, ignored.
+            return Err(
+                "mount option `tmpcopyup` (copy the image's files into the tmpfs) is not supported".into()
+            );
         } else if !opt.is_empty() {
             data.push(opt);
         }

@@ -29,6 +29,24 @@ impl PidFd {
         Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Sends signal `sig` to the process (`pidfd_send_signal(2)`); `ESRCH` once it has exited.
+    pub fn send_signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal on a descriptor we own, with no siginfo (NULL) and no flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Waits until the process has exited (a zombie counts), up to `limit` (`None`: no limit);
     /// `true` if it did.
     pub fn wait_exit(&self, limit: Option<Duration>) -> io::Result<bool> {

@@ -370,7 +370,11 @@ fn terminal_through_a_console_socket() {
     let b = Bundle::new();
     b.edit(|c| {
         c["process"]["terminal"] = json!(true);
-        c["process"]["args"] = json!(["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty; sleep 0.2"]);
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "tty; stat -c 'console-major %t' /dev/console; [ -t 0 ] && [ -t 1 ] && echo is-a-tty; sleep 0.2"
+        ]);
     });
     let socket = b._tmp.path().join("console.sock");
     let listener = UnixListener::bind(&socket).unwrap();
@@ -414,6 +418,8 @@ fn terminal_through_a_console_socket() {
         }
     }
     assert!(out.contains("/dev/pts/") || out.contains("/dev/console"), "tty: {out}");
+    // /dev/console is the pty (major 136 = 0x88), as the spec asks with a terminal.
+    assert!(out.contains("console-major 88"), "{out}");
     assert!(out.contains("is-a-tty"), "{out}");
     b.wait_status("tty1", "stopped");
     assert_eq!(b.cli(&["delete", "tty1"]).0, 0);

@@ -398,6 +398,50 @@ fn invalid_and_unsupported_fields_are_refused_naming_them() {
             c["linux"]["maskedPaths"] = json!(["proc/kcore"])
         }),
         ("linux.readonlyPaths[0]", |c| c["linux"]["readonlyPaths"] = json!(["x"])),
+        ("root: missing", |c| {
+            c.as_object_mut().unwrap().remove("root");
+        }),
+        ("destination", |c| {
+            c["mounts"][0].as_object_mut().unwrap().remove("destination").map(drop).unwrap_or(())
+        }),
+        ("linux.resources.blockIO.throttleReadBpsDevice[0].rate: missing", |c| {
+            c["linux"]["resources"] =
+                json!({"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0}]}})
+        }),
+        ("linux.resources.hugepageLimits[0]: pageSize and limit are REQUIRED", |c| {
+            c["linux"]["resources"] = json!({"hugepageLimits": [{"pageSize": "2MB"}]})
+        }),
+        ("linux.resources.memory.kernel", |c| {
+            c["linux"]["resources"] = json!({"memory": {"kernel": 1_000_000}})
+        }),
+        ("linux.resources.memory.kernelTCP", |c| {
+            c["linux"]["resources"] = json!({"memory": {"kernelTCP": 1_000_000}})
+        }),
+        ("linux.resources.memory.swappiness", |c| {
+            c["linux"]["resources"] = json!({"memory": {"swappiness": 10}})
+        }),
+        ("linux.resources.memory.useHierarchy", |c| {
+            c["linux"]["resources"] = json!({"memory": {"useHierarchy": false}})
+        }),
+        ("linux.resources.blockIO.weightDevice", |c| {
+            c["linux"]["resources"] =
+                json!({"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "weight": 10}]}})
+        }),
+        ("linux.resources.blockIO.leafWeight", |c| {
+            c["linux"]["resources"] = json!({"blockIO": {"leafWeight": 10}})
+        }),
+        ("mounts[0].options: mount option `tmpcopyup`", |c| {
+            c["mounts"][0] =
+                json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]})
+        }),
+        // A namespace file of another type: setns refuses it, naming the namespace.
+        ("setns: EINVAL (Invalid argument) [net namespace]", |c| {
+            for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == "network" {
+                    n["path"] = json!("/proc/self/ns/uts");
+                }
+            }
+        }),
     ];
     let b = Bundle::new();
     b.script("exit 0");
@@ -558,21 +602,24 @@ fn a_device_path_holding_another_file_is_an_error() {
 
 #[test]
 fn a_failing_create_hook_still_runs_poststop() {
-    let b = Bundle::new();
-    let marker = b.dir.join("poststop-ran");
-    b.script("exit 0");
-    b.edit(|c| {
-        c["hooks"] = json!({
-            "createRuntime": [{"path": "/bin/false"}],
-            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", marker.display())]}],
+    for kind in ["prestart", "createRuntime", "createContainer"] {
+        let b = Bundle::new();
+        let marker = b.dir.join("poststop-ran");
+        b.script("exit 0");
+        b.edit(|c| {
+            c["hooks"] = json!({
+                kind: [{"path": "/bin/false"}],
+                "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", marker.display())]}],
+            });
         });
-    });
-    let (code, _, err) = b.cli(&["run", "k1"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("hooks.createRuntime[0]"), "{err}");
-    let state = fs::read_to_string(&marker).expect("the poststop hook did not run");
-    assert!(state.contains("\"status\":\"stopped\""), "{state}");
-    assert!(!b.root.join("k1").exists());
+        let (code, _, err) = b.cli(&["run", "k1"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("hooks.{kind}[0]")), "{err}");
+        let state =
+            fs::read_to_string(&marker).unwrap_or_else(|_| panic!("no poststop after a failing {kind} hook"));
+        assert!(state.contains("\"status\":\"stopped\""), "{state}");
+        assert!(!b.root.join("k1").exists());
+    }
 }
 
 #[test]
@@ -661,4 +708,33 @@ fn a_start_container_hook_resolves_in_the_container() {
     let (code, _, err) = b.cli(&["run", "sc1"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::read_to_string(out.join("hook")).unwrap(), "from-inside\n");
+}
+
+#[test]
+fn container_namespace_hooks_run_in_its_pid_namespace() {
+    let b = Bundle::new();
+    let out = out_dir(&b);
+    let record = |file: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c",
+            format!("{{ readlink /proc/self/ns/pid; sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'; }} > {file}")]})
+    };
+    b.script("readlink /proc/self/ns/pid > /out/container");
+    b.edit(|c| {
+        c["hooks"] = json!({
+            // Before pivot_root the container's mount namespace still shows the host's paths.
+            "createContainer": [record(&out.join("createContainer").display().to_string())],
+            "startContainer": [record("/out/startContainer")],
+        });
+    });
+    let (code, _, err) = b.cli(&["run", "pn1"]);
+    assert_eq!(code, 0, "{err}");
+    let container = fs::read_to_string(out.join("container")).unwrap();
+    let own = fs::read_link("/proc/self/ns/pid").unwrap();
+    assert_ne!(container.trim(), own.display().to_string(), "the container has its own pid namespace");
+    for hook in ["createContainer", "startContainer"] {
+        let text = fs::read_to_string(out.join(hook)).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(container.trim()), "{hook} ran outside the container's pid namespace");
+        assert_eq!(lines.next(), Some("1"), "{hook} must get the pid as the container sees it: {text}");
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use berth_qemu::{Vm, VmConfig};
 
+pub mod guest;
 pub mod redis;
 pub mod registry;
 pub mod update;

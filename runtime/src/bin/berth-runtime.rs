@@ -310,6 +310,19 @@ fn create(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, fifo: bool) 
     for w in &t.warnings {
         log.warn(w);
     }
+    // The spec: an id is unique on the host. Other state roots are out of sight, but their
+    // containers' default cgroups are not.
+    let default_cgroup = config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .is_none_or(|p| p.as_os_str().is_empty());
+    if cgroups && default_cgroup && t.cgroup_path.exists() {
+        return Err(format!(
+            "container id {id} is in use on this host: its cgroup {} exists (pick another id)",
+            t.cgroup_path.display()
+        ));
+    }
     let limits = t.requested_limits.join(", ");
     match (manager, v2) {
         (CgroupManager::Cgroupfs, true) => {}
@@ -369,6 +382,7 @@ fn create(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, fifo: bool) 
             owner: owner(),
             annotations: config.annotations().clone().unwrap_or_default(),
             cgroup: t.spec.cgroup.as_ref().map(|(p, _)| p.clone()),
+            cgroup_created: t.spec.cgroup.as_ref().is_some_and(|(p, _)| !p.exists()),
             config: serde_json::to_value(&config).map_err(|e| format!("encode config: {e}"))?,
         };
         let prestart: Vec<_> = t.hooks.prestart().clone().unwrap_or_default();
@@ -379,10 +393,13 @@ fn create(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, fifo: bool) 
             let mut s = st.clone();
             s.pid = pid.as_raw();
             let text = state::oci_state(&s, Status::Created).to_string();
+            // Hooks in the container's namespaces see its pid as the container does.
+            s.pid = hooks::pid_in_namespace(s.pid).unwrap_or(s.pid);
+            let inside = state::oci_state(&s, Status::Created).to_string();
             let result = hooks::run_hooks("prestart", &prestart, &text, None)
                 .and_then(|()| hooks::run_hooks("createRuntime", &create_runtime, &text, None))
                 .and_then(|()| {
-                    hooks::run_hooks("createContainer", &create_container, &text, Some(pid.as_raw()))
+                    hooks::run_hooks("createContainer", &create_container, &inside, Some(pid.as_raw()))
                 });
             hook_failed.set(result.is_err());
             result
@@ -502,7 +519,9 @@ fn start(log: &Logger, roots: &StateRoot, id: &str) -> Res<()> {
         Status::Running => return Err("cannot start an already running container".to_string()),
         Status::Stopped => return Err("cannot start a container that has stopped".to_string()),
     }
-    let text = state::oci_state(&st, Status::Created).to_string();
+    // The hook runs in the container's namespaces and sees its pid as the container does.
+    let inside = ContainerState { pid: hooks::pid_in_namespace(st.pid).unwrap_or(st.pid), ..st.clone() };
+    let text = state::oci_state(&inside, Status::Created).to_string();
     if let Err(e) = hooks::run_hooks("startContainer", &hook_list(&st, "startContainer"), &text, Some(st.pid))
     {
         // The spec: a failing startContainer hook stops the container; `delete` does the rest.
@@ -537,9 +556,8 @@ fn parse_signal(s: &str) -> Res<Signal> {
 fn kill(roots: &StateRoot, id: &str, signal: Option<&str>, all: bool) -> Res<()> {
     let st = roots.load(id)?;
     let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
-    if roots.status(&st) == Status::Stopped {
-        return Err("container not running".to_string());
-    }
+    // Through a pidfd: a pid that ended and was reused meanwhile is never signalled.
+    let process = container_pidfd(roots, &st).ok_or("container not running")?;
     if all {
         if let Some(cg) = &st.cgroup {
             let procs = fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
@@ -548,7 +566,12 @@ fn kill(roots: &StateRoot, id: &str, signal: Option<&str>, all: bool) -> Res<()>
             }
         }
     }
-    nix::sys::signal::kill(Pid::from_raw(st.pid), sig).map_err(|e| format!("kill container {id}: {e}"))
+    match process.send_signal(sig as i32) {
+        Ok(()) => Ok(()),
+        // With --all the init may be gone already, by the same signal.
+        Err(e) if all && e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(e) => Err(format!("kill container {id}: {e}")),
+    }
 }
 
 /// Waits (up to `limit`) until the container's process is gone or a zombie.
@@ -559,9 +582,9 @@ fn wait_stopped(roots: &StateRoot, st: &ContainerState, limit: Duration) -> bool
     }
 }
 
-/// Removes the cgroup, runs poststop hooks, removes the state directory.
+/// Removes the cgroup (if `create` made it), runs poststop hooks, removes the state directory.
 fn destroy(log: &Logger, roots: &StateRoot, st: &ContainerState) -> Res<()> {
-    if let Some(cg) = &st.cgroup {
+    if let Some(cg) = st.cgroup.as_ref().filter(|_| st.cgroup_created) {
         let cg = berth_runtime::Cgroup::at(cg);
         let _ = cg.kill_all();
         // Removable once empty: wait for the kernel's notice, not in sleeps.

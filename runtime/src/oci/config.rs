@@ -1,7 +1,6 @@
 //! `config.json` → [`ContainerSpec`]: parsing with the `oci-spec` types, validation, and
 //! conversion. Every error names the JSON field and says what to fix.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -471,7 +470,7 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
 
     // Resources and the cgroup.
     let (mut limits, requested_limits) = match linux.resources() {
-        Some(r) => resources(r, &mut warnings)?,
+        Some(r) => resources(r)?,
         None => (CgroupLimits::default(), Vec::new()),
     };
     // The spec: the devices of linux.devices MUST be available in the container, whatever the
@@ -615,10 +614,7 @@ pub fn blkio_to_io_weight(weight: u64) -> u64 {
 }
 
 /// `linux.resources` → limits, and the names of the fields that set something.
-fn resources(
-    r: &LinuxResources,
-    warnings: &mut Vec<String>,
-) -> Result<(CgroupLimits, Vec<String>), ConfigError> {
+fn resources(r: &LinuxResources) -> Result<(CgroupLimits, Vec<String>), ConfigError> {
     let mut l = CgroupLimits::default();
     let mut names = Vec::new();
     if let Some(list) = r.devices() {
@@ -698,12 +694,6 @@ fn resources(
             }
             _ => {}
         }
-        if m.kernel().is_some() || m.kernel_tcp().is_some() || m.swappiness().is_some() {
-            warnings.push(
-                "linux.resources.memory: kernel, kernelTCP and swappiness do not exist in cgroup v2; ignored"
-                    .into(),
-            );
-        }
     }
     if let Some(c) = r.cpu() {
         if let Some(shares) = c.shares().filter(|s| *s > 0) {
@@ -736,9 +726,6 @@ fn resources(
             l.io_weight = Some(blkio_to_io_weight(u64::from(w)));
             names.push("blockIO.weight".to_string());
         }
-        if io.weight_device().as_ref().is_some_and(|d| !d.is_empty()) {
-            warnings.push("linux.resources.blockIO.weightDevice is not supported; ignored".into());
-        }
         let throttles = [
             ("rbps", "throttleReadBpsDevice", io.throttle_read_bps_device()),
             ("wbps", "throttleWriteBpsDevice", io.throttle_write_bps_device()),
@@ -756,9 +743,6 @@ fn resources(
         let bytes = if h.limit() < 0 { u64::MAX } else { h.limit() as u64 };
         l.hugetlb.push((h.page_size().clone(), bytes));
         names.push(format!("hugepageLimits[{}]", h.page_size()));
-    }
-    if r.unified().as_ref().is_some_and(|u: &HashMap<String, String>| !u.is_empty()) {
-        warnings.push("linux.resources.unified is not supported; ignored".into());
     }
     names.dedup();
     Ok((l, names))

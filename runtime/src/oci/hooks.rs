@@ -17,9 +17,13 @@
 //!   `/proc/PID/ns/*` before `exec`, mount namespace last: the hook path resolves in that mount
 //!   namespace — before `pivot_root`, that is the runtime's view of the paths);
 //! - `startContainer`: by `start`, in the container's namespaces, before the start fifo is
-//!   opened; after `pivot_root`, so the path resolves in the container's root. Approximation:
-//!   the pid namespace is not entered (`setns` to a pid namespace affects only children), and
-//!   the hook runs with the runtime's credentials, not the container process's;
+//!   opened; after `pivot_root`, so the path resolves in the container's root. The hook runs
+//!   with the runtime's credentials, not the container process's.
+//!
+//! "In the container's namespaces" includes its pid and time namespaces: those only apply to
+//! children of the caller, so the runtime enters them itself (`pid_for_children`,
+//! `time_for_children`) around the hook's `fork` and goes back right after. Such hooks get the
+//! state with the pid as the container sees it ([`pid_in_namespace`]).
 //! - `poststart`: by `start`/`run` after the fifo was opened; `poststop`: by `delete` (and `run`).
 
 use std::io::Write;
@@ -32,21 +36,38 @@ use oci_spec::runtime::Hook;
 
 use crate::pidfd::PidFd;
 
-/// The namespace files of `pid` that differ from ours, opened for `setns` (user first, mount
-/// last).
-fn namespace_fds(pid: i32) -> Result<Vec<(OwnedFd, libc::c_int)>, String> {
+/// The pid of `pid` in its own (innermost) pid namespace (`NSpid` in its status).
+pub fn pid_in_namespace(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// The namespaces a hook's child enters in the child (user first, mount last).
+const CHILD_NAMESPACES: &[(&str, libc::c_int)] = &[
+    ("user", libc::CLONE_NEWUSER),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+/// The namespaces the runtime enters itself for the hook's fork (they apply to children only).
+const PARENT_NAMESPACES: &[(&str, &str, libc::c_int)] =
+    &[("pid", "pid_for_children", libc::CLONE_NEWPID), ("time", "time_for_children", libc::CLONE_NEWTIME)];
+
+/// The namespace files of `pid` among `kinds` (`ns/` name, our file to compare with, flag) that
+/// differ from ours, opened for `setns`.
+fn differing_namespaces(
+    pid: i32,
+    kinds: &[(&str, &str, libc::c_int)],
+) -> Result<Vec<(OwnedFd, libc::c_int)>, String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
-    for (name, flag) in [
-        ("user", libc::CLONE_NEWUSER),
-        ("ipc", libc::CLONE_NEWIPC),
-        ("uts", libc::CLONE_NEWUTS),
-        ("net", libc::CLONE_NEWNET),
-        ("cgroup", libc::CLONE_NEWCGROUP),
-        ("mnt", libc::CLONE_NEWNS),
-    ] {
+    for (name, our_name, flag) in kinds {
         let theirs = format!("/proc/{pid}/ns/{name}");
-        let ours = format!("/proc/self/ns/{name}");
+        let ours = format!("/proc/self/ns/{our_name}");
         let (a, b) = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) => return Err(format!("{theirs}: {e}")),
@@ -56,9 +77,33 @@ fn namespace_fds(pid: i32) -> Result<Vec<(OwnedFd, libc::c_int)>, String> {
             continue;
         }
         let f = std::fs::File::open(&theirs).map_err(|e| format!("{theirs}: {e}"))?;
-        out.push((OwnedFd::from(f), flag));
+        out.push((OwnedFd::from(f), *flag));
     }
     Ok(out)
+}
+
+/// Opens our own `ns/` files of `kinds`, to come back to after [`differing_namespaces`].
+fn own_namespaces(theirs: &[(OwnedFd, libc::c_int)]) -> Result<Vec<(OwnedFd, libc::c_int)>, String> {
+    theirs
+        .iter()
+        .map(|(_, flag)| {
+            let name = if *flag == libc::CLONE_NEWPID { "pid_for_children" } else { "time_for_children" };
+            let path = format!("/proc/self/ns/{name}");
+            std::fs::File::open(&path).map(|f| (OwnedFd::from(f), *flag)).map_err(|e| format!("{path}: {e}"))
+        })
+        .collect()
+}
+
+/// `setns` into each of `list`.
+fn enter(list: &[(OwnedFd, libc::c_int)]) -> Result<(), String> {
+    for (fd, flag) in list {
+        // SAFETY: setns on a namespace descriptor we own; for pid and time namespaces it only
+        // changes the namespace of this thread's future children.
+        if unsafe { libc::setns(fd.as_raw_fd(), *flag) } < 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the hooks of one kind in order. `in_namespaces_of`: run them in that process's
@@ -108,7 +153,11 @@ fn run_one(hook: &Hook, state: &str, in_namespaces_of: Option<i32>) -> Result<()
         }
     }
     if let Some(pid) = in_namespaces_of {
-        let fds = namespace_fds(pid)?;
+        let kinds: Vec<(&str, &str, libc::c_int)> =
+            CHILD_NAMESPACES.iter().map(|(n, f)| (*n, *n, *f)).collect();
+        let fds = differing_namespaces(pid, &kinds)?;
+        let for_children = differing_namespaces(pid, PARENT_NAMESPACES)?;
+        let back = own_namespaces(&for_children)?;
         let raw: Vec<(i32, libc::c_int)> = fds.iter().map(|(fd, flag)| (fd.as_raw_fd(), *flag)).collect();
         // SAFETY: the closure runs in the forked child before exec and only makes `setns`
         // system calls on descriptors opened above (kept alive by `fds` until spawn returns);
@@ -123,13 +172,24 @@ fn run_one(hook: &Hook, state: &str, in_namespaces_of: Option<i32>) -> Result<()
                 Ok(())
             });
         }
-        return spawn_and_wait(cmd, hook, state);
+        // The pid and time namespaces: ours for the fork, then back before anything else.
+        enter(&for_children)?;
+        let spawned = cmd.spawn().map_err(|e| format!("cannot run: {e}"));
+        let restored = enter(&back);
+        let mut child = spawned?;
+        if let Err(e) = restored {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        return wait_hook(child, hook, state);
     }
-    spawn_and_wait(cmd, hook, state)
+    let child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
+    wait_hook(child, hook, state)
 }
 
-fn spawn_and_wait(mut cmd: Command, hook: &Hook, state: &str) -> Result<(), String> {
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
+/// Writes the state to the hook's stdin and waits for it, up to its timeout.
+fn wait_hook(mut child: std::process::Child, hook: &Hook, state: &str) -> Result<(), String> {
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin closes the pipe: not an error.
         let _ = stdin.write_all(state.as_bytes());

@@ -33,6 +33,10 @@ pub struct ContainerState {
     pub annotations: HashMap<String, String>,
     /// The cgroup the container runs in, if it has one.
     pub cgroup: Option<PathBuf>,
+    /// Whether `create` made that cgroup (else it joined an existing one, which `delete` then
+    /// leaves alone: the spec forbids deleting what the container did not create).
+    #[serde(default)]
+    pub cgroup_created: bool,
     /// The bundle's config as it was at create (hooks, and `exec`'s process settings).
     pub config: serde_json::Value,
 }

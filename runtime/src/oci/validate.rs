@@ -203,7 +203,9 @@ fn unsupported(v: &Value) -> Result<(), ConfigError> {
     let process = &v["process"];
     let linux = &v["linux"];
     let resources = &linux["resources"];
-    let checks: [(&str, bool, &str); 14] = [
+    let memory = &resources["memory"];
+    let block_io = &resources["blockIO"];
+    let checks: [(&str, bool, &str); 20] = [
         (
             "process.apparmorProfile",
             non_empty_string(&process["apparmorProfile"]),
@@ -254,6 +256,36 @@ fn unsupported(v: &Value) -> Result<(), ConfigError> {
             "linux.resources.unified",
             resources["unified"].as_object().is_some_and(|m| !m.is_empty()),
             "linux.resources.unified is not supported (use the typed fields)",
+        ),
+        (
+            "linux.resources.memory.kernel",
+            present(&memory["kernel"]),
+            "kernel memory limits exist only in cgroup v1",
+        ),
+        (
+            "linux.resources.memory.kernelTCP",
+            present(&memory["kernelTCP"]),
+            "kernel TCP memory limits exist only in cgroup v1",
+        ),
+        (
+            "linux.resources.memory.swappiness",
+            present(&memory["swappiness"]),
+            "per-group swappiness exists only in cgroup v1",
+        ),
+        (
+            "linux.resources.memory.useHierarchy",
+            memory["useHierarchy"] == false,
+            "cgroup v2 is always hierarchical",
+        ),
+        (
+            "linux.resources.blockIO.weightDevice",
+            block_io["weightDevice"].as_array().is_some_and(|l| !l.is_empty()),
+            "per-device I/O weights are not supported",
+        ),
+        (
+            "linux.resources.blockIO.leafWeight",
+            set_number(&block_io["leafWeight"]),
+            "leafWeight exists only in cgroup v1",
         ),
     ];
     if let Some((field, _, why)) = checks.iter().find(|(_, set, _)| *set) {
