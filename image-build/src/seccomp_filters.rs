@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Result};
 use berth_runtime::capabilities;
-use berth_runtime::defaults::DEFAULT_CAPABILITIES;
+use berth_runtime::defaults::default_capabilities;
 use berth_runtime::seccomp::{self, KernelVersion, SeccompProgram};
 use berth_schema::plan::{PlannedContainer, SeccompFilters, SeccompVariant};
 use berth_schema::resolve::seccomp_key;
@@ -18,7 +18,7 @@ use berth_schema::resolve::seccomp_key;
 pub fn compile(cap_sets: impl Iterator<Item = u64>, kernel: KernelVersion) -> Result<SeccompFilters> {
     let names = seccomp::berth_profile_capabilities().map_err(|e| anyhow!("seccomp profile: {e}"))?;
     let profile_caps = capabilities::mask(&names).map_err(|e| anyhow!("seccomp profile: {e}"))?;
-    let default_caps = capabilities::mask(DEFAULT_CAPABILITIES).map_err(|e| anyhow!(e))?;
+    let default_caps = default_capabilities().map_err(|e| anyhow!(e))?;
     let keys: BTreeSet<u64> =
         [default_caps].into_iter().chain(cap_sets).map(|caps| seccomp_key(caps, profile_caps)).collect();
     let variants = keys
@@ -59,7 +59,7 @@ mod tests {
     fn one_filter_per_tested_subset() {
         let k = KernelVersion { major: 6, minor: 1 };
         let mask = |names: &[&str]| capabilities::mask(names).unwrap();
-        let default = mask(DEFAULT_CAPABILITIES);
+        let default = default_capabilities().unwrap();
         let with_net_admin = default | mask(&["CAP_NET_ADMIN"]);
         let admin = mask(&["CAP_SYS_ADMIN", "CAP_CHOWN"]);
         let f = compile([default, with_net_admin, admin].into_iter(), k).unwrap();

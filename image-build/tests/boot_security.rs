@@ -92,7 +92,7 @@ fn containers_get_dockers_defaults_and_opt_outs() {
     }
     vm.wait_exit(t).unwrap();
     let c = vm.console_text();
-    let docker = berth_runtime::capabilities::mask(berth_runtime::defaults::DEFAULT_CAPABILITIES).unwrap();
+    let docker = berth_runtime::defaults::default_capabilities().unwrap();
     let net_raw = berth_runtime::capabilities::mask(&["NET_RAW"]).unwrap();
     assert_eq!(field(&c, "default | CapEff:").trim(), format!("{docker:016x}"));
     let default_caps = u64::from_str_radix(field(&c, "default | CapEff:").trim(), 16).unwrap();

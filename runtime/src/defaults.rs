@@ -20,25 +20,16 @@ pub const DOCKER_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// berth's default capabilities: Docker's without `CAP_NET_RAW`, as Podman does. With it a
-/// container opens `AF_PACKET` and raw IP sockets, and on a shared bridge forges ARP and IP
-/// packets as any other container; `ping` works without it through ICMP datagram sockets,
-/// which [`UNPRIVILEGED_PING`] opens to every group.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// The capabilities of Docker's set that berth leaves out: `CAP_NET_RAW`, as Podman does. With
+/// it a container opens `AF_PACKET` and raw IP sockets, and on a shared bridge forges ARP and IP
+/// packets as any other container; `ping` works without it through ICMP datagram sockets, which
+/// [`UNPRIVILEGED_PING`] opens to every group.
+pub const NOT_BY_DEFAULT: &[&str] = &["CAP_NET_RAW"];
+
+/// berth's default capability mask: [`DOCKER_CAPABILITIES`] less [`NOT_BY_DEFAULT`].
+pub fn default_capabilities() -> Result<u64, String> {
+    Ok(crate::capabilities::mask(DOCKER_CAPABILITIES)? & !crate::capabilities::mask(NOT_BY_DEFAULT)?)
+}
 
 /// The sysctl that lets every group open ICMP echo sockets (`socket(AF_INET, SOCK_DGRAM,
 /// IPPROTO_ICMP)`), so that `ping` needs no `CAP_NET_RAW`; per network namespace. Docker sets

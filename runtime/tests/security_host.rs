@@ -5,7 +5,7 @@
 mod common;
 
 use berth_runtime::capabilities::{mask, CapabilitySets};
-use berth_runtime::defaults::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, UNPRIVILEGED_PING};
+use berth_runtime::defaults::{default_capabilities, MASKED_PATHS, READONLY_PATHS, UNPRIVILEGED_PING};
 use berth_runtime::{Device, DeviceKind, Rlimit};
 use common::run_script;
 
@@ -17,7 +17,7 @@ fn field(out: &str, name: &str) -> String {
 }
 
 fn docker_caps() -> CapabilitySets {
-    CapabilitySets::uniform(mask(DEFAULT_CAPABILITIES).unwrap())
+    CapabilitySets::uniform(default_capabilities().unwrap())
 }
 
 /// A layer with iputils ping (which uses ICMP datagram sockets without CAP_NET_RAW; Debian's
@@ -45,7 +45,7 @@ fn default_capabilities_are_dockers_without_net_raw() {
         s.layers.push(ping.path().to_path_buf());
     });
     assert_eq!(code, Some(0), "{out}");
-    let want = format!("{:016x}", mask(DEFAULT_CAPABILITIES).unwrap());
+    let want = format!("{:016x}", default_capabilities().unwrap());
     for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:"] {
         assert_eq!(field(&out, set), want, "{set} in {out}");
     }

@@ -5,7 +5,7 @@
 //! boot-time fragments: one implementation for both.
 
 use berth_runtime::capabilities;
-use berth_runtime::defaults::{DEFAULT_CAPABILITIES, UNPRIVILEGED_PING};
+use berth_runtime::defaults::{default_capabilities, UNPRIVILEGED_PING};
 use berth_runtime::seccomp::SeccompProgram;
 
 use crate::config::{ContainerConfig, NetMode, SeccompMode, UsernsMode};
@@ -109,7 +109,7 @@ pub fn capability_set(c: &ContainerConfig) -> Result<u64, Located> {
     if c.privileged {
         return Ok(capabilities::all());
     }
-    let mut set = capabilities::mask(DEFAULT_CAPABILITIES).map_err(|e| (c.name.span().start, e))?;
+    let mut set = default_capabilities().map_err(|e| (c.name.span().start, e))?;
     for name in &c.capabilities.add {
         set |= capabilities::mask(&[name.get_ref()]).map_err(|e| (name.span().start, e))?;
     }

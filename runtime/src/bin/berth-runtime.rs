@@ -213,30 +213,12 @@ fn main() {
     let roots = StateRoot::new(&cli.root);
     let cgroups = cli.cgroup_manager;
     let result = match &cli.command {
-        Command::Create(CreateArgs { id, bundle, pid_file, console_socket }) => {
-            let args = CreateRequest {
-                id,
-                bundle,
-                pid_file: pid_file.as_deref(),
-                console_socket: console_socket.as_deref(),
-                cgroups,
-            };
-            create(&log, &roots, &args, true).map(|_| 0)
-        }
+        Command::Create(args) => create(&log, &roots, &args.request(cgroups), true).map(|_| 0),
         Command::Start { id } => start(&log, &roots, id).map(|_| 0),
         Command::State { id } => show_state(&roots, id).map(|_| 0),
         Command::Kill { all, id, signal } => kill(&roots, id, signal.as_deref(), *all).map(|_| 0),
         Command::Delete { force, id } => delete(&log, &roots, id, *force).map(|_| 0),
-        Command::Run { create: CreateArgs { id, bundle, pid_file, console_socket }, detach } => {
-            let args = CreateRequest {
-                id,
-                bundle,
-                pid_file: pid_file.as_deref(),
-                console_socket: console_socket.as_deref(),
-                cgroups,
-            };
-            run(&log, &roots, &args, *detach)
-        }
+        Command::Run { create, detach } => run(&log, &roots, &create.request(cgroups), *detach),
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless).map(|_| 0),
         Command::List { format, quiet } => list(&roots, format, *quiet).map(|_| 0),
         Command::Exec { tty, console_socket, cwd, env, user, pid_file, id, command } => exec(
@@ -280,6 +262,19 @@ fn write_pid_file(path: &Path, pid: i32) -> Res<()> {
 fn owner() -> String {
     let uid = nix::unistd::getuid();
     nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+}
+
+impl CreateArgs {
+    /// The request these arguments make, with the global cgroup manager.
+    fn request(&self, cgroups: CgroupManager) -> CreateRequest<'_> {
+        CreateRequest {
+            id: &self.id,
+            bundle: &self.bundle,
+            pid_file: self.pid_file.as_deref(),
+            console_socket: self.console_socket.as_deref(),
+            cgroups,
+        }
+    }
 }
 
 /// What `create` and `run` were asked for.
