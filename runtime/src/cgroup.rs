@@ -329,6 +329,27 @@ impl Cgroup {
         }
     }
 
+    /// Removes the group and the groups below it, deepest first; `EBUSY` while processes
+    /// remain in any.
+    pub fn remove_tree(&self) -> io::Result<()> {
+        fn remove(dir: &Path) -> io::Result<()> {
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    remove(&entry.path())?;
+                }
+            }
+            match fs::remove_dir(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
+        match remove(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     /// Removes the group; `EBUSY` while processes (or unreaped zombies) remain in it.
     pub fn remove(&self) -> io::Result<()> {
         match fs::remove_dir(&self.path) {

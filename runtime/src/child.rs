@@ -102,8 +102,9 @@ pub(crate) enum Step {
     LoopbackUp,
     /// `sethostname(2)`.
     Hostname(CString),
-    /// `chdir(new_root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`, `chdir("/")`:
-    /// the old root is stacked under the new one and detached, with no directory needed for it.
+    /// `chdir(new_root)`, `pivot_root(".", ".")`, `fchdir` into the old root (opened before),
+    /// made a slave recursively, `umount2(".", MNT_DETACH)`, `chdir("/")`: the old root is
+    /// stacked on the new one and detached, with no directory needed for it.
     PivotRoot(CString),
     /// `setgroups`, `setgid`, `setuid`, in that order (groups need the privilege uid 0 has).
     /// An empty group list refused with `EPERM` (a user namespace with `setgroups` denied) is
@@ -524,8 +525,25 @@ unsafe fn perform(step: &Step) -> Result<(), i32> {
             Step::Hostname(name) => check(libc::sethostname(name.as_ptr(), name.as_bytes().len())),
             Step::PivotRoot(new_root) => {
                 let dot = c".".as_ptr();
+                let old_root =
+                    libc::open(c"/".as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC);
+                check(old_root)?;
                 check(libc::chdir(new_root.as_ptr()))?;
-                check(libc::syscall(libc::SYS_pivot_root, dot, dot))?;
+                let pivoted = check(libc::syscall(libc::SYS_pivot_root, dot, dot));
+                // The old root now sits on the new one, and "." is still the new root: step
+                // into the old one by its descriptor. It may hold mounts shared with the host
+                // (a shared rootfsPropagation): made a slave first, detaching it unmounts
+                // nothing there.
+                let entered = pivoted.and_then(|()| check(libc::fchdir(old_root)));
+                libc::close(old_root);
+                entered?;
+                check(libc::mount(
+                    ptr::null(),
+                    dot,
+                    ptr::null(),
+                    libc::MS_SLAVE | libc::MS_REC,
+                    ptr::null(),
+                ))?;
                 check(libc::umount2(dot, libc::MNT_DETACH))?;
                 check(libc::chdir(c"/".as_ptr()))
             }

@@ -419,6 +419,20 @@ fn push_root(b: &mut PlanBuilder, spec: &ContainerSpec) -> Result<PathBuf, StepE
     }
 }
 
+/// The mount point of the mount holding `path` (the longest mount point above it in
+/// `/proc/self/mountinfo`; the child's mount namespace is a copy of ours).
+fn mount_point_of(path: &Path) -> Result<PathBuf, StepError> {
+    let path = path.canonicalize().map_err(|e| StepError::io("root", &e, path.display().to_string()))?;
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| StepError::io("read mountinfo", &e, "/proc/self/mountinfo"))?;
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| path.starts_with(p))
+        .max_by_key(|p| p.as_os_str().len())
+        .ok_or_else(|| prepare_err(format!("no mount holds {}", path.display())))
+}
+
 /// Builds the child's steps from the spec.
 fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> Result<ChildPlan, StepError> {
     let mut b = PlanBuilder { steps: Vec::new(), strings: Vec::new() };
@@ -451,13 +465,28 @@ fn build_plan(spec: &ContainerSpec, prepared: &Prepared, before_pivot: bool) -> 
 
     let joined = spec.root == Root::Joined;
     if !joined {
-        // Nothing may be shared while the root is prepared: a shared root cannot be pivoted
-        // into (EINVAL) and an unbindable one cannot be bound on itself. A root that should
-        // stay connected to the host (slave, shared) becomes a slave of it; any other, private.
-        // The requested propagation is set on the new "/" after pivot_root.
-        let keeps_host = spec.root_propagation.is_some_and(|p| p & (libc::MS_SLAVE | libc::MS_SHARED) != 0);
-        let isolation = if keeps_host { libc::MS_SLAVE } else { libc::MS_PRIVATE };
-        b.mount(None, Path::new("/"), None, isolation | libc::MS_REC, None, "isolate mounts from the host")?;
+        // Propagation while the root is prepared, as runc does: by default every mount turns
+        // private (nothing reaches the host); with a slave rootfsPropagation, a slave of the
+        // host's; with a shared one, shared, so that binds of the host's shared mounts stay
+        // peers of them (Kubernetes' Bidirectional volumes) — and then the mount holding the
+        // rootfs turns private, as pivot_root refuses a shared parent (EINVAL). An unbindable
+        // root is made so only after pivot_root (it could not be bound on itself), where the
+        // requested propagation is set on the new "/".
+        let requested = spec.root_propagation.unwrap_or(0);
+        let (isolation, what) = if requested & libc::MS_SHARED != 0 {
+            (libc::MS_SHARED, "share mounts with the host")
+        } else if requested & libc::MS_SLAVE != 0 {
+            (libc::MS_SLAVE, "receive mounts from the host")
+        } else {
+            (libc::MS_PRIVATE, "isolate mounts from the host")
+        };
+        b.mount(None, Path::new("/"), None, isolation | libc::MS_REC, None, what)?;
+        if isolation == libc::MS_SHARED {
+            if let Root::Directory(dir) = &spec.root {
+                let holder = mount_point_of(dir)?;
+                b.mount(None, &holder, None, libc::MS_PRIVATE, None, "make the rootfs's mount private")?;
+            }
+        }
         if ns_mode(&namespaces, NamespaceKind::Network) == Some(None) {
             b.push(Step::LoopbackUp, "bring lo up", "");
         }
@@ -769,6 +798,8 @@ pub fn launch_with(spec: &ContainerSpec, mut hooks: LaunchHooks<'_>) -> Result<C
         fs::create_dir_all(&spec.state_dir)
             .map_err(|e| StepError::io("create state dir", &e, spec.state_dir.display().to_string()))?;
     }
+    // A group that existed before (a runtime caller's `cgroupsPath`) is joined, never removed.
+    let cgroup_existed = spec.cgroup.as_ref().is_some_and(|(path, _)| path.exists());
     let cgroup = match &spec.cgroup {
         Some((path, limits)) => Some(Cgroup::create(path, limits)?),
         None => None,
@@ -779,7 +810,7 @@ pub fn launch_with(spec: &ContainerSpec, mut hooks: LaunchHooks<'_>) -> Result<C
         (None, None) => None,
     };
     let fail = |e: StepError| {
-        if let Some(cg) = &cgroup {
+        if let Some(cg) = cgroup.as_ref().filter(|_| !cgroup_existed) {
             let _ = cg.remove();
         }
         e

@@ -434,6 +434,13 @@ fn invalid_and_unsupported_fields_are_refused_naming_them() {
             c["mounts"][0] =
                 json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]})
         }),
+        ("is the runtime's or the host's own mount namespace", |c| {
+            for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == "mount" {
+                    n["path"] = json!("/proc/self/ns/mnt");
+                }
+            }
+        }),
         // A namespace file of another type: setns refuses it, naming the namespace.
         ("setns: EINVAL (Invalid argument) [net namespace]", |c| {
             for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
@@ -737,4 +744,32 @@ fn container_namespace_hooks_run_in_its_pid_namespace() {
         assert_eq!(lines.next(), Some(container.trim()), "{hook} ran outside the container's pid namespace");
         assert_eq!(lines.next(), Some("1"), "{hook} must get the pid as the container sees it: {text}");
     }
+}
+
+#[test]
+fn a_shared_root_propagates_volume_mounts_back_to_the_host() {
+    // Kubernetes' Bidirectional volumes: rootfsPropagation rshared and an rshared bind of a
+    // shared host mount; what the container mounts inside shows on the host.
+    let b = Bundle::new();
+    let vol = b._tmp.path().join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    let _cleanup = Unmount(vec![vol.clone()]);
+    mount(&["-t", "tmpfs", "-o", "size=1m", "vol", vol.to_str().unwrap()]);
+    mount(&["--make-shared", vol.to_str().unwrap()]);
+    b.script("mkdir -p /vol/sub && mount -t tmpfs -o size=1m inner /vol/sub && echo made > /vol/sub/f");
+    b.edit(|c| {
+        c["linux"]["rootfsPropagation"] = json!("rshared");
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/vol", "type": "bind",
+            "source": vol, "options": ["rbind", "rw", "rshared"]}));
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+        }
+    });
+    let (code, _, err) = b.cli(&["run", "bd1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fs::read_to_string(vol.join("sub/f")).unwrap_or_default(),
+        "made\n",
+        "the container's mount did not reach the host: {err}"
+    );
 }

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_runtime::oci::{self, hooks, state, ContainerState, StateRoot, Status};
 use berth_runtime::pidfd::{self, PidFd};
@@ -440,7 +440,10 @@ fn create(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, fifo: bool) 
         if let Err(e) = finish(&mut st) {
             let _ = nix::sys::signal::kill(container.pid, Signal::SIGKILL);
             let _ = container.wait();
-            let _ = container.cleanup();
+            // Only a group this create made: another one may hold other processes.
+            if st.cgroup_created {
+                let _ = container.cleanup();
+            }
             if let Some(p) = pid_file {
                 let _ = fs::remove_file(p);
             }
@@ -480,16 +483,15 @@ fn open_fifo(roots: &StateRoot, st: &ContainerState) -> Res<()> {
         let fds = [f.as_fd(), process.as_fd()];
         match pidfd::wait_readable(&fds, None).map_err(|e| format!("wait for {}: {e}", fifo.display()))? {
             Some(0) => {
-                // Readable: the byte, or (no writer yet after a spurious wake-up) nothing.
+                // Readable: the byte; or end of file, the writer gone: the container exited, or
+                // another `start` took the byte and the program runs already.
                 let mut b = [0u8; 1];
-                if let Ok(1) = nix::unistd::read(f.as_raw_fd(), &mut b) {
-                    break;
+                match nix::unistd::read(f.as_raw_fd(), &mut b) {
+                    Ok(1) => break,
+                    Ok(_) if process.wait_exit(Some(Duration::ZERO)).unwrap_or(false) => return Err(exited()),
+                    Ok(_) => return Err("cannot start an already running container".to_string()),
+                    Err(_) => {} // EAGAIN: a wake-up without data
                 }
-                if process.wait_exit(Some(Duration::ZERO)).unwrap_or(false) {
-                    return Err(exited());
-                }
-                // A hang-up before the writer wrote: wait for the writer to open it.
-                std::thread::yield_now();
             }
             _ => return Err(exited()),
         }
@@ -580,13 +582,14 @@ fn wait_stopped(roots: &StateRoot, st: &ContainerState, limit: Duration) -> bool
 /// Removes the cgroup (if `create` made it), runs poststop hooks, removes the state directory.
 fn destroy(log: &Logger, roots: &StateRoot, st: &ContainerState) -> Res<()> {
     if let Some(cg) = st.cgroup.as_ref().filter(|_| st.cgroup_created) {
-        let cg = berth_runtime::Cgroup::at(cg);
-        let _ = cg.kill_all();
-        // Removable once empty: wait for the kernel's notice, not in sleeps.
-        let end = Instant::now() + Duration::from_secs(2);
-        while cg.remove().is_err() && cg.wait_empty(end.saturating_duration_since(Instant::now())) {
-            if Instant::now() >= end {
-                break;
+        let group = berth_runtime::Cgroup::at(cg);
+        let _ = group.kill_all();
+        // Removable once empty: wait for the kernel's notice (not in sleeps), then remove it
+        // with the groups the container made inside it.
+        if group.remove().is_err() {
+            group.wait_empty(Duration::from_secs(2));
+            if let Err(e) = group.remove_tree() {
+                log.warn(&format!("cgroup {} not removed: {e}", cg.display()));
             }
         }
     }

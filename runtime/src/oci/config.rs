@@ -180,6 +180,15 @@ pub struct Translated {
     pub warnings: Vec<String>,
 }
 
+/// Whether two paths name the same file (device and inode; nsfs files included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// `..`-free absolute container path check.
 fn check_container_path(field: &str, path: &str) -> Result<(), ConfigError> {
     if !path.starts_with('/') {
@@ -291,6 +300,16 @@ pub fn translate(config: &Spec, opts: &Options) -> Result<Translated, ConfigErro
         if let Some(p) = &path {
             if !p.exists() {
                 return err(format!("linux.namespaces[{i}].path: {} does not exist", p.display()));
+            }
+            // The root is pivoted in the mount namespace: in the runtime's own or the host's,
+            // that would take the root away from every process there.
+            if kind == NamespaceKind::Mount
+                && ["/proc/self/ns/mnt", "/proc/1/ns/mnt"].iter().any(|own| same_file(p, Path::new(own)))
+            {
+                return err(format!(
+                    "linux.namespaces[{i}].path: {} is the runtime's or the host's own mount namespace (the container's root would replace theirs); give a mount namespace made for the container",
+                    p.display()
+                ));
             }
         }
         if kind == NamespaceKind::Time && !crate::launch::kernel_has_time_namespaces() {

@@ -70,6 +70,8 @@ fn differing_namespaces(
         let ours = format!("/proc/self/ns/{our_name}");
         let (a, b) = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
             (Ok(a), Ok(b)) => (a, b),
+            // A kernel without this namespace type (time namespaces before 5.6) has neither.
+            (Err(_), Err(_)) => continue,
             (Err(e), _) => return Err(format!("{theirs}: {e}")),
             (_, Err(_)) => continue,
         };
@@ -173,7 +175,11 @@ fn run_one(hook: &Hook, state: &str, in_namespaces_of: Option<i32>) -> Result<()
             });
         }
         // The pid and time namespaces: ours for the fork, then back before anything else.
-        enter(&for_children)?;
+        if let Err(e) = enter(&for_children) {
+            // Part of the way in: back to ours for what was entered, whatever failed.
+            let _ = enter(&back);
+            return Err(e);
+        }
         let spawned = cmd.spawn().map_err(|e| format!("cannot run: {e}"));
         let restored = enter(&back);
         let mut child = spawned?;

@@ -34,11 +34,16 @@ pub struct ContainerState {
     /// The cgroup the container runs in, if it has one.
     pub cgroup: Option<PathBuf>,
     /// Whether `create` made that cgroup (else it joined an existing one, which `delete` then
-    /// leaves alone: the spec forbids deleting what the container did not create).
-    #[serde(default)]
+    /// leaves alone: the spec forbids deleting what the container did not create). States
+    /// written before the field existed: made by create, as those versions assumed.
+    #[serde(default = "made_by_create")]
     pub cgroup_created: bool,
     /// The bundle's config as it was at create (hooks, and `exec`'s process settings).
     pub config: serde_json::Value,
+}
+
+fn made_by_create() -> bool {
+    true
 }
 
 /// The OCI status of a container.
