@@ -19,8 +19,8 @@ packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   # the redis appliance test and benchmark: a Debian root filesystem
   debootstrap
   # the runtime's peers in its benchmarks; ping without CAP_NET_RAW in the security tests;
-  # tools the runtime's tests use (unshare, capsh)
-  crun runc iputils-ping util-linux libcap2-bin
+  # unshare for the runtime's tests
+  crun runc iputils-ping util-linux
   # the project kernel (kernel-config/build): Debian's kernel source and what building it needs
   linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev xz-utils)
 missing=()
