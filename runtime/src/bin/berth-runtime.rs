@@ -277,6 +277,28 @@ impl CreateArgs {
     }
 }
 
+/// Whether a container may run given the cgroup manager, whether the host has a usable cgroup
+/// v2 hierarchy, and the limits its config asks for: `Ok(None)` with what was asked, a warning
+/// to log, or the error that refuses it (the spec: a property the runtime cannot apply is an
+/// error, and no container).
+fn cgroup_decision(manager: CgroupManager, v2: bool, requested: &[String]) -> Res<Option<String>> {
+    let limits = requested.join(", ");
+    match (manager, v2) {
+        (CgroupManager::Cgroupfs, true) => Ok(None),
+        (CgroupManager::Cgroupfs, false) if !requested.is_empty() => Err(format!(
+            "linux.resources ({limits}): this host has no usable cgroup v2 hierarchy (v1 or hybrid) to apply them; \
+             run on a cgroup v2 host, remove them from config.json, or pass --cgroup-manager=disabled to run without them"
+        )),
+        (CgroupManager::Cgroupfs, false) => {
+            Ok(Some("cgroup v2 is not this host's cgroup hierarchy (v1 or hybrid): running without cgroups".into()))
+        }
+        (CgroupManager::Disabled, _) if !requested.is_empty() => {
+            Ok(Some(format!("--cgroup-manager=disabled: linux.resources NOT applied: {limits}")))
+        }
+        (CgroupManager::Disabled, _) => Ok(None),
+    }
+}
+
 /// What `create` and `run` were asked for.
 struct CreateRequest<'a> {
     id: &'a str,
@@ -318,23 +340,8 @@ fn create(log: &Logger, roots: &StateRoot, req: &CreateRequest<'_>, fifo: bool) 
             t.cgroup_path.display()
         ));
     }
-    let limits = t.requested_limits.join(", ");
-    match (manager, v2) {
-        (CgroupManager::Cgroupfs, true) => {}
-        // The spec: a property the runtime cannot apply is an error, and no container.
-        (CgroupManager::Cgroupfs, false) if !t.requested_limits.is_empty() => {
-            return Err(format!(
-                "linux.resources ({limits}): this host has no usable cgroup v2 hierarchy (v1 or hybrid) to apply them; \
-                 run on a cgroup v2 host, remove them from config.json, or pass --cgroup-manager=disabled to run without them"
-            ));
-        }
-        (CgroupManager::Cgroupfs, false) => {
-            log.warn("cgroup v2 is not this host's cgroup hierarchy (v1 or hybrid): running without cgroups")
-        }
-        (CgroupManager::Disabled, _) if !t.requested_limits.is_empty() => {
-            log.warn(&format!("--cgroup-manager=disabled: linux.resources NOT applied: {limits}"))
-        }
-        (CgroupManager::Disabled, _) => {}
+    if let Some(warning) = cgroup_decision(manager, v2, &t.requested_limits)? {
+        log.warn(&warning);
     }
     if t.terminal && console_socket.is_none() {
         return Err(
@@ -805,4 +812,28 @@ fn exec(log: &Logger, roots: &StateRoot, a: ExecArgs<'_>) -> Res<i32> {
     }
     let info = container.wait().map_err(|e| e.to_string())?;
     Ok(exit_status(&info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_decision_refuses_limits_it_cannot_apply() {
+        let limits = vec!["memory.limit".to_string(), "devices".to_string()];
+        assert_eq!(cgroup_decision(CgroupManager::Cgroupfs, true, &limits), Ok(None));
+        let e = cgroup_decision(CgroupManager::Cgroupfs, false, &limits).unwrap_err();
+        assert!(
+            e.starts_with("linux.resources (memory.limit, devices):")
+                && e.contains("--cgroup-manager=disabled"),
+            "{e}"
+        );
+        assert!(cgroup_decision(CgroupManager::Cgroupfs, false, &[])
+            .unwrap()
+            .unwrap()
+            .contains("running without cgroups"));
+        let w = cgroup_decision(CgroupManager::Disabled, true, &limits).unwrap().unwrap();
+        assert_eq!(w, "--cgroup-manager=disabled: linux.resources NOT applied: memory.limit, devices");
+        assert_eq!(cgroup_decision(CgroupManager::Disabled, false, &[]), Ok(None));
+    }
 }
