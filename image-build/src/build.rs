@@ -901,6 +901,19 @@ fn write_formats(
             formats::convert(&raw, f, &dir.join(name))?;
         }
     }
+    if wanted.contains(&Format::ContainerDisk) {
+        progress.step("writing the containerDisk");
+        let qcow2 = dir.join(formats::QCOW2);
+        let staged = dir.join(".containerdisk.qcow2");
+        if wanted.contains(&Format::Qcow2) {
+            fs::copy(&qcow2, &staged)?;
+        } else {
+            formats::convert(&raw, Format::Qcow2, &staged)?;
+        }
+        let layout = dir.join(crate::container_disk::DIR);
+        crate::container_disk::write(&layout, &staged, &vmlinuz, &initrd, epoch)?;
+        fs::remove_file(&staged)?;
+    }
     if !wanted.contains(&Format::RawEfi) {
         fs::remove_file(&raw)?;
     }

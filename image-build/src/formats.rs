@@ -39,11 +39,14 @@ pub enum Format {
     Vhdx,
     /// `update/`: the disk's slot as an update bundle (an OCI image layout).
     Update,
+    /// `containerdisk/`: the qcow2 disk as KubeVirt's containerDisk, and a kernel-boot image
+    /// (an OCI image layout).
+    ContainerDisk,
 }
 
 impl Format {
     /// Every format, in the order they are made.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 8] = [
         Format::KernelInitrd,
         Format::Uki,
         Format::Iso,
@@ -51,6 +54,7 @@ impl Format {
         Format::Qcow2,
         Format::Vhdx,
         Format::Update,
+        Format::ContainerDisk,
     ];
 
     /// Parses a `--format` value.
@@ -63,9 +67,10 @@ impl Format {
             "qcow2" => Format::Qcow2,
             "vhdx" => Format::Vhdx,
             "update" => Format::Update,
+            "containerdisk" => Format::ContainerDisk,
             other => {
                 return Err(format!(
-                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2, vhdx or update"
+                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2, vhdx, update or containerdisk"
                 ))
             }
         })
@@ -81,6 +86,7 @@ impl Format {
             Format::Qcow2 => "qcow2",
             Format::Vhdx => "vhdx",
             Format::Update => "update",
+            Format::ContainerDisk => "containerdisk",
         }
     }
 
@@ -94,18 +100,27 @@ impl Format {
             Format::Qcow2 => Some(QCOW2),
             Format::Vhdx => Some(VHDX),
             Format::Update => Some(crate::update_bundle::DIR),
+            Format::ContainerDisk => Some(crate::container_disk::DIR),
         }
     }
 
     /// Whether the format carries the verified system partition (the disk formats): its UKI
     /// holds a slim initramfs, and the plan, modules and layers are on the partition.
     pub fn has_system_partition(self) -> bool {
-        matches!(self, Format::RawEfi | Format::Qcow2 | Format::Vhdx | Format::Update)
+        matches!(self, Format::RawEfi | Format::Qcow2 | Format::Vhdx | Format::Update | Format::ContainerDisk)
     }
 
     /// Whether the format boots only with UEFI firmware.
     pub fn needs_uefi(self) -> bool {
-        matches!(self, Format::Uki | Format::RawEfi | Format::Qcow2 | Format::Vhdx | Format::Update)
+        matches!(
+            self,
+            Format::Uki
+                | Format::RawEfi
+                | Format::Qcow2
+                | Format::Vhdx
+                | Format::Update
+                | Format::ContainerDisk
+        )
     }
 }
 

@@ -403,7 +403,7 @@ fn update_index(layout_dir: &Path, tag: &str, digest: &str, size: u64) -> Result
 }
 
 /// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     let (year, month, day, hour, minute, second) = berth_runtime::civil_time::utc_civil(secs);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")

@@ -74,6 +74,21 @@ enum Command {
         #[command(subcommand)]
         command: KernelCommand,
     },
+    /// Push a containerDisk (`berth build --format containerdisk`) to a registry, for
+    /// KubeVirt: the disk image, or with --kernel-boot the kernel and initramfs image.
+    Push {
+        /// OUT/containerdisk of `berth build --format containerdisk`, or the build directory.
+        image: PathBuf,
+        /// Where to push it: REGISTRY/REPO:TAG.
+        target: String,
+        /// Push the kernel-boot image (`/boot/vmlinuz`, `/boot/initrd.img`) instead of the disk.
+        #[arg(long = "kernel-boot")]
+        kernel_boot: bool,
+        /// Reach this registry (HOST[:PORT]) over plain HTTP instead of HTTPS (repeatable; also
+        /// $BERTH_INSECURE_REGISTRIES, comma-separated).
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
+    },
     /// Work with update bundles (`berth build --format update`).
     Update {
         #[command(subcommand)]
@@ -241,6 +256,27 @@ enum AccelArg {
     Tcg,
 }
 
+/// Pushes one image of an OCI layout to `target` and reports what was sent.
+fn push(
+    image: &berth_image_build::container_disk::LayoutImage,
+    target: &str,
+    insecure_registry: &[String],
+) -> Result<ExitCode> {
+    let reference = berth_image_build::reference::RegistryRef::parse(target)
+        .map_err(|e| anyhow::anyhow!("{target}: {e}"))?;
+    let opts = berth_image_build::registry::PullOptions::with_env(insecure_registry);
+    let pushed = berth_image_build::registry::push::push_image(image, &reference, target, &opts)?;
+    eprintln!(
+        "berth: pushed {target} ({}): {} blobs sent ({:.1} MiB), {} already there",
+        pushed.digest,
+        pushed.uploaded,
+        pushed.bytes as f64 / (1 << 20) as f64,
+        pushed.skipped
+    );
+    println!("{}", pushed.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -319,19 +355,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bundle.join(berth_image_build::update_bundle::DIR)
             };
             let opened = berth_image_build::update_bundle::open(&dir)?;
-            let reference = berth_image_build::reference::RegistryRef::parse(&target)
-                .map_err(|e| anyhow::anyhow!("{target}: {e}"))?;
-            let opts = berth_image_build::registry::PullOptions::with_env(&insecure_registry);
-            let pushed = berth_image_build::registry::push::push_bundle(&opened, &reference, &target, &opts)?;
-            eprintln!(
-                "berth: pushed {target} ({}): {} blobs sent ({:.1} MiB), {} already there",
-                pushed.digest,
-                pushed.uploaded,
-                pushed.bytes as f64 / (1 << 20) as f64,
-                pushed.skipped
-            );
-            println!("{}", pushed.digest);
-            Ok(ExitCode::SUCCESS)
+            push(&opened.layout_image()?, &target, &insecure_registry)
+        }
+        Command::Push { image, target, kernel_boot, insecure_registry } => {
+            use berth_image_build::container_disk::{self, DIR, DISK_TAG, KERNEL_BOOT_TAG};
+            let dir = if image.join("index.json").is_file() { image } else { image.join(DIR) };
+            let tag = if kernel_boot { KERNEL_BOOT_TAG } else { DISK_TAG };
+            push(&container_disk::open(&dir, tag)?, &target, &insecure_registry)
         }
         Command::Kernel { command: KernelCommand::Check { file, for_config, formats, modules, json } } => {
             kernel_check(&file, for_config.as_deref(), &formats, modules, json)

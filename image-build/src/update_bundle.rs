@@ -140,6 +140,17 @@ impl Opened {
         let m: Manifest = serde_json::from_slice(&self.manifest.0)?;
         Ok(std::iter::once(m.config).chain(m.layers).collect())
     }
+
+    /// The bundle as an image of its layout, to push.
+    pub fn layout_image(&self) -> Result<crate::container_disk::LayoutImage> {
+        Ok(crate::container_disk::LayoutImage {
+            dir: self.dir.clone(),
+            manifest: self.manifest.0.clone(),
+            digest: self.manifest.1.clone(),
+            media_type: MANIFEST_MEDIA_TYPE.into(),
+            blobs: self.descriptors()?,
+        })
+    }
 }
 
 /// Reads the bundle at `dir` (an OCI layout with one berth update manifest), checking each

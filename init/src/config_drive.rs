@@ -48,7 +48,8 @@ pub fn is_cidata(label: &str) -> bool {
     label.eq_ignore_ascii_case("cidata")
 }
 
-/// What `meta-data` says (a YAML mapping; only `key: value` lines are read).
+/// What `meta-data` says (a YAML mapping, of which only `key: value` lines are read, or a JSON
+/// object, as KubeVirt writes it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetaData {
     /// `local-hostname` (or `hostname`).
@@ -60,6 +61,15 @@ pub struct MetaData {
 /// Reads the keys berth uses from `meta-data`.
 pub fn parse_meta_data(text: &str) -> MetaData {
     let mut m = MetaData::default();
+    if text.trim_start().starts_with('{') {
+        // JSON (KubeVirt's cloudInitNoCloud: `{"instance-id": …, "local-hostname": …}`).
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) else { return m };
+        let text_of =
+            |key: &str| map.get(key).and_then(|v| v.as_str()).filter(|v| !v.is_empty()).map(str::to_string);
+        m.hostname = text_of("local-hostname").or_else(|| text_of("hostname"));
+        m.instance_id = text_of("instance-id");
+        return m;
+    }
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else { continue };
         let value = value.trim().trim_matches(['"', '\'']).to_string();
@@ -118,6 +128,11 @@ mod tests {
         let m = parse_meta_data("instance-id: iid-01\nlocal-hostname: edge-9\n");
         assert_eq!(m.hostname.as_deref(), Some("edge-9"));
         assert_eq!(m.instance_id.as_deref(), Some("iid-01"));
+        // KubeVirt writes JSON.
+        let m = parse_meta_data(r#"{"instance-id":"berth-vm.default","local-hostname":"berth-vm"}"#);
+        assert_eq!(m.hostname.as_deref(), Some("berth-vm"));
+        assert_eq!(m.instance_id.as_deref(), Some("berth-vm.default"));
+        assert_eq!(parse_meta_data("{not json"), MetaData::default());
         let f = fragments(Some("local-hostname: a\n"), Some("[system]\nhostname = \"b\"\n"));
         assert_eq!(f.len(), 2);
         assert!(f.iter().all(|r| r.is_ok()));

@@ -11,9 +11,9 @@ use ureq::Body;
 
 use super::{error_detail, header, Client, Failure, PullOptions};
 use crate::blobs::BlobCache;
+use crate::container_disk::LayoutImage;
 use crate::reference::RegistryRef;
 use crate::source::ImageError;
-use crate::update_bundle::Opened;
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +28,10 @@ pub struct Pushed {
     pub bytes: u64,
 }
 
-/// Pushes `bundle` as `target` (a tag; written `written` on the command line).
-pub fn push_bundle(
-    bundle: &Opened,
+/// Pushes the image `bundle` (an update bundle's or a containerDisk's, read from its layout) as
+/// `target` (a tag; written `written` on the command line).
+pub fn push_image(
+    bundle: &LayoutImage,
     target: &RegistryRef,
     written: &str,
     opts: &PullOptions,
@@ -47,9 +48,8 @@ pub fn push_bundle(
     })?;
     let cache = BlobCache::new(scratch.path().to_path_buf());
     let client = Client::new(target, written, &cache, opts);
-    let mut pushed = Pushed { digest: bundle.manifest.1.clone(), uploaded: 0, skipped: 0, bytes: 0 };
-    let descriptors = bundle.descriptors().map_err(|e| client.invalid(e.to_string()))?;
-    for d in &descriptors {
+    let mut pushed = Pushed { digest: bundle.digest.clone(), uploaded: 0, skipped: 0, bytes: 0 };
+    for d in &bundle.blobs {
         let url = client.blob_url(&d.digest);
         let head = client.send(Method::HEAD, &url, None, Vec::new()).map_err(|f| f.error)?;
         if head.status() == StatusCode::OK {
@@ -63,9 +63,9 @@ pub fn push_bundle(
         pushed.bytes += d.size;
     }
     let url = format!("{}/v2/{}/manifests/{tag}", client.base, target.repository);
-    let media_type = berth_schema::update::MANIFEST_MEDIA_TYPE;
-    let response =
-        client.send(Method::PUT, &url, Some(media_type), bundle.manifest.0.clone()).map_err(|f| f.error)?;
+    let response = client
+        .send(Method::PUT, &url, Some(&bundle.media_type), bundle.manifest.clone())
+        .map_err(|f| f.error)?;
     if response.status() != StatusCode::CREATED {
         return Err(client.answered(&url, response));
     }
