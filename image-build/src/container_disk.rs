@@ -15,12 +15,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use berth_schema::update::Descriptor;
 
-use crate::blobs::{sha256_bytes, sha256_file};
+use crate::blobs::sha256_file;
+use crate::layout::{put_bytes, put_file, write_index};
 
 /// The layout's directory in the build's output.
 pub const DIR: &str = "containerdisk";
@@ -45,24 +46,6 @@ struct Entry<'a> {
     source: &'a Path,
     mode: u32,
     owner: u64,
-}
-
-fn blob_path(dir: &Path, digest: &str) -> PathBuf {
-    dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
-}
-
-/// Moves `file` into the layout's blobs under its digest.
-fn put_file(dir: &Path, media_type: &str, file: &Path) -> Result<Descriptor> {
-    let digest = sha256_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let size = fs::metadata(file)?.len();
-    fs::rename(file, blob_path(dir, &digest))?;
-    Ok(Descriptor { media_type: media_type.into(), digest, size })
-}
-
-fn put_bytes(dir: &Path, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
-    let digest = sha256_bytes(bytes);
-    fs::write(blob_path(dir, &digest), bytes)?;
-    Ok(Descriptor { media_type: media_type.into(), digest, size: bytes.len() as u64 })
 }
 
 /// Writes a layer tar of `dirs` (directories, mode 0555) and `files`, every entry's time `epoch`.
@@ -144,74 +127,5 @@ pub fn write(out: &Path, qcow2: &Path, vmlinuz: &Path, initrd: &Path, epoch: u64
         ],
         epoch,
     )?;
-    let entry = |d: &Descriptor, tag: &str| {
-        serde_json::json!({
-            "mediaType": d.media_type, "digest": d.digest, "size": d.size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        })
-    };
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [entry(&disk, DISK_TAG), entry(&kernel, KERNEL_BOOT_TAG)],
-    });
-    fs::write(out.join("index.json"), serde_json::to_vec(&index)?)?;
-    fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(())
-}
-
-/// One image of an OCI layout, read back for pushing: its manifest and every blob it names,
-/// each checked against its digest and size.
-#[derive(Debug, Clone)]
-pub struct LayoutImage {
-    /// The layout's directory.
-    pub dir: PathBuf,
-    /// The manifest's bytes.
-    pub manifest: Vec<u8>,
-    /// The manifest's digest.
-    pub digest: String,
-    /// The manifest's media type.
-    pub media_type: String,
-    /// The config, then the layers.
-    pub blobs: Vec<Descriptor>,
-}
-
-impl LayoutImage {
-    /// Where blob `digest` is.
-    pub fn blob(&self, digest: &str) -> PathBuf {
-        blob_path(&self.dir, digest)
-    }
-}
-
-/// Reads the image tagged `tag` in the layout at `dir`.
-pub fn open(dir: &Path, tag: &str) -> Result<LayoutImage> {
-    let shown = dir.display();
-    let index: serde_json::Value = serde_json::from_slice(
-        &fs::read(dir.join("index.json"))
-            .with_context(|| format!("{shown}: not an OCI layout (index.json)"))?,
-    )
-    .with_context(|| format!("{shown}/index.json"))?;
-    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
-    let Some(entry) = manifests.iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-    else {
-        bail!("{shown}: no image tagged `{tag}` (the layout has {DISK_TAG} and {KERNEL_BOOT_TAG})");
-    };
-    let digest = entry["digest"].as_str().unwrap_or_default().to_string();
-    let manifest =
-        fs::read(blob_path(dir, &digest)).with_context(|| format!("{shown}: manifest {digest}"))?;
-    if sha256_bytes(&manifest) != digest {
-        bail!("{shown}: the manifest does not match its digest: the layout was changed");
-    }
-    let m: serde_json::Value = serde_json::from_slice(&manifest)?;
-    let mut blobs: Vec<Descriptor> = vec![serde_json::from_value(m["config"].clone())?];
-    blobs.extend(serde_json::from_value::<Vec<Descriptor>>(m["layers"].clone())?);
-    for d in &blobs {
-        let path = blob_path(dir, &d.digest);
-        let got = sha256_file(&path).map_err(|e| anyhow::anyhow!("{shown}: blob {}: {e}", d.digest))?;
-        if got != d.digest || fs::metadata(&path)?.len() != d.size {
-            bail!("{shown}: blob {} does not match its digest or size: the layout was changed", d.digest);
-        }
-    }
-    let media_type = m["mediaType"].as_str().unwrap_or(MANIFEST_MEDIA_TYPE).to_string();
-    Ok(LayoutImage { dir: dir.to_path_buf(), manifest, digest, media_type, blobs })
+    write_index(out, &[(&disk, DISK_TAG, None), (&kernel, KERNEL_BOOT_TAG, None)])
 }

@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod kernel;
 pub mod kernel_check;
 pub mod layer;
+pub mod layout;
 pub mod lockfile;
 pub mod modules;
 pub mod reference;

@@ -258,7 +258,7 @@ enum AccelArg {
 
 /// Pushes one image of an OCI layout to `target` and reports what was sent.
 fn push(
-    image: &berth_image_build::container_disk::LayoutImage,
+    image: &berth_image_build::layout::LayoutImage,
     target: &str,
     insecure_registry: &[String],
 ) -> Result<ExitCode> {
@@ -358,10 +358,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             push(&opened.layout_image()?, &target, &insecure_registry)
         }
         Command::Push { image, target, kernel_boot, insecure_registry } => {
-            use berth_image_build::container_disk::{self, DIR, DISK_TAG, KERNEL_BOOT_TAG};
+            use berth_image_build::container_disk::{DIR, DISK_TAG, KERNEL_BOOT_TAG};
             let dir = if image.join("index.json").is_file() { image } else { image.join(DIR) };
             let tag = if kernel_boot { KERNEL_BOOT_TAG } else { DISK_TAG };
-            push(&container_disk::open(&dir, tag)?, &target, &insecure_registry)
+            push(&berth_image_build::layout::open(&dir, tag)?, &target, &insecure_registry)
         }
         Command::Kernel { command: KernelCommand::Check { file, for_config, formats, modules, json } } => {
             kernel_check(&file, for_config.as_deref(), &formats, modules, json)

@@ -18,6 +18,7 @@ use berth_schema::update::{
 use berth_schema::verity::VeritySpec;
 
 use crate::blobs::{sha256_bytes, sha256_file};
+use crate::layout::{blob_path, index_entries, put_bytes as put, write_index};
 
 /// The bundle's directory in the build's output.
 pub const DIR: &str = "update";
@@ -39,16 +40,6 @@ pub struct Slot<'a> {
     pub created: u64,
     /// Signs the config ([`berth_schema::update::SIGNATURE_ANNOTATION`]) when given.
     pub signing: Option<&'a crate::signing::SigningKey>,
-}
-
-fn blob_path(dir: &Path, digest: &str) -> PathBuf {
-    dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
-}
-
-fn put(dir: &Path, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
-    let digest = sha256_bytes(bytes);
-    fs::write(blob_path(dir, &digest), bytes)?;
-    Ok(Descriptor { media_type: media_type.into(), digest, size: bytes.len() as u64 })
 }
 
 /// Writes the bundle of `slot` into `out` (a new directory).
@@ -100,20 +91,7 @@ pub fn write(out: &Path, slot: &Slot<'_>) -> Result<()> {
         annotations,
     };
     let manifest = put(out, MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&manifest)?)?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "artifactType": ARTIFACT_TYPE,
-            "annotations": {"org.opencontainers.image.ref.name": "latest"},
-        }],
-    });
-    fs::write(out.join("index.json"), serde_json::to_vec(&index)?)?;
-    fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(())
+    write_index(out, &[(&manifest, "latest", Some(ARTIFACT_TYPE))])
 }
 
 /// A bundle read back from its layout, every blob checked.
@@ -142,8 +120,8 @@ impl Opened {
     }
 
     /// The bundle as an image of its layout, to push.
-    pub fn layout_image(&self) -> Result<crate::container_disk::LayoutImage> {
-        Ok(crate::container_disk::LayoutImage {
+    pub fn layout_image(&self) -> Result<crate::layout::LayoutImage> {
+        Ok(crate::layout::LayoutImage {
             dir: self.dir.clone(),
             manifest: self.manifest.0.clone(),
             digest: self.manifest.1.clone(),
@@ -157,12 +135,7 @@ impl Opened {
 /// blob's size and digest, the manifest's shape and the index against it.
 pub fn open(dir: &Path) -> Result<Opened> {
     let shown = dir.display();
-    let index_json: serde_json::Value = serde_json::from_slice(
-        &fs::read(dir.join("index.json"))
-            .with_context(|| format!("{shown}: not an OCI layout (index.json)"))?,
-    )
-    .with_context(|| format!("{shown}/index.json"))?;
-    let manifests = index_json["manifests"].as_array().cloned().unwrap_or_default();
+    let manifests = index_entries(dir)?;
     let [entry] = manifests.as_slice() else {
         bail!("{shown}/index.json lists {} manifests; an update bundle has one", manifests.len());
     };

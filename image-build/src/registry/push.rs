@@ -11,7 +11,7 @@ use ureq::Body;
 
 use super::{error_detail, header, Client, Failure, PullOptions};
 use crate::blobs::BlobCache;
-use crate::container_disk::LayoutImage;
+use crate::layout::LayoutImage;
 use crate::reference::RegistryRef;
 use crate::source::ImageError;
 

@@ -84,13 +84,14 @@ fn differing_namespaces(
     Ok(out)
 }
 
-/// Opens our own `ns/` files of `kinds`, to come back to after [`differing_namespaces`].
+/// Opens our own `ns/…_for_children` files of the [`PARENT_NAMESPACES`] in `theirs`, to come back
+/// to after [`differing_namespaces`].
 fn own_namespaces(theirs: &[(OwnedFd, libc::c_int)]) -> Result<Vec<(OwnedFd, libc::c_int)>, String> {
     theirs
         .iter()
-        .map(|(_, flag)| {
-            let name = if *flag == libc::CLONE_NEWPID { "pid_for_children" } else { "time_for_children" };
-            let path = format!("/proc/self/ns/{name}");
+        .filter_map(|(_, flag)| PARENT_NAMESPACES.iter().find(|(_, _, f)| f == flag))
+        .map(|(_, ours, flag)| {
+            let path = format!("/proc/self/ns/{ours}");
             std::fs::File::open(&path).map(|f| (OwnedFd::from(f), *flag)).map_err(|e| format!("{path}: {e}"))
         })
         .collect()
