@@ -21,6 +21,8 @@ packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   # the runtime's peers in its benchmarks; ping without CAP_NET_RAW in the security tests;
   # unshare for the runtime's tests
   crun runc iputils-ping util-linux
+  # cloud metadata tests: QEMU's guestfwd runs socat to the test's server for each connection
+  socat
   # the project kernel (kernel-config/build): Debian's kernel source and what building it needs
   linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev xz-utils)
 missing=()

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use berth_runtime::seccomp::KernelVersion;
 use berth_schema::config::{Config, ConfigError, ContainerConfig, NetMode};
+use berth_schema::metadata::Provider;
 use berth_schema::plan::{
     layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, PLAN_PATH,
     PLAN_VERSION, TOOLS_DIR,
@@ -147,7 +148,9 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
     if !config.network.effective_interfaces().is_empty() {
         late.extend(names(NIC_MODULES));
     }
-    let config_drive = if config.system.config_drive { names(CONFIG_DRIVE_MODULES) } else { Vec::new() };
+    // The NoCloud drive, and OpenStack's config-2 drive when its metadata may be read.
+    let drive = config.system.config_drive || config.system.metadata.allows(Provider::Openstack);
+    let config_drive = if drive { names(CONFIG_DRIVE_MODULES) } else { Vec::new() };
     let mut system = Vec::new();
     if formats.iter().any(|f| f.has_system_partition()) {
         system = names(SYSTEM_PARTITION_MODULES);
@@ -520,10 +523,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     );
 
     // mke2fs and e2fsck for the data disk, with their libraries.
-    let tools = match &config.storage {
+    let mut tools = match &config.storage {
         Some(_) => Some(fs_tools::collect()?),
         None => None,
     };
+    // The cloud metadata helper, run by PID 1 from the same directory.
+    if config.system.metadata.is_on() {
+        let helper = init_binary::find_metadata_helper(&init)?;
+        tools
+            .get_or_insert_with(Default::default)
+            .files
+            .insert(berth_schema::metadata::HELPER.to_string(), helper);
+    }
     let plan = Plan {
         version: PLAN_VERSION,
         system: config.system.clone(),

@@ -10,7 +10,7 @@ pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// How to build the init, for error messages.
 pub const BUILD_HINT: &str =
-    "build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-init -p berth-updater --target x86_64-unknown-linux-gnu`, or name it with --init / BERTH_INIT";
+    "build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-init -p berth-updater -p berth-metadata --target x86_64-unknown-linux-gnu`, or name it with --init / BERTH_INIT";
 
 /// The init binary: `explicit`, else `$BERTH_INIT`, else `berth-init` beside this executable,
 /// else the static build in the cargo target directory this executable came from.
@@ -56,14 +56,25 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
 /// The updater packed for `[update]`: `$BERTH_UPDATER`, else `berth-updater` beside the init
 /// binary (the same build makes both), checked to be static.
 pub fn find_updater(init: &Path) -> Result<PathBuf> {
-    let path = match std::env::var_os("BERTH_UPDATER").filter(|v| !v.is_empty()) {
+    find_helper(init, "berth-updater", "BERTH_UPDATER", "[update]")
+}
+
+/// The cloud metadata helper packed for `[system] metadata`: `$BERTH_METADATA`, else
+/// `berth-metadata` beside the init binary, checked to be static.
+pub fn find_metadata_helper(init: &Path) -> Result<PathBuf> {
+    find_helper(init, berth_schema::metadata::HELPER, "BERTH_METADATA", "[system] metadata")
+}
+
+/// A helper binary PID 1 runs: `$VAR`, else `name` beside the init binary; static.
+fn find_helper(init: &Path, name: &str, var: &str, needed_by: &str) -> Result<PathBuf> {
+    let path = match std::env::var_os(var).filter(|v| !v.is_empty()) {
         Some(p) => PathBuf::from(p),
-        None => init.with_file_name("berth-updater"),
+        None => init.with_file_name(name),
     };
     if !path.is_file() {
         bail!(
-            "[update] needs the updater, {} (beside the init binary, or $BERTH_UPDATER); build it with \
-             `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-updater --target {INIT_TARGET}`",
+            "{needed_by} needs {name}, {} (beside the init binary, or ${var}); build it with \
+             `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p {name} --target {INIT_TARGET}`",
             path.display()
         );
     }

@@ -151,7 +151,9 @@ pub fn needs_for(config: &Config, formats: &[Format]) -> BTreeSet<Need> {
     if config.storage.is_some() {
         needs.insert(Need::Storage);
     }
-    if config.system.config_drive {
+    if config.system.config_drive
+        || config.system.metadata.allows(berth_schema::metadata::Provider::Openstack)
+    {
         needs.insert(Need::ConfigDrive);
     }
     if formats.contains(&Format::Vhdx) {

@@ -1,5 +1,6 @@
 //! PID 1 stays small and never talks HTTP or TLS itself: the updater (`berth-updater`, a child
-//! process) has the HTTP client; `berth-init`'s own tree must not.
+//! process) and the metadata helper (`berth-metadata`) have the HTTP client; `berth-init`'s own
+//! tree must not.
 
 use std::process::Command;
 
@@ -14,7 +15,7 @@ fn pid1_has_no_http_tls_or_async_runtime() {
     let tree = String::from_utf8_lossy(&out.stdout);
     let crates: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
     assert!(crates.contains(&"nix"), "{tree}");
-    for forbidden in ["ureq", "rustls", "ring", "tokio", "hyper", "berth-updater"] {
+    for forbidden in ["ureq", "rustls", "ring", "tokio", "hyper", "berth-updater", "berth-metadata", "yaml-rust2", "roxmltree"] {
         assert!(!crates.contains(&forbidden), "berth-init depends on {forbidden}:\n{tree}");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use berth_qemu::{Vm, VmConfig};
 
 pub mod guest;
+pub mod metadata;
 pub mod redis;
 pub mod registry;
 pub mod update;
@@ -42,6 +43,8 @@ pub fn init_binary() -> PathBuf {
                 "berth-init",
                 "-p",
                 "berth-updater",
+                "-p",
+                "berth-metadata",
                 "--target",
                 "x86_64-unknown-linux-gnu",
             ])

@@ -16,6 +16,7 @@ use berth_runtime::{rlimits, Rlimit};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
+use crate::metadata::MetadataSetting;
 use crate::units;
 
 mod container_set;
@@ -210,6 +211,23 @@ pub struct SystemConfig {
     /// image and the updates after it. Default: twice this image's, at least 512 MiB.
     #[serde(default, deserialize_with = "de_opt_bytes", skip_serializing_if = "Option::is_none")]
     pub slot_size: Option<u64>,
+    /// Cloud metadata as a configuration source: `"auto"` (the provider the DMI strings name)
+    /// or a list of providers (`["ec2", "gce", "azure", "openstack", "digitalocean",
+    /// "hetzner"]`); packs the metadata helper. Off by default.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub metadata: MetadataSetting,
+    /// How long the containers wait for the metadata before the machine boots on the image's
+    /// configuration (default 30 s).
+    #[serde(default = "default_metadata_timeout", with = "duration_text")]
+    pub metadata_timeout: Duration,
+}
+
+fn is_off(m: &MetadataSetting) -> bool {
+    !m.is_on()
+}
+
+fn default_metadata_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_hostname() -> String {
@@ -230,6 +248,8 @@ impl Default for SystemConfig {
             config_drive: false,
             memory: None,
             slot_size: None,
+            metadata: MetadataSetting::Off,
+            metadata_timeout: default_metadata_timeout(),
         }
     }
 }

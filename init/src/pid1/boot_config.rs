@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config_drive::{is_cidata, volume_label, DriveFs};
 use berth_schema::config::overrides::{self, Override};
+use berth_schema::metadata::Metadata;
 use berth_schema::plan::Plan;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -117,6 +118,36 @@ pub fn apply(plan: &mut Plan, cmdline: &str) {
         found.push(("fw_cfg", r));
     }
     found.extend(overrides::from_cmdline(cmdline).into_iter().map(|r| ("cmdline", r)));
+    let _ = merge(plan, found);
+}
+
+/// Applies the cloud's metadata (read once the network is up): its hostname, then its
+/// user-data as a fragment, which may not change `[network]` or `[storage]`. The first
+/// fragment refused is the error (Azure reports it as the provisioning's failure).
+pub fn apply_metadata(plan: &mut Plan, m: &Metadata) -> Result<(), String> {
+    let provider = m.provider.map_or("metadata", |p| p.name());
+    let mut found: Vec<(&str, Result<Override, String>)> = Vec::new();
+    if let Some(h) = &m.hostname {
+        found.push((provider, Override::hostname(h, &format!("{provider} metadata hostname"))));
+    }
+    if let Some(text) = m.user_data.as_deref().filter(|t| !t.trim().is_empty()) {
+        let source = format!("{provider} user-data");
+        let fragment = if text.trim_start().starts_with("#cloud-config") {
+            Err(format!(
+                "{source}: this is cloud-init YAML (#cloud-config); berth reads a TOML fragment there"
+            ))
+        } else {
+            Override::parse(text, &source).and_then(|o| o.check_after_network().map(|()| o))
+        };
+        found.push((provider, fragment));
+    }
+    merge(plan, found)
+}
+
+/// Merges the fragments in order (`config.applied`, or `config.rejected` and the fragment
+/// skipped); the first refusal is returned.
+fn merge(plan: &mut Plan, found: Vec<(&str, Result<Override, String>)>) -> Result<(), String> {
+    let mut first_error = Ok(());
     for (source, result) in found {
         match result.and_then(|o| o.apply(plan)) {
             Ok(changed) => {
@@ -126,8 +157,12 @@ pub fn apply(plan: &mut Plan, cmdline: &str) {
             }
             Err(e) => {
                 log::error(&format!("{e}; the image's configuration stays in force for it"));
-                log::emit(log::event("config.rejected").with("source", source).with("error", e));
+                log::emit(log::event("config.rejected").with("source", source).with("error", &e));
+                if first_error.is_ok() {
+                    first_error = Err(e);
+                }
             }
         }
     }
+    first_error
 }

@@ -43,6 +43,8 @@ pub enum Pid1Event {
     UpdateGate,
     /// An installed update may reboot the machine now.
     UpdateReboot,
+    /// The cloud metadata helper answered (or why there is no metadata).
+    Metadata(Result<berth_schema::metadata::Metadata, String>),
 }
 
 /// Something PID 1's loop waits on.

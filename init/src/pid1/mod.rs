@@ -25,6 +25,7 @@ pub mod launch_spec;
 pub mod limits;
 pub mod log;
 pub mod log_files;
+pub mod metadata;
 pub mod mounts;
 pub mod netlink;
 pub mod network;
@@ -51,6 +52,7 @@ use control::ControlSocket;
 use event_source::{EventSource, Pid1Event, Signals, SyslogSocket};
 use kernel_log::KernelLog;
 use late_modules::LateModules;
+use metadata::CloudMetadata;
 use network::HostNetwork;
 use power_button::PowerButton;
 use shutdown::PowerAction;
@@ -101,7 +103,7 @@ fn boot(signals: Signals) -> ! {
     let cgroups = enable_cgroups();
     configure_system(&plan, &system);
     stage("system");
-    let (net, bridge) = start_network(&plan, &cmdline);
+    let net = start_network(&plan, &cmdline);
     stage("network");
     if mount_data_disk(&plan) {
         stage("storage");
@@ -114,14 +116,29 @@ fn boot(signals: Signals) -> ! {
     let update = Updates::start(plan.update.as_ref(), &system, &staging, Instant::now());
     // Before the containers: a container may be given the socket by a bind.
     let control = open_control_socket();
-    let mut pid1 = Pid1 { sup: Supervisor::new(&plan, cgroups, bridge), net, update, ending: None };
-    pid1.check_network();
-    stage("containers");
-    pid1.sup.start();
+    let metadata = choose_metadata(&plan);
+    let (button_modules, late_modules) = (plan.button_modules.clone(), plan.late_modules.clone());
+    let mut pid1 = Pid1 {
+        // No container runs before the configuration is final (see `start_containers`).
+        sup: Supervisor::new(&Plan::default(), cgroups, None),
+        net,
+        update,
+        ending: None,
+        metadata,
+        waiting: None,
+        cgroups,
+    };
+    if pid1.metadata.is_some() {
+        // The containers wait for the cloud's metadata, or its timeout (`metadata_arrived`).
+        pid1.waiting = Some(plan);
+        pid1.check_network();
+    } else {
+        pid1.start_containers(plan);
+    }
     // The power button before any output is forwarded: once containers run, a shutdown
     // request must reach PID 1.
-    let button = open_power_button(&plan.button_modules);
-    let late = start_late_modules(&plan.late_modules, &mut pid1.net);
+    let button = open_power_button(&button_modules);
+    let late = start_late_modules(&late_modules, &mut pid1.net);
     event_loop(pid1, Sources { signals, button, control, late, syslog: SyslogSocket::default(), kernel_log })
 }
 
@@ -249,10 +266,21 @@ fn configure_system(plan: &Plan, system: &SystemSource) {
     }
 }
 
-/// Starts configuring the interfaces, sets up the container bridge, writes `/etc/hosts` and
-/// links `/etc/resolv.conf` and `/etc/hosts` to PID 1's copies.
-fn start_network(plan: &Plan, cmdline: &str) -> (HostNetwork, Option<bridge::Bridge>) {
+/// Starts configuring the interfaces and links `/etc/resolv.conf` and `/etc/hosts` to PID 1's
+/// copies.
+fn start_network(plan: &Plan, cmdline: &str) -> HostNetwork {
     let net = HostNetwork::start(&plan.network, cmdline);
+    for (file, target) in [("/etc/resolv.conf", network::RESOLV_CONF), ("/etc/hosts", network::HOSTS)] {
+        let _ = std::fs::create_dir_all("/etc");
+        let _ = std::fs::remove_file(file);
+        let _ = std::os::unix::fs::symlink(target, file);
+    }
+    net
+}
+
+/// The containers' side of the network, once the configuration is final: the bridge when a
+/// container uses it, and `/etc/hosts` (the hostname, the bridge containers' names).
+fn containers_network(plan: &Plan) -> Option<bridge::Bridge> {
     let mut bridge = bridge::Bridge::for_plan(plan);
     if let Some(Err(e)) = bridge.as_mut().map(bridge::Bridge::setup) {
         log::error(&format!("bridge: {e}; net = \"bridge\" containers cannot start"));
@@ -264,12 +292,20 @@ fn start_network(plan: &Plan, cmdline: &str) -> (HostNetwork, Option<bridge::Bri
     if let Err(e) = network::write_in_place(network::HOSTS, &hosts) {
         log::warn(&format!("network: {e}"));
     }
-    for (file, target) in [("/etc/resolv.conf", network::RESOLV_CONF), ("/etc/hosts", network::HOSTS)] {
-        let _ = std::fs::create_dir_all("/etc");
-        let _ = std::fs::remove_file(file);
-        let _ = std::os::unix::fs::symlink(target, file);
+    bridge
+}
+
+/// The cloud metadata provider to wait for (`[system] metadata`); an OpenStack config drive's
+/// drivers are loaded for it.
+fn choose_metadata(plan: &Plan) -> Option<CloudMetadata> {
+    let chosen = CloudMetadata::choose(&plan.system.metadata, plan.system.metadata_timeout, Instant::now());
+    if chosen.as_ref().is_some_and(|m| m.provider() == berth_schema::metadata::Provider::Openstack) {
+        load_modules(&plan.config_drive_modules);
     }
-    (net, bridge)
+    if chosen.is_some() {
+        stage("metadata");
+    }
+    chosen
 }
 
 /// The data disk, before any container: volumes and persistent layers live there. A disk that
@@ -318,6 +354,12 @@ struct Pid1 {
     update: Option<Updates>,
     /// The shutdown under way.
     ending: Option<PowerAction>,
+    /// The cloud metadata step (`[system] metadata`).
+    metadata: Option<CloudMetadata>,
+    /// The plan, while the containers wait for the cloud's metadata.
+    waiting: Option<Plan>,
+    /// Whether the cgroup2 hierarchy is there (for the supervisor).
+    cgroups: bool,
 }
 
 /// The sources PID 1 waits on besides the supervisor and the network.
@@ -350,6 +392,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut s.kernel_log,
             &mut pid1.net,
             &mut pid1.update,
+            &mut pid1.metadata,
             &mut pid1.sup,
         ]);
         for event in events {
@@ -376,13 +419,74 @@ impl Pid1 {
                 }
             }
             Pid1Event::UpdateReboot => self.request_shutdown(PowerAction::Reboot, "update"),
+            Pid1Event::Metadata(answer) => self.metadata_arrived(answer),
         }
     }
 
-    /// Tells the syslog sender and the supervisor once the network is ready.
+    /// Starts the containers of the final plan: their network (bridge, `/etc/hosts`), then the
+    /// supervisor.
+    fn start_containers(&mut self, plan: Plan) {
+        let bridge = containers_network(&plan);
+        self.sup = Supervisor::new(&plan, self.cgroups, bridge);
+        self.check_network();
+        stage("containers");
+        self.sup.start();
+    }
+
+    /// The cloud's metadata (or why there is none): merged over the waiting plan like every
+    /// boot-time fragment, then the containers start; the verdict goes back to the helper.
+    fn metadata_arrived(&mut self, answer: Result<berth_schema::metadata::Metadata, String>) {
+        let Some(mut plan) = self.waiting.take() else { return };
+        let provider = self.metadata.as_ref().map_or("metadata", |m| m.provider().name());
+        let verdict = match answer {
+            Ok(found) => {
+                log::emit(
+                    log::event("metadata.found")
+                        .with("provider", provider)
+                        .with("instance_id", found.instance_id.as_deref().unwrap_or_default())
+                        .with("hostname", found.hostname.as_deref().unwrap_or_default())
+                        .with("keys", found.public_keys.len())
+                        .with("user_data", if found.user_data.is_some() { "yes" } else { "no" }),
+                );
+                if let Err(e) = metadata::write_files(&found) {
+                    log::warn(&format!("metadata: {e}"));
+                }
+                let verdict = boot_config::apply_metadata(&mut plan, &found);
+                for f in system::set_hostname(&plan.system.hostname)
+                    .err()
+                    .into_iter()
+                    .chain(system::apply_sysctls(&plan))
+                {
+                    log::warn(&f);
+                }
+                if let Some(target) = plan.log.syslog {
+                    syslog::configure(target);
+                }
+                verdict
+            }
+            Err(e) => {
+                log::warn(&format!("metadata: {e}; booting on the image's configuration"));
+                log::emit(log::event("metadata.failed").with("provider", provider).with("error", &e));
+                Err(e)
+            }
+        };
+        if self.ending.is_none() {
+            self.start_containers(plan);
+        }
+        if let Some(m) = self.metadata.as_mut() {
+            m.verdict(verdict);
+        }
+    }
+
+    /// Tells the syslog sender, the metadata step and the supervisor once the network is ready.
     fn check_network(&mut self) {
         if self.net.check_ready() {
             syslog::network_ready();
+            if let Some(Pid1Event::Metadata(e)) =
+                self.metadata.as_mut().and_then(|m| m.network_ready(Instant::now()))
+            {
+                self.metadata_arrived(e);
+            }
             self.sup.network_ready();
             if let Some(u) = self.update.as_mut() {
                 u.network_ready(Instant::now());

@@ -219,6 +219,25 @@ impl Override {
         Ok(changed)
     }
 
+    /// Refuses what a fragment read after the network is up cannot change (cloud metadata's
+    /// user-data): `[network]` and `[storage]` are in force by then.
+    pub fn check_after_network(&self) -> Result<(), String> {
+        for (present, header) in
+            [(self.network != NetworkOverride::default(), "[network]"), (self.storage.is_some(), "[storage]")]
+        {
+            if present {
+                return Err(self.origin.locate(
+                    self.section_offset(header),
+                    &format!(
+                        "{header}: cloud metadata is read once the network is up and the data disk mounted, so \
+                         it cannot change {header}; put it in the image's config or on a config drive"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Where a section header starts in the fragment's text, for errors.
     fn section_offset(&self, header: &str) -> Option<usize> {
         self.origin.text.find(header)
@@ -355,6 +374,30 @@ mod tests {
         assert_eq!(p.network.dns.len(), 1);
         assert!(p.log.syslog.is_some());
         assert!(changed.iter().any(|c| c == "system.hostname") && changed.iter().any(|c| c == "log.syslog"));
+    }
+
+    #[test]
+    fn a_fragment_read_after_the_network_cannot_change_network_or_storage() {
+        let ok = Override::parse(
+            "[system]\nhostname = \"a\"\n[[service]]\nname = \"s\"\nimage = \"oci:x\"\n",
+            "ud",
+        )
+        .unwrap();
+        assert_eq!(ok.check_after_network(), Ok(()));
+        let e = Override::parse(
+            "[system]\nhostname = \"a\"\n\n[network]\ndns = [\"1.1.1.1\"]\n",
+            "ec2 user-data",
+        )
+        .unwrap()
+        .check_after_network()
+        .unwrap_err();
+        assert!(
+            e.starts_with("ec2 user-data:4:1: [network]: cloud metadata is read once the network is up"),
+            "{e}"
+        );
+        let e =
+            Override::parse("[storage]\nwait = \"3s\"\n", "u").unwrap().check_after_network().unwrap_err();
+        assert!(e.starts_with("u:1:1: [storage]"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! Cloud metadata as a configuration source (`[system] metadata = "auto"`): for each provider,
+//! the machine is recognised by its SMBIOS strings, asks a server on the host that speaks that
+//! provider's protocol (at 169.254.169.254 through QEMU's guestfwd), takes its hostname, keys
+//! and user-data (a berth fragment adding a service), and the server saw what a real client
+//! sends — the EC2 token first, Azure's ready report last. A provider that never answers
+//! leaves the machine on the image's configuration once `metadata_timeout` has passed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use berth_qemu::{default_timeout, Vm};
+use common::metadata::{silent_qemu_args, MetadataServer, KEY};
+
+/// The image: its own hostname and one service showing what a container sees of the metadata
+/// (through the read-only bind of `/run/berth/metadata`).
+fn config(timeout: &str) -> String {
+    format!(
+        r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[system]
+hostname = "from-image"
+metadata = "auto"
+metadata_timeout = "{timeout}"
+
+[[service]]
+name = "probe"
+image = "oci:images/busybox:latest"
+binds = ["/run/berth/metadata:/run/metadata:ro"]
+command = ["sh", "-c", "echo machine=$(grep 127.0.1.1 /etc/hosts | cut -f2); echo provider=$(cat /run/metadata/provider); echo key=$(cat /run/metadata/authorized_keys); sleep 600"]
+"#
+    )
+}
+
+/// The user-data each provider serves: a service of its own.
+fn user_data(provider: &str) -> String {
+    format!(
+        "[[service]]\nname = \"from-cloud\"\nimage = \"oci:images/busybox:latest\"\ncommand = [\"echo\", \"user-data of {provider} ran\"]\n"
+    )
+}
+
+/// The image, built once for every test of this file.
+fn image() -> &'static Path {
+    static OUT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &OUT.get_or_init(|| common::build_fresh("metadata", &config("120s"))).1
+}
+
+fn line_of(vm: &Vm, prefix: &str) -> String {
+    let t = default_timeout();
+    let line = vm
+        .wait_for_line(|l| l.contains(prefix), t)
+        .unwrap_or_else(|e| panic!("{prefix}: {e}\n{}", vm.console_tail(40)));
+    line.split_once(prefix).map(|(_, rest)| rest.trim().to_string()).unwrap_or_default()
+}
+
+fn boots_with(provider: &'static str) {
+    let server = MetadataServer::start(provider, &user_data(provider));
+    let args = server.qemu_args();
+    let mut vm = common::boot_with(image(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let t = default_timeout();
+    let chosen = vm.wait_for_event("metadata.provider", |_| true, t).unwrap();
+    assert_eq!((chosen.get("provider"), chosen.get("by")), (Some(provider), Some("dmi")), "{chosen:?}");
+    // The user-data's service ran, the hostname is the provider's, the key is readable.
+    line_of(&vm, &format!("from-cloud | user-data of {provider} ran"));
+    assert_eq!(line_of(&vm, "probe | machine="), format!("{provider}-host"));
+    assert_eq!(line_of(&vm, "probe | provider="), provider);
+    assert_eq!(line_of(&vm, "probe | key="), KEY);
+    let found = vm.events().into_iter().find(|e| e.name == "metadata.found").expect("metadata.found");
+    assert_eq!((found.get("keys"), found.get("user_data")), (Some("1"), Some("yes")), "{found:?}");
+    // The containers started only once the metadata was in.
+    common::assert_in_order(
+        &common::event_names(&vm),
+        &[
+            "metadata.provider",
+            "network.ready",
+            "metadata.found",
+            "config.applied",
+            "container.started:probe",
+        ],
+    );
+    if provider == "azure" {
+        vm.wait_for_event("metadata.reported", |e| e.get("state") == Some("ready"), t).unwrap();
+    }
+    let seen = server.seen();
+    let lines: Vec<&str> = seen.iter().map(|s| s.line.as_str()).collect();
+    for s in &seen {
+        assert!(
+            s.problem.is_empty(),
+            "{provider}: a real service would refuse {}: {}\n{lines:#?}",
+            s.line,
+            s.problem
+        );
+    }
+    match provider {
+        "ec2" => {
+            assert_eq!(lines.first(), Some(&"PUT /latest/api/token"), "the token comes first: {lines:#?}")
+        }
+        "azure" => {
+            assert!(lines[0].starts_with("GET /metadata/instance?api-version="), "{lines:#?}");
+            assert_eq!(
+                lines.last(),
+                Some(&"POST /machine?comp=health"),
+                "the ready report comes last: {lines:#?}"
+            );
+            assert!(lines.contains(&"GET /machine/?comp=goalstate"), "{lines:#?}");
+        }
+        _ => assert!(!lines.is_empty()),
+    }
+    vm.kill();
+}
+
+#[test]
+fn ec2_imdsv2() {
+    boots_with("ec2");
+}
+
+#[test]
+fn gce() {
+    boots_with("gce");
+}
+
+#[test]
+fn azure_imds_and_ready_report() {
+    boots_with("azure");
+}
+
+#[test]
+fn openstack_metadata_service() {
+    boots_with("openstack");
+}
+
+#[test]
+fn digitalocean() {
+    boots_with("digitalocean");
+}
+
+#[test]
+fn hetzner() {
+    boots_with("hetzner");
+}
+
+#[test]
+fn a_provider_that_never_answers_leaves_the_images_configuration() {
+    let (_dir, out) = common::build_fresh("silent", &config("8s"));
+    let args = silent_qemu_args("ec2");
+    let mut vm = common::boot_with(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let t = default_timeout();
+    let failed = vm
+        .wait_for_event("metadata.failed", |_| true, t)
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.console_tail(40)));
+    assert!(failed.get("error").unwrap_or_default().contains("did not answer within 8 s"), "{failed:?}");
+    assert_eq!(line_of(&vm, "probe | machine="), "from-image");
+    // From the choice to the failure: the bound, not more (TCG's slowness aside).
+    let events = vm.events();
+    let at = |name: &str| events.iter().find(|e| e.name == name).map(|e| e.ms).unwrap();
+    let waited = at("metadata.failed") - at("metadata.provider");
+    assert!((8000..20000).contains(&waited), "waited {waited} ms for an 8 s timeout");
+    assert!(!events.iter().any(|e| e.name == "metadata.found"));
+    vm.kill();
+}

@@ -1,0 +1,290 @@
+//! Cloud metadata (`[system] metadata`), PID 1's side: the provider chosen from the DMI strings
+//! (read here: a few sysfs files), the helper (`berth-metadata`, a child: it talks HTTP and
+//! retries) started once the network is up, its answer read without blocking, and the helper
+//! killed at `metadata_timeout`. The containers wait for the answer or the timeout; the
+//! merge itself (`Pid1::metadata_arrived`) uses the rules of every boot-time fragment.
+//!
+//! Order: [`CloudMetadata::choose`] at boot (`metadata.provider`, or nothing to wait for) →
+//! [`CloudMetadata::network_ready`] spawns the helper → its first line is the metadata or why
+//! not (`Pid1Event::Metadata`) → PID 1 merges it, starts the containers and hands the verdict
+//! back ([`CloudMetadata::verdict`]) → Azure's helper reports it to the wireserver and writes a
+//! second line (`metadata.reported`). The deadline bounds everything before the containers
+//! start; the report runs beside them.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_schema::metadata::{Dmi, Metadata, MetadataSetting, Provider, VERDICT_READY};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags};
+
+use super::event_source::{EventSource, Pid1Event};
+use super::log;
+
+/// Where PID 1 runs the helper from.
+pub fn helper_path() -> String {
+    format!("{}/{}", berth_schema::plan::TOOLS_DIR, berth_schema::metadata::HELPER)
+}
+
+/// Where the metadata is written for containers that bind it (read-only).
+pub const METADATA_DIR: &str = "/run/berth/metadata";
+
+/// The machine's DMI strings (empty where a file is missing).
+pub fn read_dmi() -> Dmi {
+    let mut dmi = Dmi::default();
+    for (path, field) in Dmi::FILES {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            *field(&mut dmi) = text.trim().to_string();
+        }
+    }
+    dmi
+}
+
+/// Where the helper is.
+enum Stage {
+    /// Waiting for the network.
+    Waiting,
+    /// Asked; its answer not read yet.
+    Asking(Helper),
+    /// Answered; Azure's helper waits for the verdict, then reports.
+    Reporting(Helper),
+    /// Nothing more to read.
+    Done,
+}
+
+/// The helper process and its pipes.
+struct Helper {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    buf: Vec<u8>,
+}
+
+impl Helper {
+    /// Reads what is there; the complete lines, and whether the output ended.
+    fn read_lines(&mut self) -> (Vec<String>, bool) {
+        let mut chunk = [0u8; 4096];
+        let mut ended = false;
+        loop {
+            match self.stdout.read(&mut chunk) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let mut lines = Vec::new();
+        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            lines.push(String::from_utf8_lossy(&line).trim().to_string());
+        }
+        (lines, ended)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The metadata step: chosen provider, helper, deadline.
+pub struct CloudMetadata {
+    provider: Provider,
+    timeout: Duration,
+    deadline: Instant,
+    stage: Stage,
+}
+
+impl CloudMetadata {
+    /// The provider this machine's metadata comes from, per `setting` and the DMI strings;
+    /// `None` (the containers need not wait) when the setting is off or no provider is
+    /// recognised.
+    pub fn choose(setting: &MetadataSetting, timeout: Duration, now: Instant) -> Option<CloudMetadata> {
+        if !setting.is_on() {
+            return None;
+        }
+        // There even when no metadata comes: containers bind it.
+        if let Err(e) = std::fs::create_dir_all(METADATA_DIR) {
+            log::warn(&format!("metadata: {METADATA_DIR}: {e}"));
+        }
+        let dmi = read_dmi();
+        let Some(provider) = setting.choose(&dmi) else {
+            log::info(&format!(
+                "metadata: no cloud provider recognised (DMI vendor \"{}\", product \"{}\"): booting on the image's configuration",
+                dmi.sys_vendor, dmi.product_name
+            ));
+            log::emit(log::event("metadata.none").with("vendor", &dmi.sys_vendor));
+            return None;
+        };
+        let by = if provider.matches(&dmi) { "dmi" } else { "config" };
+        log::emit(log::event("metadata.provider").with("provider", provider.name()).with("by", by));
+        Some(CloudMetadata { provider, timeout, deadline: now + timeout, stage: Stage::Waiting })
+    }
+
+    /// The provider asked.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Whether the containers still wait for the answer.
+    pub fn pending(&self) -> bool {
+        matches!(self.stage, Stage::Waiting | Stage::Asking(_))
+    }
+
+    /// The network is up: starts the helper (once).
+    pub fn network_ready(&mut self, now: Instant) -> Option<Pid1Event> {
+        if !matches!(self.stage, Stage::Waiting) {
+            return None;
+        }
+        let left = self.deadline.saturating_duration_since(now);
+        match spawn(self.provider, left) {
+            Ok(helper) => {
+                self.stage = Stage::Asking(helper);
+                None
+            }
+            Err(e) => {
+                self.stage = Stage::Done;
+                Some(Pid1Event::Metadata(Err(e)))
+            }
+        }
+    }
+
+    /// PID 1's verdict on the metadata (applied, or the first fragment refused), for the
+    /// helper to report where the provider wants one (Azure).
+    pub fn verdict(&mut self, outcome: Result<(), String>) {
+        let Stage::Reporting(helper) = &mut self.stage else { return };
+        if let Some(mut stdin) = helper.stdin.take() {
+            let line = match outcome {
+                Ok(()) => format!("{VERDICT_READY}\n"),
+                Err(e) => format!("failed {}\n", e.replace('\n', " ")),
+            };
+            // The helper is waiting for this line: a pipe buffer holds it without blocking.
+            let _ = stdin.write_all(line.as_bytes());
+        }
+    }
+
+    /// Reads the helper's answer or report; kills it at the deadline.
+    fn poll_helper(&mut self, now: Instant, out: &mut Vec<Pid1Event>) {
+        match &mut self.stage {
+            Stage::Waiting if now >= self.deadline => {
+                self.stage = Stage::Done;
+                out.push(Pid1Event::Metadata(Err(format!(
+                    "the network was not up within {} s (metadata_timeout)",
+                    self.timeout.as_secs()
+                ))));
+            }
+            Stage::Asking(helper) => {
+                let (lines, ended) = helper.read_lines();
+                if let Some(first) = lines.first() {
+                    let answer = serde_json::from_str::<Result<Metadata, String>>(first)
+                        .unwrap_or_else(|e| Err(format!("the helper's answer is not readable: {e}")));
+                    let ok = answer.is_ok();
+                    out.push(Pid1Event::Metadata(answer));
+                    let Stage::Asking(helper) = std::mem::replace(&mut self.stage, Stage::Done) else {
+                        return;
+                    };
+                    if ok && !ended {
+                        self.stage = Stage::Reporting(helper);
+                    }
+                } else if ended {
+                    self.stage = Stage::Done;
+                    out.push(Pid1Event::Metadata(Err("the helper ended without an answer".into())));
+                } else if now >= self.deadline {
+                    helper.kill();
+                    self.stage = Stage::Done;
+                    out.push(Pid1Event::Metadata(Err(format!(
+                        "{} did not answer within {} s (metadata_timeout)",
+                        self.provider,
+                        self.timeout.as_secs()
+                    ))));
+                }
+            }
+            Stage::Reporting(helper) => {
+                let (lines, ended) = helper.read_lines();
+                for line in lines {
+                    let event = match serde_json::from_str::<Result<String, String>>(&line) {
+                        Ok(Ok(state)) => log::event("metadata.reported").with("state", state),
+                        Ok(Err(e)) => log::event("metadata.report_failed").with("error", e),
+                        Err(_) => log::event("metadata.report_failed").with("error", line),
+                    };
+                    log::emit(event.with("provider", self.provider.name()));
+                }
+                if ended {
+                    self.stage = Stage::Done;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Starts the helper with its output non-blocking.
+fn spawn(provider: Provider, left: Duration) -> Result<Helper, String> {
+    let path = helper_path();
+    let mut child = Command::new(&path)
+        .args(["--provider", provider.name(), "--deadline-ms", &left.as_millis().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {path}: {e}"))?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        return Err(format!("{path}: no pipes"));
+    };
+    fcntl(stdout.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("{path}: {e}"))?;
+    Ok(Helper { child, stdin: Some(stdin), stdout, buf: Vec::new() })
+}
+
+impl EventSource for Option<CloudMetadata> {
+    fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
+        if let Some(CloudMetadata { stage: Stage::Asking(h) | Stage::Reporting(h), .. }) = self {
+            fds.push(PollFd::new(h.stdout.as_fd(), PollFlags::POLLIN));
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.as_ref().filter(|m| m.pending()).map(|m| m.deadline)
+    }
+
+    fn service(&mut self, now: Instant, out: &mut Vec<Pid1Event>) {
+        if let Some(m) = self {
+            m.poll_helper(now, out);
+        }
+    }
+}
+
+/// Writes what containers may read (`binds = ["/run/berth/metadata:/run/metadata:ro"]`): one
+/// file per fact (`provider`, `instance-id`, `hostname`, `authorized_keys`, and each network
+/// fact by name: `local-ipv4`, `public-ipv4`, `mac`, `region`, `zone`). The user-data stays out:
+/// it may hold secrets meant for PID 1.
+pub fn write_files(m: &Metadata) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(METADATA_DIR);
+    let mut files: Vec<(String, String)> = Vec::new();
+    if let Some(p) = m.provider {
+        files.push(("provider".into(), p.name().into()));
+    }
+    if let Some(id) = &m.instance_id {
+        files.push(("instance-id".into(), id.clone()));
+    }
+    if let Some(h) = &m.hostname {
+        files.push(("hostname".into(), h.clone()));
+    }
+    files.push(("authorized_keys".into(), m.public_keys.join("\n")));
+    for (k, v) in &m.network {
+        // Provider facts are names like `local-ipv4`; anything else is not a file name.
+        if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            files.push((k.clone(), v.clone()));
+        }
+    }
+    for (name, text) in files {
+        let path = format!("{METADATA_DIR}/{name}");
+        let text = if text.is_empty() { text } else { format!("{text}\n") };
+        std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
