@@ -70,6 +70,7 @@ fn boots_with(provider: &'static str) {
     assert_eq!(line_of(&vm, "probe | key="), KEY);
     let found = vm.events().into_iter().find(|e| e.name == "metadata.found").expect("metadata.found");
     assert_eq!((found.get("keys"), found.get("user_data")), (Some("1"), Some("yes")), "{found:?}");
+    assert!(found.get("from").unwrap_or_default().starts_with("http://169.254.169.254"), "{found:?}");
     // The containers started only once the metadata was in.
     common::assert_in_order(
         &common::event_names(&vm),
@@ -159,5 +160,38 @@ fn a_provider_that_never_answers_leaves_the_images_configuration() {
     let waited = at("metadata.failed") - at("metadata.provider");
     assert!((8000..20000).contains(&waited), "waited {waited} ms for an 8 s timeout");
     assert!(!events.iter().any(|e| e.name == "metadata.found"));
+    vm.kill();
+}
+
+#[test]
+fn openstack_config_drive_comes_before_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let latest = dir.path().join("drive/openstack/latest");
+    std::fs::create_dir_all(&latest).unwrap();
+    let meta = serde_json::json!({"uuid": "83679162-1378-4288-a2d4-70e13ec132aa", "hostname": "drive-host.novalocal",
+        "name": "drive-host", "availability_zone": "nova", "public_keys": {"k": format!("{KEY}\n")}});
+    std::fs::write(latest.join("meta_data.json"), meta.to_string()).unwrap();
+    std::fs::write(latest.join("user_data"), user_data("the config drive")).unwrap();
+    let iso = dir.path().join("config-2.iso");
+    let o = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "config-2", "-J", "-R", "-o"])
+        .arg(&iso)
+        .arg(dir.path().join("drive"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xorriso: {}", String::from_utf8_lossy(&o.stderr));
+    let drive = format!("file={},media=cdrom,readonly=on", iso.display());
+    let mut args: Vec<String> = berth_qemu::user_net_args(&[]);
+    args.extend(["-drive".into(), drive]);
+    for s in common::metadata::smbios("openstack") {
+        args.extend(["-smbios".to_string(), s.to_string()]);
+    }
+    let mut vm = common::boot_with(image(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    line_of(&vm, "from-cloud | user-data of the config drive ran");
+    assert_eq!(line_of(&vm, "probe | machine="), "drive-host");
+    assert_eq!(line_of(&vm, "probe | key="), KEY);
+    let found = vm.events().into_iter().find(|e| e.name == "metadata.found").expect("metadata.found");
+    assert!(found.get("from").unwrap_or_default().starts_with("config drive /dev/"), "{found:?}");
+    assert_eq!(found.get("instance_id"), Some("83679162-1378-4288-a2d4-70e13ec132aa"));
     vm.kill();
 }

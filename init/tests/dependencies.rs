@@ -15,7 +15,17 @@ fn pid1_has_no_http_tls_or_async_runtime() {
     let tree = String::from_utf8_lossy(&out.stdout);
     let crates: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
     assert!(crates.contains(&"nix"), "{tree}");
-    for forbidden in ["ureq", "rustls", "ring", "tokio", "hyper", "berth-updater", "berth-metadata", "yaml-rust2", "roxmltree"] {
+    for forbidden in [
+        "ureq",
+        "rustls",
+        "ring",
+        "tokio",
+        "hyper",
+        "berth-updater",
+        "berth-metadata",
+        "yaml-rust2",
+        "roxmltree",
+    ] {
         assert!(!crates.contains(&forbidden), "berth-init depends on {forbidden}:\n{tree}");
     }
 }

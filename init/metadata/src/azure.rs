@@ -85,6 +85,7 @@ fn from_document(doc: &serde_json::Value) -> Result<Metadata, String> {
         public_keys,
         user_data,
         network,
+        ..Default::default()
     })
 }
 

@@ -40,6 +40,7 @@ fn from_document(doc: &serde_json::Value) -> Result<Metadata, String> {
             .unwrap_or_default(),
         user_data: doc["user_data"].as_str().map(str::to_string),
         network,
+        ..Default::default()
     })
 }
 

@@ -94,6 +94,7 @@ pub fn fetch(http: &Http, base: &str) -> Result<Metadata, String> {
         public_keys,
         user_data,
         network,
+        ..Default::default()
     })
 }
 

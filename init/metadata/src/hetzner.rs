@@ -49,6 +49,7 @@ fn from_yaml(text: &str) -> Result<Metadata, String> {
         public_keys,
         user_data: None,
         network,
+        ..Default::default()
     })
 }
 

@@ -81,11 +81,13 @@ fn fetch(args: &Args, http: &Http) -> Result<Metadata, String> {
         Provider::Ec2 => ec2::fetch(http, base),
         Provider::Gce => gce::fetch(http, base),
         Provider::Azure => azure::fetch(http, base),
-        Provider::Openstack => openstack::fetch(http, base).map(|(m, _from)| m),
+        Provider::Openstack => openstack::fetch(http, base).map(|(m, from)| Metadata { source: from, ..m }),
         Provider::Digitalocean => digitalocean::fetch(http, base),
         Provider::Hetzner => hetzner::fetch(http, base),
     };
-    result.map_err(|e| format!("{}: {e}", args.provider))
+    result
+        .map(|m| if m.source.is_empty() { Metadata { source: base.to_string(), ..m } } else { m })
+        .map_err(|e| format!("{}: {e}", args.provider))
 }
 
 /// Writes one JSON line and flushes it (PID 1 reads line by line).

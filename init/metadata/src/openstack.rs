@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use berth_init::config_drive::{volume_label, DriveFs};
 use berth_schema::metadata::{short_hostname, Metadata, Provider};
@@ -42,11 +43,39 @@ pub fn fetch(http: &Http, base: &str) -> Result<(Metadata, String), String> {
     Ok((from_files(&files)?, format!("{base}/openstack")))
 }
 
-/// A block device labelled `config-2`, and its file system.
+/// How long the block devices must stay the same before the drive is taken to be absent
+/// (PID 1 loaded the drivers at boot; SCSI scans asynchronously).
+const DEVICES_SETTLED: Duration = Duration::from_millis(500);
+/// The longest the devices are watched.
+const DRIVE_WAIT: Duration = Duration::from_secs(3);
+
+/// A block device labelled `config-2`, and its file system; looked for until the set of block
+/// devices has settled.
 fn find_drive() -> Option<(String, DriveFs)> {
-    let names = std::fs::read_dir("/sys/class/block").ok()?;
-    for entry in names.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
+    let start = Instant::now();
+    let mut names: Vec<String> = Vec::new();
+    let mut changed = Instant::now();
+    loop {
+        let now: Vec<String> = std::fs::read_dir("/sys/class/block")
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        if now != names {
+            names = now;
+            changed = Instant::now();
+            if let Some(found) = labelled_drive(&names) {
+                return Some(found);
+            }
+        }
+        if changed.elapsed() >= DEVICES_SETTLED || start.elapsed() >= DRIVE_WAIT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first of the block devices `names` labelled `config-2`.
+fn labelled_drive(names: &[String]) -> Option<(String, DriveFs)> {
+    for name in names {
         if name.starts_with("loop") || name.starts_with("ram") {
             continue;
         }
@@ -119,6 +148,7 @@ fn from_files(files: &Files) -> Result<Metadata, String> {
         public_keys,
         user_data: files.user_data.clone(),
         network,
+        ..Default::default()
     })
 }
 

@@ -230,6 +230,9 @@ impl<'de> Deserialize<'de> for MetadataSetting {
 pub struct Metadata {
     /// Which provider answered.
     pub provider: Option<Provider>,
+    /// Where it was read (`http://169.254.169.254`, `config drive /dev/sr0`).
+    #[serde(default)]
+    pub source: String,
     /// The instance's id at the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,

@@ -443,6 +443,7 @@ impl Pid1 {
                 log::emit(
                     log::event("metadata.found")
                         .with("provider", provider)
+                        .with("from", &found.source)
                         .with("instance_id", found.instance_id.as_deref().unwrap_or_default())
                         .with("hostname", found.hostname.as_deref().unwrap_or_default())
                         .with("keys", found.public_keys.len())
