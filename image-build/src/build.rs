@@ -86,6 +86,22 @@ pub const BUTTON_MODULES: &[&str] = &["evdev", "button"];
 /// drivers ([`HYPERV_STORAGE_MODULES`]) join them for `vhdx`.
 pub const SYSTEM_PARTITION_MODULES: &[&str] =
     &["dm-mod", "dm-verity", "squashfs", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"];
+/// The disk and NIC drivers of the clouds a format is imported into, when the kernel has
+/// modules (Debian's cloud kernel has them all): GCE's gVNIC (`gce`), AWS Nitro's ENA (`vmdk`,
+/// imported with `import-snapshot`), and the NVMe disks both give newer machines.
+pub fn cloud_modules(format: Format) -> (&'static [&'static str], &'static [&'static str]) {
+    match format {
+        Format::Gce => (CLOUD_DISK_MODULES, GCE_NIC_MODULES),
+        Format::Vmdk => (CLOUD_DISK_MODULES, AWS_NIC_MODULES),
+        _ => (&[], &[]),
+    }
+}
+/// The clouds' NVMe disks (GCE, AWS Nitro).
+pub const CLOUD_DISK_MODULES: &[&str] = &["nvme"];
+/// GCE's gVNIC.
+pub const GCE_NIC_MODULES: &[&str] = &["gve"];
+/// AWS's Elastic Network Adapter.
+pub const AWS_NIC_MODULES: &[&str] = &["ena"];
 /// What updates in place need (`[update]`): FAT, to mount the EFI system partition where the
 /// slots' boot entries are (with the code pages FAT mounts need). In the slim initramfs.
 pub const UPDATE_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii"];
@@ -136,17 +152,23 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
     }
     if config.storage.is_some() {
         early.extend(names(STORAGE_MODULES));
-        if formats.contains(&Format::Vhdx) {
+        if formats.iter().any(|f| f.on_hyperv()) {
             early.extend(names(HYPERV_STORAGE_MODULES));
+        }
+        for f in formats {
+            early.extend(names(cloud_modules(*f).0));
         }
     }
     early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
     let mut late = names(RNG_MODULES);
-    if formats.contains(&Format::Vhdx) {
+    if formats.iter().any(|f| f.on_hyperv()) {
         late.extend(names(HYPERV_MODULES));
     }
     if !config.network.effective_interfaces().is_empty() {
         late.extend(names(NIC_MODULES));
+        for f in formats {
+            late.extend(names(cloud_modules(*f).1));
+        }
     }
     // The NoCloud drive, and OpenStack's config-2 drive when its metadata may be read.
     let drive = config.system.config_drive || config.system.metadata.allows(Provider::Openstack);
@@ -154,8 +176,11 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
     let mut system = Vec::new();
     if formats.iter().any(|f| f.has_system_partition()) {
         system = names(SYSTEM_PARTITION_MODULES);
-        if formats.contains(&Format::Vhdx) {
+        if formats.iter().any(|f| f.on_hyperv()) {
             system.extend(names(HYPERV_STORAGE_MODULES));
+        }
+        for f in formats {
+            system.extend(names(cloud_modules(*f).0));
         }
         // In the slim initramfs: a slot that cannot mount its partition still reaches the ESP
         // to roll itself back.
@@ -181,6 +206,9 @@ pub fn packable_modules() -> BTreeSet<String> {
         QEMU_MODULES,
         SYSTEM_PARTITION_MODULES,
         UPDATE_MODULES,
+        CLOUD_DISK_MODULES,
+        GCE_NIC_MODULES,
+        AWS_NIC_MODULES,
     ]
     .concat()
     .into_iter()
@@ -888,6 +916,8 @@ fn write_formats(
         system: &disk.partition,
         slot_bytes: disk.slot_bytes,
         data_bytes: opts.data_size,
+        // GCE imports whole GiB; Azure whole MiB (every layout is).
+        align: if wanted.contains(&Format::Gce) { 1 << 30 } else { 1 << 20 },
     };
     formats::write_raw_efi(&layout, epoch, &raw)?;
     if wanted.contains(&Format::Update) {
@@ -925,8 +955,38 @@ fn write_formats(
         crate::container_disk::write(&layout, &staged, &vmlinuz, &initrd, epoch)?;
         fs::remove_file(&staged)?;
     }
+    write_cloud_formats(dir, wanted, &raw, epoch, progress)?;
     if !wanted.contains(&Format::RawEfi) {
         fs::remove_file(&raw)?;
+    }
+    Ok(())
+}
+
+/// The clouds' import formats, from the raw disk (see `cloud_formats`).
+fn write_cloud_formats(
+    dir: &Path,
+    wanted: &[Format],
+    raw: &Path,
+    epoch: u64,
+    progress: &Progress,
+) -> Result<()> {
+    use crate::cloud_formats as cf;
+    let cloud = [Format::Vhd, Format::Gce, Format::Vmdk];
+    if !wanted.iter().any(|f| cloud.contains(f)) {
+        return Ok(());
+    }
+    let seed = crate::blobs::sha256_file(raw).map_err(|e| anyhow!("{e}"))?;
+    if wanted.contains(&Format::Vhd) {
+        progress.step("writing the fixed VHD");
+        cf::write_vhd(raw, &seed, epoch, &dir.join(cf::VHD))?;
+    }
+    if wanted.contains(&Format::Gce) {
+        progress.step("writing the GCE archive");
+        cf::write_gce(raw, epoch, &dir.join(cf::GCE))?;
+    }
+    if wanted.contains(&Format::Vmdk) {
+        progress.step("converting the disk to a streamOptimized VMDK");
+        cf::write_vmdk(raw, &seed, &dir.join(cf::VMDK))?;
     }
     Ok(())
 }

@@ -42,11 +42,17 @@ pub enum Format {
     /// `containerdisk/`: the qcow2 disk as KubeVirt's containerDisk, and a kernel-boot image
     /// (an OCI image layout).
     ContainerDisk,
+    /// `disk.vhd`: Azure's fixed VHD (Hyper-V Gen2).
+    Vhd,
+    /// `gce.tar.gz`: Compute Engine's image import (`disk.raw` in a gzip'd tar).
+    Gce,
+    /// `disk.vmdk`: a streamOptimized VMDK (VMware, AWS `import-snapshot`).
+    Vmdk,
 }
 
 impl Format {
     /// Every format, in the order they are made.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 11] = [
         Format::KernelInitrd,
         Format::Uki,
         Format::Iso,
@@ -55,6 +61,9 @@ impl Format {
         Format::Vhdx,
         Format::Update,
         Format::ContainerDisk,
+        Format::Vhd,
+        Format::Gce,
+        Format::Vmdk,
     ];
 
     /// Parses a `--format` value.
@@ -68,9 +77,12 @@ impl Format {
             "vhdx" => Format::Vhdx,
             "update" => Format::Update,
             "containerdisk" => Format::ContainerDisk,
+            "vhd" => Format::Vhd,
+            "gce" => Format::Gce,
+            "vmdk" => Format::Vmdk,
             other => {
                 return Err(format!(
-                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2, vhdx, update or containerdisk"
+                    "`{other}` is not a format; use kernel+initrd, uki, iso, raw-efi, qcow2, vhdx, update, containerdisk, vhd, gce or vmdk"
                 ))
             }
         })
@@ -87,6 +99,9 @@ impl Format {
             Format::Vhdx => "vhdx",
             Format::Update => "update",
             Format::ContainerDisk => "containerdisk",
+            Format::Vhd => "vhd",
+            Format::Gce => "gce",
+            Format::Vmdk => "vmdk",
         }
     }
 
@@ -101,26 +116,26 @@ impl Format {
             Format::Vhdx => Some(VHDX),
             Format::Update => Some(crate::update_bundle::DIR),
             Format::ContainerDisk => Some(crate::container_disk::DIR),
+            Format::Vhd => Some(crate::cloud_formats::VHD),
+            Format::Gce => Some(crate::cloud_formats::GCE),
+            Format::Vmdk => Some(crate::cloud_formats::VMDK),
         }
     }
 
     /// Whether the format carries the verified system partition (the disk formats): its UKI
     /// holds a slim initramfs, and the plan, modules and layers are on the partition.
     pub fn has_system_partition(self) -> bool {
-        matches!(self, Format::RawEfi | Format::Qcow2 | Format::Vhdx | Format::Update | Format::ContainerDisk)
+        !matches!(self, Format::KernelInitrd | Format::Uki | Format::Iso)
+    }
+
+    /// Whether the format runs on Hyper-V (Azure): its drivers are packed.
+    pub fn on_hyperv(self) -> bool {
+        matches!(self, Format::Vhdx | Format::Vhd)
     }
 
     /// Whether the format boots only with UEFI firmware.
     pub fn needs_uefi(self) -> bool {
-        matches!(
-            self,
-            Format::Uki
-                | Format::RawEfi
-                | Format::Qcow2
-                | Format::Vhdx
-                | Format::Update
-                | Format::ContainerDisk
-        )
+        !matches!(self, Format::KernelInitrd | Format::Iso)
     }
 }
 
@@ -405,6 +420,9 @@ pub struct DiskLayout<'a> {
     pub slot_bytes: u64,
     /// The size of the blank data partition, if there is one.
     pub data_bytes: Option<u64>,
+    /// The disk's size is a multiple of this (1 MiB; 1 GiB for GCE); the space after the last
+    /// partition stays free.
+    pub align: u64,
 }
 
 /// The raw GPT disk at `out`, laid out for A/B updates:
@@ -471,7 +489,7 @@ pub fn write_raw_efi(disk: &DiskLayout<'_>, epoch: u64, out: &Path) -> Result<()
         });
         next += size;
     }
-    let total = next + MIB;
+    let total = align_up(next + MIB, disk.align.max(MIB));
     let _ = fs::remove_file(out);
     let mut file = fs::File::create(out)?;
     file.set_len(total)?;
@@ -491,7 +509,7 @@ pub fn write_raw_efi(disk: &DiskLayout<'_>, epoch: u64, out: &Path) -> Result<()
 
 /// Copies `source` into `out` at `offset`, leaving its all-zero 64 KiB blocks as holes (`out`
 /// is a new sparse file: the ESP's free space takes no room).
-fn copy_sparse(source: &Path, out: &mut fs::File, offset: u64) -> Result<()> {
+pub(crate) fn copy_sparse(source: &Path, out: &mut fs::File, offset: u64) -> Result<()> {
     let mut input = fs::File::open(source).with_context(|| format!("reading {}", source.display()))?;
     let mut buf = vec![0u8; 64 << 10];
     let mut at = offset;
@@ -929,8 +947,11 @@ pub enum Bootable {
     KernelInitrd(PathBuf),
     /// A hybrid ISO, attached as a CD.
     Iso(PathBuf),
-    /// A disk image (`raw`, `qcow2` or `vhdx`), attached as a virtio disk; needs UEFI.
+    /// A disk image (`raw`, `qcow2`, `vhdx`, `vpc` for a fixed VHD, `vmdk`), attached as a
+    /// virtio disk; needs UEFI.
     Disk(PathBuf, &'static str),
+    /// A GCE archive (`disk.raw` in a gzip'd tar): its disk is taken out and attached raw.
+    GceArchive(PathBuf),
     /// A UKI, served to the firmware from a FAT directory; needs UEFI.
     Uki(PathBuf),
 }
@@ -947,7 +968,15 @@ impl Bootable {
             .read(&mut head)?;
         head.truncate(n);
         let at = |o: usize, m: &[u8]| head.get(o..o + m.len()) == Some(m);
-        Ok(if at(0x8001, b"CD001") {
+        // A fixed VHD is its raw disk with a footer: look at the end first.
+        let vhd = crate::cloud_formats::check_vhd(path).is_ok();
+        Ok(if vhd {
+            Bootable::Disk(path.to_path_buf(), "vpc")
+        } else if at(0, b"KDMV") {
+            Bootable::Disk(path.to_path_buf(), "vmdk")
+        } else if at(0, &[0x1f, 0x8b]) {
+            Bootable::GceArchive(path.to_path_buf())
+        } else if at(0x8001, b"CD001") {
             Bootable::Iso(path.to_path_buf())
         } else if at(0, b"QFI\xfb") {
             Bootable::Disk(path.to_path_buf(), "qcow2")
@@ -959,7 +988,7 @@ impl Bootable {
             Bootable::Disk(path.to_path_buf(), "raw")
         } else {
             bail!(
-                "{} is neither a build directory nor a berth image (ISO, raw-efi, qcow2, vhdx or UKI)",
+                "{} is neither a build directory nor a berth image (ISO, raw-efi, qcow2, vhdx, vhd, vmdk, GCE archive or UKI)",
                 path.display()
             )
         })
@@ -967,7 +996,7 @@ impl Bootable {
 
     /// Whether it boots only under UEFI.
     pub fn needs_uefi(&self) -> bool {
-        matches!(self, Bootable::Disk(..) | Bootable::Uki(_))
+        matches!(self, Bootable::Disk(..) | Bootable::GceArchive(_) | Bootable::Uki(_))
     }
 
     /// QEMU arguments attaching it (firmware excluded); `scratch` is a directory that lives as
@@ -977,7 +1006,17 @@ impl Bootable {
         Ok(match self {
             Bootable::KernelInitrd(_) => Vec::new(),
             Bootable::Iso(p) => drive(format!("file={},media=cdrom,readonly=on", p.display())),
+            // QEMU cannot rewrite a streamOptimized VMDK's grains: the guest writes to a
+            // temporary overlay.
+            Bootable::Disk(p, "vmdk") => {
+                drive(format!("file={},format=vmdk,if=virtio,snapshot=on", p.display()))
+            }
             Bootable::Disk(p, fmt) => drive(format!("file={},format={fmt},if=virtio", p.display())),
+            Bootable::GceArchive(p) => {
+                let raw = scratch.join(crate::cloud_formats::GCE_MEMBER);
+                crate::cloud_formats::extract_gce(p, &raw)?;
+                drive(format!("file={},format=raw,if=virtio", raw.display()))
+            }
             Bootable::Uki(p) => {
                 let dir = scratch.join("esp");
                 fs::create_dir_all(dir.join("EFI/BOOT"))?;
@@ -1008,7 +1047,7 @@ mod tests {
         for f in Format::ALL {
             assert_eq!(Format::parse(f.name()).unwrap(), f);
         }
-        assert!(Format::parse("vmdk").unwrap_err().contains("raw-efi"));
+        assert!(Format::parse("vmdk2").unwrap_err().contains("raw-efi"));
         assert!(Format::RawEfi.needs_uefi() && !Format::Iso.needs_uefi());
     }
 

@@ -61,6 +61,54 @@ pub struct Report {
     /// A disk's boot entries on its EFI system partition (`berth-1-a.efi`), and systemd-boot's
     /// signers (empty for the other formats).
     pub boot: Option<BootReport>,
+    /// A cloud import format's own checks (`vhd`, `gce`, `vmdk`).
+    pub cloud: Option<CloudReport>,
+}
+
+/// What a cloud import format was checked for.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CloudReport {
+    /// The disk's size inside the format.
+    pub disk_bytes: u64,
+    /// What was checked, as the cloud asks it.
+    pub checks: String,
+}
+
+/// The raw-disk view of a cloud format (a GCE archive's disk is taken out into `scratch`),
+/// with what its own structure was checked for.
+fn cloud_view(bootable: &Bootable, scratch: &Path) -> Result<(Bootable, Option<CloudReport>)> {
+    use crate::cloud_formats as cf;
+    Ok(match bootable {
+        Bootable::GceArchive(p) => {
+            let raw = scratch.join(cf::GCE_MEMBER);
+            let disk_bytes = cf::extract_gce(p, &raw)?;
+            let checks = "one member, disk.raw, old-GNU tar, gzip; a whole number of GiB".to_string();
+            (Bootable::Disk(raw, "raw"), Some(CloudReport { disk_bytes, checks }))
+        }
+        Bootable::Disk(p, "vpc") => {
+            let v = cf::check_vhd(p)?;
+            let checks = "fixed VHD; a whole number of MiB; footer checksum right".to_string();
+            (bootable.clone(), Some(CloudReport { disk_bytes: v.bytes, checks }))
+        }
+        Bootable::Disk(p, "vmdk") => {
+            let descriptor = cf::vmdk_descriptor(p)?;
+            let kind = descriptor
+                .lines()
+                .find_map(|l| l.strip_prefix("createType="))
+                .unwrap_or("unknown")
+                .trim_matches('"')
+                .to_string();
+            let sectors: u64 = descriptor
+                .lines()
+                .find_map(|l| l.strip_prefix("RW ")?.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            (
+                bootable.clone(),
+                Some(CloudReport { disk_bytes: sectors * 512, checks: format!("VMDK, {kind}") }),
+            )
+        }
+        other => (other.clone(), None),
+    })
 }
 
 /// An EFI disk's boot manager and entries.
@@ -254,6 +302,10 @@ fn boot_files(bootable: &Bootable, scratch: &Path) -> Result<(Vec<u8>, Vec<u8>, 
                 .unwrap_or_default();
             Ok((fs::read(scratch.join("vmlinuz"))?, fs::read(scratch.join("initrd.img"))?, cmdline))
         }
+        Bootable::GceArchive(_) => {
+            let (disk, _) = cloud_view(bootable, scratch)?;
+            boot_files(&disk, scratch)
+        }
         Bootable::Disk(p, fmt) => {
             let raw = if *fmt == "raw" {
                 p.clone()
@@ -293,7 +345,8 @@ fn decompress(initrd: &[u8]) -> Result<Vec<u8>> {
 /// slim initramfs), read out of it as [`inspect`] does.
 pub fn boot_files_of(path: &Path) -> Result<(Vec<u8>, Vec<u8>, String)> {
     let scratch = tempfile::tempdir()?;
-    boot_files(&Bootable::detect(path)?, scratch.path())
+    let (disk, _) = cloud_view(&Bootable::detect(path)?, scratch.path())?;
+    boot_files(&disk, scratch.path())
 }
 
 /// The guest RAM (MiB) `image` needs to boot (see `crate::sizing`): from its initramfs's
@@ -314,7 +367,7 @@ pub fn memory_need_mib(bootable: &Bootable) -> Result<Option<u64>> {
             let (_, initrd, _) = uki_parts(&pe)?;
             Some(crate::sizing::uefi_mib(pages(&initrd)?, pe.len() as u64))
         }
-        Bootable::Disk(..) => Some(crate::sizing::UEFI_FLOOR_MIB),
+        Bootable::Disk(..) | Bootable::GceArchive(_) => Some(crate::sizing::UEFI_FLOOR_MIB),
         Bootable::Iso(_) => None,
     })
 }
@@ -323,7 +376,8 @@ pub fn memory_need_mib(bootable: &Bootable) -> Result<Option<u64>> {
 pub fn inspect(path: &Path) -> Result<Report> {
     let bootable = Bootable::detect(path)?;
     let scratch = tempfile::tempdir()?;
-    let Parts { kernel, initrd, cmdline, disk, efi, esp } = parts(&bootable, scratch.path())?;
+    let (view, cloud) = cloud_view(&bootable, scratch.path())?;
+    let Parts { kernel, initrd, cmdline, disk, efi, esp } = parts(&view, scratch.path())?;
     let signature = match &efi {
         Some(efi) => crate::signing::signers(efi)?,
         None => Vec::new(),
@@ -429,7 +483,9 @@ pub fn inspect(path: &Path) -> Result<Report> {
         Bootable::KernelInitrd(_) => "kernel+initrd",
         Bootable::Uki(_) => "uki",
         Bootable::Iso(_) => "iso",
+        Bootable::Disk(_, "vpc") => "vhd",
         Bootable::Disk(_, f) => f,
+        Bootable::GceArchive(_) => "gce",
     };
     Ok(Report {
         image: path.display().to_string(),
@@ -448,6 +504,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         system_partition,
         signature,
         boot,
+        cloud,
     })
 }
 
@@ -577,6 +634,9 @@ impl Report {
                 b.entries.join(", "),
                 b.default
             ));
+        }
+        if let Some(c) = &self.cloud {
+            out.push_str(&format!("cloud       disk {}: {}\n", mib(c.disk_bytes), c.checks));
         }
         if let Some(s) = &self.system_partition {
             out.push_str(&format!(

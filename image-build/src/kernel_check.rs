@@ -156,7 +156,7 @@ pub fn needs_for(config: &Config, formats: &[Format]) -> BTreeSet<Need> {
     {
         needs.insert(Need::ConfigDrive);
     }
-    if formats.contains(&Format::Vhdx) {
+    if formats.iter().any(|f| f.on_hyperv()) {
         needs.insert(Need::Hyperv);
     }
     if formats.iter().any(|f| *f != Format::KernelInitrd) {

@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod build;
 pub mod bzimage;
+pub mod cloud_formats;
 pub mod container_disk;
 pub mod cpio;
 pub mod formats;

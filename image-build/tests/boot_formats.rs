@@ -1,7 +1,8 @@
-//! Every bootable format: the hello example built as UKI, ISO, raw EFI disk, qcow2 and VHDX,
-//! each booted by `berth run` under the firmware its format needs (ISO: SeaBIOS as a CD and as
-//! a disk, and OVMF through its GRUB; disks and UKI: OVMF); `qemu-img check` on qcow2 and vhdx; two builds
-//! byte-identical; a missing host tool named with its Debian package.
+//! Every bootable format: the hello example built as UKI, ISO, raw EFI disk, qcow2, VHDX and
+//! the clouds' formats (Azure's fixed VHD, GCE's archive, a streamOptimized VMDK), each booted
+//! by `berth run` under the firmware its format needs (ISO: SeaBIOS as a CD and as a disk, and
+//! OVMF through its GRUB; disks and UKI: OVMF); `qemu-img check`/`info` on the disk formats;
+//! two builds byte-identical; a missing host tool named with its Debian package.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const FORMATS: [&str; 5] = ["uki", "iso", "raw-efi", "qcow2", "vhdx"];
+const FORMATS: [&str; 8] = ["uki", "iso", "raw-efi", "qcow2", "vhdx", "vhd", "gce", "vmdk"];
 
 /// The hello example built with every format, once for all tests: (temp dir, output dir).
 fn built() -> &'static (tempfile::TempDir, PathBuf) {
@@ -116,12 +117,55 @@ fn efi_disk_formats_and_uki_boot_with_uefi() {
 }
 
 #[test]
+fn cloud_formats_boot_and_pass_the_clouds_checks() {
+    let (_, out) = built();
+    for file in ["disk.vhd", "disk.vmdk", "gce.tar.gz"] {
+        boot(&out.join(file), &[]);
+    }
+    let qemu_img = |args: &[&str], file: &str| {
+        let o = Command::new("qemu-img").args(args).arg(out.join(file)).output().unwrap();
+        assert!(o.status.success(), "qemu-img {args:?} {file}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Azure: a fixed VHD whose virtual size is a whole number of MiB (the raw disk before the
+    // 512-byte footer).
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["info", "--output", "json", "-f", "vpc"], "disk.vhd")).unwrap();
+    let size = info["virtual-size"].as_u64().unwrap();
+    assert_eq!(size % (1 << 20), 0, "{info}");
+    assert_eq!(std::fs::metadata(out.join("disk.vhd")).unwrap().len(), size + 512, "{info}");
+    assert_eq!(size, std::fs::metadata(out.join("disk.raw")).unwrap().len(), "the raw disk, then the footer");
+    // VMware / AWS: streamOptimized, and qemu-img finds no errors.
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["info", "--output", "json"], "disk.vmdk")).unwrap();
+    assert_eq!(info["format"], "vmdk", "{info}");
+    assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized", "{info}");
+    assert!(qemu_img(&["check"], "disk.vmdk").contains("No errors"));
+    // GCE: the raw disk a whole number of GiB (so every disk format of this build is).
+    assert_eq!(std::fs::metadata(out.join("disk.raw")).unwrap().len() % (1 << 30), 0);
+    let listing = Command::new("tar").args(["-tvzf"]).arg(out.join("gce.tar.gz")).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    assert!(listing.trim_end().ends_with(" disk.raw"), "{listing}");
+}
+
+#[test]
 fn every_format_is_byte_identical_on_rebuild() {
     let (_, first) = built();
     let (_d, second) = build_all("b");
-    for file in
-        ["vmlinuz", "initrd.img", "cmdline", "berth.efi", "berth.iso", "disk.raw", "disk.qcow2", "disk.vhdx"]
-    {
+    for file in [
+        "vmlinuz",
+        "initrd.img",
+        "cmdline",
+        "berth.efi",
+        "berth.iso",
+        "disk.raw",
+        "disk.qcow2",
+        "disk.vhdx",
+        "disk.vhd",
+        "gce.tar.gz",
+        "disk.vmdk",
+    ] {
         assert!(
             common::same_bytes(&first.join(file), &second.join(file)),
             "{file} differs between two builds"
@@ -158,13 +202,30 @@ fn a_missing_tool_is_named_with_its_package() {
 fn inspect_reads_every_format() {
     let (_, out) = built();
     let mut reports = Vec::new();
-    for image in ["", "berth.efi", "berth.iso", "disk.raw", "disk.qcow2", "disk.vhdx"] {
+    for image in [
+        "",
+        "berth.efi",
+        "berth.iso",
+        "disk.raw",
+        "disk.qcow2",
+        "disk.vhdx",
+        "disk.vhd",
+        "disk.vmdk",
+        "gce.tar.gz",
+    ] {
         let path = if image.is_empty() { out.clone() } else { out.join(image) };
         let o = common::run_berth(&["inspect", "--json", path.to_str().unwrap()]);
         assert!(o.status.success(), "{image}: {}", String::from_utf8_lossy(&o.stderr));
         let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(r["kernel_version"].as_str().unwrap().starts_with("6.1."), "{r}");
-        let disk = image.starts_with("disk.");
+        let disk = image.starts_with("disk.") || image == "gce.tar.gz";
+        let cloud = ["disk.vhd", "disk.vmdk", "gce.tar.gz"].contains(&image);
+        assert_eq!(r["cloud"].is_object(), cloud, "{image}: {r}");
+        if cloud {
+            let format = r["format"].as_str().unwrap();
+            assert_eq!(format, image.trim_start_matches("disk.").trim_end_matches(".tar.gz"), "{r}");
+            assert!(r["cloud"]["disk_bytes"].as_u64().unwrap() >= 1 << 30, "{r}");
+        }
         let cmdline = r["cmdline"].as_str().unwrap().to_string();
         if disk {
             // The disks boot from their verified system partition: its root hash is on the
