@@ -106,6 +106,7 @@ fn boots_with(provider: &'static str) {
                 Some(&"POST /machine?comp=health"),
                 "the ready report comes last: {lines:#?}"
             );
+            assert_eq!(seen.last().unwrap().health.as_deref(), Some("Ready"));
             assert!(lines.contains(&"GET /machine/?comp=goalstate"), "{lines:#?}");
         }
         _ => assert!(!lines.is_empty()),
@@ -193,5 +194,38 @@ fn openstack_config_drive_comes_before_the_service() {
     let found = vm.events().into_iter().find(|e| e.name == "metadata.found").expect("metadata.found");
     assert!(found.get("from").unwrap_or_default().starts_with("config drive /dev/"), "{found:?}");
     assert_eq!(found.get("instance_id"), Some("83679162-1378-4288-a2d4-70e13ec132aa"));
+    vm.kill();
+}
+
+#[test]
+fn azure_reports_a_refused_user_data_as_not_ready() {
+    // User-data the machine cannot take: [network] is in force before the metadata is read.
+    let server = MetadataServer::start("azure", "[network]\ndns = [\"1.1.1.1\"]\n");
+    let args = server.qemu_args();
+    let mut vm = common::boot_with(image(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let t = default_timeout();
+    let rejected = vm.wait_for_event("config.rejected", |e| e.get("source") == Some("azure"), t).unwrap();
+    assert!(
+        rejected.get("error").unwrap_or_default().contains("azure user-data:1:1: [network]"),
+        "{rejected:?}"
+    );
+    vm.wait_for_event("metadata.reported", |e| e.get("state") == Some("not-ready"), t).unwrap();
+    // The image's service runs, on the provider's hostname (the fragment alone was refused).
+    assert_eq!(line_of(&vm, "probe | machine="), "azure-host");
+    let seen = server.seen();
+    let report = seen.last().unwrap();
+    assert_eq!(report.line, "POST /machine?comp=health");
+    assert_eq!(report.health.as_deref(), Some("NotReady"), "{seen:#?}");
+    vm.kill();
+}
+
+#[test]
+fn a_machine_no_cloud_names_boots_at_once() {
+    let args = berth_qemu::user_net_args(&[]);
+    let mut vm = common::boot_with(image(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let none = vm.wait_for_event("metadata.none", |_| true, default_timeout()).unwrap();
+    assert_eq!(none.get("vendor"), Some("QEMU"), "{none:?}");
+    assert_eq!(line_of(&vm, "probe | machine="), "from-image");
+    assert!(!vm.events().iter().any(|e| e.name.starts_with("metadata.") && e.name != "metadata.none"));
     vm.kill();
 }

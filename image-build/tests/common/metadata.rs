@@ -38,6 +38,8 @@ pub struct Seen {
     pub line: String,
     /// What a real service would have refused in it (empty: a good request).
     pub problem: String,
+    /// A health report's `State` (`Ready`, `NotReady`).
+    pub health: Option<String>,
 }
 
 /// A request.
@@ -208,8 +210,9 @@ fn serve(stream: TcpStream, served: &Served, seen: &Mutex<Vec<Seen>>, wireserver
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let Some(req) = read_request(&stream) else { return };
     let mut problem = String::new();
+    let mut health = None;
     let answer = if wireserver {
-        wire(&req, &mut problem)
+        wire(&req, &mut problem, &mut health)
     } else {
         match served.provider {
             "ec2" => ec2(&req, served, &mut problem),
@@ -221,7 +224,7 @@ fn serve(stream: TcpStream, served: &Served, seen: &Mutex<Vec<Seen>>, wireserver
             _ => not_found(),
         }
     };
-    seen.lock().unwrap().push(Seen { line: format!("{} {}", req.method, req.target), problem });
+    seen.lock().unwrap().push(Seen { line: format!("{} {}", req.method, req.target), problem, health });
     let reason = match answer.status {
         200 => "OK",
         204 => "No Content",
@@ -353,7 +356,7 @@ fn azure(req: &Request, s: &Served, problem: &mut String) -> Answer {
 }
 
 /// Azure's wireserver: the goal state, and the health report read as XML.
-fn wire(req: &Request, problem: &mut String) -> Answer {
+fn wire(req: &Request, problem: &mut String, health: &mut Option<String>) -> Answer {
     if req.header("x-ms-version") != Some("2012-11-30") {
         *problem = "no x-ms-version: 2012-11-30".into();
         return answer(400, "text/xml", "");
@@ -378,7 +381,7 @@ fn wire(req: &Request, problem: &mut String) -> Answer {
             }
             match health_state(&req.body) {
                 Ok(state) => {
-                    *problem = if state == "Ready" { String::new() } else { format!("state {state}") };
+                    *health = Some(state);
                     answer(200, "text/xml", "")
                 }
                 Err(e) => {

@@ -5,9 +5,11 @@
 //! (disk images: early modules, dm-verity, mount, binds; the kernel log followed for
 //! corruption) → read the plan (from the initramfs or the partition) → kernel modules → boot-time configuration → cgroup
 //! controllers → opaque layer dirs → hostname, sysctls, `lo` → network (started) → the data
-//! disk → the control socket → the first container → the power button's modules and the
-//! button → the other late modules in a child process (`late_modules`) → event loop (onboot
-//! containers one by one, then services). Each step ends with its `boot.stage` event.
+//! disk → the control socket → the cloud metadata provider (`metadata`; when there is one,
+//! the containers wait for its answer or `metadata_timeout`, see `Pid1::metadata_arrived`) →
+//! the first container → the power button's modules and the button → the other late modules
+//! in a child process (`late_modules`) → event loop (onboot containers one by one, then
+//! services). Each step ends with its `boot.stage` event.
 //!
 //! PID 1 must never exit or panic (the kernel would panic). Every step reports failures and goes
 //! on; a plan that cannot be read leaves the machine up with no containers, waiting for a
