@@ -920,6 +920,7 @@ fn write_formats(
         align: if wanted.contains(&Format::Gce) { 1 << 30 } else { 1 << 20 },
     };
     formats::write_raw_efi(&layout, epoch, &raw)?;
+    let seed = formats::disk_seed(&disk_uki, &raw)?;
     if wanted.contains(&Format::Update) {
         progress.step("writing the update bundle");
         let slot = crate::update_bundle::Slot {
@@ -939,7 +940,7 @@ fn write_formats(
         if wanted.contains(&f) {
             progress.step(format!("converting the disk to {}", f.name()));
             let name = f.file_name().context("internal: disk formats have a file")?;
-            formats::convert(&raw, f, &dir.join(name))?;
+            formats::convert(&raw, f, &dir.join(name), &seed)?;
         }
     }
     if wanted.contains(&Format::ContainerDisk) {
@@ -949,13 +950,13 @@ fn write_formats(
         if wanted.contains(&Format::Qcow2) {
             fs::copy(&qcow2, &staged)?;
         } else {
-            formats::convert(&raw, Format::Qcow2, &staged)?;
+            formats::convert(&raw, Format::Qcow2, &staged, &seed)?;
         }
         let layout = dir.join(crate::container_disk::DIR);
         crate::container_disk::write(&layout, &staged, &vmlinuz, &initrd, epoch)?;
         fs::remove_file(&staged)?;
     }
-    write_cloud_formats(dir, wanted, &raw, epoch, progress)?;
+    write_cloud_formats(dir, wanted, &raw, &seed, epoch, progress)?;
     if !wanted.contains(&Format::RawEfi) {
         fs::remove_file(&raw)?;
     }
@@ -967,18 +968,14 @@ fn write_cloud_formats(
     dir: &Path,
     wanted: &[Format],
     raw: &Path,
+    seed: &str,
     epoch: u64,
     progress: &Progress,
 ) -> Result<()> {
     use crate::cloud_formats as cf;
-    let cloud = [Format::Vhd, Format::Gce, Format::Vmdk];
-    if !wanted.iter().any(|f| cloud.contains(f)) {
-        return Ok(());
-    }
-    let seed = crate::blobs::sha256_file(raw).map_err(|e| anyhow!("{e}"))?;
     if wanted.contains(&Format::Vhd) {
         progress.step("writing the fixed VHD");
-        cf::write_vhd(raw, &seed, epoch, &dir.join(cf::VHD))?;
+        cf::write_vhd(raw, seed, epoch, &dir.join(cf::VHD))?;
     }
     if wanted.contains(&Format::Gce) {
         progress.step("writing the GCE archive");
@@ -986,7 +983,7 @@ fn write_cloud_formats(
     }
     if wanted.contains(&Format::Vmdk) {
         progress.step("converting the disk to a streamOptimized VMDK");
-        cf::write_vmdk(raw, &seed, &dir.join(cf::VMDK))?;
+        cf::write_vmdk(raw, seed, &dir.join(cf::VMDK))?;
     }
     Ok(())
 }

@@ -144,13 +144,19 @@ pub fn check_vhd(path: &Path) -> Result<VhdFooter> {
 /// GCE's import archive at `out`: `raw` (a whole number of GiB) as `disk.raw` in an old-GNU
 /// tar, gzip'd; dated `epoch`, owned by root, no names in the gzip header.
 pub fn write_gce(raw: &Path, epoch: u64, out: &Path) -> Result<()> {
+    write_gce_in(raw, epoch, out, GIB)
+}
+
+/// [`write_gce`] for a disk size that is a multiple of `unit`.
+fn write_gce_in(raw: &Path, epoch: u64, out: &Path, unit: u64) -> Result<()> {
     let bytes = fs::metadata(raw)?.len();
-    if bytes % GIB != 0 {
-        bail!("internal: the raw disk ({bytes} bytes) is not a whole number of GiB");
+    if bytes % unit != 0 {
+        bail!("internal: the raw disk ({bytes} bytes) is not a whole number of {} MiB", unit >> 20);
     }
+    // The fast level: the disk is mostly zeros, which it packs as well, in half the time.
     let gz = flate2::GzBuilder::new()
         .mtime(0)
-        .write(std::io::BufWriter::new(fs::File::create(out)?), flate2::Compression::default());
+        .write(std::io::BufWriter::new(fs::File::create(out)?), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
@@ -170,6 +176,11 @@ pub fn write_gce(raw: &Path, epoch: u64, out: &Path) -> Result<()> {
 /// Checks a GCE archive as Compute Engine does — one regular member named `disk.raw`, old-GNU
 /// headers, a whole number of GiB — and writes the disk to `to` (sparse). Returns its size.
 pub fn extract_gce(archive: &Path, to: &Path) -> Result<u64> {
+    extract_gce_in(archive, to, GIB)
+}
+
+/// [`extract_gce`] for a disk size that is a multiple of `unit`.
+fn extract_gce_in(archive: &Path, to: &Path, unit: u64) -> Result<u64> {
     let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(fs::File::open(archive)?));
     let mut tar = tar::Archive::new(gz);
     let mut found = None;
@@ -189,8 +200,12 @@ pub fn extract_gce(archive: &Path, to: &Path) -> Result<u64> {
             bail!("{}: disk.raw's header is not old-GNU (GCE refuses other tar formats)", archive.display());
         }
         let bytes = entry.size();
-        if bytes % GIB != 0 {
-            bail!("{}: disk.raw is {bytes} bytes, not a whole number of GiB", archive.display());
+        if bytes % unit != 0 {
+            bail!(
+                "{}: disk.raw is {bytes} bytes, not a whole number of {} MiB",
+                archive.display(),
+                unit >> 20
+            );
         }
         let mut out = fs::File::create(to)?;
         out.set_len(bytes)?;
@@ -201,19 +216,46 @@ pub fn extract_gce(archive: &Path, to: &Path) -> Result<u64> {
             if n == 0 {
                 break;
             }
-            if buf[..n].iter().any(|b| *b != 0) {
+            if !crate::formats::all_zero(&buf[..n]) {
                 out.seek(SeekFrom::Start(at))?;
                 out.write_all(&buf[..n])?;
             }
             at += n as u64;
+        }
+        if at != bytes {
+            bail!("{}: disk.raw ends after {at} of its {bytes} bytes", archive.display());
         }
         found = Some(bytes);
     }
     found.with_context(|| format!("{}: an empty archive (GCE wants disk.raw in it)", archive.display()))
 }
 
-/// Where a VMDK's descriptor is (sector 1, 20 sectors, as `qemu-img` writes it).
-const VMDK_DESCRIPTOR: std::ops::Range<usize> = 512..512 + 20 * 512;
+/// Where a VMDK's embedded descriptor is, in bytes: its header's `descriptorOffset` and
+/// `descriptorSize` (sectors, little-endian, at bytes 28 and 36 of the `KDMV` header).
+fn vmdk_descriptor_range(head: &[u8]) -> Result<std::ops::Range<usize>> {
+    if head.get(..4) != Some(b"KDMV") {
+        bail!("not a VMDK (no KDMV header)");
+    }
+    let sectors = |at: usize| -> Result<usize> {
+        let b: [u8; 8] = head.get(at..at + 8).context("a short VMDK header")?.try_into()?;
+        Ok(usize::try_from(u64::from_le_bytes(b))?)
+    };
+    let (offset, size) = (sectors(28)?, sectors(36)?);
+    if offset == 0 || size == 0 || size > 2048 {
+        bail!("a VMDK without an embedded descriptor (offset {offset}, size {size} sectors)");
+    }
+    Ok(offset * 512..(offset + size) * 512)
+}
+
+/// A VMDK's header and embedded descriptor, and where the descriptor is.
+fn read_vmdk_head(f: &mut fs::File) -> Result<(Vec<u8>, std::ops::Range<usize>)> {
+    let mut head = vec![0u8; 512];
+    f.read_exact(&mut head)?;
+    let range = vmdk_descriptor_range(&head)?;
+    head.resize(range.end, 0);
+    f.read_exact(&mut head[512..])?;
+    Ok((head, range))
+}
 
 /// The streamOptimized VMDK at `out`, converted from `raw` by `qemu-img`; its content id is
 /// derived from `seed` and the extent is named `disk.vmdk` whatever `out` is called.
@@ -230,23 +272,20 @@ pub fn write_vmdk(raw: &Path, seed: &str, out: &Path) -> Result<()> {
         bail!("qemu-img convert to vmdk failed: {}", String::from_utf8_lossy(&o.stderr).trim());
     }
     let mut f = fs::File::options().read(true).write(true).open(&made)?;
-    let mut head = vec![0u8; VMDK_DESCRIPTOR.end];
-    f.read_exact(&mut head)?;
-    if &head[..4] != b"KDMV" {
-        bail!("qemu-img wrote no VMDK header");
-    }
-    let text = String::from_utf8_lossy(&head[VMDK_DESCRIPTOR]).trim_end_matches('\0').to_string();
+    let (head, range) = read_vmdk_head(&mut f).context("reading the VMDK qemu-img wrote")?;
+    let text = String::from_utf8_lossy(&head[range.clone()]).trim_end_matches('\0').to_string();
     let cid = hex::encode(&content_id(seed, "vmdk")[..4]);
     let replaced: Vec<String> = text
         .lines()
         .map(|l| if l.starts_with("CID=") { format!("CID={cid}") } else { l.to_string() })
         .collect();
     let mut descriptor = (replaced.join("\n") + "\n").into_bytes();
-    if descriptor.len() > VMDK_DESCRIPTOR.len() {
+    // Readers take the text up to its first NUL: one must be left.
+    if descriptor.len() >= range.len() {
         bail!("the VMDK descriptor grew past its sectors");
     }
-    descriptor.resize(VMDK_DESCRIPTOR.len(), 0);
-    f.seek(SeekFrom::Start(VMDK_DESCRIPTOR.start as u64))?;
+    descriptor.resize(range.len(), 0);
+    f.seek(SeekFrom::Start(range.start as u64))?;
     f.write_all(&descriptor)?;
     f.flush()?;
     drop(f);
@@ -256,14 +295,20 @@ pub fn write_vmdk(raw: &Path, seed: &str, out: &Path) -> Result<()> {
 
 /// A VMDK's descriptor text (`createType`, `CID`, the extent).
 pub fn vmdk_descriptor(path: &Path) -> Result<String> {
-    let mut head = vec![0u8; VMDK_DESCRIPTOR.end];
-    fs::File::open(path)?
-        .read_exact(&mut head)
-        .with_context(|| format!("{}: too small for a VMDK", path.display()))?;
-    if &head[..4] != b"KDMV" {
-        bail!("{}: not a VMDK", path.display());
-    }
-    Ok(String::from_utf8_lossy(&head[VMDK_DESCRIPTOR]).trim_end_matches('\0').to_string())
+    let (head, range) =
+        read_vmdk_head(&mut fs::File::open(path)?).with_context(|| path.display().to_string())?;
+    Ok(String::from_utf8_lossy(&head[range]).trim_end_matches('\0').to_string())
+}
+
+/// Whether the file ends with a VHD footer's cookie (a fixed VHD starts like its raw disk).
+pub fn has_vhd_cookie(path: &Path) -> bool {
+    let Ok(mut f) = fs::File::open(path) else { return false };
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
+    let mut cookie = [0u8; 8];
+    len >= FOOTER as u64
+        && f.seek(SeekFrom::Start(len - FOOTER as u64)).is_ok()
+        && f.read_exact(&mut cookie).is_ok()
+        && &cookie == b"conectix"
 }
 
 #[cfg(test)]
@@ -284,23 +329,62 @@ mod tests {
     }
 
     #[test]
+    fn a_vhd_is_recognised_by_its_footer_and_a_damaged_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("x.raw");
+        let mut f = fs::File::create(&raw).unwrap();
+        f.set_len(2 * MIB).unwrap();
+        f.seek(SeekFrom::Start(0x200)).unwrap();
+        f.write_all(b"EFI PART").unwrap();
+        drop(f);
+        let vhd = dir.path().join("disk.vhd");
+        write_vhd(&raw, "seed", 1_704_067_200, &vhd).unwrap();
+        assert_eq!(check_vhd(&vhd).unwrap(), VhdFooter { bytes: 2 * MIB, disk_type: 2 });
+        let found = crate::formats::Bootable::detect(&vhd).unwrap();
+        assert_eq!(found, crate::formats::Bootable::Disk(vhd.clone(), "vpc"));
+        // A damaged footer: an error naming it, not a raw disk.
+        let mut f = fs::File::options().write(true).open(&vhd).unwrap();
+        f.seek(SeekFrom::Start(2 * MIB + 100)).unwrap();
+        f.write_all(b"x").unwrap();
+        drop(f);
+        let e = crate::formats::Bootable::detect(&vhd).unwrap_err();
+        assert!(format!("{e:#}").contains("checksum"), "{e:#}");
+        // Not a whole MiB: refused when written.
+        fs::File::options().write(true).open(&raw).unwrap().set_len(MIB + 512).unwrap();
+        assert!(write_vhd(&raw, "seed", 0, &vhd).is_err());
+    }
+
+    #[test]
+    fn the_vmdk_descriptor_is_where_the_header_says() {
+        let mut head = vec![0u8; 512];
+        head[..4].copy_from_slice(b"KDMV");
+        head[28..36].copy_from_slice(&1u64.to_le_bytes());
+        head[36..44].copy_from_slice(&20u64.to_le_bytes());
+        assert_eq!(vmdk_descriptor_range(&head).unwrap(), 512..512 + 20 * 512);
+        head[36..44].copy_from_slice(&0u64.to_le_bytes());
+        assert!(vmdk_descriptor_range(&head).is_err());
+        assert!(vmdk_descriptor_range(b"QFI\xfb").is_err());
+    }
+
+    #[test]
     fn a_gce_archive_holds_disk_raw_alone() {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("x.raw");
         let mut f = fs::File::create(&raw).unwrap();
-        f.set_len(GIB).unwrap();
-        f.seek(SeekFrom::Start(GIB - 3)).unwrap();
+        f.set_len(4 * MIB).unwrap();
+        f.seek(SeekFrom::Start(4 * MIB - 3)).unwrap();
         f.write_all(b"end").unwrap();
         drop(f);
         let (a, b) = (dir.path().join("a.tar.gz"), dir.path().join("b.tar.gz"));
-        write_gce(&raw, 1_704_067_200, &a).unwrap();
-        write_gce(&raw, 1_704_067_200, &b).unwrap();
+        write_gce_in(&raw, 1_704_067_200, &a, MIB).unwrap();
+        write_gce_in(&raw, 1_704_067_200, &b, MIB).unwrap();
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         let back = dir.path().join("back.raw");
-        assert_eq!(extract_gce(&a, &back).unwrap(), GIB);
+        assert_eq!(extract_gce_in(&a, &back, MIB).unwrap(), 4 * MIB);
+        assert!(extract_gce(&a, &back).unwrap_err().to_string().contains("not a whole number of 1024 MiB"));
         let mut tail = [0u8; 3];
         let mut f = fs::File::open(&back).unwrap();
-        f.seek(SeekFrom::Start(GIB - 3)).unwrap();
+        f.seek(SeekFrom::Start(4 * MIB - 3)).unwrap();
         f.read_exact(&mut tail).unwrap();
         assert_eq!(&tail, b"end");
         // The header is old-GNU ("ustar  \0"); the gzip header carries no time or name.
@@ -310,7 +394,6 @@ mod tests {
         let gz = fs::read(&a).unwrap();
         assert_eq!(&gz[3..8], &[0, 0, 0, 0, 0], "no name flag, no mtime");
         // Not a whole GiB: refused.
-        fs::File::options().write(true).open(&raw).unwrap().set_len(MIB).unwrap();
         assert!(write_gce(&raw, 0, &a).is_err());
     }
 }

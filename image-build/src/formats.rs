@@ -507,6 +507,13 @@ pub fn write_raw_efi(disk: &DiskLayout<'_>, epoch: u64, out: &Path) -> Result<()
     Ok(())
 }
 
+/// Whether `bytes` are all zero (compared with a zero block: `memcmp`, fast even in debug
+/// builds, which tests run on disks of gigabytes).
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
 /// Copies `source` into `out` at `offset`, leaving its all-zero 64 KiB blocks as holes (`out`
 /// is a new sparse file: the ESP's free space takes no room).
 pub(crate) fn copy_sparse(source: &Path, out: &mut fs::File, offset: u64) -> Result<()> {
@@ -524,7 +531,7 @@ pub(crate) fn copy_sparse(source: &Path, out: &mut fs::File, offset: u64) -> Res
         if filled == 0 {
             return Ok(());
         }
-        if buf[..filled].iter().any(|b| *b != 0) {
+        if !all_zero(&buf[..filled]) {
             out.seek(SeekFrom::Start(at))?;
             out.write_all(&buf[..filled])?;
         }
@@ -674,8 +681,9 @@ pub fn gpt(sectors: u64, disk_guid: &str, parts: &[GptPartition]) -> Vec<(u64, V
     ]
 }
 
-/// Converts the raw disk to `qcow2` or `vhdx` with `qemu-img`.
-pub fn convert(raw: &Path, format: Format, out: &Path) -> Result<()> {
+/// Converts the raw disk to `qcow2` or `vhdx` with `qemu-img`; the VHDX's identifiers are
+/// derived from `seed` (the disk's [`disk_seed`]).
+pub fn convert(raw: &Path, format: Format, out: &Path, seed: &str) -> Result<()> {
     let qemu_img = tool("qemu-img", "qemu-utils")?;
     let (name, opts): (&str, &[&str]) = match format {
         Format::Qcow2 => ("qcow2", &[]),
@@ -689,16 +697,23 @@ pub fn convert(raw: &Path, format: Format, out: &Path) -> Result<()> {
         "qemu-img convert",
     )?;
     if format == Format::Vhdx {
-        normalize_vhdx(out, raw)?;
+        normalize_vhdx(out, seed)?;
     }
     Ok(())
+}
+
+/// What a disk's derived identifiers are made from: its boot UKI's hash (which covers the
+/// system partition through the root hash on its command line) and the disk's size — the
+/// same for the same content, without reading gigabytes of disk.
+pub fn disk_seed(uki: &Path, raw: &Path) -> Result<String> {
+    let uki = crate::blobs::sha256_file(uki).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!("{uki}:{}", fs::metadata(raw)?.len()))
 }
 
 /// qemu-img writes random GUIDs into a VHDX (file, data-write and log GUIDs in both headers,
 /// and the virtual disk id): replace them with ones derived from the disk's content and fix the
 /// headers' CRC-32C, so two builds are byte-identical.
-fn normalize_vhdx(vhdx: &Path, raw: &Path) -> Result<()> {
-    let seed = crate::blobs::sha256_file(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn normalize_vhdx(vhdx: &Path, seed: &str) -> Result<()> {
     let mut f = fs::File::options().read(true).write(true).open(vhdx)?;
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
@@ -968,9 +983,10 @@ impl Bootable {
             .read(&mut head)?;
         head.truncate(n);
         let at = |o: usize, m: &[u8]| head.get(o..o + m.len()) == Some(m);
-        // A fixed VHD is its raw disk with a footer: look at the end first.
-        let vhd = crate::cloud_formats::check_vhd(path).is_ok();
-        Ok(if vhd {
+        // A fixed VHD is its raw disk with a footer: look at the end first; a damaged footer
+        // is an error, not a raw disk.
+        Ok(if crate::cloud_formats::has_vhd_cookie(path) {
+            crate::cloud_formats::check_vhd(path)?;
             Bootable::Disk(path.to_path_buf(), "vpc")
         } else if at(0, b"KDMV") {
             Bootable::Disk(path.to_path_buf(), "vmdk")

@@ -11,6 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 const FORMATS: [&str; 8] = ["uki", "iso", "raw-efi", "qcow2", "vhdx", "vhd", "gce", "vmdk"];
+/// The image files those formats write.
+const IMAGES: [&str; 8] =
+    ["berth.efi", "berth.iso", "disk.raw", "disk.qcow2", "disk.vhdx", "disk.vhd", "gce.tar.gz", "disk.vmdk"];
 
 /// The hello example built with every format, once for all tests: (temp dir, output dir).
 fn built() -> &'static (tempfile::TempDir, PathBuf) {
@@ -153,19 +156,7 @@ fn cloud_formats_boot_and_pass_the_clouds_checks() {
 fn every_format_is_byte_identical_on_rebuild() {
     let (_, first) = built();
     let (_d, second) = build_all("b");
-    for file in [
-        "vmlinuz",
-        "initrd.img",
-        "cmdline",
-        "berth.efi",
-        "berth.iso",
-        "disk.raw",
-        "disk.qcow2",
-        "disk.vhdx",
-        "disk.vhd",
-        "gce.tar.gz",
-        "disk.vmdk",
-    ] {
+    for file in ["vmlinuz", "initrd.img", "cmdline"].iter().chain(&IMAGES).copied() {
         assert!(
             common::same_bytes(&first.join(file), &second.join(file)),
             "{file} differs between two builds"
@@ -202,17 +193,7 @@ fn a_missing_tool_is_named_with_its_package() {
 fn inspect_reads_every_format() {
     let (_, out) = built();
     let mut reports = Vec::new();
-    for image in [
-        "",
-        "berth.efi",
-        "berth.iso",
-        "disk.raw",
-        "disk.qcow2",
-        "disk.vhdx",
-        "disk.vhd",
-        "disk.vmdk",
-        "gce.tar.gz",
-    ] {
+    for image in [""].iter().chain(&IMAGES).copied() {
         let path = if image.is_empty() { out.clone() } else { out.join(image) };
         let o = common::run_berth(&["inspect", "--json", path.to_str().unwrap()]);
         assert!(o.status.success(), "{image}: {}", String::from_utf8_lossy(&o.stderr));

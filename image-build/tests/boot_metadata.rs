@@ -229,3 +229,73 @@ fn a_machine_no_cloud_names_boots_at_once() {
     assert!(!vm.events().iter().any(|e| e.name.starts_with("metadata.") && e.name != "metadata.none"));
     vm.kill();
 }
+
+/// One raw request to a fake server: its status line.
+fn ask(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_fake_services_refuse_what_the_real_ones_refuse() {
+    let get =
+        |path: &str, headers: &str| format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}\r\n");
+    let cases: [(&str, String, &str); 9] = [
+        ("ec2", get("/latest/meta-data/instance-id", ""), "401"),
+        ("ec2", "PUT /latest/api/token HTTP/1.1\r\nContent-Length: 0\r\n\r\n".into(), "400"),
+        (
+            "ec2",
+            "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 99999\r\n\r\n".into(),
+            "400",
+        ),
+        ("gce", get("/computeMetadata/v1/instance/id", ""), "403"),
+        (
+            "gce",
+            get("/computeMetadata/v1/instance/id", "Metadata-Flavor: Google\r\nX-Forwarded-For: 1.2.3.4\r\n"),
+            "403",
+        ),
+        ("azure", get("/metadata/instance?api-version=2021-08-01", ""), "400"),
+        ("azure", get("/metadata/instance?api-version=2099-01-01", "Metadata: true\r\n"), "400"),
+        ("azure", get("/metadata/instance", "Metadata: true\r\n"), "400"),
+        (
+            "azure",
+            get(
+                "/metadata/instance?api-version=2021-08-01",
+                "Metadata: true\r\nX-Forwarded-For: 1.2.3.4\r\n",
+            ),
+            "403",
+        ),
+    ];
+    for (provider, request, status) in cases {
+        let server = MetadataServer::start(provider, "");
+        let line = ask(server.ports().0, &request);
+        assert!(line.contains(&format!(" {status} ")), "{provider} {request:?}: {line}");
+        let seen = server.seen();
+        assert!(!seen[0].problem.is_empty(), "{provider} {request:?}: the problem is recorded");
+    }
+    // The wireserver: its headers, and a health report whose ids are not the goal state's.
+    let server = MetadataServer::start("azure", "");
+    let wire = server.ports().1.unwrap();
+    assert!(ask(wire, &get("/machine/?comp=goalstate", "x-ms-agent-name: t\r\n")).contains(" 400 "));
+    assert!(ask(wire, &get("/machine/?comp=goalstate", "x-ms-version: 2012-11-30\r\n")).contains(" 400 "));
+    let body = "<Health><GoalStateIncarnation>3</GoalStateIncarnation><Container><ContainerId>other</ContainerId>\
+                <RoleInstanceList><Role><InstanceId>x</InstanceId><Health><State>Ready</State></Health></Role>\
+                </RoleInstanceList></Container></Health>";
+    let post = format!(
+        "POST /machine?comp=health HTTP/1.1\r\nx-ms-version: 2012-11-30\r\nx-ms-agent-name: t\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert!(ask(wire, &post).contains(" 400 "));
+    let seen = server.seen();
+    assert!(seen.iter().all(|s| !s.problem.is_empty()), "{seen:#?}");
+    assert!(seen[2].problem.contains("ContainerId"), "{seen:#?}");
+    // A good request passes.
+    let server = MetadataServer::start("gce", "");
+    assert!(ask(server.ports().0, &get("/computeMetadata/v1/instance/id", "Metadata-Flavor: Google\r\n"))
+        .contains(" 200 "));
+    assert!(server.seen()[0].problem.is_empty());
+}

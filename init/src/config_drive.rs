@@ -1,9 +1,52 @@
 //! NoCloud config drives (cloud-init's format): a volume labelled `CIDATA` (ISO 9660 or FAT)
 //! holding `meta-data` (`local-hostname`, `instance-id`) and `user-data` — for berth, a TOML
-//! fragment (see `config::overrides`). This module recognizes the volume and reads the files'
-//! text; PID 1 finds the devices and mounts them.
+//! fragment (see `config::overrides`). This module recognizes the volume, finds it among the
+//! block devices (also OpenStack's `config-2`, for the metadata helper) and reads the files'
+//! text; PID 1 mounts it.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
 
 use berth_schema::config::overrides::Override;
+
+/// How long block devices may take to appear (SCSI scans asynchronously).
+const DRIVE_WAIT: Duration = Duration::from_secs(3);
+/// How long the list of block devices must stay the same before a drive is taken to be absent.
+const DEVICES_SETTLED: Duration = Duration::from_millis(700);
+
+/// The block device whose ISO 9660 or FAT label `wanted` accepts, and its file system; looked
+/// for until the list of block devices has stayed the same for a while (at most 3 s).
+pub fn find_labelled(wanted: impl Fn(&str) -> bool) -> Option<(String, DriveFs)> {
+    let start = Instant::now();
+    let mut seen = 0usize;
+    let mut stable_since = Instant::now();
+    loop {
+        let names: Vec<String> = std::fs::read_dir("/sys/class/block")
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        for name in names.iter().filter(|n| !n.starts_with("loop") && !n.starts_with("ram")) {
+            let dev = format!("/dev/{name}");
+            let mut head = vec![0u8; 64 * 1024];
+            let Ok(mut f) = std::fs::File::open(&dev) else { continue };
+            let n = f.read(&mut head).unwrap_or(0);
+            head.truncate(n);
+            if let Some((fs, label)) = volume_label(&head) {
+                if wanted(&label) {
+                    return Some((dev, fs));
+                }
+            }
+        }
+        if names.len() != seen {
+            seen = names.len();
+            stable_since = Instant::now();
+        }
+        // Done when nothing new appeared for a while, or at the limit.
+        if start.elapsed() > DRIVE_WAIT || (seen > 0 && stable_since.elapsed() > DEVICES_SETTLED) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// A file system berth can read a config drive from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

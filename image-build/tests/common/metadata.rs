@@ -111,6 +111,11 @@ impl MetadataServer {
         MetadataServer { provider, ports: (main, wire), seen }
     }
 
+    /// The port answering for 169.254.169.254, and the wireserver's (Azure).
+    pub fn ports(&self) -> (u16, Option<u16>) {
+        self.ports
+    }
+
     /// Every request so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
@@ -143,7 +148,7 @@ fn forward(address: &str, port: u16) -> String {
 
 /// QEMU arguments for a provider whose service accepts connections and never answers.
 pub fn silent_qemu_args(provider: &str) -> Vec<String> {
-    let netdev = "user,id=net0,net=168.0.0.0/7,host=168.0.0.2,dns=168.0.0.3,dhcpstart=168.0.0.15,guestfwd=tcp:169.254.169.254:80-cmd:sleep 600".to_string();
+    let netdev = "user,id=net0,net=168.0.0.0/7,host=168.0.0.2,dns=168.0.0.3,dhcpstart=168.0.0.15,guestfwd=tcp:169.254.169.254:80-cmd:sleep 60".to_string();
     let mut args = vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0".into()];
     for s in smbios(provider) {
         args.extend(["-smbios".to_string(), s.to_string()]);
@@ -296,7 +301,10 @@ fn ec2(req: &Request, s: &Served, problem: &mut String) -> Answer {
 
 /// GCE: every answer carries `Metadata-Flavor: Google`.
 fn gce(req: &Request, s: &Served, problem: &mut String) -> Answer {
-    let mut a = if req.header("metadata-flavor") != Some("Google") {
+    let mut a = if req.header("x-forwarded-for").is_some() {
+        *problem = "X-Forwarded-For".into();
+        answer(403, "text/html; charset=UTF-8", "Forbidden")
+    } else if req.header("metadata-flavor") != Some("Google") {
         *problem = "no Metadata-Flavor: Google".into();
         answer(403, "text/html; charset=UTF-8", "Missing required header: Metadata-Flavor")
     } else {
@@ -316,6 +324,18 @@ fn gce(req: &Request, s: &Served, problem: &mut String) -> Answer {
     a
 }
 
+/// API versions Azure's IMDS answers (a selection of its documented ones).
+const AZURE_API_VERSIONS: [&str; 8] = [
+    "2017-04-02",
+    "2017-08-01",
+    "2018-10-01",
+    "2019-06-01",
+    "2020-09-01",
+    "2021-02-01",
+    "2021-08-01",
+    "2023-07-01",
+];
+
 /// Azure IMDS.
 fn azure(req: &Request, s: &Served, problem: &mut String) -> Answer {
     if req.header("x-forwarded-for").is_some() {
@@ -330,9 +350,20 @@ fn azure(req: &Request, s: &Served, problem: &mut String) -> Answer {
             "{\"error\":\"Bad request. Required metadata header not specified\"}",
         );
     }
-    if req.query("api-version").is_none() {
-        *problem = "no api-version".into();
-        return answer(400, "application/json", "{\"error\":\"Bad request. api-version was not specified\"}");
+    match req.query("api-version") {
+        None => {
+            *problem = "no api-version".into();
+            return answer(
+                400,
+                "application/json",
+                "{\"error\":\"Bad request. api-version was not specified\"}",
+            );
+        }
+        Some(v) if !AZURE_API_VERSIONS.contains(&v) => {
+            *problem = format!("api-version {v} is not one IMDS knows");
+            return answer(400, "application/json", "{\"error\":\"Bad request. api-version is invalid\"}");
+        }
+        Some(_) => {}
     }
     if req.path() != "/metadata/instance" {
         return answer(404, "application/json", "{\"error\":\"Not found\"}");
@@ -359,6 +390,10 @@ fn azure(req: &Request, s: &Served, problem: &mut String) -> Answer {
 fn wire(req: &Request, problem: &mut String, health: &mut Option<String>) -> Answer {
     if req.header("x-ms-version") != Some("2012-11-30") {
         *problem = "no x-ms-version: 2012-11-30".into();
+        return answer(400, "text/xml", "");
+    }
+    if req.header("x-ms-agent-name").is_none_or(str::is_empty) {
+        *problem = "no x-ms-agent-name".into();
         return answer(400, "text/xml", "");
     }
     match (req.method.as_str(), req.path(), req.query("comp")) {

@@ -44,16 +44,18 @@ impl Session<'_> {
     /// `GET` a path under `/latest/`; 404 is `None`.
     fn get(&self, path: &str) -> Result<Option<String>, String> {
         let url = format!("{}/latest/{path}", self.base);
-        for _ in 0..2 {
+        for renewed in [false, true] {
             let token = self.token.borrow().clone();
             let reply = self.http.get(&url, &[("X-aws-ec2-metadata-token", &token)], transient)?;
-            if reply.status == 401 {
-                self.new_token()?;
-                continue;
+            if reply.status != 401 {
+                return optional_text(&url, reply);
             }
-            return optional_text(&url, reply);
+            // Expired or refused: one new token, then the request once more.
+            if !renewed {
+                self.new_token()?;
+            }
         }
-        Err(format!("{url}: refused the session token twice (HTTP 401)"))
+        Err(format!("{url}: refused a new session token too (HTTP 401)"))
     }
 
     fn required(&self, path: &str) -> Result<String, String> {

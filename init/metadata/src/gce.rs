@@ -2,8 +2,9 @@
 //! and every answer must carry it back (anything else is not GCE's server). Absent attributes
 //! are 404.
 //!
-//! SSH keys follow GCE's scoping: the instance's `ssh-keys` (and legacy `sshKeys`), then the
-//! project's unless the instance sets `block-project-ssh-keys`; each line is `user:key`.
+//! SSH keys follow GCE's scoping: the instance's legacy `sshKeys` alone when it is set;
+//! otherwise the instance's `ssh-keys`, then the project's (`ssh-keys`, `sshKeys`) unless the
+//! instance sets `block-project-ssh-keys`; each line is `user:key`.
 
 use std::collections::BTreeMap;
 
@@ -38,10 +39,16 @@ pub fn fetch(http: &Http, base: &str) -> Result<Metadata, String> {
         user_data = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
     let mut lines = Vec::new();
-    for attr in ["ssh-keys", "sshKeys"] {
-        lines.extend(get(&format!("instance/attributes/{attr}"))?);
+    // The instance's legacy `sshKeys` replaces every other list (as cloud-init and afterburn
+    // read it); otherwise its `ssh-keys`, then the project's unless they are blocked.
+    let legacy = get("instance/attributes/sshKeys")?.filter(|k| !k.trim().is_empty());
+    let only_legacy = legacy.is_some();
+    lines.extend(legacy);
+    if !only_legacy {
+        lines.extend(get("instance/attributes/ssh-keys")?);
     }
-    let blocked = get("instance/attributes/block-project-ssh-keys")?.is_some_and(|v| v.trim() == "true");
+    let blocked =
+        only_legacy || get("instance/attributes/block-project-ssh-keys")?.is_some_and(|v| v.trim() == "true");
     if !blocked {
         for attr in ["ssh-keys", "sshKeys"] {
             lines.extend(get(&format!("project/attributes/{attr}"))?);

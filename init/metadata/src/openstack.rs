@@ -4,11 +4,9 @@
 //! `network_data.json`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use berth_init::config_drive::{volume_label, DriveFs};
+use berth_init::config_drive::{find_labelled, DriveFs};
 use berth_schema::metadata::{short_hostname, Metadata, Provider};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -29,7 +27,7 @@ struct Files {
 /// Reads the metadata: from the config drive when there is one, else from the service at
 /// `base` (`http://169.254.169.254`). Returns where it came from too.
 pub fn fetch(http: &Http, base: &str) -> Result<(Metadata, String), String> {
-    if let Some((dev, fs)) = find_drive() {
+    if let Some((dev, fs)) = find_labelled(|label| label.eq_ignore_ascii_case(DRIVE_LABEL)) {
         let files = read_drive(&dev, fs)?;
         return Ok((from_files(&files).map_err(|e| format!("{dev}: {e}"))?, format!("config drive {dev}")));
     }
@@ -41,56 +39,6 @@ pub fn fetch(http: &Http, base: &str) -> Result<(Metadata, String), String> {
         .ok_or_else(|| format!("{base}/openstack/latest/meta_data.json answered 404"))?;
     let files = Files { meta_data, user_data: get("user_data")?, network_data: get("network_data.json")? };
     Ok((from_files(&files)?, format!("{base}/openstack")))
-}
-
-/// How long the block devices must stay the same before the drive is taken to be absent
-/// (PID 1 loaded the drivers at boot; SCSI scans asynchronously).
-const DEVICES_SETTLED: Duration = Duration::from_millis(500);
-/// The longest the devices are watched.
-const DRIVE_WAIT: Duration = Duration::from_secs(3);
-
-/// A block device labelled `config-2`, and its file system; looked for until the set of block
-/// devices has settled.
-fn find_drive() -> Option<(String, DriveFs)> {
-    let start = Instant::now();
-    let mut names: Vec<String> = Vec::new();
-    let mut changed = Instant::now();
-    loop {
-        let now: Vec<String> = std::fs::read_dir("/sys/class/block")
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
-            .unwrap_or_default();
-        if now != names {
-            names = now;
-            changed = Instant::now();
-            if let Some(found) = labelled_drive(&names) {
-                return Some(found);
-            }
-        }
-        if changed.elapsed() >= DEVICES_SETTLED || start.elapsed() >= DRIVE_WAIT {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The first of the block devices `names` labelled `config-2`.
-fn labelled_drive(names: &[String]) -> Option<(String, DriveFs)> {
-    for name in names {
-        if name.starts_with("loop") || name.starts_with("ram") {
-            continue;
-        }
-        let dev = format!("/dev/{name}");
-        let mut head = vec![0u8; 64 * 1024];
-        let Ok(mut f) = std::fs::File::open(&dev) else { continue };
-        let n = f.read(&mut head).unwrap_or(0);
-        head.truncate(n);
-        if let Some((fs, label)) = volume_label(&head) {
-            if label.eq_ignore_ascii_case(DRIVE_LABEL) {
-                return Some((dev, fs));
-            }
-        }
-    }
-    None
 }
 
 fn read_drive(dev: &str, fs: DriveFs) -> Result<Files, String> {

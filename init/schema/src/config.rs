@@ -794,6 +794,21 @@ impl Config {
             storage.validate().map_err(|m| (None, m))?;
         }
         validate_hostname(&self.system.hostname).map_err(|m| (None, format!("[system] hostname: {m}")))?;
+        if let Some(update) = self.update.as_ref().filter(|_| self.system.metadata.is_on()) {
+            // The slot being tried is judged from the boot on: waiting for the metadata counts.
+            if update.commit_timeout <= self.system.metadata_timeout {
+                return Err((
+                    None,
+                    format!(
+                        "[update] commit_timeout ({} s) is not longer than [system] metadata_timeout ({} s): a \
+                         new version whose containers wait for the cloud's metadata would be rolled back before \
+                         they start; make commit_timeout longer",
+                        update.commit_timeout.as_secs(),
+                        self.system.metadata_timeout.as_secs()
+                    ),
+                ));
+            }
+        }
         for key in self.system.sysctl.keys() {
             if key.is_empty() || key.contains('/') || key.contains("..") {
                 return Err((None, format!("[system] sysctl: `{key}` is not a sysctl name (write it dotted, like \"net.ipv4.ip_forward\")")));
@@ -1263,6 +1278,25 @@ read_only = true
             db.binds.iter().map(|b| b.get_ref().clone()).collect::<Vec<_>>(),
             vec![Bind { source: "/var/data".into(), target: "/data".into(), read_only: true }]
         );
+    }
+
+    #[test]
+    fn metadata_and_an_update_commit_timeout_it_would_outlast() {
+        let text = |commit: &str| {
+            format!(
+                "[system]\nmetadata = \"auto\"\nmetadata_timeout = \"60s\"\n[update]\nsource = \"reg.example/app:stable\"\ncommit_timeout = \"{commit}\"\n"
+            )
+        };
+        let e = Config::parse(&text("60s"), "m.toml").unwrap_err();
+        assert!(
+            e.message.contains(
+                "[update] commit_timeout (60 s) is not longer than [system] metadata_timeout (60 s)"
+            ),
+            "{e}"
+        );
+        let c = Config::parse(&text("5m"), "m.toml").unwrap();
+        assert_eq!(c.system.metadata, crate::metadata::MetadataSetting::Auto);
+        assert_eq!(c.system.metadata_timeout, Duration::from_secs(60));
     }
 
     #[test]

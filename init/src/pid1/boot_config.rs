@@ -3,11 +3,9 @@
 //! fragment (one that does not parse, or whose containers do not fit the image) is reported on
 //! the console and skipped: it never stops the boot.
 
-use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use crate::config_drive::{is_cidata, volume_label, DriveFs};
+use crate::config_drive::{find_labelled, is_cidata, DriveFs};
 use berth_schema::config::overrides::{self, Override};
 use berth_schema::metadata::Metadata;
 use berth_schema::plan::Plan;
@@ -40,42 +38,6 @@ fn fw_cfg(plan: &Plan) -> Option<Result<Override, String>> {
 
 /// Where a config drive is mounted while it is read.
 const DRIVE_MOUNT: &str = "/run/berth/config-drive";
-/// How long block devices may take to appear (SCSI scans asynchronously).
-const DRIVE_WAIT: Duration = Duration::from_secs(3);
-
-/// A block device labelled CIDATA: (device path, file system).
-fn find_drive() -> Option<(String, DriveFs)> {
-    let start = Instant::now();
-    let mut seen = 0usize;
-    let mut stable_since = Instant::now();
-    loop {
-        let names: Vec<String> = std::fs::read_dir("/sys/class/block")
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
-            .unwrap_or_default();
-        for name in names.iter().filter(|n| !n.starts_with("loop") && !n.starts_with("ram")) {
-            let dev = format!("/dev/{name}");
-            let mut head = vec![0u8; 64 * 1024];
-            let Ok(mut f) = std::fs::File::open(&dev) else { continue };
-            let n = f.read(&mut head).unwrap_or(0);
-            head.truncate(n);
-            if let Some((fs, label)) = volume_label(&head) {
-                if is_cidata(&label) {
-                    return Some((dev, fs));
-                }
-            }
-        }
-        if names.len() != seen {
-            seen = names.len();
-            stable_since = Instant::now();
-        }
-        // Done when nothing new appeared for a while, or at the limit.
-        if start.elapsed() > DRIVE_WAIT || (seen > 0 && stable_since.elapsed() > Duration::from_millis(700)) {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Mounts the drive read-only and reads `meta-data` and `user-data`.
 fn read_drive(dev: &str, fs: DriveFs) -> Result<(Option<String>, Option<String>), String> {
     std::fs::create_dir_all(DRIVE_MOUNT).map_err(|e| format!("{DRIVE_MOUNT}: {e}"))?;
@@ -97,7 +59,7 @@ fn config_drive(plan: &Plan) -> Vec<Result<Override, String>> {
     for f in system::load_modules(&plan.config_drive_modules) {
         log::warn(&f);
     }
-    let Some((dev, fs)) = find_drive() else {
+    let Some((dev, fs)) = find_labelled(is_cidata) else {
         log::info("no config drive (a volume labelled CIDATA) found");
         return Vec::new();
     };

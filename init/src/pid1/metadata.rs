@@ -75,7 +75,12 @@ impl Helper {
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // Any other error: nothing more will come.
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
             }
         }
         let mut lines = Vec::new();
@@ -137,7 +142,7 @@ impl CloudMetadata {
 
     /// The network is up: starts the helper (once).
     pub fn network_ready(&mut self, now: Instant) -> Option<Pid1Event> {
-        if !matches!(self.stage, Stage::Waiting) {
+        if !matches!(self.stage, Stage::Waiting) || now >= self.deadline {
             return None;
         }
         let left = self.deadline.saturating_duration_since(now);
@@ -158,12 +163,8 @@ impl CloudMetadata {
     pub fn verdict(&mut self, outcome: Result<(), String>) {
         let Stage::Reporting(helper) = &mut self.stage else { return };
         if let Some(mut stdin) = helper.stdin.take() {
-            let line = match outcome {
-                Ok(()) => format!("{VERDICT_READY}\n"),
-                Err(e) => format!("failed {}\n", e.replace('\n', " ")),
-            };
-            // The helper is waiting for this line: a pipe buffer holds it without blocking.
-            let _ = stdin.write_all(line.as_bytes());
+            // A short line into an empty pipe, which is non-blocking anyway: PID 1 never waits.
+            let _ = stdin.write_all(verdict_line(outcome).as_bytes());
         }
     }
 
@@ -179,28 +180,25 @@ impl CloudMetadata {
             }
             Stage::Asking(helper) => {
                 let (lines, ended) = helper.read_lines();
-                if let Some(first) = lines.first() {
-                    let answer = serde_json::from_str::<Result<Metadata, String>>(first)
-                        .unwrap_or_else(|e| Err(format!("the helper's answer is not readable: {e}")));
-                    let ok = answer.is_ok();
-                    out.push(Pid1Event::Metadata(answer));
-                    let Stage::Asking(helper) = std::mem::replace(&mut self.stage, Stage::Done) else {
-                        return;
-                    };
-                    if ok && !ended {
-                        self.stage = Stage::Reporting(helper);
-                    }
-                } else if ended {
-                    self.stage = Stage::Done;
-                    out.push(Pid1Event::Metadata(Err("the helper ended without an answer".into())));
-                } else if now >= self.deadline {
+                let timed_out = now >= self.deadline;
+                let Some((answer, next)) =
+                    judge_answer(self.provider, self.timeout, &lines, ended, timed_out)
+                else {
+                    return;
+                };
+                if timed_out && lines.is_empty() && !ended {
                     helper.kill();
-                    self.stage = Stage::Done;
-                    out.push(Pid1Event::Metadata(Err(format!(
-                        "{} did not answer within {} s (metadata_timeout)",
-                        self.provider,
-                        self.timeout.as_secs()
-                    ))));
+                }
+                out.push(Pid1Event::Metadata(answer));
+                let Stage::Asking(helper) = std::mem::replace(&mut self.stage, Stage::Done) else { return };
+                match next {
+                    Report::None => {}
+                    Report::Expected => self.stage = Stage::Reporting(helper),
+                    Report::Lost => log::emit(
+                        log::event("metadata.report_failed")
+                            .with("provider", self.provider.name())
+                            .with("error", "the helper ended before it could report the provisioning"),
+                    ),
                 }
             }
             Stage::Reporting(helper) => {
@@ -222,6 +220,56 @@ impl CloudMetadata {
     }
 }
 
+/// What comes after the helper's answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// Nothing: the provider wants no report.
+    None,
+    /// The helper waits for the verdict, then reports (Azure).
+    Expected,
+    /// A report was due but the helper's output ended.
+    Lost,
+}
+
+/// The helper's answer, once there is one (its first line, the end of its output, or the
+/// deadline), and what comes after it. Pure: unit tested.
+fn judge_answer(
+    provider: Provider,
+    timeout: Duration,
+    lines: &[String],
+    ended: bool,
+    timed_out: bool,
+) -> Option<(Result<Metadata, String>, Report)> {
+    if let Some(first) = lines.first() {
+        let answer = serde_json::from_str::<Result<Metadata, String>>(first)
+            .unwrap_or_else(|e| Err(format!("the helper's answer is not readable: {e}")));
+        let next = match (provider == Provider::Azure && answer.is_ok(), ended) {
+            (false, _) => Report::None,
+            (true, false) => Report::Expected,
+            (true, true) => Report::Lost,
+        };
+        return Some((answer, next));
+    }
+    if ended {
+        return Some((Err("the helper ended without an answer".into()), Report::None));
+    }
+    timed_out.then(|| {
+        (
+            Err(format!("{provider} did not answer within {} s (metadata_timeout)", timeout.as_secs())),
+            Report::None,
+        )
+    })
+}
+
+/// The line telling the helper PID 1's verdict: `ready`, or `failed REASON` (one line, at most
+/// 512 characters of reason, as the report carries).
+fn verdict_line(outcome: Result<(), String>) -> String {
+    match outcome {
+        Ok(()) => format!("{VERDICT_READY}\n"),
+        Err(e) => format!("failed {}\n", e.replace('\n', " ").chars().take(512).collect::<String>()),
+    }
+}
+
 /// Starts the helper with its output non-blocking.
 fn spawn(provider: Provider, left: Duration) -> Result<Helper, String> {
     let path = helper_path();
@@ -236,7 +284,9 @@ fn spawn(provider: Provider, left: Duration) -> Result<Helper, String> {
         let _ = child.kill();
         return Err(format!("{path}: no pipes"));
     };
-    fcntl(stdout.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("{path}: {e}"))?;
+    for fd in [stdout.as_raw_fd(), stdin.as_raw_fd()] {
+        fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("{path}: {e}"))?;
+    }
     Ok(Helper { child, stdin: Some(stdin), stdout, buf: Vec::new() })
 }
 
@@ -287,4 +337,57 @@ pub fn write_files(m: &Metadata) -> Result<(), String> {
         std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(30);
+
+    fn ok_line() -> String {
+        serde_json::to_string(&Ok::<Metadata, String>(Metadata {
+            provider: Some(Provider::Azure),
+            hostname: Some("h".into()),
+            ..Default::default()
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_answer_is_the_first_line() {
+        let (answer, next) = judge_answer(Provider::Azure, T, &[ok_line()], false, false).unwrap();
+        assert_eq!(answer.unwrap().hostname.as_deref(), Some("h"));
+        assert_eq!(next, Report::Expected, "Azure's helper reports next");
+        // The same answer from a helper whose output ended: the report is lost, and said so.
+        assert_eq!(judge_answer(Provider::Azure, T, &[ok_line()], true, false).unwrap().1, Report::Lost);
+        // Other providers want no report.
+        assert_eq!(judge_answer(Provider::Ec2, T, &[ok_line()], false, false).unwrap().1, Report::None);
+        // A failure is not reported either.
+        let err = serde_json::to_string(&Err::<Metadata, String>("ec2: refused".into())).unwrap();
+        let (answer, next) = judge_answer(Provider::Azure, T, &[err], false, false).unwrap();
+        assert_eq!((answer, next), (Err("ec2: refused".into()), Report::None));
+        // An answer that arrives at the deadline still counts.
+        assert!(judge_answer(Provider::Gce, T, &[ok_line()], false, true).unwrap().0.is_ok());
+    }
+
+    #[test]
+    fn no_answer_until_the_output_ends_or_the_deadline() {
+        assert_eq!(judge_answer(Provider::Gce, T, &[], false, false), None);
+        let (answer, _) = judge_answer(Provider::Gce, T, &[], true, false).unwrap();
+        assert_eq!(answer.unwrap_err(), "the helper ended without an answer");
+        let (answer, _) = judge_answer(Provider::Gce, T, &[], false, true).unwrap();
+        assert_eq!(answer.unwrap_err(), "gce did not answer within 30 s (metadata_timeout)");
+        let (answer, _) = judge_answer(Provider::Gce, T, &["garbage".into()], false, false).unwrap();
+        assert!(answer.unwrap_err().starts_with("the helper's answer is not readable"));
+    }
+
+    #[test]
+    fn the_verdict_is_one_bounded_line() {
+        assert_eq!(verdict_line(Ok(())), "ready\n");
+        let line = verdict_line(Err(format!("a\nb{}", "x".repeat(2000))));
+        assert!(line.starts_with("failed a b") && line.ends_with('\n'));
+        assert_eq!(line.lines().count(), 1);
+        assert_eq!(line.len(), "failed ".len() + 512 + 1);
+    }
 }
