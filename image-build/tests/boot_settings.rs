@@ -1,6 +1,7 @@
 //! Every container setting of the config reaches the container in a booted machine: user and
 //! groups, env, working dir, hostname, network mode, cgroup limits, binds, read-only root, ulimits,
-//! container sysctls, oom_score_adj, and the machine's sysctls. And `berth run` boots an image on the terminal.
+//! container sysctls, oom_score_adj, and the machine's sysctls — berth's hardened defaults, one
+//! of them overridden by the config. And `berth run` boots an image on the terminal.
 
 mod common;
 
@@ -15,7 +16,7 @@ cmdline = "console=ttyS0 quiet"
 [system]
 hostname = "machine"
 when_done = "poweroff"
-sysctl = { "kernel.pid_max" = 54321 }
+sysctl = { "kernel.pid_max" = 54321, "fs.protected_regular" = 1 }
 
 [[onboot]]
 name = "settings"
@@ -54,7 +55,15 @@ command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net)"]
 name = "isolated"
 image = "oci:images/busybox:latest"
 sysctls = { "net.ipv4.ip_forward" = 1, "kernel.shmmni" = 1234 }
-command = ["sh", "-c", "echo netns=$(readlink /proc/self/ns/net); echo forward=$(cat /proc/sys/net/ipv4/ip_forward) shmmni=$(cat /proc/sys/kernel/shmmni)"]
+command = ["sh", "-c", """
+echo netns=$(readlink /proc/self/ns/net); echo forward=$(cat /proc/sys/net/ipv4/ip_forward) shmmni=$(cat /proc/sys/kernel/shmmni)
+cd /proc/sys
+for k in kernel/kptr_restrict kernel/dmesg_restrict kernel/perf_event_paranoid kernel/unprivileged_bpf_disabled \
+    kernel/yama/ptrace_scope kernel/randomize_va_space fs/protected_fifos fs/protected_regular fs/suid_dumpable \
+    dev/tty/ldisc_autoload net/core/bpf_jit_harden net/ipv4/tcp_syncookies net/ipv4/conf/all/accept_redirects \
+    net/ipv4/conf/all/send_redirects net/ipv4/conf/all/accept_source_route net/ipv4/conf/all/rp_filter \
+    net/ipv4/icmp_echo_ignore_broadcasts; do echo "hardened $k=$(cat $k 2>&1)"; done
+"""]
 "#;
 
 fn line<'a>(console: &'a str, prefix: &str) -> &'a str {
@@ -84,6 +93,28 @@ fn container_settings_reach_the_container() {
     assert!(c.contains("settings | bind-read-only"), "{c}");
     assert_eq!(line(&c, "settings | nofile="), "512 nproc=50/60 oom=300");
     assert_eq!(line(&c, "isolated | forward="), "1 shmmni=1234");
+    // berth's hardened defaults, seen from a container with its own network namespace; the
+    // config's fs.protected_regular = 1 wins over the default 2.
+    for (key, value) in [
+        ("kernel/kptr_restrict", "2"),
+        ("kernel/dmesg_restrict", "1"),
+        ("kernel/perf_event_paranoid", "3"),
+        ("kernel/unprivileged_bpf_disabled", "1"),
+        ("kernel/yama/ptrace_scope", "1"),
+        ("kernel/randomize_va_space", "2"),
+        ("fs/protected_fifos", "2"),
+        ("fs/protected_regular", "1"),
+        ("fs/suid_dumpable", "0"),
+        ("dev/tty/ldisc_autoload", "0"),
+        ("net/ipv4/tcp_syncookies", "1"),
+        ("net/ipv4/conf/all/accept_redirects", "0"),
+        ("net/ipv4/conf/all/send_redirects", "0"),
+        ("net/ipv4/conf/all/accept_source_route", "0"),
+        ("net/ipv4/conf/all/rp_filter", "1"),
+        ("net/ipv4/icmp_echo_ignore_broadcasts", "1"),
+    ] {
+        assert_eq!(line(&c, &format!("isolated | hardened {key}=")), value, "{key}");
+    }
     let (a, b, i) =
         (line(&c, "settings | netns="), line(&c, "host2 | netns="), line(&c, "isolated | netns="));
     assert_eq!(a, b, "two net=host containers share the machine's network namespace");

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod hardening;
 pub mod metadata;
 pub mod plan;
 pub mod process;

@@ -88,8 +88,9 @@ pub fn plan_container(
 }
 
 /// A container's namespaced sysctls: its own, and in a network namespace of its own
-/// [`UNPRIVILEGED_PING`] unless it sets that itself (`ping` without `CAP_NET_RAW`). In a user
-/// namespace the range can only name mapped groups: the container's 0–65535.
+/// [`UNPRIVILEGED_PING`] unless it sets that itself (`ping` without `CAP_NET_RAW`), and the
+/// hardened defaults of its network namespace (`hardening::CONTAINER_NETNS`). In a user
+/// namespace the ping range can only name mapped groups: the container's 0–65535.
 pub fn container_sysctls(c: &ContainerConfig) -> std::collections::BTreeMap<String, String> {
     let mut sysctls = c.sysctls.clone();
     if c.net != NetMode::Host {
@@ -99,6 +100,9 @@ pub fn container_sysctls(c: &ContainerConfig) -> std::collections::BTreeMap<Stri
             UsernsMode::Host => all.to_string(),
         };
         sysctls.entry(key.to_string()).or_insert(value);
+        for d in crate::hardening::CONTAINER_NETNS {
+            sysctls.entry(d.key.to_string()).or_insert_with(|| d.value.to_string());
+        }
     }
     sysctls
 }

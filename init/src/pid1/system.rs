@@ -5,7 +5,10 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 
 use berth_runtime::defaults::UNPRIVILEGED_PING;
+use berth_schema::hardening;
 use berth_schema::plan::Plan;
+
+use super::log;
 
 /// Loads each module (paths in load order); "already loaded" is fine. Returns failures.
 pub fn load_modules(paths: &[String]) -> Vec<String> {
@@ -35,23 +38,42 @@ pub fn set_hostname(name: &str) -> Result<(), String> {
     nix::unistd::sethostname(name).map_err(|e| format!("sethostname {name}: {e}"))
 }
 
-/// Writes each sysctl under /proc/sys, after berth's machine defaults (the config's win);
-/// returns failures naming the key.
-///
-/// The default: [`UNPRIVILEGED_PING`] in the machine's network namespace, so that containers
-/// with `net = "host"`, which have no `CAP_NET_RAW` either, can `ping`.
+/// Writes each sysctl under /proc/sys: berth's machine defaults first — the hardened ones
+/// (`berth_schema::hardening::MACHINE`) and [`UNPRIVILEGED_PING`], so that containers with
+/// `net = "host"`, which have no `CAP_NET_RAW` either, can `ping` — then the config's, which
+/// win. Returns failures naming the key; a default this kernel was built without is skipped
+/// and said once (`info`).
 pub fn apply_sysctls(plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
+    let configured = &plan.system.sysctl;
     let (ping_key, ping_value) = UNPRIVILEGED_PING;
-    let defaults = (!plan.system.sysctl.contains_key(ping_key)).then_some((ping_key, ping_value));
-    let configured = plan.system.sysctl.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    for (key, value) in defaults.into_iter().chain(configured) {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        if let Err(e) = std::fs::write(&path, value) {
+    let ping = berth_schema::hardening::Hardened { key: ping_key, value: ping_value, needs: None };
+    let defaults = hardening::not_overridden(&hardening::MACHINE, configured)
+        .chain((!configured.contains_key(ping_key)).then_some(ping));
+    let mut missing = Vec::new();
+    for d in defaults {
+        match write_sysctl(d.key, d.value) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && d.needs.is_some() => {
+                missing.push(format!("{} ({})", d.key, d.needs.unwrap_or_default()));
+            }
+            Err(e) => failures.push(format!("sysctl {} = {} (berth's default): {e}", d.key, d.value)),
+            Ok(()) => {}
+        }
+    }
+    if !missing.is_empty() {
+        log::info(&format!("hardened defaults this kernel does not have: {}", missing.join(", ")));
+    }
+    for (key, value) in configured {
+        if let Err(e) = write_sysctl(key, value) {
             failures.push(format!("sysctl {key} = {value}: {e}"));
         }
     }
     failures
+}
+
+/// Writes one sysctl under /proc/sys.
+fn write_sysctl(key: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/sys/{}", key.replace('.', "/")), value)
 }
 
 /// Marks the opaque directories of every layer (the cpio format cannot carry the xattr).
