@@ -1,6 +1,7 @@
 //! Remote syslog: a collector on this host, reached by the guest as 10.0.2.2 through QEMU's
 //! user-mode network, receives RFC 5424 messages — a service's output, PID 1's own messages and
-//! its events — over UDP and over TCP (octet-counted frames).
+//! its events, and the kernel's own log at its levels — over UDP and over TCP (octet-counted
+//! frames).
 
 mod common;
 
@@ -67,6 +68,13 @@ fn check(messages: &[String]) {
     let first =
         parsed.iter().find(|(_, f, m)| f[5] == "event" && m.contains("event=boot.stage stage=system"));
     assert!(first.is_some(), "the backlog was not sent: {messages:#?}");
+    // The kernel's records, from the boot's first one, as `kern` (PRI = the level): the banner
+    // is kern.notice.
+    let banner = parsed.iter().find(|(_, f, m)| f[3] == "kernel" && m.starts_with("Linux version "));
+    assert_eq!(banner.map(|(pri, ..)| *pri), Some(5), "the kernel's banner as kern.notice: {messages:#?}");
+    assert!(parsed.iter().all(|(pri, f, _)| f[3] != "kernel" || *pri < 8), "kernel records are kern.*");
+    // PID 1's own lines, which it also writes to the kernel's log, are not sent twice.
+    assert!(!parsed.iter().any(|(_, f, m)| f[3] == "kernel" && m.contains("event=")), "{messages:#?}");
 }
 
 #[test]

@@ -60,6 +60,32 @@ crate::text_form::serde_as_text!(SyslogTarget);
 
 /// Facility `daemon` (3): services and PID 1 alike.
 pub const FACILITY_DAEMON: u8 = 3;
+/// Facility `kern` (0): the kernel's own log.
+pub const FACILITY_KERN: u8 = 0;
+
+/// A message's facility and severity (0 emergency … 7 debug): its RFC 5424 PRI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority {
+    facility: u8,
+    severity: u8,
+}
+
+impl Priority {
+    /// A message of PID 1 or a service (`daemon`).
+    pub fn daemon(severity: u8) -> Priority {
+        Priority { facility: FACILITY_DAEMON, severity: severity.min(7) }
+    }
+
+    /// A record of the kernel's log (`kern`), at its own level.
+    pub fn kernel(severity: u8) -> Priority {
+        Priority { facility: FACILITY_KERN, severity: severity.min(7) }
+    }
+
+    /// The PRI value: facility × 8 + severity.
+    pub fn value(self) -> u16 {
+        u16::from(self.facility) * 8 + u16::from(self.severity)
+    }
+}
 
 /// The RFC 3339 UTC timestamp of a Unix time with microseconds (RFC 5424 allows at most six
 /// digits of fraction): `2026-11-22T09:15:33.123456Z`.
@@ -73,7 +99,7 @@ pub fn rfc3339(secs: i64, micros: u32) -> String {
 /// is the line as given (invalid UTF-8 replaced).
 #[allow(clippy::too_many_arguments)]
 pub fn rfc5424(
-    severity: u8,
+    priority: Priority,
     timestamp: &str,
     hostname: &str,
     app: &str,
@@ -89,7 +115,7 @@ pub fn rfc5424(
             f
         }
     }
-    let pri = u16::from(FACILITY_DAEMON) * 8 + u16::from(severity.min(7));
+    let pri = priority.value();
     let procid = procid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
     format!(
         "<{pri}>1 {timestamp} {} {} {procid} {} - {}",
@@ -129,10 +155,21 @@ mod tests {
 
     #[test]
     fn messages() {
-        let m = rfc5424(6, "2026-11-22T09:15:33.000000Z", "edge", "web", Some(78), "-", b"hello world");
+        let m = rfc5424(
+            Priority::daemon(6),
+            "2026-11-22T09:15:33.000000Z",
+            "edge",
+            "web",
+            Some(78),
+            "-",
+            b"hello world",
+        );
         assert_eq!(m, "<30>1 2026-11-22T09:15:33.000000Z edge web 78 - - hello world");
-        let m = rfc5424(3, "T", "", "a b", None, "event", b"x");
+        let m = rfc5424(Priority::daemon(3), "T", "", "a b", None, "event", b"x");
         assert_eq!(m, "<27>1 T - a_b - event - x");
+        // The kernel's records keep their level under `kern`: PRI is the level.
+        let m = rfc5424(Priority::kernel(4), "T", "edge", "kernel", None, "-", b"eth0: link up");
+        assert_eq!(m, "<4>1 T edge kernel - - - eth0: link up");
         assert_eq!(octet_counted("abc"), "3 abc");
     }
 }

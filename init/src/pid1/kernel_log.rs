@@ -1,6 +1,9 @@
 //! The kernel's log as PID 1 reads it: `/dev/kmsg`, one record per `read`, never blocking.
 //!
-//! Two uses. Once the verified system partition is mounted, [`KernelLog`] follows the log for
+//! Three uses. With `[log] syslog`, [`KernelForward`] sends every record of the kernel's own
+//! (facility `kern`; PID 1's lines written there are left out: it sends those itself) to the
+//! collector at its level, from the first record of the boot on. Once the verified system
+//! partition is mounted, [`KernelLog`] follows the log for
 //! dm-verity's reports of a block that does not match its hash (`device-mapper: verity:
 //! MAJ:MIN: data block N is corrupted`; the kernel prints at most 100 per device), so that a
 //! tampered partition is an event naming it, not only an I/O error in some container. And when
@@ -14,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags};
+
+use berth_schema::syslog::{Priority, FACILITY_KERN};
 
 use crate::pid1::event_source::{EventSource, Pid1Event};
 use crate::pid1::log;
@@ -30,6 +35,56 @@ pub fn record_message(record: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(record).ok()?;
     let (_, rest) = text.split_once(';')?;
     Some(rest.split('\n').next().unwrap_or(rest))
+}
+
+/// A record's facility and level (`PRIORITY` = facility × 8 + level).
+pub fn record_priority(record: &[u8]) -> Option<(u8, u8)> {
+    let end = record.iter().position(|b| *b == b',')?;
+    let pri: u16 = std::str::from_utf8(&record[..end]).ok()?.parse().ok()?;
+    Some((u8::try_from(pri >> 3).ok()?, u8::try_from(pri & 7).ok()?))
+}
+
+/// Sends the kernel's records to the remote syslog collector, at their levels.
+pub struct KernelForward {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl KernelForward {
+    /// Starts at the first record still in the kernel's ring (the boot's, usually); `None`
+    /// when `/dev/kmsg` cannot be opened.
+    pub fn start() -> Option<KernelForward> {
+        Some(KernelForward { file: open_kmsg().ok()?, buf: vec![0u8; RECORD_MAX] })
+    }
+}
+
+impl EventSource for Option<KernelForward> {
+    fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
+        fds.extend(self.as_ref().map(|k| PollFd::new(k.file.as_fd(), PollFlags::POLLIN)));
+    }
+
+    fn service(&mut self, _now: Instant, _out: &mut Vec<Pid1Event>) {
+        let Some(k) = self else { return };
+        for _ in 0..RECORDS_PER_ROUND {
+            let record = match next_record(&mut k.file, &mut k.buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    log::warn(&format!(
+                        "/dev/kmsg: {e}: the kernel's log is no longer sent to the collector"
+                    ));
+                    *self = None;
+                    return;
+                }
+            };
+            let (Some((FACILITY_KERN, level)), Some(message)) =
+                (record_priority(record), record_message(record))
+            else {
+                continue;
+            };
+            crate::pid1::syslog::send_as(Priority::kernel(level), "kernel", None, "-", message.as_bytes());
+        }
+    }
 }
 
 /// A block dm-verity found corrupted.
@@ -170,6 +225,9 @@ mod tests {
             assert_eq!(verity_corruption(other), None, "{other}");
         }
         assert_eq!(record_message(b"no separator"), None);
+        assert_eq!(record_priority(record), Some((0, 3)), "kern.err");
+        assert_eq!(record_priority(b"14,7,9,-;berth: hello\n"), Some((1, 6)), "user.info: PID 1's own");
+        assert_eq!(record_priority(b"x;y"), None);
         assert_eq!(
             record_message(b"0,1,2,-;Initramfs unpacking failed: write error\n"),
             Some("Initramfs unpacking failed: write error")

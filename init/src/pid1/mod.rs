@@ -52,7 +52,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use control::protocol::{Reply, Request};
 use control::ControlSocket;
 use event_source::{EventSource, Pid1Event, Signals, SyslogSocket};
-use kernel_log::KernelLog;
+use kernel_log::{KernelForward, KernelLog};
 use late_modules::LateModules;
 use metadata::CloudMetadata;
 use network::HostNetwork;
@@ -129,7 +129,9 @@ fn boot(signals: Signals) -> ! {
         metadata,
         waiting: None,
         cgroups,
+        kernel_forward: None,
     };
+    pid1.forward_kernel_log(&plan);
     if pid1.metadata.is_some() {
         // The containers wait for the cloud's metadata, or its timeout (`metadata_arrived`).
         pid1.waiting = Some(plan);
@@ -141,7 +143,8 @@ fn boot(signals: Signals) -> ! {
     // request must reach PID 1.
     let button = open_power_button(&button_modules);
     let late = start_late_modules(&late_modules, &mut pid1.net);
-    event_loop(pid1, Sources { signals, button, control, late, syslog: SyslogSocket::default(), kernel_log })
+    let syslog = SyslogSocket::default();
+    event_loop(pid1, Sources { signals, button, control, late, syslog, kernel_log })
 }
 
 /// Leaves the initramfs, mounts the kernel's filesystems, opens kmsg; Ctrl-Alt-Del becomes
@@ -362,6 +365,8 @@ struct Pid1 {
     waiting: Option<Plan>,
     /// Whether the cgroup2 hierarchy is there (for the supervisor).
     cgroups: bool,
+    /// The kernel's log on its way to the `[log] syslog` collector.
+    kernel_forward: Option<KernelForward>,
 }
 
 /// The sources PID 1 waits on besides the supervisor and the network.
@@ -392,6 +397,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut s.late,
             &mut s.syslog,
             &mut s.kernel_log,
+            &mut pid1.kernel_forward,
             &mut pid1.net,
             &mut pid1.update,
             &mut pid1.metadata,
@@ -425,6 +431,14 @@ impl Pid1 {
         }
     }
 
+    /// Sends the kernel's log to the collector once the plan names one (from the boot's first
+    /// record on, whenever that is).
+    fn forward_kernel_log(&mut self, plan: &Plan) {
+        if plan.log.syslog.is_some() && self.kernel_forward.is_none() {
+            self.kernel_forward = KernelForward::start();
+        }
+    }
+
     /// Starts the containers of the final plan: their network (bridge, `/etc/hosts`), then the
     /// supervisor.
     fn start_containers(&mut self, plan: Plan) {
@@ -454,6 +468,7 @@ impl Pid1 {
                 if let Err(e) = metadata::write_files(&found) {
                     log::warn(&format!("metadata: {e}"));
                 }
+                let collector = plan.log.syslog;
                 let verdict = boot_config::apply_metadata(&mut plan, &found);
                 for f in system::set_hostname(&plan.system.hostname)
                     .err()
@@ -462,9 +477,11 @@ impl Pid1 {
                 {
                     log::warn(&f);
                 }
-                if let Some(target) = plan.log.syslog {
+                // A collector the user-data names (or changes); one already in use stays as it is.
+                if let Some(target) = plan.log.syslog.filter(|t| Some(*t) != collector) {
                     syslog::configure(target);
                 }
+                self.forward_kernel_log(&plan);
                 verdict
             }
             Err(e) => {

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_schema::syslog::{octet_counted, rfc3339, rfc5424, SyslogTarget, Transport};
+use berth_schema::syslog::{octet_counted, rfc3339, rfc5424, Priority, SyslogTarget, Transport};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockType, SockaddrStorage};
 
@@ -31,7 +31,7 @@ struct Sender {
     target: SyslogTarget,
     ready: bool,
     /// Messages from before the network was up, formatted when sent (the hostname is set
-    /// after the first ones): (severity, app, procid, msgid, text, timestamp).
+    /// after the first ones): (priority, app, procid, msgid, text, timestamp).
     backlog: VecDeque<Pending>,
     udp: Option<UdpSocket>,
     tcp: Tcp,
@@ -42,7 +42,7 @@ struct Sender {
     dropped: u64,
 }
 
-type Pending = (u8, String, Option<u32>, String, Vec<u8>, String);
+type Pending = (Priority, String, Option<u32>, String, Vec<u8>, String);
 
 static SENDER: Mutex<Option<Sender>> = Mutex::new(None);
 
@@ -87,14 +87,19 @@ pub fn network_ready() {
     }
     let backlog: Vec<Pending> = s.backlog.drain(..).collect();
     let host = hostname();
-    for (severity, app, procid, msgid, text, stamp) in backlog {
-        s.deliver(rfc5424(severity, &stamp, &host, &app, procid, &msgid, &text));
+    for (priority, app, procid, msgid, text, stamp) in backlog {
+        s.deliver(rfc5424(priority, &stamp, &host, &app, procid, &msgid, &text));
     }
     s.service(Instant::now());
 }
 
-/// Sends one message (severity 0–7, app name, process id, message id, text).
+/// Sends one message (`daemon`, severity 0–7, app name, process id, message id, text).
 pub fn send(severity: u8, app: &str, procid: Option<u32>, msgid: &str, text: &[u8]) {
+    send_as(Priority::daemon(severity), app, procid, msgid, text);
+}
+
+/// Sends one message with its facility and severity.
+pub fn send_as(priority: Priority, app: &str, procid: Option<u32>, msgid: &str, text: &[u8]) {
     // try_lock: a message produced while the sender itself is busy is dropped, never deadlocks.
     let Ok(mut guard) = SENDER.try_lock() else { return };
     let Some(s) = guard.as_mut() else { return };
@@ -105,11 +110,11 @@ pub fn send(severity: u8, app: &str, procid: Option<u32>, msgid: &str, text: &[u
             s.backlog.pop_front();
             s.dropped += 1;
         }
-        s.backlog.push_back((severity, app.to_string(), procid, msgid.to_string(), text.to_vec(), stamp));
+        s.backlog.push_back((priority, app.to_string(), procid, msgid.to_string(), text.to_vec(), stamp));
         return;
     }
     // The hostname is read each time: DHCP may change it.
-    s.deliver(rfc5424(severity, &stamp, &hostname(), app, procid, msgid, text));
+    s.deliver(rfc5424(priority, &stamp, &hostname(), app, procid, msgid, text));
     s.service(Instant::now());
 }
 
