@@ -44,45 +44,73 @@ pub fn record_priority(record: &[u8]) -> Option<(u8, u8)> {
     Some((u8::try_from(pri >> 3).ok()?, u8::try_from(pri & 7).ok()?))
 }
 
-/// Sends the kernel's records to the remote syslog collector, at their levels.
-pub struct KernelForward {
+/// `/dev/kmsg` opened for following: non-blocking, one record per read.
+struct Follower {
     file: File,
     buf: Vec<u8>,
 }
+
+impl Follower {
+    /// From the first record still in the ring; with `from_end`, from the next one on.
+    fn open(from_end: bool) -> Option<Follower> {
+        let mut file = open_kmsg().ok()?;
+        if from_end {
+            file.seek(SeekFrom::End(0)).ok()?;
+        }
+        Some(Follower { file, buf: vec![0u8; RECORD_MAX] })
+    }
+
+    /// Hands each record that is there to `each` (at most [`RECORDS_PER_ROUND`]: the loop must
+    /// not starve the other sources). An error means nothing more can be read.
+    fn read_ready(&mut self, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+        for _ in 0..RECORDS_PER_ROUND {
+            match next_record(&mut self.file, &mut self.buf)? {
+                Some(record) => each(record),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_fd(&self) -> PollFd<'_> {
+        PollFd::new(self.file.as_fd(), PollFlags::POLLIN)
+    }
+}
+
+/// Sends the kernel's records to the remote syslog collector, at their levels.
+pub struct KernelForward(Follower);
 
 impl KernelForward {
     /// Starts at the first record still in the kernel's ring (the boot's, usually); `None`
     /// when `/dev/kmsg` cannot be opened.
     pub fn start() -> Option<KernelForward> {
-        Some(KernelForward { file: open_kmsg().ok()?, buf: vec![0u8; RECORD_MAX] })
+        Follower::open(false).map(KernelForward)
     }
 }
 
 impl EventSource for Option<KernelForward> {
     fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
-        fds.extend(self.as_ref().map(|k| PollFd::new(k.file.as_fd(), PollFlags::POLLIN)));
+        fds.extend(self.as_ref().map(|k| k.0.poll_fd()));
     }
 
     fn service(&mut self, _now: Instant, _out: &mut Vec<Pid1Event>) {
         let Some(k) = self else { return };
-        for _ in 0..RECORDS_PER_ROUND {
-            let record = match next_record(&mut k.file, &mut k.buf) {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
-                    log::warn(&format!(
-                        "/dev/kmsg: {e}: the kernel's log is no longer sent to the collector"
-                    ));
-                    *self = None;
-                    return;
-                }
-            };
-            let (Some((FACILITY_KERN, level)), Some(message)) =
+        let sent = k.0.read_ready(|record| {
+            if let (Some((FACILITY_KERN, level)), Some(message)) =
                 (record_priority(record), record_message(record))
-            else {
-                continue;
-            };
-            crate::pid1::syslog::send_as(Priority::kernel(level), "kernel", None, "-", message.as_bytes());
+            {
+                crate::pid1::syslog::send_as(
+                    Priority::kernel(level),
+                    "kernel",
+                    None,
+                    "-",
+                    message.as_bytes(),
+                );
+            }
+        });
+        if let Err(e) = sent {
+            log::warn(&format!("/dev/kmsg: {e}: the kernel's log is no longer sent to the collector"));
+            *self = None;
         }
     }
 }
@@ -140,12 +168,11 @@ pub fn initramfs_failure() -> Option<String> {
 
 /// Follows the kernel log for dm-verity's reports on the system partition's disk.
 pub struct KernelLog {
-    file: File,
+    follower: Follower,
     /// The partition's disk (`vda2`) and its `MAJOR:MINOR`.
     disk: (String, String),
     /// The partition's name in events (`berth-system-a`).
     partition: String,
-    buf: Vec<u8>,
 }
 
 impl KernelLog {
@@ -154,49 +181,45 @@ impl KernelLog {
     /// disk's number cannot be read.
     pub fn follow(disk: &str, partition: &str) -> Option<KernelLog> {
         let number = std::fs::read_to_string(format!("/sys/class/block/{disk}/dev")).ok()?;
-        let mut file = open_kmsg().ok()?;
-        file.seek(SeekFrom::End(0)).ok()?;
         Some(KernelLog {
-            file,
+            follower: Follower::open(true)?,
             disk: (disk.to_string(), number.trim().to_string()),
             partition: partition.to_string(),
-            buf: vec![0u8; RECORD_MAX],
         })
+    }
+
+    /// Reports a corruption of the partition's disk.
+    fn report(disk: &(String, String), partition: &str, c: &Corruption) {
+        log::error(&format!(
+            "the system partition ({}) has a corrupted {} block {}: reading it fails with an I/O error",
+            disk.0, c.kind, c.block
+        ));
+        log::emit(
+            log::event("system_partition.corrupted")
+                .with("partition", partition)
+                .with("disk", &disk.0)
+                .with("kind", &c.kind)
+                .with("block", c.block.to_string()),
+        );
     }
 }
 
 impl EventSource for Option<KernelLog> {
     fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
-        fds.extend(self.as_ref().map(|k| PollFd::new(k.file.as_fd(), PollFlags::POLLIN)));
+        fds.extend(self.as_ref().map(|k| k.follower.poll_fd()));
     }
 
     fn service(&mut self, _now: Instant, _out: &mut Vec<Pid1Event>) {
-        let Some(k) = self else { return };
-        for _ in 0..RECORDS_PER_ROUND {
-            let record = match next_record(&mut k.file, &mut k.buf) {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
-                    log::warn(&format!("/dev/kmsg: {e}: verity failures are no longer reported"));
-                    *self = None;
-                    return;
-                }
-            };
-            let Some(c) = record_message(record).and_then(verity_corruption) else { continue };
-            if c.device != k.disk.1 {
-                continue;
+        let Some(KernelLog { follower, disk, partition }) = self else { return };
+        let read = follower.read_ready(|record| {
+            if let Some(c) = record_message(record).and_then(verity_corruption).filter(|c| c.device == disk.1)
+            {
+                KernelLog::report(disk, partition, &c);
             }
-            log::error(&format!(
-                "the system partition ({}) has a corrupted {} block {}: reading it fails with an I/O error",
-                k.disk.0, c.kind, c.block
-            ));
-            log::emit(
-                log::event("system_partition.corrupted")
-                    .with("partition", &k.partition)
-                    .with("disk", &k.disk.0)
-                    .with("kind", &c.kind)
-                    .with("block", c.block.to_string()),
-            );
+        });
+        if let Err(e) = read {
+            log::warn(&format!("/dev/kmsg: {e}: verity failures are no longer reported"));
+            *self = None;
         }
     }
 }
