@@ -23,6 +23,8 @@ packages=(qemu-system-x86 seabios busybox-static cpio zstd dpkg apt iproute2
   crun runc iputils-ping util-linux
   # cloud metadata tests: QEMU's guestfwd runs socat to the test's server for each connection
   socat
+  # network time tests: chronyd serves the host's time on 127.0.0.1 (-x: never sets the host's clock)
+  chrony
   # the project kernel (kernel-config/build): Debian's kernel source and what building it needs
   linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev xz-utils)
 missing=()

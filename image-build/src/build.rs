@@ -563,6 +563,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             .files
             .insert(berth_schema::metadata::HELPER.to_string(), helper);
     }
+    // The time helper, likewise.
+    if !config.system.ntp.is_empty() {
+        let helper = init_binary::find_time_helper(&init)?;
+        tools
+            .get_or_insert_with(Default::default)
+            .files
+            .insert(berth_schema::time_sync::HELPER.to_string(), helper);
+    }
     let plan = Plan {
         version: PLAN_VERSION,
         system: config.system.clone(),

@@ -10,7 +10,7 @@ pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// How to build the init, for error messages.
 pub const BUILD_HINT: &str =
-    "build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-init -p berth-updater -p berth-metadata --target x86_64-unknown-linux-gnu`, or name it with --init / BERTH_INIT";
+    "build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-init -p berth-updater -p berth-metadata -p berth-timesync --target x86_64-unknown-linux-gnu`, or name it with --init / BERTH_INIT";
 
 /// The init binary: `explicit`, else `$BERTH_INIT`, else `berth-init` beside this executable,
 /// else the static build in the cargo target directory this executable came from.
@@ -63,6 +63,12 @@ pub fn find_updater(init: &Path) -> Result<PathBuf> {
 /// `berth-metadata` beside the init binary, checked to be static.
 pub fn find_metadata_helper(init: &Path) -> Result<PathBuf> {
     find_helper(init, berth_schema::metadata::HELPER, "BERTH_METADATA", "[system] metadata")
+}
+
+/// The time helper packed for `[system] ntp`: `$BERTH_TIMESYNC`, else `berth-timesync`
+/// beside the init binary, checked to be static.
+pub fn find_time_helper(init: &Path) -> Result<PathBuf> {
+    find_helper(init, berth_schema::time_sync::HELPER, "BERTH_TIMESYNC", "[system] ntp")
 }
 
 /// A helper binary PID 1 runs: `$VAR`, else `name` beside the init binary; static.

@@ -23,6 +23,7 @@ fn pid1_has_no_http_tls_or_async_runtime() {
         "hyper",
         "berth-updater",
         "berth-metadata",
+        "berth-timesync",
         "yaml-rust2",
         "roxmltree",
     ] {

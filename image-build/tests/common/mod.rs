@@ -45,6 +45,8 @@ pub fn init_binary() -> PathBuf {
                 "berth-updater",
                 "-p",
                 "berth-metadata",
+                "-p",
+                "berth-timesync",
                 "--target",
                 "x86_64-unknown-linux-gnu",
             ])
@@ -158,18 +160,25 @@ pub fn boot(out_dir: &Path) -> Vm {
 
 /// Boots a build output; a guest reboot restarts the machine instead of ending QEMU.
 pub fn boot_rebootable(out_dir: &Path) -> Vm {
-    let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
-    let mut cfg = VmConfig::new(out_dir.join("vmlinuz"), out_dir.join("initrd.img"), cmdline.trim());
-    cfg.allow_reboot = true;
-    Vm::start(cfg).expect("start qemu")
+    boot_rebootable_with(out_dir, &[])
+}
+
+/// Boots a build output with extra QEMU arguments; a guest reboot restarts the machine.
+pub fn boot_rebootable_with(out_dir: &Path, extra_args: &[&str]) -> Vm {
+    start(out_dir, extra_args, true)
 }
 
 /// Boots a build output with extra QEMU arguments (disks, devices).
 pub fn boot_with(out_dir: &Path, extra_args: &[&str]) -> Vm {
+    start(out_dir, extra_args, false)
+}
+
+fn start(out_dir: &Path, extra_args: &[&str], allow_reboot: bool) -> Vm {
     let cmdline = std::fs::read_to_string(out_dir.join("cmdline")).unwrap();
     let mut cfg = VmConfig::new(out_dir.join("vmlinuz"), out_dir.join("initrd.img"), cmdline.trim());
     cfg.console_log = Some(out_dir.join("console.log"));
     cfg.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+    cfg.allow_reboot = allow_reboot;
     Vm::start(cfg).expect("start qemu")
 }
 

@@ -220,6 +220,11 @@ pub struct SystemConfig {
     /// configuration (default 30 s).
     #[serde(default = "default_metadata_timeout", with = "duration_text")]
     pub metadata_timeout: Duration,
+    /// Where the clock is set from, in order: `"dhcp"` (the servers DHCP offers, option 42),
+    /// `"HOST"` or `"HOST:PORT"`. Packs the time helper (SNTP: the clock stepped at the first
+    /// answer, slewed after; the hardware clock written at shutdown). Off when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ntp: Vec<crate::time_sync::NtpSource>,
 }
 
 fn is_off(m: &MetadataSetting) -> bool {
@@ -250,6 +255,7 @@ impl Default for SystemConfig {
             slot_size: None,
             metadata: MetadataSetting::Off,
             metadata_timeout: default_metadata_timeout(),
+            ntp: Vec::new(),
         }
     }
 }
@@ -766,7 +772,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), (Option<usize>, String)> {
         self.validate_parts()?;
-        container_set::check(&self.members())
+        container_set::check(&self.members(), !self.system.ntp.is_empty())
     }
 
     /// The config's containers, for [`container_set::check`].
@@ -855,6 +861,9 @@ impl<'a> ContainerLists<'a> {
             let name = c.name.get_ref();
             if name == NETWORK_UNIT {
                 return Err((Some(c.name.span().start), format!("`{NETWORK_UNIT}` is reserved (depends_on = [\"{NETWORK_UNIT}\"] waits for the machine's addresses); choose another name")));
+            }
+            if name == crate::time_sync::TIME_UNIT {
+                return Err((Some(c.name.span().start), "`time` is reserved (depends_on = [\"time\"] waits for the clock to be set from NTP); choose another name".to_string()));
             }
             if let Some(p) = c.ports.first() {
                 if c.net != NetMode::Bridge {

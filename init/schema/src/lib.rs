@@ -20,6 +20,7 @@ pub mod slots;
 pub mod syslog;
 pub mod system_partition;
 mod text_form;
+pub mod time_sync;
 pub mod uki;
 pub mod units;
 pub mod update;

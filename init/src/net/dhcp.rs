@@ -33,6 +33,8 @@ pub struct Lease {
     pub router: Option<Ipv4Addr>,
     /// Name servers.
     pub dns: Vec<Ipv4Addr>,
+    /// NTP servers (option 42), in the server's order of preference.
+    pub ntp: Vec<Ipv4Addr>,
     /// The domain name (a search domain).
     pub domain: Option<String>,
     /// The host name the server gave us.
@@ -287,6 +289,7 @@ impl DhcpClient {
                 OptionCode::SubnetMask,
                 OptionCode::Router,
                 OptionCode::DomainNameServer,
+                OptionCode::NtpServers,
                 OptionCode::DomainName,
                 OptionCode::Hostname,
                 OptionCode::InterfaceMtu,
@@ -440,6 +443,10 @@ pub fn lease_from(msg: &Message) -> Option<Lease> {
         Some(DhcpOption::DomainNameServer(d)) => d.clone(),
         _ => Vec::new(),
     };
+    let ntp = match opts.get(OptionCode::NtpServers) {
+        Some(DhcpOption::NtpServers(n)) => n.clone(),
+        _ => Vec::new(),
+    };
     let domain = match opts.get(OptionCode::DomainName) {
         Some(DhcpOption::DomainName(d)) if is_plain_name(d) => Some(d.clone()),
         _ => None,
@@ -465,6 +472,7 @@ pub fn lease_from(msg: &Message) -> Option<Lease> {
         prefix_len,
         router,
         dns,
+        ntp,
         domain,
         hostname,
         mtu,
@@ -506,6 +514,7 @@ mod tests {
         o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
         o.insert(DhcpOption::Router(vec![SERVER]));
         o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]));
+        o.insert(DhcpOption::NtpServers(vec![Ipv4Addr::new(10, 0, 2, 4), Ipv4Addr::new(10, 0, 2, 5)]));
         o.insert(DhcpOption::AddressLeaseTime(lease_secs));
         msg.to_vec().unwrap()
     }
@@ -528,6 +537,11 @@ mod tests {
         let (discover, dest) = sent(&c.start(t0));
         assert_eq!(kind_of(&discover), MessageType::Discover);
         assert_eq!(dest, Destination::Broadcast);
+        let asked = Message::decode(&mut Decoder::new(&discover)).unwrap();
+        assert!(
+            matches!(asked.opts().get(OptionCode::ParameterRequestList), Some(DhcpOption::ParameterRequestList(l)) if l.contains(&OptionCode::NtpServers)),
+            "NTP servers are asked for"
+        );
         let (request, _) = sent(&c.receive(&reply(&discover, MessageType::Offer, lease), t0));
         assert_eq!(kind_of(&request), MessageType::Request);
         let acts = c.receive(&reply(&request, MessageType::Ack, lease), t0);
@@ -546,6 +560,11 @@ mod tests {
         assert_eq!(lease.prefix_len, 24);
         assert_eq!(lease.router, Some(SERVER));
         assert_eq!(lease.dns, vec![Ipv4Addr::new(10, 0, 2, 3)]);
+        assert_eq!(
+            lease.ntp,
+            [Ipv4Addr::new(10, 0, 2, 4), Ipv4Addr::new(10, 0, 2, 5)],
+            "option 42, in order"
+        );
         assert_eq!(lease.renew_after, Duration::from_secs(300));
         assert_eq!(lease.rebind_after, Duration::from_secs(525));
         assert_eq!(c.deadline(), Some(t0 + Duration::from_secs(300)));

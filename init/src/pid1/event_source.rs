@@ -43,6 +43,8 @@ pub enum Pid1Event {
     UpdateGate,
     /// An installed update may reboot the machine now.
     UpdateReboot,
+    /// The clock was set from NTP for the first time.
+    TimeSynced,
     /// The cloud metadata helper answered (or why there is no metadata).
     Metadata(Result<berth_schema::metadata::Metadata, String>),
 }

@@ -11,21 +11,19 @@
 //! second line (`metadata.reported`). The deadline bounds everything before the containers
 //! start; the report runs beside them.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use berth_schema::metadata::{Dmi, Metadata, MetadataSetting, Provider, VERDICT_READY};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags};
 
 use super::event_source::{EventSource, Pid1Event};
+use super::helper_process::{self, HelperProcess};
 use super::log;
 
 /// Where PID 1 runs the helper from.
 pub fn helper_path() -> String {
-    format!("{}/{}", berth_schema::plan::TOOLS_DIR, berth_schema::metadata::HELPER)
+    helper_process::path(berth_schema::metadata::HELPER)
 }
 
 /// Where the metadata is written for containers that bind it (read-only).
@@ -47,53 +45,11 @@ enum Stage {
     /// Waiting for the network.
     Waiting,
     /// Asked; its answer not read yet.
-    Asking(Helper),
+    Asking(HelperProcess),
     /// Answered; Azure's helper waits for the verdict, then reports.
-    Reporting(Helper),
+    Reporting(HelperProcess),
     /// Nothing more to read.
     Done,
-}
-
-/// The helper process and its pipes.
-struct Helper {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: ChildStdout,
-    buf: Vec<u8>,
-}
-
-impl Helper {
-    /// Reads what is there; the complete lines, and whether the output ended.
-    fn read_lines(&mut self) -> (Vec<String>, bool) {
-        let mut chunk = [0u8; 4096];
-        let mut ended = false;
-        loop {
-            match self.stdout.read(&mut chunk) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // Any other error: nothing more will come.
-                Err(_) => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        let mut lines = Vec::new();
-        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=end).collect();
-            lines.push(String::from_utf8_lossy(&line).trim().to_string());
-        }
-        (lines, ended)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-    }
 }
 
 /// The metadata step: chosen provider, helper, deadline.
@@ -270,30 +226,21 @@ fn verdict_line(outcome: Result<(), String>) -> String {
     }
 }
 
-/// Starts the helper with its output non-blocking.
-fn spawn(provider: Provider, left: Duration) -> Result<Helper, String> {
-    let path = helper_path();
-    let mut child = Command::new(&path)
-        .args(["--provider", provider.name(), "--deadline-ms", &left.as_millis().to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot run {path}: {e}"))?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        let _ = child.kill();
-        return Err(format!("{path}: no pipes"));
-    };
-    for fd in [stdout.as_raw_fd(), stdin.as_raw_fd()] {
-        fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("{path}: {e}"))?;
-    }
-    Ok(Helper { child, stdin: Some(stdin), stdout, buf: Vec::new() })
+/// Starts the helper; PID 1 writes its verdict into the helper's input.
+fn spawn(provider: Provider, left: Duration) -> Result<HelperProcess, String> {
+    let args = [
+        "--provider".to_string(),
+        provider.name().to_string(),
+        "--deadline-ms".to_string(),
+        left.as_millis().to_string(),
+    ];
+    HelperProcess::spawn(&helper_path(), &args, true)
 }
 
 impl EventSource for Option<CloudMetadata> {
     fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
         if let Some(CloudMetadata { stage: Stage::Asking(h) | Stage::Reporting(h), .. }) = self {
-            fds.push(PollFd::new(h.stdout.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(h.stdout(), PollFlags::POLLIN));
         }
     }
 

@@ -21,6 +21,7 @@ pub mod bridge;
 pub mod control;
 pub mod device_mapper;
 pub mod event_source;
+pub mod helper_process;
 pub mod kernel_log;
 pub mod late_modules;
 pub mod launch_spec;
@@ -38,6 +39,7 @@ pub mod supervisor;
 pub mod syslog;
 pub mod system;
 pub mod system_partition;
+pub mod time_sync;
 pub mod update;
 pub mod userns_root;
 
@@ -60,6 +62,7 @@ use power_button::PowerButton;
 use shutdown::PowerAction;
 use supervisor::Supervisor;
 use system_partition::SystemSource;
+use time_sync::TimeSync;
 use update::Updates;
 
 /// PID 1's entry point. Never returns.
@@ -130,6 +133,7 @@ fn boot(signals: Signals) -> ! {
         waiting: None,
         cgroups,
         kernel_forward: None,
+        time: TimeSync::new(&plan.system.ntp),
     };
     pid1.forward_kernel_log(&plan);
     if pid1.metadata.is_some() {
@@ -367,6 +371,8 @@ struct Pid1 {
     cgroups: bool,
     /// The kernel's log on its way to the `[log] syslog` collector.
     kernel_forward: Option<KernelForward>,
+    /// The clock set from NTP (`[system] ntp`).
+    time: Option<TimeSync>,
 }
 
 /// The sources PID 1 waits on besides the supervisor and the network.
@@ -386,6 +392,9 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
         pid1.check_network();
         if let (Some(action), true) = (pid1.ending, pid1.sup.stopped()) {
             pid1.sup.drain_logs();
+            if pid1.time.as_ref().is_some_and(TimeSync::synced) {
+                time_sync::save_to_rtc();
+            }
             pid1.net.release();
             syslog::flush(Duration::from_millis(500));
             shutdown::finish(action);
@@ -401,6 +410,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut pid1.net,
             &mut pid1.update,
             &mut pid1.metadata,
+            &mut pid1.time,
             &mut pid1.sup,
         ]);
         for event in events {
@@ -428,6 +438,7 @@ impl Pid1 {
             }
             Pid1Event::UpdateReboot => self.request_shutdown(PowerAction::Reboot, "update"),
             Pid1Event::Metadata(answer) => self.metadata_arrived(answer),
+            Pid1Event::TimeSynced => self.sup.time_synced(),
         }
     }
 
@@ -444,6 +455,9 @@ impl Pid1 {
     fn start_containers(&mut self, plan: Plan) {
         let bridge = containers_network(&plan);
         self.sup = Supervisor::new(&plan, self.cgroups, bridge);
+        if self.time.as_ref().is_some_and(TimeSync::synced) {
+            self.sup.time_synced();
+        }
         self.check_network();
         stage("containers");
         self.sup.start();
@@ -508,6 +522,9 @@ impl Pid1 {
                 self.metadata_arrived(e);
             }
             self.sup.network_ready();
+            if let Some(t) = self.time.as_mut() {
+                t.network_ready(&self.net.ntp_servers());
+            }
             if let Some(u) = self.update.as_mut() {
                 u.network_ready(Instant::now());
             }

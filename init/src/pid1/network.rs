@@ -443,6 +443,11 @@ impl HostNetwork {
         self.write_resolv_conf();
     }
 
+    /// The NTP servers the DHCP leases offer (option 42), interface by interface.
+    pub fn ntp_servers(&self) -> Vec<std::net::Ipv4Addr> {
+        self.ifaces.iter().filter_map(|i| i.lease.as_ref()).flat_map(|l| l.ntp.iter().copied()).collect()
+    }
+
     /// Rewrites `resolv.conf` from the config and the leases.
     fn write_resolv_conf(&mut self) {
         let mut servers: Vec<IpAddr> = self.config.dns.clone();

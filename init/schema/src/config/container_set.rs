@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ContainerConfig, PortMapping, Protocol, NETWORK_UNIT};
 use crate::plan::PlannedContainer;
+use crate::time_sync::TIME_UNIT;
 
 /// Which list a container is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +56,9 @@ impl<'a> Member<'a> {
     }
 }
 
-/// Runs the checks; an error carries the offset of what it is about, when known.
-pub(crate) fn check(members: &[Member<'_>]) -> Result<(), (Option<usize>, String)> {
+/// Runs the checks; an error carries the offset of what it is about, when known. `time`: the
+/// machine sets its clock from NTP (`[system] ntp`), so services may wait for `"time"`.
+pub(crate) fn check(members: &[Member<'_>], time: bool) -> Result<(), (Option<usize>, String)> {
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for m in members {
         if !seen.insert(m.name) {
@@ -85,11 +87,23 @@ pub(crate) fn check(members: &[Member<'_>]) -> Result<(), (Option<usize>, String
             if *dep == NETWORK_UNIT {
                 continue;
             }
+            if *dep == TIME_UNIT {
+                if time {
+                    continue;
+                }
+                return Err((
+                    *at,
+                    format!(
+                        "container `{}`: depends_on `{TIME_UNIT}` waits for the clock to be set from NTP, but [system] ntp names no server; add one (like ntp = [\"dhcp\", \"time.example.com\"]) or drop the dependency",
+                        m.name
+                    ),
+                ));
+            }
             if *dep == m.name || !startable.contains(dep) {
                 return Err((
                     *at,
                     format!(
-                        "container `{}`: depends_on `{dep}` is not another onboot or service container (nor \"network\")",
+                        "container `{}`: depends_on `{dep}` is not another onboot or service container (nor \"network\" or \"time\")",
                         m.name
                     ),
                 ));

@@ -89,7 +89,7 @@ pub(super) fn merge(fragment: ContainerLists<'_>, plan: &mut Plan) -> Result<Vec
 
     let mut members: Vec<Member<'_>> = lists.iter().flat_map(Merged::members).collect();
     members.extend(plan.console.iter().map(|c| Member::from_planned(Kind::Console, c)));
-    container_set::check(&members)?;
+    container_set::check(&members, !plan.system.ntp.is_empty())?;
     drop(members);
 
     let changed = onboot

@@ -33,6 +33,7 @@ use berth_events::Event;
 use berth_runtime::ExitInfo;
 use berth_schema::config::{WhenDone, NETWORK_UNIT};
 use berth_schema::plan::Plan;
+use berth_schema::time_sync::TIME_UNIT;
 
 use super::unit::{signal_name, Dependency, Ending, Health, Kind, Run, SignalNumber, State, Unit, UnitId};
 use crate::pid1::control::protocol::{Reply, Request};
@@ -49,6 +50,8 @@ pub enum Input {
     Boot,
     /// The pseudo-unit `network` is ready.
     NetworkReady,
+    /// The pseudo-unit `time` is ready: the clock was set from NTP.
+    TimeSynced,
     /// A launch asked for succeeded: the container's process is `pid`.
     Started {
         /// The unit launched.
@@ -160,7 +163,7 @@ pub struct PsRow {
     pub uptime: Option<Duration>,
 }
 
-/// The supervisor's state: every unit, the phase, the network's readiness.
+/// The supervisor's state: every unit, the phase, the network's and the clock's readiness.
 #[derive(Debug)]
 pub struct Machine {
     units: Vec<Unit>,
@@ -169,6 +172,7 @@ pub struct Machine {
     console: Option<UnitId>,
     phase: Phase,
     network_ready: bool,
+    time_synced: bool,
     console_respawn: Option<Instant>,
     when_done: WhenDone,
     /// A `start`/`restart` request whose reply waits for its launch's result.
@@ -198,6 +202,7 @@ impl Machine {
                     .iter()
                     .filter_map(|d| match d.as_str() {
                         NETWORK_UNIT => Some(Dependency::Network),
+                        TIME_UNIT => Some(Dependency::Time),
                         other => id_of(other).map(Dependency::Unit),
                     })
                     .collect();
@@ -214,6 +219,7 @@ impl Machine {
             units,
             phase: Phase::Onboot(0),
             network_ready: false,
+            time_synced: false,
             console_respawn: None,
             when_done: plan.system.when_done,
             reply_on_launch: None,
@@ -330,6 +336,12 @@ impl Machine {
                     self.start_ready();
                 }
             }
+            Input::TimeSynced => {
+                if !self.time_synced {
+                    self.time_synced = true;
+                    self.start_ready();
+                }
+            }
             Input::Started { unit, pid } => self.started(unit, pid, now),
             Input::LaunchFailed { unit, error } => self.launch_failed(unit, &error, now),
             Input::Exited { unit, exit } => self.exited(unit, exit, now),
@@ -419,6 +431,7 @@ impl Machine {
                 } else if self.units[i].depends_on.iter().all(|d| match d {
                     Dependency::Unit(dep) => self.unit(*dep).ready,
                     Dependency::Network => self.network_ready,
+                    Dependency::Time => self.time_synced,
                 }) {
                     self.launch(UnitId(i));
                     progressed = true;

@@ -119,6 +119,11 @@ impl Supervisor {
         self.feed(Input::NetworkReady);
     }
 
+    /// The clock was set from NTP: services waiting for `time` may start.
+    pub fn time_synced(&mut self) {
+        self.feed(Input::TimeSynced);
+    }
+
     /// Begins stopping every container (reverse dependency order), then the onshutdown ones.
     pub fn begin_stop(&mut self) {
         self.feed(Input::Shutdown);

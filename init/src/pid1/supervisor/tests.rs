@@ -293,6 +293,22 @@ fn a_service_starts_once_its_dependencies_are_ready() {
 }
 
 #[test]
+fn a_service_waiting_for_time_starts_once_the_clock_is_set() {
+    let mut sim = Sim::new(Plan {
+        service: vec![
+            container("tls", json!({"depends_on": ["time", "network"]})),
+            container("plain", json!({})),
+        ],
+        ..Plan::default()
+    });
+    let boot = sim.feed(Input::Boot);
+    assert_eq!(launches(&boot), [sim.id("plain")], "only the service that waits for nothing");
+    assert!(launches(&sim.feed(Input::TimeSynced)).is_empty(), "the network is not ready yet");
+    assert_eq!(launches(&sim.feed(Input::NetworkReady)), [sim.id("tls")]);
+    assert!(launches(&sim.feed(Input::TimeSynced)).is_empty(), "a second sync starts nothing");
+}
+
+#[test]
 fn a_dependency_that_can_never_be_ready_fails_its_dependents_down_the_chain() {
     let mut sim = Sim::new(Plan {
         onboot: vec![container("broken", json!({}))],

@@ -50,6 +50,8 @@ pub enum Dependency {
     Unit(UnitId),
     /// The pseudo-unit `network`: every configured interface has its addresses.
     Network,
+    /// The pseudo-unit `time`: the clock was set from NTP.
+    Time,
 }
 
 /// A signal by its number: a standard one or a realtime one (`stop_signal = "40"`), all of
