@@ -121,3 +121,81 @@ fn pid1_links_no_getrandom_crate() {
         );
     }
 }
+
+const SEED_CONFIG: &str = r#"
+[kernel]
+cmdline = "console=ttyS0 quiet"
+
+[system]
+when_done = "poweroff"
+
+[storage]
+disk = "serial:berth-data"
+
+[[onboot]]
+name = "reader"
+image = "oci:images/busybox:latest"
+net = "none"
+command = ["sh", "-c", "echo random-bytes=$(head -c 32 /dev/random | wc -c)"]
+"#;
+
+/// Two boots in a row with a data disk, on QEMU's default CPU and no RNG device: the first
+/// saves a seed drawn from the ready RNG (at the latest at its shutdown), the second credits it
+/// before any container runs, so its RNG is ready at once; a blocking read of `/dev/random`
+/// answers in both.
+#[test]
+fn a_seed_saved_on_the_data_disk_is_credited_at_the_next_boot() {
+    let (dir, out) = common::build_fresh("seed", SEED_CONFIG);
+    let disk = dir.path().join("data.qcow2");
+    let o = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("128M")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let boot_with_disk = || {
+        let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
+        let mut cfg = VmConfig::new(out.join("vmlinuz"), out.join("initrd.img"), cmdline.trim());
+        cfg.extra_args = vec![
+            "-drive".into(),
+            format!("if=none,id=data,file={},format=qcow2", disk.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=data,serial=berth-data".into(),
+        ];
+        assert!(cfg.cpu.is_none() && !cfg.rng, "the test needs QEMU's default CPU and no RNG device");
+        let mut vm = Vm::start(cfg).expect("start qemu");
+        vm.wait_exit(default_timeout() * 2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(vm.guest_shutdown(), Some(GuestShutdown::PowerOff), "{}", vm.console_tail(30));
+        assert_eq!(lines_of(&vm, "reader"), ["random-bytes=32"], "{}", vm.console_tail(30));
+        vm
+    };
+    let event = |vm: &Vm, name: &str| vm.events().into_iter().find(|e| e.name == name);
+
+    let first = boot_with_disk();
+    let seeded = event(&first, "entropy.seeded").expect("entropy.seeded");
+    assert_eq!(seeded.get("credited"), Some("false"), "{seeded:?}");
+    assert_eq!(seeded.get("reason"), Some("no seed yet (first boot)"), "{seeded:?}");
+    let saved: Vec<_> = first.events().into_iter().filter(|e| e.name == "entropy.saved").collect();
+    assert_eq!(saved.last().and_then(|e| e.get("creditable")), Some("true"), "{saved:?}");
+    eprintln!("first boot: {seeded:?}, then {saved:?}");
+
+    let second = boot_with_disk();
+    let seeded = event(&second, "entropy.seeded").expect("entropy.seeded");
+    assert_eq!(
+        (seeded.get("credited"), seeded.get("bytes"), seeded.get("crng")),
+        (Some("true"), Some("512"), Some("ready")),
+        "{seeded:?}"
+    );
+    assert!(seeded.get("error").is_none(), "{seeded:?}");
+    common::assert_in_order(
+        &common::event_names(&second),
+        &["storage.mounted", "entropy.seeded", "container.started:reader", "entropy.saved"],
+    );
+    // The seed was replaced while the machine ran: a third boot credits a new one, not the same.
+    let third = boot_with_disk();
+    assert_eq!(
+        event(&third, "entropy.seeded").and_then(|e| e.get("credited").map(str::to_string)),
+        Some("true".into())
+    );
+}

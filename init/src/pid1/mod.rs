@@ -33,6 +33,7 @@ pub mod mounts;
 pub mod netlink;
 pub mod network;
 pub mod power_button;
+pub mod random_seed;
 pub mod shutdown;
 pub mod storage;
 pub mod supervisor;
@@ -59,6 +60,7 @@ use late_modules::LateModules;
 use metadata::CloudMetadata;
 use network::HostNetwork;
 use power_button::PowerButton;
+use random_seed::RandomSeed;
 use shutdown::PowerAction;
 use supervisor::Supervisor;
 use system_partition::SystemSource;
@@ -110,9 +112,11 @@ fn boot(signals: Signals) -> ! {
     stage("system");
     let net = start_network(&plan, &cmdline);
     stage("network");
-    if mount_data_disk(&plan) {
+    let random_seed = plan.storage.as_ref().and_then(|disk| {
+        let seed = mount_data_disk(disk, plan.tool_loader.as_deref());
         stage("storage");
-    }
+        seed
+    });
     // The slot this boot came from: being tried (the gate runs in the loop), or committed.
     let staging = match &plan.storage {
         Some(disk) => format!("{}/.berth-update", disk.mount),
@@ -134,6 +138,7 @@ fn boot(signals: Signals) -> ! {
         cgroups,
         kernel_forward: None,
         time: TimeSync::new(&plan.system.ntp),
+        random_seed,
     };
     pid1.forward_kernel_log(&plan);
     if pid1.metadata.is_some() {
@@ -318,14 +323,20 @@ fn choose_metadata(plan: &Plan) -> Option<CloudMetadata> {
 }
 
 /// The data disk, before any container: volumes and persistent layers live there. A disk that
-/// cannot be used fails only the containers that need it. False without `[storage]`.
-fn mount_data_disk(plan: &Plan) -> bool {
-    let Some(cfg) = &plan.storage else { return false };
-    if let Err(e) = storage::setup(cfg, plan.tool_loader.as_deref()) {
-        log::error(&format!("storage: {e}"));
-        log::emit(log::event("storage.failed").with("error", &e));
+/// cannot be used fails only the containers that need it. Once mounted, the random seed it
+/// carries goes into the kernel and a new one is saved (`random_seed`).
+fn mount_data_disk(
+    cfg: &berth_schema::config::StorageConfig,
+    tool_loader: Option<&str>,
+) -> Option<RandomSeed> {
+    match storage::setup(cfg, tool_loader) {
+        Ok(()) => Some(RandomSeed::load(Path::new(&cfg.mount), Instant::now())),
+        Err(e) => {
+            log::error(&format!("storage: {e}"));
+            log::emit(log::event("storage.failed").with("error", &e));
+            None
+        }
     }
-    true
 }
 
 fn open_control_socket() -> Option<ControlSocket> {
@@ -373,6 +384,8 @@ struct Pid1 {
     kernel_forward: Option<KernelForward>,
     /// The clock set from NTP (`[system] ntp`).
     time: Option<TimeSync>,
+    /// The random seed on the data disk.
+    random_seed: Option<RandomSeed>,
 }
 
 /// The sources PID 1 waits on besides the supervisor and the network.
@@ -395,6 +408,9 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             if pid1.time.as_ref().is_some_and(TimeSync::synced) {
                 time_sync::save_to_rtc();
             }
+            if let Some(seed) = pid1.random_seed.as_mut() {
+                seed.save(true);
+            }
             pid1.net.release();
             syslog::flush(Duration::from_millis(500));
             shutdown::finish(action);
@@ -411,6 +427,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut pid1.update,
             &mut pid1.metadata,
             &mut pid1.time,
+            &mut pid1.random_seed,
             &mut pid1.sup,
         ]);
         for event in events {
