@@ -107,6 +107,14 @@ pub const AWS_NIC_MODULES: &[&str] = &["ena"];
 pub const UPDATE_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii"];
 /// The fw_cfg driver (boot-time configuration from QEMU), loaded only on QEMU.
 pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
+/// Watchdog drivers for `[system] watchdog`, tried in this order by PID 1: the core, the hardware ones
+/// Debian's cloud kernel has (an ACPI WDAT table's: VMware, some servers), then — only when no
+/// hardware watchdog appeared — the kernel's software watchdog. (QEMU's i6300ESB driver is
+/// not in Debian's cloud kernel; the project kernel builds it in.)
+pub const WATCHDOG_MODULES: &[&str] = &["watchdog", "wdat_wdt", "softdog"];
+/// zram (its allocator comes along) and its default compressor, lzo-rle, for `[system] zram`:
+/// PID 1 has no modprobe helper for the crypto API to load it on demand.
+pub const ZRAM_MODULES: &[&str] = &["lzo-rle", "zram"];
 
 /// The modules `berth build` packs for a config, by name (dependencies are added when they
 /// are resolved against the kernel's modules tree). A kernel without modules gets none.
@@ -124,6 +132,8 @@ pub struct ModulePlan {
     pub qemu: Vec<String>,
     /// Loaded to look for a NoCloud config drive.
     pub config_drive: Vec<String>,
+    /// Watchdog drivers, loaded by PID 1's watchdog step.
+    pub watchdog: Vec<String>,
     /// The disk formats' slim initramfs: loaded first, to reach the system partition.
     pub system: Vec<String>,
 }
@@ -137,6 +147,7 @@ impl ModulePlan {
             .chain(&self.late)
             .chain(&self.qemu)
             .chain(&self.config_drive)
+            .chain(&self.watchdog)
             .chain(&self.system)
             .map(|m| modules::module_name(m))
             .collect()
@@ -158,6 +169,9 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         for f in formats {
             early.extend(names(cloud_modules(*f).0));
         }
+    }
+    if config.system.zram.is_some() {
+        early.extend(names(ZRAM_MODULES));
     }
     early.extend(config.kernel.modules.iter().map(|m| m.get_ref().clone()));
     let mut late = names(RNG_MODULES);
@@ -188,7 +202,16 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
             system.extend(names(UPDATE_MODULES));
         }
     }
-    ModulePlan { early, button: names(BUTTON_MODULES), late, qemu: names(QEMU_MODULES), config_drive, system }
+    let watchdog = if config.system.watchdog.is_some() { names(WATCHDOG_MODULES) } else { Vec::new() };
+    ModulePlan {
+        early,
+        button: names(BUTTON_MODULES),
+        late,
+        qemu: names(QEMU_MODULES),
+        config_drive,
+        watchdog,
+        system,
+    }
 }
 
 /// Every module `berth build` packs for some config (besides those `[kernel] modules` names).
@@ -209,6 +232,8 @@ pub fn packable_modules() -> BTreeSet<String> {
         CLOUD_DISK_MODULES,
         GCE_NIC_MODULES,
         AWS_NIC_MODULES,
+        WATCHDOG_MODULES,
+        ZRAM_MODULES,
     ]
     .concat()
     .into_iter()
@@ -225,6 +250,7 @@ struct ModuleFiles {
     late: Vec<modules::ModuleFile>,
     qemu: Vec<modules::ModuleFile>,
     config_drive: Vec<modules::ModuleFile>,
+    watchdog: Vec<modules::ModuleFile>,
     /// Complete with its dependencies: it is the slim initramfs's only list.
     system: Vec<modules::ModuleFile>,
 }
@@ -255,8 +281,9 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
     let late = resolve_besides(&plan.late, &[&early, &button])?;
     let qemu = resolve_besides(&plan.qemu, &[&early, &button, &late])?;
     let config_drive = resolve_besides(&plan.config_drive, &[&early, &qemu])?;
+    let watchdog = resolve_besides(&plan.watchdog, &[&early])?;
     let system = resolve(&plan.system)?;
-    Ok(ModuleFiles { early, button, late, qemu, config_drive, system })
+    Ok(ModuleFiles { early, button, late, qemu, config_drive, watchdog, system })
 }
 
 /// Names of the files `berth build` writes.
@@ -521,6 +548,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         late: late_files,
         qemu: qemu_files,
         config_drive: drive_files,
+        watchdog: watchdog_files,
         system: system_module_files,
     } = module_files;
     let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
@@ -581,6 +609,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         late_modules: late_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         config_drive_modules: drive_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        watchdog_modules: watchdog_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         storage: config.storage.clone(),
         update: config.update.clone(),
         tool_loader: tools.as_ref().and_then(|t| t.loader.as_ref()).map(|l| format!("{TOOLS_DIR}/lib/{l}")),
@@ -615,6 +644,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .chain(&late_files)
         .chain(&qemu_files)
         .chain(&drive_files)
+        .chain(&watchdog_files)
         .filter(|m| seen.insert(m.rel_path.as_str()))
         .collect();
     let mut layers = Vec::new();
@@ -1053,15 +1083,24 @@ mod tests {
             )
         );
         let everything = plan(
-            "[kernel]\nmodules = [\"nls-utf8\"]\n[system]\nconfig_drive = true\n[storage]\ndisk = \"/dev/vdb\"\n\
+            "[kernel]\nmodules = [\"nls-utf8\"]\n[system]\nconfig_drive = true\nwatchdog = \"10s\"\nzram = \"50%\"\n[storage]\ndisk = \"/dev/vdb\"\n\
              [[service]]\nname = \"web\"\nimage = \"oci:x\"\nnet = \"bridge\"\n",
             &Format::ALL,
         );
         assert!(everything.early.contains(&"nls-utf8".to_string()));
         assert!(everything.names().contains("nls_utf8"), "names are normalized");
-        for m in
-            ["bridge", "nft_masq", "virtio_blk", "hv_storvsc", "virtio_net", "hv_utils", "sr_mod", "isofs"]
-        {
+        for m in [
+            "bridge",
+            "nft_masq",
+            "virtio_blk",
+            "hv_storvsc",
+            "virtio_net",
+            "hv_utils",
+            "sr_mod",
+            "isofs",
+            "softdog",
+            "zram",
+        ] {
             assert!(everything.names().contains(m), "{m} missing from {everything:?}");
         }
         let mut without_extra = everything.names();

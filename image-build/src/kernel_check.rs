@@ -61,13 +61,17 @@ pub enum Need {
     Efi,
     /// A disk format is built (`raw-efi`, `qcow2`, `vhdx`): the verified system partition.
     SystemPartition,
+    /// `[system] watchdog`.
+    Watchdog,
+    /// `[system] zram`.
+    Zram,
     /// Reported, never refused.
     Optional,
 }
 
 impl Need {
     /// Every need, in report order.
-    pub const ALL: [Need; 12] = [
+    pub const ALL: [Need; 14] = [
         Need::Boot,
         Need::Containers,
         Need::InitrdZstd,
@@ -79,6 +83,8 @@ impl Need {
         Need::Hyperv,
         Need::Efi,
         Need::SystemPartition,
+        Need::Watchdog,
+        Need::Zram,
         Need::Optional,
     ];
 
@@ -96,6 +102,8 @@ impl Need {
             Need::Hyperv => "hyperv",
             Need::Efi => "efi",
             Need::SystemPartition => "system-partition",
+            Need::Watchdog => "watchdog",
+            Need::Zram => "zram",
             Need::Optional => "optional",
         }
     }
@@ -119,6 +127,8 @@ impl Need {
             Need::Hyperv => "the vhdx format (Hyper-V)",
             Need::Efi => "UEFI formats (uki, iso, raw-efi, qcow2, vhdx)",
             Need::SystemPartition => "disk formats (raw-efi, qcow2, vhdx): the verified system partition",
+            Need::Watchdog => "images with [system] watchdog",
+            Need::Zram => "images with [system] zram",
             Need::Optional => "features a config may use; never refused",
         }
     }
@@ -164,6 +174,12 @@ pub fn needs_for(config: &Config, formats: &[Format]) -> BTreeSet<Need> {
     }
     if formats.iter().any(|f| f.has_system_partition()) {
         needs.insert(Need::SystemPartition);
+    }
+    if config.system.watchdog.is_some() {
+        needs.insert(Need::Watchdog);
+    }
+    if config.system.zram.is_some() {
+        needs.insert(Need::Zram);
     }
     needs
 }
@@ -330,6 +346,11 @@ const OPTION_MODULES: &[(&str, &str)] = &[
     ("CONFIG_BLK_DEV_SR", "sr_mod"),
     ("CONFIG_BLK_DEV_DM", "dm_mod"),
     ("CONFIG_DM_VERITY", "dm_verity"),
+    ("CONFIG_WATCHDOG_CORE", "watchdog"),
+    ("CONFIG_SOFT_WATCHDOG", "softdog"),
+    ("CONFIG_I6300ESB_WDT", "i6300esb"),
+    ("CONFIG_ZRAM", "zram"),
+    ("CONFIG_CRYPTO_LZO", "lzo_rle"),
 ];
 
 /// The module `option` builds when set to `m`, if berth knows it.
@@ -976,7 +997,9 @@ mod tests {
                 Need::ConfigDrive,
                 Need::Hyperv,
                 Need::Efi,
-                Need::SystemPartition
+                Need::SystemPartition,
+                Need::Watchdog,
+                Need::Zram
             ]
         );
         assert!(!r.ok);
@@ -1093,7 +1116,12 @@ mod tests {
         }
         let gzip = format!("{none}[kernel]\ncompression = \"gzip\"\n");
         assert_eq!(needs_for(&config(&gzip), &[]), BTreeSet::from([Boot, Containers, InitrdGzip]));
+        let appliance = format!("{none}[system]\nwatchdog = \"30s\"\nzram = \"25%\"\n");
+        assert_eq!(
+            needs_for(&config(&appliance), &[]),
+            BTreeSet::from([Boot, Containers, InitrdZstd, Watchdog, Zram])
+        );
         assert!(!every_need().contains(&Optional));
-        assert_eq!(every_need().len(), 11);
+        assert_eq!(every_need().len(), 13);
     }
 }

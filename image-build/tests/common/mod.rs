@@ -41,6 +41,8 @@ pub fn init_binary() -> PathBuf {
                 "--release",
                 "-p",
                 "berth-init",
+                "--features",
+                "berth-init/test-hooks",
                 "-p",
                 "berth-updater",
                 "-p",

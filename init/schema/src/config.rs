@@ -225,6 +225,18 @@ pub struct SystemConfig {
     /// answer, slewed after; the hardware clock written at shutdown). Off when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ntp: Vec<crate::time_sync::NtpSource>,
+    /// A watchdog PID 1 pets from its loop (`"30s"`): a hardware one when the machine has one
+    /// (i6300ESB, an ACPI WDAT), else the kernel's softdog; it resets the machine when PID 1
+    /// stops making progress, and is closed cleanly at a deliberate shutdown. Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<crate::appliance::WatchdogTimeout>,
+    /// Compressed swap in RAM (`"50%"` of the memory, or a size like `"512m"`). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zram: Option<crate::appliance::ZramSize>,
+    /// A container whose tasks stall on memory this share of a second is reported
+    /// (`container.pressure`; PSI); `"off"`. Default `"10%"`.
+    #[serde(default)]
+    pub pressure_warning: crate::appliance::PressureWarning,
 }
 
 fn is_off(m: &MetadataSetting) -> bool {
@@ -256,6 +268,9 @@ impl Default for SystemConfig {
             metadata: MetadataSetting::Off,
             metadata_timeout: default_metadata_timeout(),
             ntp: Vec::new(),
+            watchdog: None,
+            zram: None,
+            pressure_warning: Default::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounts;
+pub mod appliance;
 pub mod config;
 pub mod hardening;
 pub mod metadata;

@@ -77,6 +77,10 @@ pub struct Plan {
     /// Modules loaded before looking for a config drive (`[system] config_drive`).
     #[serde(default)]
     pub config_drive_modules: Vec<String>,
+    /// Watchdog drivers (`[system] watchdog`): the hardware ones first, `softdog` only when
+    /// none of them found a device.
+    #[serde(default)]
+    pub watchdog_modules: Vec<String>,
     /// The data disk.
     #[serde(default)]
     pub storage: Option<StorageConfig>,
@@ -314,6 +318,7 @@ impl Default for Plan {
             late_modules: Vec::new(),
             qemu_modules: Vec::new(),
             config_drive_modules: Vec::new(),
+            watchdog_modules: Vec::new(),
             storage: None,
             update: None,
             tool_loader: None,
@@ -371,6 +376,7 @@ mod tests {
             late_modules: vec![],
             qemu_modules: vec![],
             config_drive_modules: vec![],
+            watchdog_modules: vec![],
             storage: None,
             update: None,
             tool_loader: None,

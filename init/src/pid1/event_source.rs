@@ -59,6 +59,11 @@ pub trait EventSource {
         None
     }
 
+    /// After the wait, before [`service`](Self::service): what the wait saw on each of the
+    /// descriptors this source lent, in order. For descriptors whose readiness cannot be
+    /// asked again (a PSI trigger's `POLLPRI` is consumed by the poll that reports it).
+    fn woke(&mut self, _revents: &[PollFlags]) {}
+
     /// Runs after every wait (ready or not; cheap when there is nothing to do): reads what is
     /// ready, does what is due, and reports what needs the rest of PID 1.
     fn service(&mut self, now: Instant, out: &mut Vec<Pid1Event>);
@@ -70,16 +75,21 @@ pub fn wait(sources: &mut [&mut dyn EventSource]) -> Vec<Pid1Event> {
     let sleep = deadline.map_or(MAX_SLEEP, |d| d.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
     // MAX_SLEEP fits a u16 of milliseconds.
     let timeout = PollTimeout::from(u16::try_from(sleep.as_millis()).unwrap_or(u16::MAX));
-    {
+    let mut lent = Vec::with_capacity(sources.len());
+    let revents: Vec<PollFlags> = {
         let mut fds = Vec::new();
         for source in sources.iter_mut() {
+            let before = fds.len();
             source.interest(&mut fds);
+            lent.push(before..fds.len());
         }
         let _ = poll(&mut fds, timeout);
-    }
+        fds.iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty())).collect()
+    };
     let mut events = Vec::new();
     let now = Instant::now();
-    for source in sources.iter_mut() {
+    for (source, range) in sources.iter_mut().zip(lent) {
+        source.woke(&revents[range]);
         source.service(now, &mut events);
     }
     events

@@ -33,6 +33,7 @@ pub mod mounts;
 pub mod netlink;
 pub mod network;
 pub mod power_button;
+pub mod pressure;
 pub mod random_seed;
 pub mod shutdown;
 pub mod storage;
@@ -43,6 +44,8 @@ pub mod system_partition;
 pub mod time_sync;
 pub mod update;
 pub mod userns_root;
+pub mod watchdog;
+pub mod zram;
 
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
@@ -60,12 +63,14 @@ use late_modules::LateModules;
 use metadata::CloudMetadata;
 use network::HostNetwork;
 use power_button::PowerButton;
+use pressure::PressureWatch;
 use random_seed::RandomSeed;
 use shutdown::PowerAction;
 use supervisor::Supervisor;
 use system_partition::SystemSource;
 use time_sync::TimeSync;
 use update::Updates;
+use watchdog::Watchdog;
 
 /// PID 1's entry point. Never returns.
 pub fn run() -> ! {
@@ -101,7 +106,7 @@ fn boot(signals: Signals) -> ! {
     if let Some(error) = failed {
         // A new slot that cannot boot goes back to the committed one without waiting.
         if update::roll_back_failed_boot(&cmdline, &system, &error) {
-            shutdown::finish(PowerAction::Reboot);
+            shutdown::finish(PowerAction::Reboot, None);
         }
     }
     load_modules(&plan.modules);
@@ -109,6 +114,11 @@ fn boot(signals: Signals) -> ! {
     let plan = apply_boot_config(plan, &cmdline);
     let cgroups = enable_cgroups();
     configure_system(&plan, &system);
+    let watchdog =
+        plan.system.watchdog.and_then(|t| Watchdog::arm(t, &plan.watchdog_modules, Instant::now()));
+    if let Some(size) = plan.system.zram {
+        zram::set_up(size);
+    }
     stage("system");
     let net = start_network(&plan, &cmdline);
     stage("network");
@@ -139,6 +149,8 @@ fn boot(signals: Signals) -> ! {
         kernel_forward: None,
         time: TimeSync::new(&plan.system.ntp),
         random_seed,
+        watchdog,
+        pressure: PressureWatch::new(plan.system.pressure_warning, Instant::now()),
     };
     pid1.forward_kernel_log(&plan);
     if pid1.metadata.is_some() {
@@ -386,6 +398,10 @@ struct Pid1 {
     time: Option<TimeSync>,
     /// The random seed on the data disk.
     random_seed: Option<RandomSeed>,
+    /// The watchdog PID 1 pets (`[system] watchdog`).
+    watchdog: Option<Watchdog>,
+    /// Containers' memory pressure (`[system] pressure_warning`).
+    pressure: Option<PressureWatch>,
 }
 
 /// The sources PID 1 waits on besides the supervisor and the network.
@@ -413,7 +429,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             }
             pid1.net.release();
             syslog::flush(Duration::from_millis(500));
-            shutdown::finish(action);
+            shutdown::finish(action, pid1.watchdog.take());
         }
         let events = event_source::wait(&mut [
             &mut s.signals as &mut dyn EventSource,
@@ -428,6 +444,8 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut pid1.metadata,
             &mut pid1.time,
             &mut pid1.random_seed,
+            &mut pid1.watchdog,
+            &mut pid1.pressure,
             &mut pid1.sup,
         ]);
         for event in events {
@@ -557,6 +575,13 @@ impl Pid1 {
             Ok(Request::Follow(log::Follow::Events)) => {
                 Reply::Follow { past: String::new(), what: log::Follow::Events }
             }
+            #[cfg(feature = "test-hooks")]
+            Ok(Request::Stall(secs)) => {
+                control::reply(stream, &Reply::Text(format!("PID 1 stalls for {secs} s")));
+                log::warn(&format!("debug-stall: PID 1's loop blocks for {secs} s (test-hooks build)"));
+                std::thread::sleep(Duration::from_secs(secs));
+                return;
+            }
             Ok(Request::Power(action)) => {
                 let text = match action {
                     PowerAction::Poweroff => "powering off",
@@ -610,7 +635,7 @@ fn emergency_loop() -> ! {
             }
         }
         if let Some(a) = event_source::wait_signal(1000).and_then(event_source::shutdown_action) {
-            shutdown::finish(a);
+            shutdown::finish(a, None);
         }
     }
 }

@@ -7,6 +7,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::pid1::watchdog::Watchdog;
 use crate::pid1::{log, mounts, storage};
 
 /// What the machine does at the end.
@@ -51,15 +52,28 @@ fn reap_all(timeout: Duration) {
 
 /// Called once every container has stopped: signals every other process, syncs, unmounts and
 /// ends the machine. Never returns; if `reboot(2)` fails PID 1 stays alive, idle.
-pub fn finish(action: PowerAction) -> ! {
+pub fn finish(action: PowerAction, mut watchdog: Option<Watchdog>) -> ! {
+    // The watchdog is petted between the steps (each bounded), and closed cleanly just before
+    // reboot(2): a shutdown that hangs still ends in a reset.
+    let mut pet = || {
+        if let Some(w) = watchdog.as_mut() {
+            w.pet(Instant::now());
+        }
+    };
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     reap_all(Duration::from_secs(2));
+    pet();
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     reap_all(Duration::from_secs(1));
+    pet();
     nix::unistd::sync();
     storage::release();
+    pet();
     mounts::unmount_all();
     nix::unistd::sync();
+    if let Some(w) = watchdog {
+        w.disarm();
+    }
     log::emit(log::event("shutdown.complete").with("action", action.as_str()));
     // Let the serial line carry the last event before the machine stops.
     let _ = nix::sys::termios::tcdrain(std::io::stdout());

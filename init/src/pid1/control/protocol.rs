@@ -74,6 +74,10 @@ pub enum Request {
     Update(UpdateRequest),
     /// `poweroff`, `reboot`, `halt`: end the machine gracefully.
     Power(PowerAction),
+    /// `debug-stall SECONDS` (builds with the `test-hooks` feature only): PID 1's loop blocks
+    /// for that long, as a frozen PID 1 would.
+    #[cfg(feature = "test-hooks")]
+    Stall(u64),
 }
 
 impl Request {
@@ -110,6 +114,10 @@ impl Request {
             ["poweroff"] => Request::Power(PowerAction::Poweroff),
             ["reboot"] => Request::Power(PowerAction::Reboot),
             ["halt"] => Request::Power(PowerAction::Halt),
+            #[cfg(feature = "test-hooks")]
+            ["debug-stall", secs] => Request::Stall(
+                secs.parse().map_err(|_| format!("debug-stall: `{secs}` is not a number of seconds"))?,
+            ),
             _ => return Err(format!("unknown request `{}` ({USAGE})", line.trim())),
         })
     }
@@ -132,6 +140,8 @@ impl fmt::Display for Request {
             Request::Renew(Some(iface)) => write!(f, "renew {iface}"),
             Request::Update(u) => write!(f, "update {}", u.as_str()),
             Request::Power(action) => f.write_str(action.as_str()),
+            #[cfg(feature = "test-hooks")]
+            Request::Stall(secs) => write!(f, "debug-stall {secs}"),
         }
     }
 }
