@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 export BERTH_INIT
-BERTH_INIT=$(scripts/build-init.sh)
+# The tests' init has the test-only control requests (the watchdog test freezes PID 1).
+BERTH_INIT=$(scripts/build-init.sh --test-hooks)
 cargo clippy -q --workspace --all-targets -- -D warnings
+cargo clippy -q -p berth-init --all-targets --features test-hooks -- -D warnings
 cargo test --workspace --no-fail-fast

@@ -4,12 +4,14 @@
 //! Ctrl-Alt-Del to SIGINT → the verified system partition when the command line names one
 //! (disk images: early modules, dm-verity, mount, binds; the kernel log followed for
 //! corruption) → read the plan (from the initramfs or the partition) → kernel modules → boot-time configuration → cgroup
-//! controllers → opaque layer dirs → hostname, sysctls, `lo` → network (started) → the data
-//! disk → the control socket → the cloud metadata provider (`metadata`; when there is one,
+//! controllers → opaque layer dirs → hostname, sysctls, `lo` → the watchdog (`watchdog`) and
+//! zram swap (`zram`) → network (started) → the data disk and its random seed (`random_seed`)
+//! → the control socket → the cloud metadata provider (`metadata`; when there is one,
 //! the containers wait for its answer or `metadata_timeout`, see `Pid1::metadata_arrived`) →
 //! the first container → the power button's modules and the button → the other late modules
 //! in a child process (`late_modules`) → event loop (onboot containers one by one, then
-//! services). Each step ends with its `boot.stage` event.
+//! services; network time, `time_sync`, once the network is up). Each step ends with its
+//! `boot.stage` event.
 //!
 //! PID 1 must never exit or panic (the kernel would panic). Every step reports failures and goes
 //! on; a plan that cannot be read leaves the machine up with no containers, waiting for a

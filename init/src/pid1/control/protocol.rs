@@ -182,6 +182,21 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "test-hooks"))]
+    fn the_stall_hook_exists_only_in_test_builds() {
+        let e = Request::parse("debug-stall 5").unwrap_err();
+        assert!(e.starts_with("unknown request `debug-stall 5`"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "test-hooks")]
+    fn the_stall_hook_reads_back() {
+        assert_eq!(Request::parse("debug-stall 5").unwrap(), Request::Stall(5));
+        assert_eq!(Request::Stall(5).to_string(), "debug-stall 5");
+        assert!(Request::parse("debug-stall soon").is_err());
+    }
+
+    #[test]
     fn every_request_reads_back_as_written() {
         let requests = [
             Request::Ps,
