@@ -120,6 +120,7 @@ fn a_machine_born_in_2001_sets_its_clock_from_ntp_and_keeps_it_across_a_reboot()
     let second = vm.wait_for_line(|l| l.contains("clock-at-boot=") && !l.contains("=2001"), t * 2);
     let console = vm.console_text();
     let names = common::event_names(&vm);
+    let names_and_ms: Vec<(String, u64)> = vm.events().into_iter().map(|e| (e.name, e.ms)).collect();
     vm.kill();
 
     let lines: Vec<&str> = console.lines().filter(|l| l.contains("clock-")).collect();
@@ -129,6 +130,11 @@ fn a_machine_born_in_2001_sets_its_clock_from_ntp_and_keeps_it_across_a_reboot()
         "the service that waits for time sees {year}: {lines:?}"
     );
     assert!(second.unwrap().trim_end().ends_with(&format!("clock-at-boot={year}")), "{lines:?}");
+    // The helper ends at the shutdown's SIGTERM (PID 1's blocked signals are not its own): no
+    // 2 s wait for the SIGKILL that follows.
+    let first_boot: Vec<_> = vm_events_until_reboot(&names_and_ms);
+    let ms = |name: &str| first_boot.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms).unwrap();
+    assert!(ms("shutdown.complete") - ms("shutdown.begin") < 1500, "{first_boot:?}");
     // `time` came before the service that waits for it, after the onboot container.
     common::assert_in_order(
         &names,
@@ -162,4 +168,10 @@ fn depends_on_time_needs_a_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("app.toml:6:16: NTP server `10.0.2.2:0`: the port is not 1–65535"), "{err}");
     assert!(!dir.path().join("o").exists(), "nothing is left behind");
+}
+
+/// The events of the first boot: those up to the first `shutdown.complete`.
+fn vm_events_until_reboot(events: &[(String, u64)]) -> Vec<(String, u64)> {
+    let end = events.iter().position(|(n, _)| n == "shutdown.complete").map_or(events.len(), |i| i + 1);
+    events[..end].to_vec()
 }

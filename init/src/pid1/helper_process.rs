@@ -9,6 +9,21 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
+/// Makes `cmd`'s child start with no signal blocked: PID 1 keeps the signals it handles
+/// blocked (they reach it through its signalfd), and a child inherits the mask — a helper
+/// would not end at the shutdown's SIGTERM.
+pub fn unblock_signals(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only sigprocmask runs, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let empty = nix::sys::signal::SigSet::empty();
+            nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&empty), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Where PID 1 runs the helper `name` from (the plan's tools directory).
 pub fn path(name: &str) -> String {
     format!("{}/{name}", berth_schema::plan::TOOLS_DIR)
@@ -27,13 +42,13 @@ impl HelperProcess {
     /// Starts `path` with `args`; its output (and its input, with `with_stdin`) non-blocking,
     /// its errors on PID 1's console.
     pub fn spawn(path: &str, args: &[String], with_stdin: bool) -> Result<HelperProcess, String> {
-        let mut child = Command::new(path)
-            .args(args)
+        let mut cmd = Command::new(path);
+        cmd.args(args)
             .stdin(if with_stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot run {path}: {e}"))?;
+            .stderr(Stdio::inherit());
+        unblock_signals(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {path}: {e}"))?;
         let stdin = child.stdin.take();
         let Some(stdout) = child.stdout.take() else {
             let _ = child.kill();

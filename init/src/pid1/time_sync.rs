@@ -139,34 +139,19 @@ struct RtcTime {
 
 nix::ioctl_write_ptr!(rtc_set_time, b'p', 0x0a, RtcTime);
 
-/// The civil UTC date of `days` since 1970-01-01: (year, month 1–12, day 1–31) (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 /// The hardware clock's fields for `unix_s` seconds since 1970, in UTC.
 fn rtc_time(unix_s: i64) -> RtcTime {
-    let (days, secs) = (unix_s.div_euclid(86_400), unix_s.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day, hour, min, sec) = berth_runtime::civil_time::utc_civil(unix_s);
     let field = |v: i64| i32::try_from(v).unwrap_or(0);
     RtcTime {
-        sec: field(secs % 60),
-        min: field(secs / 60 % 60),
-        hour: field(secs / 3600),
+        sec: field(sec),
+        min: field(min),
+        hour: field(hour),
         mday: field(day),
         mon: field(month - 1),
         year: field(year - 1900),
         // 1970-01-01 was a Thursday.
-        wday: field((days + 4).rem_euclid(7)),
+        wday: field((unix_s.div_euclid(86_400) + 4).rem_euclid(7)),
         ..RtcTime::default()
     }
 }

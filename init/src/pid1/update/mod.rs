@@ -18,7 +18,6 @@ pub mod gate;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -287,15 +286,7 @@ impl Updates {
         if check {
             cmd.arg("--check");
         }
-        // SAFETY: between fork and exec only sigprocmask runs, which is async-signal-safe; it
-        // unblocks the signals PID 1 keeps blocked for its signalfd.
-        unsafe {
-            cmd.pre_exec(|| {
-                let empty = nix::sys::signal::SigSet::empty();
-                nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&empty), None)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        crate::pid1::helper_process::unblock_signals(&mut cmd);
         // The supervisor reaps it with every other child; its pipe tells how it went.
         match cmd.spawn() {
             Ok(_) => {
