@@ -562,7 +562,9 @@ impl Pid1 {
             if let Some(t) = self.time.as_mut() {
                 t.network_ready(&self.net.ntp_servers());
             }
-            if let Some(u) = self.update.as_mut() {
+            // The update check talks HTTPS: with NTP it waits for the clock (or NTP's failure).
+            if let Some(u) = self.update.as_mut().filter(|_| self.time.as_ref().is_none_or(TimeSync::settled))
+            {
                 u.network_ready(Instant::now());
             }
         }

@@ -29,6 +29,8 @@ pub struct TimeSync {
     helper: Option<HelperProcess>,
     started: bool,
     synced: bool,
+    /// Synced, or known not to be soon (a round failed, no server, no helper).
+    settled: bool,
 }
 
 impl TimeSync {
@@ -39,12 +41,19 @@ impl TimeSync {
             helper: None,
             started: false,
             synced: false,
+            settled: false,
         })
     }
 
     /// Whether the clock was set from NTP in this boot.
     pub fn synced(&self) -> bool {
         self.synced
+    }
+
+    /// Whether the clock is as right as it will be soon: set from NTP, or NTP failed once
+    /// (what waits on HTTPS, the update check, need not wait longer).
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     /// The network is up: starts the helper (once) with the config's servers, `"dhcp"`
@@ -56,6 +65,7 @@ impl TimeSync {
         self.started = true;
         let servers = time_sync::servers(&self.sources, from_dhcp);
         if servers.is_empty() {
+            self.settled = true;
             log::emit(log::event("time.failed").with(
                 "error",
                 "no NTP server: [system] ntp = [\"dhcp\"] and DHCP offered none (option 42); name a server too",
@@ -66,7 +76,10 @@ impl TimeSync {
             servers.iter().flat_map(|s| ["--server".to_string(), s.to_string()]).collect();
         match HelperProcess::spawn(&helper_process::path(time_sync::HELPER), &args, false) {
             Ok(h) => self.helper = Some(h),
-            Err(e) => log::emit(log::event("time.failed").with("error", e)),
+            Err(e) => {
+                self.settled = true;
+                log::emit(log::event("time.failed").with("error", e));
+            }
         }
     }
 
@@ -90,10 +103,14 @@ impl TimeSync {
                     }
                     if first {
                         self.synced = true;
+                        self.settled = true;
                         out.push(Pid1Event::TimeSynced);
                     }
                 }
-                Ok(TimeReport::Failed(e)) => log::emit(log::event("time.failed").with("error", e)),
+                Ok(TimeReport::Failed(e)) => {
+                    self.settled = true;
+                    log::emit(log::event("time.failed").with("error", e));
+                }
                 Err(e) => {
                     log::warn(&format!("time: an unreadable report from {} ({e}): {line}", time_sync::HELPER))
                 }
@@ -101,6 +118,7 @@ impl TimeSync {
         }
         if ended {
             self.helper = None;
+            self.settled = true;
             log::emit(log::event("time.failed").with("error", format!("{} ended", time_sync::HELPER)));
         }
     }
@@ -191,7 +209,10 @@ mod tests {
     #[test]
     fn servers_are_needed() {
         assert!(TimeSync::new(&[]).is_none());
-        let t = TimeSync::new(&[NtpSource::Dhcp]).unwrap();
-        assert!(!t.synced());
+        let mut t = TimeSync::new(&[NtpSource::Dhcp]).unwrap();
+        assert!(!t.synced() && !t.settled());
+        // "dhcp" alone, and DHCP offered no server: nothing to wait for.
+        t.network_ready(&[]);
+        assert!(!t.synced() && t.settled());
     }
 }
