@@ -192,10 +192,17 @@ fn a_seed_saved_on_the_data_disk_is_credited_at_the_next_boot() {
         &common::event_names(&second),
         &["storage.mounted", "entropy.seeded", "container.started:reader", "entropy.saved"],
     );
-    // The seed was replaced while the machine ran: a third boot credits a new one, not the same.
+    // Each boot credits the seed the boot before saved last, never the same one twice.
+    let last_saved = |vm: &Vm| {
+        let saved: Vec<_> = vm.events().into_iter().filter(|e| e.name == "entropy.saved").collect();
+        saved.last().and_then(|e| e.get("digest").map(str::to_string)).expect("a saved seed")
+    };
+    let seeded_digest =
+        |vm: &Vm| event(vm, "entropy.seeded").and_then(|e| e.get("digest").map(str::to_string));
+    assert_eq!(seeded_digest(&second), Some(last_saved(&first)));
     let third = boot_with_disk();
-    assert_eq!(
-        event(&third, "entropy.seeded").and_then(|e| e.get("credited").map(str::to_string)),
-        Some("true".into())
-    );
+    let seeded = event(&third, "entropy.seeded").expect("entropy.seeded");
+    assert_eq!(seeded.get("credited"), Some("true"), "{seeded:?}");
+    assert_eq!(seeded_digest(&third), Some(last_saved(&second)));
+    assert_ne!(seeded_digest(&third), seeded_digest(&second), "a new seed, not the one credited before");
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::units;
 
-/// The hardware watchdog's timeout: whole seconds, 2 s to 1 hour (Talos' and the i6300ESB's
-/// range fit in it).
+/// The hardware watchdog's timeout: whole seconds, 5 s to 1 hour. (A driver may allow less:
+/// the i6300ESB takes up to 2046 s; PID 1 then pets by the timeout the driver keeps.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchdogTimeout(u32);
 
@@ -21,9 +21,9 @@ impl WatchdogTimeout {
             return Err(format!("watchdog `{text}`: watchdogs count whole seconds; write it like \"30s\""));
         }
         match u32::try_from(d.as_secs()) {
-            Ok(s @ 2..=3600) => Ok(WatchdogTimeout(s)),
+            Ok(s @ 5..=3600) => Ok(WatchdogTimeout(s)),
             _ => Err(format!(
-                "watchdog `{text}`: the timeout must be 2 s to 1 h (PID 1 pets the watchdog every third of it)"
+                "watchdog `{text}`: the timeout must be 5 s to 1 h (PID 1 pets the watchdog every third of it)"
             )),
         }
     }
@@ -165,8 +165,8 @@ mod tests {
         assert_eq!(WatchdogTimeout::parse("1m").unwrap().secs(), 60);
         assert_eq!(WatchdogTimeout::parse("10").unwrap().duration(), Duration::from_secs(10));
         assert!(WatchdogTimeout::parse("1500ms").unwrap_err().contains("whole seconds"));
-        assert!(WatchdogTimeout::parse("1s").unwrap_err().contains("2 s to 1 h"));
-        assert!(WatchdogTimeout::parse("2h").unwrap_err().contains("2 s to 1 h"));
+        assert!(WatchdogTimeout::parse("4s").unwrap_err().contains("5 s to 1 h"));
+        assert!(WatchdogTimeout::parse("2h").unwrap_err().contains("5 s to 1 h"));
         assert!(WatchdogTimeout::parse("soon").unwrap_err().contains("not a duration"));
         let t = WatchdogTimeout::parse("45s").unwrap();
         assert_eq!(WatchdogTimeout::parse(&t.to_string()).unwrap(), t);

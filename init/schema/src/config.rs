@@ -221,8 +221,9 @@ pub struct SystemConfig {
     #[serde(default = "default_metadata_timeout", with = "duration_text")]
     pub metadata_timeout: Duration,
     /// Where the clock is set from, in order: `"dhcp"` (the servers DHCP offers, option 42),
-    /// `"HOST"` or `"HOST:PORT"`. Packs the time helper (SNTP: the clock stepped at the first
-    /// answer, slewed after; the hardware clock written at shutdown). Off when empty.
+    /// `"HOST"` or `"HOST:PORT"`. Packs the time helper (SNTP: the clock stepped when 0.4 s or
+    /// more off — at boot, from a wrong hardware clock — slewed otherwise; the hardware clock
+    /// written at shutdown). Off when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ntp: Vec<crate::time_sync::NtpSource>,
     /// A watchdog PID 1 pets from its loop (`"30s"`): a hardware one when the machine has one

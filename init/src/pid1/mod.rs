@@ -4,12 +4,12 @@
 //! Ctrl-Alt-Del to SIGINT → the verified system partition when the command line names one
 //! (disk images: early modules, dm-verity, mount, binds; the kernel log followed for
 //! corruption) → read the plan (from the initramfs or the partition) → kernel modules → boot-time configuration → cgroup
-//! controllers → opaque layer dirs → hostname, sysctls, `lo` → the watchdog (`watchdog`) and
-//! zram swap (`zram`) → network (started) → the data disk and its random seed (`random_seed`)
+//! controllers → opaque layer dirs → hostname, sysctls, `lo` → zram swap (`zram`) → network
+//! (started) → the data disk and its random seed (`random_seed`)
 //! → the control socket → the cloud metadata provider (`metadata`; when there is one,
 //! the containers wait for its answer or `metadata_timeout`, see `Pid1::metadata_arrived`) →
 //! the first container → the power button's modules and the button → the other late modules
-//! in a child process (`late_modules`) → event loop (onboot containers one by one, then
+//! in a child process (`late_modules`) → the watchdog (`watchdog`) → event loop (onboot containers one by one, then
 //! services; network time, `time_sync`, once the network is up). Each step ends with its
 //! `boot.stage` event.
 //!
@@ -116,8 +116,6 @@ fn boot(signals: Signals) -> ! {
     let plan = apply_boot_config(plan, &cmdline);
     let cgroups = enable_cgroups();
     configure_system(&plan, &system);
-    let watchdog =
-        plan.system.watchdog.and_then(|t| Watchdog::arm(t, &plan.watchdog_modules, Instant::now()));
     if let Some(size) = plan.system.zram {
         zram::set_up(size);
     }
@@ -139,6 +137,7 @@ fn boot(signals: Signals) -> ! {
     let control = open_control_socket();
     let metadata = choose_metadata(&plan);
     let (button_modules, late_modules) = (plan.button_modules.clone(), plan.late_modules.clone());
+    let watchdog = plan.system.watchdog.map(|t| (t, plan.watchdog_modules.clone()));
     let mut pid1 = Pid1 {
         // No container runs before the configuration is final (see `start_containers`).
         sup: Supervisor::new(&Plan::default(), cgroups, None),
@@ -151,7 +150,7 @@ fn boot(signals: Signals) -> ! {
         kernel_forward: None,
         time: TimeSync::new(&plan.system.ntp),
         random_seed,
-        watchdog,
+        watchdog: None,
         pressure: PressureWatch::new(plan.system.pressure_warning, Instant::now()),
     };
     pid1.forward_kernel_log(&plan);
@@ -167,6 +166,9 @@ fn boot(signals: Signals) -> ! {
     let button = open_power_button(&button_modules);
     let late = start_late_modules(&late_modules, &mut pid1.net);
     let syslog = SyslogSocket::default();
+    // Armed last, once the boot's synchronous steps (a data disk's wait and check among them)
+    // are done: from here on only the loop pets it.
+    pid1.watchdog = watchdog.and_then(|(t, modules)| Watchdog::arm(t, &modules, Instant::now()));
     event_loop(pid1, Sources { signals, button, control, late, syslog, kernel_log })
 }
 
@@ -422,6 +424,9 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
     loop {
         pid1.check_network();
         if let (Some(action), true) = (pid1.ending, pid1.sup.stopped()) {
+            if let Some(w) = pid1.watchdog.as_mut() {
+                w.pet(Instant::now());
+            }
             pid1.sup.drain_logs();
             if pid1.time.as_ref().is_some_and(TimeSync::synced) {
                 time_sync::save_to_rtc();

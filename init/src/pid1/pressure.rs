@@ -221,7 +221,12 @@ impl EventSource for Option<PressureWatch> {
             };
             let Some(seen) = seen else { continue };
             let current = current.or_else(|| read_pressure(&watch.cgroup));
-            let look_again = current.map(|p| (now + EASE_CHECK_EVERY, p.some_total_us, now));
+            // An unreadable file keeps the last look's figures (or none: a share too large to ease).
+            let look_again = Some(match (current, watch.high) {
+                (Some(p), _) => (now + EASE_CHECK_EVERY, p.some_total_us, now),
+                (None, Some((_, total, since))) => (now + EASE_CHECK_EVERY, total, since),
+                (None, None) => (now + EASE_CHECK_EVERY, 0, now),
+            });
             match next(watch.high.is_some(), seen, w.percent) {
                 Some(Change::Rose) => {
                     watch.high = look_again;

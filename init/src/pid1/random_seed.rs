@@ -15,8 +15,9 @@
 //!    marked creditable only when it came from an initialised CRNG (`getrandom(GRND_NONBLOCK)`
 //!    succeeded); else it is drawn with `GRND_INSECURE` and marked not creditable.
 //! 3. While the seed on disk is not creditable, PID 1's loop looks once a second (a
-//!    non-blocking `getrandom` of one byte) and rewrites it once the CRNG is ready; and it is
-//!    rewritten at every deliberate shutdown, before the disk is unmounted (`entropy.saved`).
+//!    non-blocking `getrandom` of one byte) and rewrites it once the CRNG is ready (a failed
+//!    write ends these tries); and it is rewritten at every deliberate shutdown, before the
+//!    disk is unmounted (`entropy.saved`).
 //!
 //! A data disk is one machine's own: a seed is never shipped in an image. Cloning a data disk
 //! clones its seed; the kernel also mixes in each machine's DMI strings and MAC addresses
@@ -77,6 +78,8 @@ impl Seed {
 pub struct RandomSeed {
     path: PathBuf,
     creditable_on_disk: bool,
+    /// A save failed (disk full, read-only): the loop stops trying; the shutdown tries again.
+    save_failed: bool,
     next_check: Instant,
 }
 
@@ -93,13 +96,22 @@ impl RandomSeed {
         match found {
             Ok(Some(seed)) => {
                 // Never credited twice: the seed leaves the disk before it is used.
-                let credit = seed.creditable && remove_synced(&path).map_err(|e| log::warn(&e)).is_ok();
-                let fed = if credit { add_credited(&seed.data) } else { add_uncredited(&seed.data) };
-                event = event.with("credited", credit).with("bytes", seed.data.len());
+                let removed = seed.creditable && remove_synced(&path).map_err(|e| log::warn(&e)).is_ok();
+                // A seed that cannot be credited (or was not removed first) is mixed in anyway.
+                let credited = removed
+                    && add_credited(&seed.data).map_err(|e| log::warn(&format!("entropy: {e}"))).is_ok();
+                let fed = if credited { Ok(()) } else { add_uncredited(&seed.data) };
+                event = event
+                    .with("credited", credited)
+                    .with("bytes", seed.data.len())
+                    .with("digest", digest(&seed.data));
                 if let Err(e) = fed {
                     event = event.with("error", e);
-                } else if !credit {
+                } else if !seed.creditable {
                     event = event.with("reason", "the seed was not drawn from a ready RNG");
+                } else if !credited {
+                    event = event
+                        .with("reason", "it could not be removed from the disk, or RNDADDENTROPY failed");
                 }
             }
             Ok(None) => {
@@ -114,7 +126,8 @@ impl RandomSeed {
             }
         }
         log::emit(event.with("crng", if crng_ready() { "ready" } else { "not-ready" }));
-        let mut seed = RandomSeed { path, creditable_on_disk: false, next_check: now + CHECK_EVERY };
+        let mut seed =
+            RandomSeed { path, creditable_on_disk: false, save_failed: false, next_check: now + CHECK_EVERY };
         seed.save(false);
         seed
     }
@@ -125,11 +138,19 @@ impl RandomSeed {
         match write_synced(&self.path, &seed.encode()) {
             Ok(()) => {
                 self.creditable_on_disk = seed.creditable;
+                self.save_failed = false;
                 if say {
-                    log::emit(log::event("entropy.saved").with("creditable", seed.creditable));
+                    log::emit(
+                        log::event("entropy.saved")
+                            .with("creditable", seed.creditable)
+                            .with("digest", digest(&seed.data)),
+                    );
                 }
             }
-            Err(e) => log::warn(&format!("entropy: cannot save the random seed: {e}")),
+            Err(e) => {
+                self.save_failed = true;
+                log::warn(&format!("entropy: cannot save the random seed: {e}"));
+            }
         }
     }
 }
@@ -138,16 +159,27 @@ impl EventSource for Option<RandomSeed> {
     fn interest<'a>(&'a mut self, _fds: &mut Vec<PollFd<'a>>) {}
 
     fn deadline(&self) -> Option<Instant> {
-        self.as_ref().filter(|s| !s.creditable_on_disk).map(|s| s.next_check)
+        self.as_ref().filter(|s| !s.creditable_on_disk && !s.save_failed).map(|s| s.next_check)
     }
 
     fn service(&mut self, now: Instant, _out: &mut Vec<Pid1Event>) {
-        let Some(s) = self.as_mut().filter(|s| !s.creditable_on_disk && now >= s.next_check) else { return };
+        let Some(s) =
+            self.as_mut().filter(|s| !s.creditable_on_disk && !s.save_failed && now >= s.next_check)
+        else {
+            return;
+        };
         s.next_check = now + CHECK_EVERY;
         if crng_ready() {
             s.save(true);
         }
     }
+}
+
+/// A seed's identity in events (the first 8 bytes of its SHA-256, in hex): the same seed is
+/// recognisable from one boot's `entropy.saved` to the next one's `entropy.seeded`.
+fn digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether the kernel's RNG is initialised: a non-blocking `getrandom` of one byte succeeds.

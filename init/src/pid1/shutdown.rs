@@ -60,6 +60,7 @@ pub fn finish(action: PowerAction, mut watchdog: Option<Watchdog>) -> ! {
             w.pet(Instant::now());
         }
     };
+    pet();
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     reap_all(Duration::from_secs(2));
     pet();
@@ -71,6 +72,7 @@ pub fn finish(action: PowerAction, mut watchdog: Option<Watchdog>) -> ! {
     pet();
     mounts::unmount_all();
     nix::unistd::sync();
+    pet();
     if let Some(w) = watchdog {
         w.disarm();
     }

@@ -2,7 +2,7 @@
 //! event loop, so the machine resets when PID 1 stops making progress; a deliberate shutdown
 //! closes it cleanly ("magic close") right before `reboot(2)`.
 //!
-//! Order ([`Watchdog::arm`], before the containers): load the packed drivers but softdog (the
+//! Order ([`Watchdog::arm`], the boot's last step, right before the loop): load the packed drivers but softdog (the
 //! core, hardware ones such as an ACPI WDAT table's; QEMU's i6300ESB is built into the project
 //! kernel) → choose the first device whose sysfs identity is not the software watchdog's → none:
 //! load softdog and take it → open `/dev/watchdogN` (opening starts it) → `WDIOC_SETTIMEOUT` →
@@ -37,6 +37,7 @@ struct WatchdogInfo {
 nix::ioctl_read!(wdioc_getsupport, b'W', 0, WatchdogInfo);
 nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
 nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc::c_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, libc::c_int);
 
 /// An armed watchdog.
 pub struct Watchdog {
@@ -116,14 +117,26 @@ impl Watchdog {
             next_pet: now,
             magic_close: info.options & WDIOF_MAGICCLOSE != 0,
         };
-        let applied = u64::try_from(secs).unwrap_or(0);
         if let Err(e) = set {
-            log::warn(&format!("watchdog {path}: cannot set the timeout to {timeout}: {e}"));
-        } else if applied != u64::from(timeout.secs()) {
+            // The driver refused (a timeout beyond its range): pet by the timeout it runs with.
+            let mut current: libc::c_int = 0;
+            // SAFETY: the descriptor is open; the kernel writes one int.
+            let read = unsafe { wdioc_gettimeout(fd, &mut current) };
+            secs = if read.is_ok() && current > 0 { current } else { 1 };
+            log::warn(&format!(
+                "watchdog {path}: {identity} refused a timeout of {timeout} ({e}); it keeps {secs} s"
+            ));
+        }
+        let applied = u64::try_from(secs).unwrap_or(0);
+        if set.is_ok() && applied != u64::from(timeout.secs()) {
             log::warn(&format!("watchdog {path}: {identity} took a timeout of {applied} s for {timeout}"));
         }
         if applied > 0 {
             w.every = Duration::from_secs(applied) / 3;
+        }
+        // (A driver that says nothing usable: petted every third of a second.)
+        if applied <= 1 {
+            w.every = Duration::from_millis(333);
         }
         w.pet(now);
         log::emit(
