@@ -124,6 +124,8 @@ pub struct Updates {
     entry: BootEntry,
     trial: Option<Trial>,
     next_check: Option<Instant>,
+    /// The network is up (checks wait for it).
+    network_up: bool,
     child: Option<Child>,
     /// An installed update waits for its reboot (the window, or a request).
     installed: bool,
@@ -169,6 +171,7 @@ impl Updates {
             entry,
             trial: None,
             next_check: None,
+            network_up: false,
             child: None,
             installed: false,
             next_window_look: None,
@@ -203,6 +206,7 @@ impl Updates {
 
     /// The network is up: the first check runs now (not while a slot is being tried).
     pub fn network_ready(&mut self, now: Instant) {
+        self.network_up = true;
         if self.next_check.is_none() && self.trial.is_none() {
             self.next_check = Some(now);
         }
@@ -231,7 +235,8 @@ impl Updates {
                         );
                         self.entry = committed;
                         self.trial = None;
-                        self.next_check = Some(now);
+                        // The first check: now, or once the network is up (`network_ready`).
+                        self.next_check = self.network_up.then_some(now);
                     }
                     Err(e) => log::error(&format!("update: cannot commit slot {}: {e}", self.slot)),
                 }
