@@ -286,6 +286,8 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
     Ok(ModuleFiles { early, button, late, qemu, config_drive, watchdog, system })
 }
 
+/// The alias table beside the packed modules (depmod's name and format).
+pub const MODULES_ALIAS: &str = "modules.alias";
 /// Names of the files `berth build` writes.
 pub const VMLINUZ: &str = "vmlinuz";
 /// The initramfs.
@@ -647,6 +649,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .chain(&watchdog_files)
         .filter(|m| seen.insert(m.rel_path.as_str()))
         .collect();
+    // depmod's modules.alias for the packed modules (Debian's packages ship none): which
+    // module a device's modalias needs.
+    let aliases = staging.path().join(".modules.alias");
+    if !all_modules.is_empty() {
+        let table = modules::alias_table(all_modules.iter().copied())?;
+        fs::write(&aliases, table.to_string()).with_context(|| format!("writing {}", aliases.display()))?;
+    }
+    let mut initramfs_modules = in_initramfs(&all_modules, module_dest);
+    if !all_modules.is_empty() {
+        initramfs_modules.push((module_dest(MODULES_ALIAS), aliases.as_path()));
+    }
     let mut layers = Vec::new();
     for c in plan.containers() {
         for l in &c.layers {
@@ -660,7 +673,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         source_date_epoch(),
         &initramfs::Content {
             init: &init,
-            modules: in_initramfs(&all_modules, module_dest),
+            modules: initramfs_modules,
             tools: tools.as_ref(),
             layers: layers.clone(),
             document: (PLAN_PATH, plan_text.as_bytes()),
@@ -682,6 +695,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 mode: 0o644,
             })
             .collect();
+        if !all_modules.is_empty() {
+            files.push(PackedFile {
+                dest: format!("{MODULES}/{}/{MODULES_ALIAS}", kernel.release),
+                source: aliases.clone(),
+                mode: 0o644,
+            });
+        }
         for (dest, source) in tools.iter().flat_map(|t| &t.files) {
             files.push(PackedFile {
                 dest: format!("{TOOLS}/{dest}"),

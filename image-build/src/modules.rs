@@ -151,22 +151,52 @@ impl Resolver {
     }
 }
 
-/// The module names in the `depends=` field of a module's `.modinfo` section, in the order
-/// written there, normalized with [`module_name`].
-pub fn module_depends(path: &Path) -> Result<Vec<String>, ModuleError> {
+/// The `key=value` fields of a module's `.modinfo` section, in order.
+fn modinfo(path: &Path) -> Result<Vec<(String, String)>, ModuleError> {
     let data = fs::read(path).map_err(|source| ModuleError::Io { path: path.to_path_buf(), source })?;
     let bad = |reason: String| ModuleError::BadModule { path: path.to_path_buf(), reason };
     let file = object::File::parse(&*data).map_err(|e| bad(format!("not an ELF object: {e}")))?;
     let section = file.section_by_name(".modinfo").ok_or_else(|| bad("no .modinfo section".to_string()))?;
     let modinfo = section.data().map_err(|e| bad(format!("unreadable .modinfo section: {e}")))?;
-    let mut depends = Vec::new();
-    for field in modinfo.split(|&b| b == 0) {
-        if let Some(value) = field.strip_prefix(b"depends=") {
-            let value = String::from_utf8_lossy(value);
-            depends.extend(value.split(',').map(str::trim).filter(|d| !d.is_empty()).map(module_name));
+    Ok(modinfo
+        .split(|&b| b == 0)
+        .filter_map(|field| {
+            let field = String::from_utf8_lossy(field);
+            field.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect())
+}
+
+/// The module names in the `depends=` field of a module's `.modinfo` section, in the order
+/// written there, normalized with [`module_name`].
+pub fn module_depends(path: &Path) -> Result<Vec<String>, ModuleError> {
+    Ok(modinfo(path)?
+        .into_iter()
+        .filter(|(k, _)| k == "depends")
+        .flat_map(|(_, v)| {
+            v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(module_name).collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// The device aliases (`alias=` fields) of a module, in the order written there.
+pub fn module_aliases(path: &Path) -> Result<Vec<String>, ModuleError> {
+    Ok(modinfo(path)?.into_iter().filter(|(k, _)| k == "alias").map(|(_, v)| v).collect())
+}
+
+/// depmod's `modules.alias` for `files` (in their load order): every alias of every module,
+/// so PID 1 can find the driver a device needs among the packed ones.
+pub fn alias_table<'a>(
+    files: impl IntoIterator<Item = &'a ModuleFile>,
+) -> Result<berth_schema::modalias::AliasTable, ModuleError> {
+    use berth_schema::modalias::{normalize, Alias, AliasTable};
+    let mut aliases = Vec::new();
+    for f in files {
+        for pattern in module_aliases(&f.path)? {
+            aliases.push(Alias { pattern: normalize(&pattern), module: f.name.clone() });
         }
     }
-    Ok(depends)
+    Ok(AliasTable { aliases })
 }
 
 /// Suffixes of module files, uncompressed first.

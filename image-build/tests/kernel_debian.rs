@@ -9,7 +9,7 @@ use berth_image_build::kernel::{
     debian_cloud_kernel, debian_version_cmp, default_cache_dir, kernel_from_dir, kernel_package_from_depends,
     Kernel,
 };
-use berth_image_build::modules::{module_depends, resolve_modules, ModuleError, ModuleFile};
+use berth_image_build::modules::{alias_table, module_depends, resolve_modules, ModuleError, ModuleFile};
 
 /// Fetch (or reuse) the kernel once per test binary; tests run in parallel.
 fn kernel() -> &'static Kernel {
@@ -164,4 +164,32 @@ fn debian_version_order() {
     assert_eq!(debian_version_cmp("1:0.9", "1.0"), Greater);
     assert_eq!(debian_version_cmp("1.0a", "1.0+"), Less);
     assert_eq!(debian_version_cmp("01.0", "1.0"), Equal);
+}
+
+/// The packed modules' `modules.alias` finds the driver of each device QEMU emulates (the
+/// vendor and device IDs QEMU gives them), kmod's way.
+#[test]
+fn the_alias_table_names_each_devices_driver() {
+    let wanted: Vec<String> =
+        ["virtio_net", "virtio_blk", "vmxnet3", "vmw_pvscsi", "ata_piix", "qemu_fw_cfg"]
+            .map(String::from)
+            .to_vec();
+    let mods = resolve_modules(&kernel().modules_dir, &wanted).unwrap();
+    let table = alias_table(&mods).unwrap();
+    for (modalias, driver) in [
+        ("virtio:d00000001v00001AF4", "virtio_net"),
+        ("virtio:d00000002v00001AF4", "virtio_blk"),
+        ("pci:v000015ADd000007B0sv000015ADsd000007B0bc02sc00i01", "vmxnet3"),
+        ("pci:v000015ADd000007C0sv000015ADsd000007C0bc01sc00i00", "vmw_pvscsi"),
+        ("pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80", "ata_piix"),
+        ("acpi:QEMU0002:", "qemu_fw_cfg"),
+    ] {
+        assert_eq!(table.modules_for(modalias), [driver], "{modalias}");
+    }
+    assert!(
+        table.modules_for("pci:v00008086d000010D3sv00001AF4sd00001100bc02sc00i00").is_empty(),
+        "no e1000e packed"
+    );
+    let text = table.to_string();
+    assert!(text.starts_with("# Aliases extracted from modules themselves.\nalias "), "{text}");
 }

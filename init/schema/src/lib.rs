@@ -14,6 +14,7 @@ pub mod appliance;
 pub mod config;
 pub mod hardening;
 pub mod metadata;
+pub mod modalias;
 pub mod plan;
 pub mod process;
 pub mod resolve;

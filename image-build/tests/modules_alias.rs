@@ -1,0 +1,37 @@
+//! An image carries depmod's `modules.alias` for the modules it packs (Debian's kernel package
+//! ships none): PID 1 finds there which packed module a device needs.
+
+mod common;
+
+use berth_image_build::cpio::read_archive;
+use berth_schema::modalias::AliasTable;
+
+#[test]
+fn the_initramfs_holds_the_packed_modules_alias_table() {
+    let config = "[kernel]\nmodules = [\"vmxnet3\"]\n\n[[onboot]]\nname = \"x\"\nimage = \"oci:images/busybox:latest\"\n";
+    let (_dir, out) = common::build_fresh("aliases", config);
+    let initrd = std::fs::read(out.join("initrd.img")).unwrap();
+    let records = read_archive(zstd::decode_all(initrd.as_slice()).unwrap().as_slice()).unwrap();
+    let table = records
+        .iter()
+        .find(|r| r.path.starts_with("lib/modules/") && r.path.ends_with("/modules.alias"))
+        .unwrap_or_else(|| {
+            panic!("no modules.alias in {:?}", records.iter().map(|r| &r.path).collect::<Vec<_>>())
+        });
+    let table = AliasTable::parse(&String::from_utf8(table.data.clone()).unwrap()).unwrap();
+    assert_eq!(table.modules_for("pci:v000015ADd000007B0sv000015ADsd000007B0bc02sc00i01"), ["vmxnet3"]);
+    assert_eq!(
+        table.modules_for("virtio:d00000001v00001AF4"),
+        ["virtio_net"],
+        "the NIC driver packed by default"
+    );
+    // Every module named in the table is packed beside it.
+    for a in &table.aliases {
+        assert!(
+            records.iter().any(|r| r.path.ends_with(&format!("/{}.ko", a.module))
+                || r.path.ends_with(&format!("/{}.ko", a.module.replace('_', "-")))),
+            "{} is not packed",
+            a.module
+        );
+    }
+}
