@@ -288,6 +288,8 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
 
 /// The alias table beside the packed modules (depmod's name and format).
 pub const MODULES_ALIAS: &str = "modules.alias";
+/// The dependency table beside the packed modules (depmod's name and format).
+pub const MODULES_DEP: &str = "modules.dep";
 /// Names of the files `berth build` writes.
 pub const VMLINUZ: &str = "vmlinuz";
 /// The initramfs.
@@ -651,14 +653,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .collect();
     // depmod's modules.alias for the packed modules (Debian's packages ship none): which
     // module a device's modalias needs.
-    let aliases = staging.path().join(".modules.alias");
+    // With modules.dep, the files each one needs.
+    let (aliases, deps) = (staging.path().join(".modules.alias"), staging.path().join(".modules.dep"));
+    let mut initramfs_modules = in_initramfs(&all_modules, module_dest);
     if !all_modules.is_empty() {
         let table = modules::alias_table(all_modules.iter().copied())?;
         fs::write(&aliases, table.to_string()).with_context(|| format!("writing {}", aliases.display()))?;
-    }
-    let mut initramfs_modules = in_initramfs(&all_modules, module_dest);
-    if !all_modules.is_empty() {
+        let table = modules::dep_table(all_modules.iter().copied())?;
+        fs::write(&deps, table.to_string()).with_context(|| format!("writing {}", deps.display()))?;
         initramfs_modules.push((module_dest(MODULES_ALIAS), aliases.as_path()));
+        initramfs_modules.push((module_dest(MODULES_DEP), deps.as_path()));
     }
     let mut layers = Vec::new();
     for c in plan.containers() {
@@ -696,11 +700,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             })
             .collect();
         if !all_modules.is_empty() {
-            files.push(PackedFile {
-                dest: format!("{MODULES}/{}/{MODULES_ALIAS}", kernel.release),
-                source: aliases.clone(),
-                mode: 0o644,
-            });
+            for (name, source) in [(MODULES_ALIAS, &aliases), (MODULES_DEP, &deps)] {
+                files.push(PackedFile {
+                    dest: format!("{MODULES}/{}/{name}", kernel.release),
+                    source: source.clone(),
+                    mode: 0o644,
+                });
+            }
         }
         for (dest, source) in tools.iter().flat_map(|t| &t.files) {
             files.push(PackedFile {

@@ -199,6 +199,34 @@ pub fn alias_table<'a>(
     Ok(AliasTable { aliases })
 }
 
+/// depmod's `modules.dep` for `files` (in their load order): each file and every file it needs,
+/// directly or not, in load order. Dependencies outside `files` are not listed (built in).
+pub fn dep_table<'a>(
+    files: impl IntoIterator<Item = &'a ModuleFile>,
+) -> Result<berth_schema::modalias::ModuleDeps, ModuleError> {
+    let files: Vec<&ModuleFile> = files.into_iter().collect();
+    let index = |name: &str| files.iter().position(|f| f.name == name);
+    let mut direct: Vec<Vec<usize>> = Vec::with_capacity(files.len());
+    for f in &files {
+        direct.push(module_depends(&f.path)?.iter().filter_map(|d| index(d)).collect());
+    }
+    let mut entries = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let mut needed: Vec<usize> = Vec::new();
+        let mut stack = direct[i].clone();
+        while let Some(d) = stack.pop() {
+            if !needed.contains(&d) {
+                needed.push(d);
+                stack.extend(direct[d].iter().copied());
+            }
+        }
+        // Load order is the files' order: a dependency always comes before what needs it.
+        needed.sort_unstable();
+        entries.push((f.rel_path.clone(), needed.into_iter().map(|d| files[d].rel_path.clone()).collect()));
+    }
+    Ok(berth_schema::modalias::ModuleDeps { entries })
+}
+
 /// Suffixes of module files, uncompressed first.
 const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
 

@@ -1,10 +1,11 @@
-//! An image carries depmod's `modules.alias` for the modules it packs (Debian's kernel package
-//! ships none): PID 1 finds there which packed module a device needs.
+//! An image carries depmod's `modules.alias` and `modules.dep` for the modules it packs
+//! (Debian's kernel package ships neither): PID 1 finds there which packed module a device
+//! needs, and what to load before it.
 
 mod common;
 
 use berth_image_build::cpio::read_archive;
-use berth_schema::modalias::AliasTable;
+use berth_schema::modalias::{AliasTable, ModuleDeps};
 
 #[test]
 fn the_initramfs_holds_the_packed_modules_alias_table() {
@@ -25,6 +26,15 @@ fn the_initramfs_holds_the_packed_modules_alias_table() {
         ["virtio_net"],
         "the NIC driver packed by default"
     );
+    // modules.dep: virtio_net after what it needs (the virtio core, net_failover), all packed.
+    let deps = records.iter().find(|r| r.path.ends_with("/modules.dep")).expect("modules.dep");
+    let deps = ModuleDeps::parse(&String::from_utf8(deps.data.clone()).unwrap()).unwrap();
+    let order = deps.load_order(&["virtio_net"], &[]);
+    let names: Vec<String> = order.iter().map(|f| berth_schema::modalias::name_of_file(f)).collect();
+    assert_eq!(names, ["virtio_ring", "virtio", "failover", "net_failover", "virtio_net"], "{order:?}");
+    for f in &order {
+        assert!(records.iter().any(|r| r.path.ends_with(f.as_str())), "{f} is not packed");
+    }
     // Every module named in the table is packed beside it.
     for a in &table.aliases {
         assert!(

@@ -160,6 +160,70 @@ impl fmt::Display for AliasTable {
     }
 }
 
+/// A `modules.dep` table: each packed module's file (relative to `/lib/modules/RELEASE/`)
+/// and the files it needs, in load order (each before the modules that need it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleDeps {
+    /// `(file, its dependencies' files)`, in load order.
+    pub entries: Vec<(String, Vec<String>)>,
+}
+
+/// A module file's module name (`kernel/drivers/net/vmxnet3/vmxnet3.ko` → `vmxnet3`).
+pub fn name_of_file(rel: &str) -> String {
+    let file = rel.rsplit('/').next().unwrap_or(rel);
+    module_name(file.split('.').next().unwrap_or(file))
+}
+
+impl ModuleDeps {
+    /// Reads `modules.dep` text: `FILE: [DEP ...]` per line.
+    pub fn parse(text: &str) -> Result<ModuleDeps, String> {
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (file, deps) = line
+                .split_once(':')
+                .ok_or_else(|| format!("modules.dep:{}: not `FILE: DEPS`: {line}", n + 1))?;
+            entries.push((file.trim().to_string(), deps.split_whitespace().map(str::to_string).collect()));
+        }
+        Ok(ModuleDeps { entries })
+    }
+
+    /// The files to load, in order, so that the modules `wanted` (names) are in: each one's
+    /// dependencies first, then it; each file once; those in `loaded` (names) left out; a
+    /// name that is not packed is skipped.
+    pub fn load_order(&self, wanted: &[&str], loaded: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in wanted {
+            let name = module_name(name);
+            let Some((file, deps)) = self.entries.iter().find(|(f, _)| name_of_file(f) == name) else {
+                continue;
+            };
+            for f in deps.iter().chain([file]) {
+                if !out.contains(f) && !loaded.contains(&name_of_file(f)) {
+                    out.push(f.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for ModuleDeps {
+    /// `modules.dep`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (file, deps) in &self.entries {
+            if deps.is_empty() {
+                writeln!(f, "{file}:")?;
+            } else {
+                writeln!(f, "{file}: {}", deps.join(" "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +297,33 @@ mod tests {
             AliasTable::parse("alias only-two\n").unwrap_err(),
             "modules.alias:1: not `alias PATTERN MODULE`: alias only-two"
         );
+    }
+
+    #[test]
+    fn dependencies_load_first_and_once() {
+        let deps = ModuleDeps::parse(
+            "kernel/net/core/failover.ko:\n\
+             kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
+             kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko kernel/drivers/net/net_failover.ko\n\
+             kernel/drivers/net/vmxnet3/vmxnet3.ko:\n",
+        )
+        .unwrap();
+        assert_eq!(
+            deps.load_order(&["virtio_net", "vmxnet3", "no_such_module"], &[]),
+            [
+                "kernel/net/core/failover.ko",
+                "kernel/drivers/net/net_failover.ko",
+                "kernel/drivers/net/virtio_net.ko",
+                "kernel/drivers/net/vmxnet3/vmxnet3.ko"
+            ]
+        );
+        assert_eq!(
+            deps.load_order(&["virtio-net"], &["failover".to_string()]),
+            ["kernel/drivers/net/net_failover.ko", "kernel/drivers/net/virtio_net.ko"],
+            "what is loaded is left out"
+        );
+        assert_eq!(ModuleDeps::parse(&deps.to_string()).unwrap(), deps, "written as read");
+        assert_eq!(name_of_file("kernel/drivers/usb/storage/usb-storage.ko"), "usb_storage");
+        assert!(ModuleDeps::parse("no colon here\n").unwrap_err().starts_with("modules.dep:1:"));
     }
 }
