@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_runtime::seccomp::KernelVersion;
-use berth_schema::config::{Config, ConfigError, ContainerConfig, NetMode};
+use berth_schema::config::{Config, ConfigError, ContainerConfig, HardwareSet, NetMode};
 use berth_schema::metadata::Provider;
 use berth_schema::plan::{
     layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, PLAN_PATH,
@@ -112,6 +112,9 @@ pub const QEMU_MODULES: &[&str] = &["qemu_fw_cfg"];
 /// hardware watchdog appeared — the kernel's software watchdog. (QEMU's i6300ESB driver is
 /// not in Debian's cloud kernel; the project kernel builds it in.)
 pub const WATCHDOG_MODULES: &[&str] = &["watchdog", "wdat_wdt", "softdog"];
+/// VMware's drivers (`[kernel] hardware = ["vmware"]`): the vmxnet3 NIC, the PVSCSI disk
+/// controller, the balloon and VMCI (the host's channel), loaded for the devices present.
+pub const VMWARE_MODULES: &[&str] = &["vmxnet3", "vmw_pvscsi", "vmw_balloon", "vmw_vmci"];
 /// zram (its allocator comes along) and its default compressor, lzo-rle, for `[system] zram`:
 /// PID 1 has no modprobe helper for the crypto API to load it on demand.
 pub const ZRAM_MODULES: &[&str] = &["lzo-rle", "zram"];
@@ -134,6 +137,8 @@ pub struct ModulePlan {
     pub config_drive: Vec<String>,
     /// Watchdog drivers, loaded by PID 1's watchdog step.
     pub watchdog: Vec<String>,
+    /// Drivers loaded only for the devices present (`[kernel] hardware`), by modalias.
+    pub hardware: Vec<String>,
     /// The disk formats' slim initramfs: loaded first, to reach the system partition.
     pub system: Vec<String>,
 }
@@ -148,6 +153,7 @@ impl ModulePlan {
             .chain(&self.qemu)
             .chain(&self.config_drive)
             .chain(&self.watchdog)
+            .chain(&self.hardware)
             .chain(&self.system)
             .map(|m| modules::module_name(m))
             .collect()
@@ -203,6 +209,13 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         }
     }
     let watchdog = if config.system.watchdog.is_some() { names(WATCHDOG_MODULES) } else { Vec::new() };
+    let mut hardware = Vec::new();
+    for set in &config.kernel.hardware {
+        hardware.extend(names(match set.get_ref() {
+            HardwareSet::Vmware => VMWARE_MODULES,
+            HardwareSet::Hyperv => HYPERV_MODULES,
+        }));
+    }
     ModulePlan {
         early,
         button: names(BUTTON_MODULES),
@@ -210,6 +223,7 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         qemu: names(QEMU_MODULES),
         config_drive,
         watchdog,
+        hardware,
         system,
     }
 }
@@ -234,6 +248,7 @@ pub fn packable_modules() -> BTreeSet<String> {
         AWS_NIC_MODULES,
         WATCHDOG_MODULES,
         ZRAM_MODULES,
+        VMWARE_MODULES,
     ]
     .concat()
     .into_iter()
@@ -251,6 +266,7 @@ struct ModuleFiles {
     qemu: Vec<modules::ModuleFile>,
     config_drive: Vec<modules::ModuleFile>,
     watchdog: Vec<modules::ModuleFile>,
+    hardware: Vec<modules::ModuleFile>,
     /// Complete with its dependencies: it is the slim initramfs's only list.
     system: Vec<modules::ModuleFile>,
 }
@@ -282,8 +298,10 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
     let qemu = resolve_besides(&plan.qemu, &[&early, &button, &late])?;
     let config_drive = resolve_besides(&plan.config_drive, &[&early, &qemu])?;
     let watchdog = resolve_besides(&plan.watchdog, &[&early])?;
+    let hardware =
+        resolve_besides(&plan.hardware, &[&early, &button, &late, &qemu, &config_drive, &watchdog])?;
     let system = resolve(&plan.system)?;
-    Ok(ModuleFiles { early, button, late, qemu, config_drive, watchdog, system })
+    Ok(ModuleFiles { early, button, late, qemu, config_drive, watchdog, hardware, system })
 }
 
 /// The alias table beside the packed modules (depmod's name and format).
@@ -553,6 +571,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         qemu: qemu_files,
         config_drive: drive_files,
         watchdog: watchdog_files,
+        hardware: hardware_files,
         system: system_module_files,
     } = module_files;
     let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
@@ -649,6 +668,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         .chain(&qemu_files)
         .chain(&drive_files)
         .chain(&watchdog_files)
+        .chain(&hardware_files)
         .filter(|m| seen.insert(m.rel_path.as_str()))
         .collect();
     // depmod's modules.alias for the packed modules (Debian's packages ship none): which
@@ -1109,7 +1129,7 @@ mod tests {
             )
         );
         let everything = plan(
-            "[kernel]\nmodules = [\"nls-utf8\"]\n[system]\nconfig_drive = true\nwatchdog = \"10s\"\nzram = \"50%\"\n[storage]\ndisk = \"/dev/vdb\"\n\
+            "[kernel]\nmodules = [\"nls-utf8\"]\nhardware = [\"vmware\", \"hyperv\"]\n[system]\nconfig_drive = true\nwatchdog = \"10s\"\nzram = \"50%\"\n[storage]\ndisk = \"/dev/vdb\"\n\
              [[service]]\nname = \"web\"\nimage = \"oci:x\"\nnet = \"bridge\"\n",
             &Format::ALL,
         );

@@ -94,6 +94,21 @@ pub struct KernelConfig {
     /// (`CONFIG_IKCONFIG`).
     #[serde(default)]
     pub config: Option<Spanned<String>>,
+    /// Driver sets packed besides the virtio drivers every image has, loaded only for the
+    /// devices a machine has (by their modalias): `"vmware"`, `"hyperv"`.
+    #[serde(default)]
+    pub hardware: Vec<Spanned<HardwareSet>>,
+}
+
+/// A set of drivers for one kind of machine (`[kernel] hardware`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum HardwareSet {
+    /// VMware: vmxnet3, PVSCSI, the balloon, VMCI.
+    Vmware,
+    /// Hyper-V: VMBus, its NIC, disks, keyboard, balloon and integration services (also
+    /// packed for the `vhdx` format).
+    Hyperv,
 }
 
 /// `[kernel] source`: where the kernel comes from when no `path` is given.
@@ -142,6 +157,18 @@ impl KernelConfig {
                 ),
             ));
         }
+        if let Some(set) = self.hardware.first() {
+            return Err((
+                Some(set.span().start),
+                format!(
+                    "[kernel] hardware: a [kernel] path kernel comes without modules, so the {:?} drivers \
+                     cannot be packed; build them into the kernel and remove `hardware`, or use the \
+                     Debian kernel (remove `path`)",
+                    set.get_ref()
+                )
+                .to_lowercase(),
+            ));
+        }
         if let Some(config) = &self.config {
             if config.get_ref().trim().is_empty() {
                 return Err((
@@ -179,6 +206,7 @@ impl Default for KernelConfig {
             source: None,
             path: None,
             config: None,
+            hardware: Vec::new(),
         }
     }
 }
@@ -1348,6 +1376,13 @@ read_only = true
         let e = Config::parse("[kernel]\npath = \"bzImage\"\nmodules = [\"vfat\"]\n", "k.toml").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("without modules") && e.message.contains("vfat"), "{e}");
+        let e =
+            Config::parse("[kernel]\npath = \"bzImage\"\nhardware = [\"vmware\"]\n", "k.toml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("the vmware drivers cannot be packed"), "{e}");
+        let e = Config::parse("[kernel]\nhardware = [\"metal\"]\n", "k.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("vmware") && e.message.contains("hyperv"), "{e}");
         let e = Config::parse("[kernel]\nconfig = \"k.config\"\n", "k.toml").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.message.contains("add `path`"), "{e}");

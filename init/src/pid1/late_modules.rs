@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use nix::fcntl::OFlag;
 use nix::unistd::ForkResult;
 
-use super::{log, system};
+use super::{coldplug, log, system};
 
 /// Modules loading in a child process; its pipe ends when they are done.
 pub struct LateModules {
@@ -45,8 +45,13 @@ impl LateModules {
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 drop(read);
-                let report = std::panic::catch_unwind(|| system::load_modules(paths).join("\n"))
-                    .unwrap_or_else(|_| "loading modules panicked".to_string());
+                let report = std::panic::catch_unwind(|| {
+                    let mut lines = system::load_modules(paths);
+                    // Then the drivers the devices present need, from the packed ones.
+                    lines.extend(coldplug::load_for_devices());
+                    lines.join("\n")
+                })
+                .unwrap_or_else(|_| "loading modules panicked".to_string());
                 let mut out = std::fs::File::from(write);
                 let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
                 let _ = out.write_all(report.as_bytes());
@@ -77,7 +82,12 @@ impl LateModules {
             }
         }
         for line in String::from_utf8_lossy(&self.failures).lines().filter(|l| !l.is_empty()) {
-            log::warn(line);
+            match line.strip_prefix("loaded ").and_then(|rest| rest.split_once(' ')) {
+                Some((name, device)) => {
+                    log::emit(log::event("module.loaded").with("name", name).with("device", device))
+                }
+                None => log::warn(line),
+            }
         }
         true
     }

@@ -20,6 +20,7 @@
 
 pub mod boot_config;
 pub mod bridge;
+pub mod coldplug;
 pub mod control;
 pub mod device_mapper;
 pub mod event_source;
