@@ -101,10 +101,8 @@ pub fn resolve_modules(modules_dir: &Path, wanted: &[String]) -> Result<Vec<Modu
     Ok(resolver.order)
 }
 
-/// Normalize a module name: `-` is written `_`, as the kernel does.
-pub fn module_name(name: &str) -> String {
-    name.replace('-', "_")
-}
+/// A module name in its `_` form, as the kernel knows it (`virtio-net` → `virtio_net`).
+pub use berth_schema::modalias::module_name;
 
 /// Depth-first resolution state.
 struct Resolver {
