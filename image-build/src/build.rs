@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_runtime::seccomp::KernelVersion;
-use berth_schema::config::{Config, ConfigError, ContainerConfig, HardwareSet, NetMode};
+use berth_schema::config::{Config, ConfigError, ContainerConfig, HardwareSet, KernelSource, NetMode};
 use berth_schema::metadata::Provider;
 use berth_schema::plan::{
     layer_dir_name, Catalog, Plan, PlannedContainer, PlannedImage, PlannedLayer, UsernsRanges, PLAN_PATH,
@@ -115,6 +115,63 @@ pub const WATCHDOG_MODULES: &[&str] = &["watchdog", "wdat_wdt", "softdog"];
 /// VMware's drivers (`[kernel] hardware = ["vmware"]`): the vmxnet3 NIC, the PVSCSI disk
 /// controller, the balloon and VMCI (the host's channel), loaded for the devices present.
 pub const VMWARE_MODULES: &[&str] = &["vmxnet3", "vmw_pvscsi", "vmw_balloon", "vmw_vmci"];
+/// Physical machines' drivers (`[kernel] hardware = ["metal"]`), loaded by modalias for the
+/// devices a machine has: the common wired NICs (Intel, Realtek, Broadcom, Mellanox), SATA,
+/// NVMe, SAS and RAID controllers and the SCSI disk driver, USB host controllers, USB storage
+/// and USB keyboards. None of them needs a firmware file from Debian's `main` (bnx2's and some
+/// r8169/tg3 chips' firmware is non-free: not packed).
+pub const METAL_MODULES: &[&str] = &[
+    // NICs
+    "e1000e",
+    "e1000",
+    "igb",
+    "igc",
+    "ixgbe",
+    "i40e",
+    "ice",
+    "r8169",
+    "8139cp",
+    "8139too",
+    "tg3",
+    "bnx2",
+    "bnxt_en",
+    "mlx4_en",
+    "mlx5_core",
+    // storage
+    "ahci",
+    "ata_piix",
+    "nvme",
+    "mpt3sas",
+    "megaraid_sas",
+    "sd_mod",
+    "usb-storage",
+    "uas",
+    // USB host controllers, keyboards
+    "xhci_pci",
+    "ehci_pci",
+    "ohci_pci",
+    "uhci_hcd",
+    "usbhid",
+    "hid_generic",
+];
+/// The disk drivers of the `metal` set: in a disk format's slim initramfs too, loaded by
+/// modalias while it looks for the system partition's disk.
+pub const METAL_DISK_MODULES: &[&str] = &[
+    "ahci",
+    "ata_piix",
+    "nvme",
+    "mpt3sas",
+    "megaraid_sas",
+    "sd_mod",
+    "usb-storage",
+    "uas",
+    "xhci_pci",
+    "ehci_pci",
+    "ohci_pci",
+    "uhci_hcd",
+];
+/// The disk drivers of the `vmware` set (PVSCSI and its disks), for the slim initramfs.
+pub const VMWARE_DISK_MODULES: &[&str] = &["vmw_pvscsi", "sd_mod"];
 /// zram (its allocator comes along) and its default compressor, lzo-rle, for `[system] zram`:
 /// PID 1 has no modprobe helper for the crypto API to load it on demand.
 pub const ZRAM_MODULES: &[&str] = &["lzo-rle", "zram"];
@@ -141,6 +198,9 @@ pub struct ModulePlan {
     pub hardware: Vec<String>,
     /// The disk formats' slim initramfs: loaded first, to reach the system partition.
     pub system: Vec<String>,
+    /// Also in the slim initramfs: the disk drivers of `[kernel] hardware`, loaded by
+    /// modalias while it looks for the system partition's disk.
+    pub system_hardware: Vec<String>,
 }
 
 impl ModulePlan {
@@ -155,6 +215,7 @@ impl ModulePlan {
             .chain(&self.watchdog)
             .chain(&self.hardware)
             .chain(&self.system)
+            .chain(&self.system_hardware)
             .map(|m| modules::module_name(m))
             .collect()
     }
@@ -210,11 +271,12 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
     }
     let watchdog = if config.system.watchdog.is_some() { names(WATCHDOG_MODULES) } else { Vec::new() };
     let mut hardware = Vec::new();
-    for set in &config.kernel.hardware {
-        hardware.extend(names(match set.get_ref() {
-            HardwareSet::Vmware => VMWARE_MODULES,
-            HardwareSet::Hyperv => HYPERV_MODULES,
-        }));
+    let mut system_hardware = Vec::new();
+    for set in HardwareSet::expand(&config.kernel.hardware) {
+        hardware.extend(names(hardware_modules(set)));
+        if !system.is_empty() {
+            system_hardware.extend(names(hardware_disk_modules(set)));
+        }
     }
     ModulePlan {
         early,
@@ -225,6 +287,28 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
         watchdog,
         hardware,
         system,
+        system_hardware,
+    }
+}
+
+/// The drivers a `[kernel] hardware` set packs (virtio's are in every image already).
+pub fn hardware_modules(set: HardwareSet) -> &'static [&'static str] {
+    match set {
+        HardwareSet::Virtio | HardwareSet::All => &[],
+        HardwareSet::Vmware => VMWARE_MODULES,
+        HardwareSet::Hyperv => HYPERV_MODULES,
+        HardwareSet::Metal => METAL_MODULES,
+    }
+}
+
+/// The disk drivers of a `[kernel] hardware` set, which a disk format's slim initramfs also
+/// carries (Hyper-V's are there for `vhdx` already).
+pub fn hardware_disk_modules(set: HardwareSet) -> &'static [&'static str] {
+    match set {
+        HardwareSet::Virtio | HardwareSet::All => &[],
+        HardwareSet::Vmware => VMWARE_DISK_MODULES,
+        HardwareSet::Hyperv => HYPERV_STORAGE_MODULES,
+        HardwareSet::Metal => METAL_DISK_MODULES,
     }
 }
 
@@ -249,6 +333,7 @@ pub fn packable_modules() -> BTreeSet<String> {
         WATCHDOG_MODULES,
         ZRAM_MODULES,
         VMWARE_MODULES,
+        METAL_MODULES,
     ]
     .concat()
     .into_iter()
@@ -269,6 +354,8 @@ struct ModuleFiles {
     hardware: Vec<modules::ModuleFile>,
     /// Complete with its dependencies: it is the slim initramfs's only list.
     system: Vec<modules::ModuleFile>,
+    /// Beside `system` in the slim initramfs, loaded by modalias.
+    system_hardware: Vec<modules::ModuleFile>,
 }
 
 fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleFiles> {
@@ -301,7 +388,8 @@ fn resolve_module_files(modules_dir: &Path, plan: &ModulePlan) -> Result<ModuleF
     let hardware =
         resolve_besides(&plan.hardware, &[&early, &button, &late, &qemu, &config_drive, &watchdog])?;
     let system = resolve(&plan.system)?;
-    Ok(ModuleFiles { early, button, late, qemu, config_drive, watchdog, hardware, system })
+    let system_hardware = resolve_besides(&plan.system_hardware, &[&system])?;
+    Ok(ModuleFiles { early, button, late, qemu, config_drive, watchdog, hardware, system, system_hardware })
 }
 
 /// The alias table beside the packed modules (depmod's name and format).
@@ -399,6 +487,37 @@ pub struct BuildReport {
     pub plan: Plan,
     /// The guest RAM the layouts built need.
     pub memory: MemoryNeeds,
+    /// What `[kernel] hardware` adds: its sets, and the driver files packed for them (beside
+    /// what the config needs anyway) and their bytes, uncompressed.
+    pub hardware: HardwareReport,
+}
+
+/// The drivers `[kernel] hardware` packed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HardwareReport {
+    /// The sets, `"all"` expanded.
+    pub sets: Vec<HardwareSet>,
+    /// The module files packed for them only.
+    pub modules: usize,
+    /// Their bytes, uncompressed.
+    pub bytes: u64,
+}
+
+impl HardwareReport {
+    /// One line for people: `vmware, metal: 61 driver modules, 9.3 MiB uncompressed`.
+    pub fn summary(&self) -> Option<String> {
+        if self.modules == 0 {
+            return None;
+        }
+        let sets: Vec<&str> = self.sets.iter().map(|s| s.name()).collect();
+        Some(format!(
+            "{}: {} driver module{}, {:.1} MiB uncompressed",
+            sets.join(", "),
+            self.modules,
+            if self.modules == 1 { "" } else { "s" },
+            self.bytes as f64 / f64::from(1 << 20)
+        ))
+    }
 }
 
 /// Progress on a terminal, silence elsewhere.
@@ -558,7 +677,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     progress.step("kernel");
     let kernel = boot_kernel(&config, &src, &base_dir, &opts.cache_dir, &progress)?;
-    let module_plan = module_plan(&config, &opts.formats);
+    let mut module_plan = module_plan(&config, &opts.formats);
+    if kernel.modules_dir.is_some() {
+        // (a configuration that cannot be read adds nothing: the check that follows says why)
+        if let Ok(loaded) = kernel_check::load(&kernel.config) {
+            add_needed_modules(&loaded, &config, &opts.formats, &mut module_plan);
+        }
+    }
     check_kernel(&kernel, &config, &src, &opts.formats, &module_plan)?;
     let module_files = match &kernel.modules_dir {
         Some(dir) => resolve_module_files(dir, &module_plan)?,
@@ -573,7 +698,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         watchdog: watchdog_files,
         hardware: hardware_files,
         system: system_module_files,
+        system_hardware: system_hardware_files,
     } = module_files;
+    let mut hardware_bytes = 0;
+    for m in &hardware_files {
+        hardware_bytes +=
+            fs::metadata(&m.path).with_context(|| format!("reading {}", m.path.display()))?.len();
+    }
+    let hardware = HardwareReport {
+        sets: HardwareSet::expand(&config.kernel.hardware),
+        modules: hardware_files.len(),
+        bytes: hardware_bytes,
+    };
     let bridge = config.containers().any(|c| c.net == NetMode::Bridge);
     let module_dest = |rel: &str| format!("lib/modules/{}/{}", kernel.release, rel);
 
@@ -633,6 +769,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         qemu_modules: qemu_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         config_drive_modules: drive_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
         watchdog_modules: watchdog_files.iter().map(|m| format!("/{}", module_dest(&m.rel_path))).collect(),
+        hardware: hardware.sets.clone(),
         storage: config.storage.clone(),
         update: config.update.clone(),
         tool_loader: tools.as_ref().and_then(|t| t.loader.as_ref()).map(|l| format!("{TOOLS_DIR}/lib/{l}")),
@@ -762,14 +899,27 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         };
         let early_text = early.to_json();
         let slim = staging.path().join(DISK_INITRD);
-        let system_refs: Vec<&modules::ModuleFile> = system_module_files.iter().collect();
+        let system_refs: Vec<&modules::ModuleFile> =
+            system_module_files.iter().chain(&system_hardware_files).collect();
+        let mut slim_modules = in_initramfs(&system_refs, module_dest);
+        // The hardware sets' disk drivers load by modalias: their own tables.
+        let (slim_aliases, slim_deps) =
+            (staging.path().join(".slim-modules.alias"), staging.path().join(".slim-modules.dep"));
+        if !system_hardware_files.is_empty() {
+            let table = modules::alias_table(system_refs.iter().copied())?;
+            fs::write(&slim_aliases, table.to_string())?;
+            let table = modules::dep_table(system_refs.iter().copied())?;
+            fs::write(&slim_deps, table.to_string())?;
+            slim_modules.push((module_dest(MODULES_ALIAS), slim_aliases.as_path()));
+            slim_modules.push((module_dest(MODULES_DEP), slim_deps.as_path()));
+        }
         let slim_unpacked = initramfs::write(
             &slim,
             config.kernel.compression,
             source_date_epoch(),
             &initramfs::Content {
                 init: &init,
-                modules: in_initramfs(&system_refs, module_dest),
+                modules: slim_modules,
                 tools: None,
                 layers: Vec::new(),
                 document: (EARLY_BOOT_PATH, early_text.as_bytes()),
@@ -810,7 +960,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         new_lock.write(&lock_path)?;
     }
     let initrd_bytes = fs::metadata(opts.output.join(INITRD))?.len();
-    Ok(BuildReport { kernel_version: kernel.release, initrd_bytes, plan, memory })
+    Ok(BuildReport { kernel_version: kernel.release, initrd_bytes, plan, memory, hardware })
 }
 
 /// The kernel `config` boots: `[kernel] path` (relative to the config file's directory), else
@@ -823,7 +973,8 @@ fn boot_kernel(
     progress: &Progress,
 ) -> Result<kernel::BootKernel> {
     let Some(path) = &config.kernel.path else {
-        let debian = kernel::debian_cloud_kernel(cache_dir, &|m| progress.step(m.to_string()))?;
+        let flavor = config.kernel.source.as_ref().map(|s| *s.get_ref()).unwrap_or_default().into();
+        let debian = kernel::debian_kernel(flavor, cache_dir, &|m| progress.step(m.to_string()))?;
         return Ok(debian.boot_kernel());
     };
     let kernel_config = match &config.kernel.config {
@@ -841,6 +992,37 @@ fn boot_kernel(
     };
     kernel::path_kernel(&base_dir.join(path.get_ref()), kernel_config.as_deref())
         .map_err(|e| src.error_at(path.span().start, format!("[kernel] path: {e:#}")))
+}
+
+/// Adds to `plan` the modules a kernel (with modules) builds for what `config` needs and the
+/// plan does not name yet (Debian's generic kernel has ext4 and crc32c as modules), each to the
+/// list that loads it when its need arises.
+pub fn add_needed_modules(
+    loaded: &kernel_check::LoadedConfig,
+    config: &Config,
+    formats: &[Format],
+    plan: &mut ModulePlan,
+) {
+    let needs = kernel_check::needs_for(config, formats);
+    // (malformed annotations are reported by the check itself)
+    let Ok(wanted) = kernel_check::modules_for_needs(loaded, &needs) else { return };
+    let on_disk = formats.iter().any(|f| f.has_system_partition());
+    for (need, module) in wanted {
+        if plan.names().contains(module) {
+            continue;
+        }
+        let list = match need {
+            kernel_check::Need::Network => &mut plan.late,
+            kernel_check::Need::ConfigDrive => &mut plan.config_drive,
+            kernel_check::Need::Watchdog => &mut plan.watchdog,
+            kernel_check::Need::Hyperv | kernel_check::Need::Vmware | kernel_check::Need::Metal => {
+                &mut plan.hardware
+            }
+            kernel_check::Need::SystemPartition | kernel_check::Need::Efi if on_disk => &mut plan.system,
+            _ => &mut plan.early,
+        };
+        list.push(module.to_string());
+    }
 }
 
 /// Checks the kernel against what `config` needs (`berth kernel check --for`): an error lists
@@ -877,9 +1059,18 @@ fn check_kernel(
         return Ok(());
     }
     let format_args: String = formats.iter().map(|f| format!(" --format {}", f.name())).collect();
+    let cloud = config.kernel.path.is_none()
+        && config.kernel.source.as_ref().is_none_or(|s| *s.get_ref() == KernelSource::Debian);
+    let metal_missing = report.failures().iter().any(|(need, _)| *need == kernel_check::Need::Metal);
+    let hint = if cloud && metal_missing {
+        "\n[kernel] hardware = [\"metal\"] needs physical machines' drivers, which Debian's cloud kernel \
+         does not have: set [kernel] source = \"debian-generic\"."
+    } else {
+        ""
+    };
     bail!(
         "{}: {} (release {}, configuration {}) lacks what this config needs:{}\n\
-         Use a kernel with these options{}; `berth kernel check {} --for {}{format_args}` shows the whole report.",
+         Use a kernel with these options{}; `berth kernel check {} --for {}{format_args}` shows the whole report.{hint}",
         src.file,
         kernel.description,
         kernel.release,
@@ -1129,7 +1320,7 @@ mod tests {
             )
         );
         let everything = plan(
-            "[kernel]\nmodules = [\"nls-utf8\"]\nhardware = [\"vmware\", \"hyperv\"]\n[system]\nconfig_drive = true\nwatchdog = \"10s\"\nzram = \"50%\"\n[storage]\ndisk = \"/dev/vdb\"\n\
+            "[kernel]\nmodules = [\"nls-utf8\"]\nhardware = [\"all\"]\n[system]\nconfig_drive = true\nwatchdog = \"10s\"\nzram = \"50%\"\n[storage]\ndisk = \"/dev/vdb\"\n\
              [[service]]\nname = \"web\"\nimage = \"oci:x\"\nnet = \"bridge\"\n",
             &Format::ALL,
         );
@@ -1146,6 +1337,9 @@ mod tests {
             "isofs",
             "softdog",
             "zram",
+            "vmxnet3",
+            "e1000e",
+            "usb_storage",
         ] {
             assert!(everything.names().contains(m), "{m} missing from {everything:?}");
         }

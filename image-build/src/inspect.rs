@@ -47,6 +47,8 @@ pub struct Report {
     pub init_bytes: u64,
     /// Kernel modules packed: name → size.
     pub modules: BTreeMap<String, u64>,
+    /// The driver sets packed to be loaded by device (`[kernel] hardware`).
+    pub hardware: Vec<String>,
     /// The containers, in boot order.
     pub containers: Vec<ContainerReport>,
     /// Unpacked bytes of all layers (each shared layer once).
@@ -498,6 +500,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         initrd_unpacked_bytes: unpacked,
         init_bytes,
         modules,
+        hardware: plan.hardware.iter().map(|s| s.name().to_string()).collect(),
         containers,
         layers_bytes: layer_sizes.values().sum(),
         partitions,
@@ -601,6 +604,9 @@ impl Report {
         ));
         let mods: Vec<String> = self.modules.iter().map(|(n, s)| format!("{n} ({} kB)", s / 1024)).collect();
         out.push_str(&format!("modules     {}: {}\n", self.modules.len(), mods.join(", ")));
+        if !self.hardware.is_empty() {
+            out.push_str(&format!("hardware    {} (drivers loaded by device)\n", self.hardware.join(", ")));
+        }
         out.push_str(&format!(
             "containers  {} (layers {} unpacked)\n",
             self.containers.len(),

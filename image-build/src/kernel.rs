@@ -1,4 +1,5 @@
-//! The kernel an image boots: the Debian cloud kernel package, fetched once with `apt-get
+//! The kernel an image boots: one of Debian's kernel packages (the cloud kernel, or the generic
+//! one that has physical machines' drivers: [`DebianFlavor`]), fetched once with `apt-get
 //! download` and cached, or an already extracted kernel tree — or a kernel image given by path
 //! (`[kernel] path`), which comes without modules ([`BootKernel`]).
 //!
@@ -6,8 +7,9 @@
 //! `linux-image-<version>` (so `boot/vmlinuz-<version>` and `lib/modules/<version>/`), plus the
 //! marker file [`COMPLETE_MARKER`], written last. A fetch extracts into a temporary directory
 //! inside `<cache_dir>/kernels/` and renames it into place, so an interrupted fetch is never
-//! used. Once any complete kernel is cached, it is used without touching the network: a rebuild
-//! never changes the kernel silently (remove the cache directory to move to a newer kernel).
+//! used. Once any complete kernel of a flavor is cached (the flavor is the release's suffix:
+//! `-cloud-amd64`, `-amd64`), it is used without touching the network: a rebuild never changes
+//! the kernel silently (remove the cache directory to move to a newer kernel).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -18,6 +20,61 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// The Debian meta package that depends on the current cloud kernel package.
 pub const DEBIAN_CLOUD_META_PACKAGE: &str = "linux-image-cloud-amd64";
+/// The Debian meta package that depends on the current generic kernel package.
+pub const DEBIAN_GENERIC_META_PACKAGE: &str = "linux-image-amd64";
+
+/// Which of Debian's amd64 kernels: both come from one source at one ABI, with different
+/// configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebianFlavor {
+    /// `linux-image-cloud-amd64`: virtio, Hyper-V, VMware and the clouds' devices; no drivers
+    /// for physical machines (no AHCI, no USB, none of the common wired NICs).
+    Cloud,
+    /// `linux-image-amd64`: every machine's drivers; ext4 and crc32c are modules there.
+    Generic,
+}
+
+impl DebianFlavor {
+    /// The meta package that depends on this flavor's current kernel package.
+    pub fn meta_package(self) -> &'static str {
+        match self {
+            DebianFlavor::Cloud => DEBIAN_CLOUD_META_PACKAGE,
+            DebianFlavor::Generic => DEBIAN_GENERIC_META_PACKAGE,
+        }
+    }
+
+    /// The flavor of a Debian kernel release (`6.1.0-57-cloud-amd64`, `6.1.0-57-amd64`): what
+    /// follows the upstream version and the ABI number. Other flavors (`-rt-amd64`) are none.
+    pub fn of_release(release: &str) -> Option<DebianFlavor> {
+        let mut parts = release.splitn(3, '-');
+        let (_upstream, abi, flavor) = (parts.next()?, parts.next()?, parts.next()?);
+        if abi.is_empty() || !abi.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        match flavor {
+            "cloud-amd64" => Some(DebianFlavor::Cloud),
+            "amd64" => Some(DebianFlavor::Generic),
+            _ => None,
+        }
+    }
+
+    /// For messages: "the Debian cloud kernel".
+    pub fn describe(self) -> &'static str {
+        match self {
+            DebianFlavor::Cloud => "the Debian cloud kernel",
+            DebianFlavor::Generic => "the Debian generic kernel",
+        }
+    }
+}
+
+impl From<berth_schema::config::KernelSource> for DebianFlavor {
+    fn from(source: berth_schema::config::KernelSource) -> DebianFlavor {
+        match source {
+            berth_schema::config::KernelSource::Debian => DebianFlavor::Cloud,
+            berth_schema::config::KernelSource::DebianGeneric => DebianFlavor::Generic,
+        }
+    }
+}
 
 /// The file that marks a cached kernel directory as completely extracted. It records the
 /// package name, version and the SHA-256 of the `.deb` it came from.
@@ -48,7 +105,11 @@ impl Kernel {
             vmlinuz: self.vmlinuz.clone(),
             modules_dir: Some(self.modules_dir.clone()),
             config: self.config_file(),
-            description: format!("the Debian cloud kernel in {}", kernel_cache_root(self)),
+            description: format!(
+                "{} in {}",
+                DebianFlavor::of_release(&self.version).map_or("the Debian kernel", DebianFlavor::describe),
+                kernel_cache_root(self)
+            ),
         }
     }
 }
@@ -109,24 +170,30 @@ pub fn default_cache_dir() -> PathBuf {
     var("HOME").map(PathBuf::from).unwrap_or_default().join(".cache").join("berth")
 }
 
-/// Return the Debian cloud kernel (`linux-image-cloud-amd64`), from the cache under
-/// `cache_dir` if any complete kernel is there (the newest by Debian version order), else by
-/// downloading it with `apt-get download` and extracting it with `dpkg-deb -x`.
+/// Return the Debian cloud kernel (`linux-image-cloud-amd64`): [`debian_kernel`] of
+/// [`DebianFlavor::Cloud`].
+pub fn debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
+    debian_kernel(DebianFlavor::Cloud, cache_dir, progress)
+}
+
+/// Return Debian's kernel of `flavor`, from the cache under `cache_dir` if any complete kernel
+/// of that flavor is there (the newest by Debian version order), else by downloading it with
+/// `apt-get download` and extracting it with `dpkg-deb -x`.
 ///
 /// `progress` receives one human-readable line per step; a cache hit reports
 /// `using cached kernel …` and runs no command at all, while a download reports each command
 /// it runs (`running apt-get download …`).
-pub fn debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
-    if let Some(kernel) = cached_debian_kernel(cache_dir)? {
+pub fn debian_kernel(flavor: DebianFlavor, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
+    if let Some(kernel) = cached_debian_kernel(flavor, cache_dir)? {
         progress(&format!("using cached kernel {} from {}", kernel.version, kernel_cache_root(&kernel)));
         return Ok(kernel);
     }
-    fetch_debian_cloud_kernel(cache_dir, progress)
+    fetch_debian_kernel(flavor, cache_dir, progress)
 }
 
-/// The newest complete kernel in the cache under `cache_dir`, if any; never touches the
-/// network. Incomplete directories (no [`COMPLETE_MARKER`]) are ignored.
-pub fn cached_debian_kernel(cache_dir: &Path) -> Result<Option<Kernel>> {
+/// The newest complete kernel of `flavor` in the cache under `cache_dir`, if any; never
+/// touches the network. Incomplete directories (no [`COMPLETE_MARKER`]) are ignored.
+pub fn cached_debian_kernel(flavor: DebianFlavor, cache_dir: &Path) -> Result<Option<Kernel>> {
     let kernels = cache_dir.join("kernels");
     let entries = match fs::read_dir(&kernels) {
         Ok(entries) => entries,
@@ -139,7 +206,10 @@ pub fn cached_debian_kernel(cache_dir: &Path) -> Result<Option<Kernel>> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if name.starts_with('.') || !entry.path().join(COMPLETE_MARKER).is_file() {
+        if name.starts_with('.')
+            || DebianFlavor::of_release(&name) != Some(flavor)
+            || !entry.path().join(COMPLETE_MARKER).is_file()
+        {
             continue;
         }
         versions.push(name);
@@ -272,8 +342,8 @@ fn kernel_in_tree(root: &Path, version: &str) -> Result<Kernel> {
     Ok(Kernel { version: version.to_string(), vmlinuz, modules_dir })
 }
 
-/// Download the cloud kernel into the cache and return it.
-fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
+/// Download Debian's kernel of `flavor` into the cache and return it.
+fn fetch_debian_kernel(flavor: DebianFlavor, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Kernel> {
     let kernels = cache_dir.join("kernels");
     fs::create_dir_all(&kernels).with_context(|| format!("creating kernel cache {}", kernels.display()))?;
     let download = tempfile::Builder::new()
@@ -281,12 +351,13 @@ fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Resul
         .tempdir_in(&kernels)
         .with_context(|| format!("creating a temporary directory in {}", kernels.display()))?;
 
-    let meta_deb = apt_get_download(DEBIAN_CLOUD_META_PACKAGE, None, download.path(), progress)?;
+    let meta = flavor.meta_package();
+    let meta_deb = apt_get_download(meta, None, download.path(), progress)?;
     let depends = run(Command::new("dpkg-deb").arg("-f").arg(&meta_deb).arg("Depends"), &|_| None)?;
     let (package, constraint) = kernel_package_from_depends(&depends).ok_or_else(|| {
         anyhow!(
             "{} (from {}) depends on no linux-image-<version> package: Depends: {}",
-            DEBIAN_CLOUD_META_PACKAGE,
+            meta,
             meta_deb.display(),
             depends.trim()
         )
@@ -297,9 +368,17 @@ fn fetch_debian_cloud_kernel(cache_dir: &Path, progress: &dyn Fn(&str)) -> Resul
         .unwrap_or(&package)
         .to_string();
 
+    if DebianFlavor::of_release(&version) != Some(flavor) {
+        bail!(
+            "{meta} depends on {package}, whose release {version} is not {} (expected VERSION-ABI-{}); \
+             the cache would not find it again",
+            flavor.describe(),
+            if flavor == DebianFlavor::Cloud { "cloud-amd64" } else { "amd64" },
+        );
+    }
     let target = kernels.join(&version);
     if target.join(COMPLETE_MARKER).is_file() {
-        // Unreachable through `debian_cloud_kernel` unless another process fetched it
+        // Unreachable through `debian_kernel` unless another process fetched it
         // meanwhile; fine either way.
         return kernel_in_tree(&target, &version);
     }
@@ -446,4 +525,19 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 fn display_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_names_its_flavor() {
+        assert_eq!(DebianFlavor::of_release("6.1.0-57-cloud-amd64"), Some(DebianFlavor::Cloud));
+        assert_eq!(DebianFlavor::of_release("6.1.0-57-amd64"), Some(DebianFlavor::Generic));
+        assert_eq!(DebianFlavor::of_release("6.1.0-57-rt-amd64"), None);
+        assert_eq!(DebianFlavor::of_release("6.1.0-x-amd64"), None);
+        assert_eq!(DebianFlavor::of_release("6.1.0"), None);
+        assert_eq!(DebianFlavor::Generic.meta_package(), "linux-image-amd64");
+    }
 }

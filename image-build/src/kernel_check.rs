@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use berth_schema::config::{Config, InitrdCompression, NetMode};
+use berth_schema::config::{Config, HardwareSet, InitrdCompression, NetMode};
 use serde::Serialize;
 
 use crate::bzimage::{self, BzImageError};
@@ -55,8 +55,12 @@ pub enum Need {
     Storage,
     /// `[system] config_drive = true`.
     ConfigDrive,
-    /// The `vhdx` format (Hyper-V) is built.
+    /// The `vhdx` format (Hyper-V) is built, or `[kernel] hardware` names `"hyperv"`.
     Hyperv,
+    /// `[kernel] hardware` names `"vmware"`.
+    Vmware,
+    /// `[kernel] hardware` names `"metal"`: physical machines' NICs, disks, USB.
+    Metal,
     /// A UEFI format is built (`uki`, `iso`, `raw-efi`, `qcow2`, `vhdx`).
     Efi,
     /// A disk format is built (`raw-efi`, `qcow2`, `vhdx`): the verified system partition.
@@ -71,7 +75,7 @@ pub enum Need {
 
 impl Need {
     /// Every need, in report order.
-    pub const ALL: [Need; 14] = [
+    pub const ALL: [Need; 16] = [
         Need::Boot,
         Need::Containers,
         Need::InitrdZstd,
@@ -81,6 +85,8 @@ impl Need {
         Need::Storage,
         Need::ConfigDrive,
         Need::Hyperv,
+        Need::Vmware,
+        Need::Metal,
         Need::Efi,
         Need::SystemPartition,
         Need::Watchdog,
@@ -100,6 +106,8 @@ impl Need {
             Need::Storage => "storage",
             Need::ConfigDrive => "config-drive",
             Need::Hyperv => "hyperv",
+            Need::Vmware => "vmware",
+            Need::Metal => "metal",
             Need::Efi => "efi",
             Need::SystemPartition => "system-partition",
             Need::Watchdog => "watchdog",
@@ -124,7 +132,9 @@ impl Need {
             Need::Bridge => "images with a net = \"bridge\" container",
             Need::Storage => "images with [storage]",
             Need::ConfigDrive => "images with [system] config_drive = true",
-            Need::Hyperv => "the vhdx format (Hyper-V)",
+            Need::Hyperv => "the vhdx format (Hyper-V), [kernel] hardware = [\"hyperv\"]",
+            Need::Vmware => "[kernel] hardware = [\"vmware\"]",
+            Need::Metal => "[kernel] hardware = [\"metal\"] (physical machines)",
             Need::Efi => "UEFI formats (uki, iso, raw-efi, qcow2, vhdx)",
             Need::SystemPartition => "disk formats (raw-efi, qcow2, vhdx): the verified system partition",
             Need::Watchdog => "images with [system] watchdog",
@@ -168,6 +178,14 @@ pub fn needs_for(config: &Config, formats: &[Format]) -> BTreeSet<Need> {
     }
     if formats.iter().any(|f| f.on_hyperv()) {
         needs.insert(Need::Hyperv);
+    }
+    for set in HardwareSet::expand(&config.kernel.hardware) {
+        match set {
+            HardwareSet::Hyperv => needs.insert(Need::Hyperv),
+            HardwareSet::Vmware => needs.insert(Need::Vmware),
+            HardwareSet::Metal => needs.insert(Need::Metal),
+            HardwareSet::Virtio | HardwareSet::All => false,
+        };
     }
     if formats.iter().any(|f| *f != Format::KernelInitrd) {
         needs.insert(Need::Efi);
@@ -351,6 +369,25 @@ const OPTION_MODULES: &[(&str, &str)] = &[
     ("CONFIG_I6300ESB_WDT", "i6300esb"),
     ("CONFIG_ZRAM", "zram"),
     ("CONFIG_CRYPTO_LZO", "lzo_rle"),
+    ("CONFIG_CRYPTO_CRC32C", "crc32c_generic"),
+    ("CONFIG_VMXNET3", "vmxnet3"),
+    ("CONFIG_VMWARE_PVSCSI", "vmw_pvscsi"),
+    ("CONFIG_VMWARE_BALLOON", "vmw_balloon"),
+    ("CONFIG_VMWARE_VMCI", "vmw_vmci"),
+    ("CONFIG_E1000E", "e1000e"),
+    ("CONFIG_E1000", "e1000"),
+    ("CONFIG_IGB", "igb"),
+    ("CONFIG_R8169", "r8169"),
+    ("CONFIG_8139CP", "8139cp"),
+    ("CONFIG_TIGON3", "tg3"),
+    ("CONFIG_SATA_AHCI", "ahci"),
+    ("CONFIG_BLK_DEV_SD", "sd_mod"),
+    ("CONFIG_BLK_DEV_NVME", "nvme"),
+    ("CONFIG_USB_XHCI_PCI", "xhci_pci"),
+    ("CONFIG_USB_EHCI_PCI", "ehci_pci"),
+    ("CONFIG_USB_STORAGE", "usb_storage"),
+    ("CONFIG_USB_HID", "usbhid"),
+    ("CONFIG_HID_GENERIC", "hid_generic"),
 ];
 
 /// The module `option` builds when set to `m`, if berth knows it.
@@ -361,6 +398,27 @@ pub fn module_of(option: &str) -> Option<&'static str> {
 /// The options [`module_of`] knows.
 pub fn options_with_known_modules() -> impl Iterator<Item = &'static str> {
     OPTION_MODULES.iter().map(|(o, _)| *o)
+}
+
+/// The modules a kernel builds for the requirements of `needs` (`=m` options berth knows the
+/// module of), each once with the need that wants it: what a kernel with modules must have
+/// packed (Debian's generic kernel has ext4 and crc32c as modules, the cloud kernel built in).
+pub fn modules_for_needs(
+    loaded: &LoadedConfig,
+    needs: &BTreeSet<Need>,
+) -> Result<Vec<(Need, &'static str)>, AnnotationError> {
+    let mut out: Vec<(Need, &'static str)> = Vec::new();
+    for r in requirements()? {
+        if !needs.contains(&r.need) || loaded.config.value(&r.option) != Some("m") {
+            continue;
+        }
+        if let Some(module) = module_of(&r.option) {
+            if !out.iter().any(|(_, m)| *m == module) {
+                out.push((r.need, module));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether modules come with the kernel, and which of them `berth build` packs.
@@ -996,6 +1054,8 @@ mod tests {
                 Need::Storage,
                 Need::ConfigDrive,
                 Need::Hyperv,
+                Need::Vmware,
+                Need::Metal,
                 Need::Efi,
                 Need::SystemPartition,
                 Need::Watchdog,
@@ -1022,7 +1082,7 @@ mod tests {
         );
         assert!(text.contains("  - CONFIG_A: built in\n"), "{text}");
         assert!(
-            text.contains("not needed by app.toml: initrd-zstd, initrd-gzip, bridge, storage, config-drive, hyperv, efi"),
+            text.contains("not needed by app.toml: initrd-zstd, initrd-gzip, bridge, storage, config-drive, hyperv, vmware, metal, efi"),
             "{text}"
         );
         assert!(text.contains("result: the kernel lacks what app.toml needs: 3 options"), "{text}");
@@ -1122,6 +1182,9 @@ mod tests {
             BTreeSet::from([Boot, Containers, InitrdZstd, Watchdog, Zram])
         );
         assert!(!every_need().contains(&Optional));
-        assert_eq!(every_need().len(), 13);
+        assert_eq!(every_need().len(), 15);
+        let hardware = format!("{none}[kernel]\nhardware = [\"all\"]\n");
+        let needs = needs_for(&config(&hardware), &[]);
+        assert!([Hyperv, Vmware, Metal].iter().all(|n| needs.contains(n)), "{needs:?}");
     }
 }

@@ -330,6 +330,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if n == 1 { "" } else { "s" }
             );
             eprintln!("berth: the machine {}", report.memory.summary());
+            if let Some(drivers) = report.hardware.summary() {
+                eprintln!("berth: drivers by device ([kernel] hardware) {drivers}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Image {
@@ -483,7 +486,11 @@ fn kernel_check(
                     path.display()
                 );
             }
-            let packed = debian.then(|| build::module_plan(&config, formats).names());
+            let packed = debian.then(|| {
+                let mut plan = build::module_plan(&config, formats);
+                build::add_needed_modules(&loaded, &config, formats, &mut plan);
+                plan.names()
+            });
             let needs = kernel_check::needs_for(&config, formats);
             (Scope::Needs(needs), packed, Some(path.display().to_string()))
         }

@@ -139,8 +139,18 @@ impl Resolver {
             return Err(ModuleError::Compressed { name: name.to_string(), path: module.path });
         }
         self.in_progress.push(name.to_string());
-        for dep in module_depends(&module.path)? {
+        let (depends, soft) = module_prerequisites(&module.path)?;
+        for dep in depends {
             self.visit(&dep, Some(name))?;
+        }
+        // A soft dependency is optional: one this kernel has neither as a module nor built in
+        // is left out.
+        for pre in soft {
+            if let Some(target) =
+                soft_target(&pre, |n| self.index.contains_key(n) || self.builtin.contains(n))
+            {
+                self.visit(&target, Some(name))?;
+            }
         }
         self.in_progress.pop();
         self.done.insert(name.to_string());
@@ -177,6 +187,37 @@ pub fn module_depends(path: &Path) -> Result<Vec<String>, ModuleError> {
         .collect())
 }
 
+/// What a module needs loaded before it: its `depends=` module names, and the names of its
+/// soft `pre:` dependencies (`softdep=pre: crc32c`), both normalized with [`module_name`]. A
+/// soft dependency may name a crypto algorithm rather than a module: [`soft_target`].
+pub fn module_prerequisites(path: &Path) -> Result<(Vec<String>, Vec<String>), ModuleError> {
+    let info = modinfo(path)?;
+    let depends = info
+        .iter()
+        .filter(|(k, _)| k == "depends")
+        .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(module_name))
+        .collect();
+    let mut soft = Vec::new();
+    for (_, v) in info.iter().filter(|(k, _)| k == "softdep") {
+        let mut pre = false;
+        for token in v.split_whitespace() {
+            match token.strip_suffix(':') {
+                Some(kind) => pre = kind == "pre",
+                None if pre => soft.push(module_name(token)),
+                None => {}
+            }
+        }
+    }
+    Ok((depends, soft))
+}
+
+/// The module that meets a soft dependency `name`: a module of that name, else the crypto
+/// API's generic implementation of the algorithm it names (`crc32c` → `crc32c_generic`), as
+/// `exists` tells; `None` when the kernel has neither.
+pub fn soft_target(name: &str, exists: impl Fn(&str) -> bool) -> Option<String> {
+    [name.to_string(), format!("{name}_generic")].into_iter().find(|n| exists(n))
+}
+
 /// The device aliases (`alias=` fields) of a module, in the order written there.
 pub fn module_aliases(path: &Path) -> Result<Vec<String>, ModuleError> {
     Ok(modinfo(path)?.into_iter().filter(|(k, _)| k == "alias").map(|(_, v)| v).collect())
@@ -206,7 +247,9 @@ pub fn dep_table<'a>(
     let index = |name: &str| files.iter().position(|f| f.name == name);
     let mut direct: Vec<Vec<usize>> = Vec::with_capacity(files.len());
     for f in &files {
-        direct.push(module_depends(&f.path)?.iter().filter_map(|d| index(d)).collect());
+        let (depends, soft) = module_prerequisites(&f.path)?;
+        let soft = soft.iter().filter_map(|s| soft_target(s, |n| index(n).is_some()));
+        direct.push(depends.into_iter().chain(soft).filter_map(|d| index(&d)).collect());
     }
     let mut entries = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {

@@ -1,15 +1,19 @@
 //! The kernel check on real kernels: the Debian cloud kernel's configuration meets every need
-//! of kernel-config/fragments; a copy without overlay, the memory cgroup and the virtio NIC is
-//! reported by `berth kernel check` with what breaks, and refused by `berth build`; a
-//! `[kernel] path` kernel builds without modules.
+//! of kernel-config/fragments but `metal` (physical machines' drivers), Debian's generic kernel
+//! meets every one with the modules a config's plan packs; a copy without overlay, the memory
+//! cgroup and the virtio NIC is reported by `berth kernel check` with what breaks, and refused
+//! by `berth build`; a `[kernel] path` kernel builds without modules.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use berth_image_build::build::packable_modules;
-use berth_image_build::kernel::{debian_cloud_kernel, default_cache_dir, Kernel};
+use berth_image_build::build::{add_needed_modules, module_plan, packable_modules};
+use berth_image_build::formats::Format;
+use berth_image_build::kernel::{
+    debian_cloud_kernel, debian_kernel, default_cache_dir, DebianFlavor, Kernel,
+};
 use berth_image_build::kernel_check::{
     self, every_need, module_of, requirements, Modules, Need, Scope, Status,
 };
@@ -74,11 +78,14 @@ fn berth(args: &[&str]) -> (Output, String, String) {
 fn debian_kernel_config_passes_every_need() {
     let kernel = debian();
     let loaded = kernel_check::load(&kernel.config_file()).unwrap();
+    // The cloud kernel has no physical machine's drivers: every need but `metal`.
+    let mut needs = every_need();
+    needs.remove(&Need::Metal);
     let report =
-        kernel_check::check(&loaded, &Scope::Needs(every_need()), &Modules::Packed(packable_modules()))
+        kernel_check::check(&loaded, &Scope::Needs(needs.clone()), &Modules::Packed(packable_modules()))
             .unwrap();
     assert!(report.ok, "{}", report.to_text("debian", Some("every need"), false));
-    for need in every_need() {
+    for need in needs {
         let n = report.needs.iter().find(|n| n.need == need).unwrap();
         assert!(n.required && !n.options.is_empty(), "{need:?}");
     }
@@ -95,7 +102,7 @@ fn debian_kernel_config_passes_every_need() {
             module_of(&r.option).unwrap_or_else(|| panic!("{} is =m but has no known module", r.option));
         let files = resolve_modules(&kernel.modules_dir, &[module.to_string()]).unwrap();
         assert!(files.iter().any(|f| f.name == module), "{} -> {module}: {files:?}", r.option);
-        if r.need.refuses() {
+        if r.need.refuses() && r.need != Need::Metal {
             let item = report.needs.iter().flat_map(|n| &n.options).find(|i| i.option == r.option).unwrap();
             assert_eq!(item.status, Status::Module { module: module.to_string() });
         }
@@ -109,7 +116,78 @@ fn debian_kernel_config_passes_every_need() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("  - CONFIG_OVERLAY_FS: module (berth build packs it)\n"), "{stdout}");
     assert!(stdout.contains("result: the kernel has what every image needs"), "{stdout}");
-    assert!(!stdout.contains("cannot use this kernel"), "{stdout}");
+    // Only physical machines' images cannot use the cloud kernel.
+    let cannot: Vec<&str> = stdout.lines().filter(|l| l.contains("cannot use this kernel")).collect();
+    assert_eq!(cannot.len(), 1, "{stdout}");
+    assert!(
+        cannot[0].starts_with("images that need these cannot use this kernel: metal (CONFIG_E1000E, "),
+        "{stdout}"
+    );
+}
+
+/// A config that has every need, built into every format.
+const EVERYTHING: &str =
+    "[kernel]\nhardware = [\"all\"]\n[system]\nconfig_drive = true\nwatchdog = \"10s\"\n\
+                          zram = \"50%\"\n[storage]\ndisk = \"/dev/vdb\"\n[[service]]\nname = \"web\"\n\
+                          image = \"oci:x\"\nnet = \"bridge\"\n";
+
+#[test]
+fn the_generic_kernel_serves_every_need_with_what_a_plan_packs() {
+    let kernel =
+        debian_kernel(DebianFlavor::Generic, &default_cache_dir(), &|l| eprintln!("kernel: {l}")).unwrap();
+    assert!(kernel.version.ends_with("-amd64") && !kernel.version.contains("cloud"), "{}", kernel.version);
+    let loaded = kernel_check::load(&kernel.config_file()).unwrap();
+    let config = berth_schema::config::Config::parse(EVERYTHING, "app.toml").unwrap();
+    let mut plan = module_plan(&config, &Format::ALL);
+    let before = plan.names();
+    add_needed_modules(&loaded, &config, &Format::ALL, &mut plan);
+    // ext4 and crc32c are modules in the generic kernel: the plan packs them (for [storage]).
+    for m in ["ext4", "crc32c_generic"] {
+        assert!(!before.contains(m) && plan.early.iter().any(|e| e == m), "{m}: {plan:?}");
+    }
+    let report =
+        kernel_check::check(&loaded, &Scope::Needs(every_need()), &Modules::Packed(plan.names())).unwrap();
+    assert!(report.ok, "{}", report.to_text("generic", Some("every need"), false));
+    let metal = report.needs.iter().find(|n| n.need == Need::Metal).unwrap();
+    assert!(metal.options.iter().any(|i| i.option == "CONFIG_E1000E" && i.ok), "{metal:?}");
+    // Every packed name is a module of the package or built into its kernel (resolving
+    // refuses an unknown one).
+    let names: Vec<String> = plan.names().into_iter().collect();
+    let files = resolve_modules(&kernel.modules_dir, &names).unwrap();
+    assert!(files.iter().any(|f| f.name == "e1000e") && files.iter().any(|f| f.name == "ext4"), "{files:?}");
+    // libcrc32c needs the crc32c algorithm at load (`softdep=pre: crc32c`), a module here: its
+    // generic implementation comes first, or nf_tables (which needs libcrc32c) fails to load.
+    let order: Vec<String> = resolve_modules(&kernel.modules_dir, &["nf_tables".to_string()])
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    let at = |n: &str| order.iter().position(|o| o == n).unwrap_or_else(|| panic!("{n} not in {order:?}"));
+    assert!(at("crc32c_generic") < at("libcrc32c") && at("libcrc32c") < at("nf_tables"), "{order:?}");
+}
+
+#[test]
+fn the_metal_set_on_the_cloud_kernel_names_the_missing_drivers_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, stderr, out_dir) = build(dir.path(), "[kernel]\nhardware = [\"metal\"]\n");
+    assert!(!out.status.success(), "built metal on the cloud kernel");
+    assert_nothing_written(dir.path(), &out_dir);
+    for option in ["CONFIG_E1000E", "CONFIG_SATA_AHCI", "CONFIG_USB_XHCI_PCI", "CONFIG_USB_HID"] {
+        assert!(stderr.contains(&format!("  {option} (metal): missing: ")), "{option}:\n{stderr}");
+    }
+    assert!(stderr.contains("set [kernel] source = \"debian-generic\""), "{stderr}");
+    // `berth kernel check --for` says the same per need; vmware's drivers are there.
+    let kernel = debian();
+    let app = dir.path().join("app.toml");
+    std::fs::write(&app, "[kernel]\nhardware = [\"vmware\", \"metal\"]\n").unwrap();
+    let file = kernel.config_file();
+    let (out, stdout, _) =
+        berth(&["kernel", "check", file.to_str().unwrap(), "--for", app.to_str().unwrap()]);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("  - CONFIG_VMXNET3: module (berth build packs it)\n"), "{stdout}");
+    assert!(stdout.contains("  - CONFIG_E1000E: missing: "), "{stdout}");
+    assert!(stdout.contains("result: the kernel lacks what "), "{stdout}");
+    assert!(stdout.contains("needs: 11 options (CONFIG_E1000E, "), "{stdout}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use berth_image_build::kernel::{debian_cloud_kernel, COMPLETE_MARKER};
+use berth_image_build::kernel::{cached_debian_kernel, debian_cloud_kernel, DebianFlavor, COMPLETE_MARKER};
 
 const VERSION: &str = "6.1.0-99-cloud-amd64";
 
@@ -115,6 +115,20 @@ fn fetches_extracts_caches_and_reports_apt_errors() {
     assert_eq!(debian_cloud_kernel(&cache, &|_| {}).unwrap().version, VERSION);
     fs::write(newer.join(COMPLETE_MARKER), "").unwrap();
     assert_eq!(debian_cloud_kernel(&cache, &|_| {}).unwrap().version, "6.1.0-100-cloud-amd64");
+
+    // Flavors never stand in for each other: a newer generic kernel in the cache is not the
+    // cloud kernel, and the cloud kernels are not the generic one.
+    let generic = cache.join("kernels/6.1.0-200-amd64");
+    fs::create_dir_all(generic.join("boot")).unwrap();
+    fs::create_dir_all(generic.join("lib/modules/6.1.0-200-amd64")).unwrap();
+    fs::write(generic.join("boot/vmlinuz-6.1.0-200-amd64"), &image).unwrap();
+    fs::write(generic.join(COMPLETE_MARKER), "").unwrap();
+    assert_eq!(debian_cloud_kernel(&cache, &|_| {}).unwrap().version, "6.1.0-100-cloud-amd64");
+    let found = cached_debian_kernel(DebianFlavor::Generic, &cache).unwrap().unwrap();
+    assert_eq!(found.version, "6.1.0-200-amd64");
+    assert!(found.boot_kernel().description.starts_with("the Debian generic kernel in "));
+    fs::remove_dir_all(&generic).unwrap();
+    assert_eq!(cached_debian_kernel(DebianFlavor::Generic, &cache).unwrap(), None);
 
     // apt-get cannot find the package: the error names the command, its stderr and the fix.
     fs::remove_file(repo.join("linux-image-cloud-amd64_6.1.999-1_amd64.deb")).unwrap();

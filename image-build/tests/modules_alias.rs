@@ -45,3 +45,44 @@ fn the_initramfs_holds_the_packed_modules_alias_table() {
         );
     }
 }
+
+/// `berth build` of `config` (busybox image at hand); its stderr and the initramfs's size.
+fn build_reporting(dir: &std::path::Path, name: &str, config: &str) -> (String, u64) {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    let out = dir.join(format!("{name}.out"));
+    let o = common::run_berth(&["build", file.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    (stderr, std::fs::metadata(out.join("initrd.img")).unwrap().len())
+}
+
+#[test]
+fn the_build_says_what_a_hardware_set_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    common::busybox_image(dir.path());
+    let containers = "\n[[onboot]]\nname = \"x\"\nimage = \"oci:images/busybox:latest\"\n";
+    let (stderr, with) =
+        build_reporting(dir.path(), "vmware", &format!("[kernel]\nhardware = [\"vmware\"]\n{containers}"));
+    let prefix = "berth: drivers by device ([kernel] hardware) vmware: ";
+    let line = stderr.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("{stderr}"));
+    // vmxnet3, vmw_pvscsi, vmw_balloon, vmw_vmci and what they need besides the packed ones.
+    let (count, rest) = line.split_once(" driver modules, ").unwrap_or_else(|| panic!("{line}"));
+    let count: usize = count.parse().unwrap();
+    let mib: f64 = rest.strip_suffix(" MiB uncompressed").unwrap().parse().unwrap();
+    assert!(count >= 4 && mib > 0.1, "{line}");
+    // `berth inspect` lists the set and its drivers.
+    let o = common::run_berth(&["inspect", "--json", dir.path().join("vmware.out").to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["hardware"], serde_json::json!(["vmware"]), "{r}");
+    for m in ["vmxnet3", "vmw_pvscsi", "vmw_balloon", "vmw_vmci"] {
+        assert!(r["modules"][m].as_u64().is_some_and(|b| b > 0), "{m}: {r}");
+    }
+    let o = common::run_berth(&["inspect", dir.path().join("vmware.out").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hardware    vmware (drivers loaded by device)\n"));
+
+    // Without a set: no such line, and a smaller initramfs.
+    let (stderr, without) = build_reporting(dir.path(), "plain", containers);
+    assert!(!stderr.contains("drivers by device"), "{stderr}");
+    assert!(without < with, "{without} >= {with}");
+}

@@ -9,18 +9,30 @@ use std::time::{Duration, Instant};
 
 use berth_schema::config::overrides::Override;
 
-/// How long block devices may take to appear (SCSI scans asynchronously).
+/// How long block devices may take to appear (SCSI scans asynchronously), from the start or
+/// from the last driver loaded for a disk's path.
 const DRIVE_WAIT: Duration = Duration::from_secs(3);
+/// How long a USB stick may take: usb-storage waits a second before it scans (`delay_use`),
+/// then the SCSI disk needs its own driver.
+const DRIVE_WAIT_LOADING: Duration = Duration::from_secs(10);
 /// How long the list of block devices must stay the same before a drive is taken to be absent.
 const DEVICES_SETTLED: Duration = Duration::from_millis(700);
 
 /// The block device whose ISO 9660 or FAT label `wanted` accepts, and its file system; looked
-/// for until the list of block devices has stayed the same for a while (at most 3 s).
-pub fn find_labelled(wanted: impl Fn(&str) -> bool) -> Option<(String, DriveFs)> {
+/// for until the list of block devices has stayed the same for a while (at most 3 s; up to
+/// 10 s while `look`, run before each look, keeps loading drivers for disks' paths).
+pub fn find_labelled(
+    wanted: impl Fn(&str) -> bool,
+    look: &mut dyn FnMut() -> bool,
+) -> Option<(String, DriveFs)> {
     let start = Instant::now();
     let mut seen = 0usize;
     let mut stable_since = Instant::now();
+    let mut last_load: Option<Instant> = None;
     loop {
+        if look() {
+            last_load = Some(Instant::now());
+        }
         let names: Vec<String> = std::fs::read_dir("/sys/class/block")
             .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
             .unwrap_or_default();
@@ -41,7 +53,12 @@ pub fn find_labelled(wanted: impl Fn(&str) -> bool) -> Option<(String, DriveFs)>
             stable_since = Instant::now();
         }
         // Done when nothing new appeared for a while, or at the limit.
-        if start.elapsed() > DRIVE_WAIT || (seen > 0 && stable_since.elapsed() > DEVICES_SETTLED) {
+        let limit_from = last_load.unwrap_or(start);
+        if start.elapsed() > DRIVE_WAIT_LOADING || limit_from.elapsed() > DRIVE_WAIT {
+            return None;
+        }
+        let settled = seen > 0 && stable_since.elapsed() > DEVICES_SETTLED;
+        if settled && last_load.is_none_or(|at| at.elapsed() > DRIVE_WAIT) {
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));

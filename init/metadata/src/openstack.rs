@@ -27,7 +27,7 @@ struct Files {
 /// Reads the metadata: from the config drive when there is one, else from the service at
 /// `base` (`http://169.254.169.254`). Returns where it came from too.
 pub fn fetch(http: &Http, base: &str) -> Result<(Metadata, String), String> {
-    if let Some((dev, fs)) = find_labelled(|label| label.eq_ignore_ascii_case(DRIVE_LABEL)) {
+    if let Some((dev, fs)) = find_labelled(|label| label.eq_ignore_ascii_case(DRIVE_LABEL), &mut || false) {
         let files = read_drive(&dev, fs)?;
         return Ok((from_files(&files).map_err(|e| format!("{dev}: {e}"))?, format!("config drive {dev}")));
     }

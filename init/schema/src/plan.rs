@@ -81,6 +81,10 @@ pub struct Plan {
     /// none of them found a device.
     #[serde(default)]
     pub watchdog_modules: Vec<String>,
+    /// The driver sets packed to be loaded by device (`[kernel] hardware`, `"all"` expanded):
+    /// what the image was built to boot on (their modules are found by modalias, not listed).
+    #[serde(default)]
+    pub hardware: Vec<crate::config::HardwareSet>,
     /// The data disk.
     #[serde(default)]
     pub storage: Option<StorageConfig>,
@@ -319,6 +323,7 @@ impl Default for Plan {
             qemu_modules: Vec::new(),
             config_drive_modules: Vec::new(),
             watchdog_modules: Vec::new(),
+            hardware: Vec::new(),
             storage: None,
             update: None,
             tool_loader: None,
@@ -377,6 +382,7 @@ mod tests {
             qemu_modules: vec![],
             config_drive_modules: vec![],
             watchdog_modules: vec![],
+            hardware: vec![],
             storage: None,
             update: None,
             tool_loader: None,

@@ -59,7 +59,9 @@ fn config_drive(plan: &Plan) -> Vec<Result<Override, String>> {
     for f in system::load_modules(&plan.config_drive_modules) {
         log::warn(&f);
     }
-    let Some((dev, fs)) = find_labelled(is_cidata) else {
+    // A USB stick's controller and the stick itself get their drivers while it is looked for.
+    let mut drivers = super::coldplug::DiskDrivers::default();
+    let Some((dev, fs)) = find_labelled(is_cidata, &mut || drivers.look()) else {
         log::info("no config drive (a volume labelled CIDATA) found");
         return Vec::new();
     };

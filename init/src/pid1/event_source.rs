@@ -17,7 +17,6 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::pid1::control::protocol::Request;
 use crate::pid1::control::ControlSocket;
-use crate::pid1::late_modules::LateModules;
 use crate::pid1::network::HostNetwork;
 use crate::pid1::power_button::PowerButton;
 use crate::pid1::shutdown::PowerAction;
@@ -37,7 +36,8 @@ pub enum Pid1Event {
     Control(UnixStream, Result<Request, String>),
     /// Every configured interface has its addresses.
     NetworkReady,
-    /// The late kernel modules are loaded: look for their interfaces.
+    /// Kernel modules were loaded (the late ones, or drivers for devices added later): look
+    /// for their interfaces.
     LateModulesLoaded,
     /// Look at the slot being tried: commit it, or roll it back.
     UpdateGate,
@@ -195,19 +195,6 @@ impl EventSource for Option<ControlSocket> {
         let Some(control) = self.as_ref() else { return };
         while let Some((stream, line)) = control.next_request() {
             out.push(Pid1Event::Control(stream, Request::parse(&line)));
-        }
-    }
-}
-
-impl EventSource for Option<LateModules> {
-    fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
-        fds.extend(self.as_ref().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
-    }
-
-    fn service(&mut self, _now: Instant, out: &mut Vec<Pid1Event>) {
-        if self.as_mut().is_some_and(LateModules::finished) {
-            *self = None;
-            out.push(Pid1Event::LateModulesLoaded);
         }
     }
 }

@@ -25,10 +25,11 @@ pub struct LateModules {
 }
 
 impl LateModules {
-    /// Starts loading `paths`. Returns `None` when there is nothing to load, or when no child
-    /// can be made (after logging why): the caller then loads them itself.
-    pub fn start(paths: &[String]) -> Option<LateModules> {
-        if paths.is_empty() {
+    /// Starts loading `paths`, then (with `by_device`) the packed drivers the devices present
+    /// match (`coldplug`). Returns `None` when there is nothing to load, or when no child can
+    /// be made (after logging why): the caller then loads `paths` itself.
+    pub fn start(paths: &[String], by_device: bool) -> Option<LateModules> {
+        if paths.is_empty() && !by_device {
             return None;
         }
         let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
@@ -48,7 +49,9 @@ impl LateModules {
                 let report = std::panic::catch_unwind(|| {
                     let mut lines = system::load_modules(paths);
                     // Then the drivers the devices present need, from the packed ones.
-                    lines.extend(coldplug::load_for_devices());
+                    if by_device {
+                        lines.extend(coldplug::load_for_devices());
+                    }
                     lines.join("\n")
                 })
                 .unwrap_or_else(|_| "loading modules panicked".to_string());

@@ -7,6 +7,9 @@
 //!   keeps them. The kernel echoes a kmsg record to the console when its level is below the
 //!   console log level; for the others PID 1 writes the line to the console itself, so each
 //!   line shows exactly once. Without `/dev/kmsg`, everything goes to the console.
+//! * "The console" is every console the kernel writes to: `/dev/console` (PID 1's stdout, the
+//!   last `console=` of the command line) and the others (`console=ttyS0 console=tty0`: the
+//!   serial port too), each written in turn ([`open_console_mirrors`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,6 +21,8 @@ use std::sync::Mutex;
 use berth_events::Event;
 
 static KMSG: Mutex<Option<File>> = Mutex::new(None);
+/// The kernel's other consoles, written after `/dev/console`.
+static MIRRORS: Mutex<Vec<File>> = Mutex::new(Vec::new());
 /// The console log level (first field of /proc/sys/kernel/printk); -1 = unknown.
 static CONSOLE_LEVEL: AtomicI32 = AtomicI32::new(-1);
 
@@ -36,6 +41,41 @@ pub fn console_write(bytes: &[u8]) {
     // closing it.
     let mut out = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
     let _ = out.write_all(bytes);
+    if let Ok(mut mirrors) = MIRRORS.lock() {
+        for m in mirrors.iter_mut() {
+            let _ = m.write_all(bytes);
+        }
+    }
+}
+
+/// The consoles besides `/dev/console`, from the kernel's list of active ones (the last entry
+/// is `/dev/console`'s): `"tty1 ttyS0"` → `["tty1"]`.
+pub fn other_consoles(active: &str) -> Vec<String> {
+    let mut names: Vec<String> = active.split_whitespace().map(str::to_string).collect();
+    names.pop();
+    names.retain(|n| n.bytes().all(|b| b.is_ascii_alphanumeric()));
+    names
+}
+
+/// Opens the kernel's other consoles (after /dev is mounted), so PID 1's lines show on each:
+/// the screen and the serial port of a physical machine. A console that cannot be opened is
+/// left out.
+pub fn open_console_mirrors() {
+    let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
+    let opened: Vec<File> = other_consoles(&active)
+        .iter()
+        .filter_map(|name| {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(format!("/dev/{name}"))
+                .ok()
+        })
+        .collect();
+    if let Ok(mut mirrors) = MIRRORS.lock() {
+        *mirrors = opened;
+    }
 }
 
 /// Makes sure descriptors 0, 1 and 2 are open (on the console, else `/dev/null`), so that no
@@ -167,4 +207,19 @@ pub fn container_line(name: &str, line: &[u8]) {
     out.extend_from_slice(line);
     out.push(b'\n');
     console_write(&out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_consoles_are_all_but_the_last() {
+        assert_eq!(other_consoles("ttyS0 tty1\n"), ["ttyS0"]);
+        assert_eq!(other_consoles("tty1 ttyS0 hvc0\n"), ["tty1", "ttyS0"]);
+        assert!(other_consoles("ttyS0\n").is_empty());
+        assert!(other_consoles("").is_empty());
+        // Never a path out of /dev.
+        assert!(other_consoles("../x ttyS0").is_empty());
+    }
 }

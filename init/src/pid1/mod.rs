@@ -5,11 +5,13 @@
 //! (disk images: early modules, dm-verity, mount, binds; the kernel log followed for
 //! corruption) → read the plan (from the initramfs or the partition) → kernel modules → boot-time configuration → cgroup
 //! controllers → opaque layer dirs → hostname, sysctls, `lo` → zram swap (`zram`) → network
-//! (started) → the data disk and its random seed (`random_seed`)
+//! (started) → the data disk (its drivers by modalias while PID 1 waits for it, `coldplug`)
+//! and its random seed (`random_seed`)
 //! → the control socket → the cloud metadata provider (`metadata`; when there is one,
 //! the containers wait for its answer or `metadata_timeout`, see `Pid1::metadata_arrived`) →
-//! the first container → the power button's modules and the button → the other late modules
-//! in a child process (`late_modules`) → the watchdog (`watchdog`) → event loop (onboot containers one by one, then
+//! the first container → the power button's modules and the button → the kernel's uevents
+//! followed, then the other late modules and every device's drivers in a child process
+//! (`drivers`, `late_modules`; devices added later get a pass of their own) → the watchdog (`watchdog`) → event loop (onboot containers one by one, then
 //! services; network time, `time_sync`, once the network is up). Each step ends with its
 //! `boot.stage` event.
 //!
@@ -23,6 +25,7 @@ pub mod bridge;
 pub mod coldplug;
 pub mod control;
 pub mod device_mapper;
+pub mod drivers;
 pub mod event_source;
 pub mod helper_process;
 pub mod kernel_log;
@@ -45,6 +48,7 @@ pub mod syslog;
 pub mod system;
 pub mod system_partition;
 pub mod time_sync;
+pub mod uevent;
 pub mod update;
 pub mod userns_root;
 pub mod watchdog;
@@ -60,9 +64,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use control::protocol::{Reply, Request};
 use control::ControlSocket;
+use drivers::Drivers;
 use event_source::{EventSource, Pid1Event, Signals, SyslogSocket};
 use kernel_log::{KernelForward, KernelLog};
-use late_modules::LateModules;
 use metadata::CloudMetadata;
 use network::HostNetwork;
 use power_button::PowerButton;
@@ -165,12 +169,17 @@ fn boot(signals: Signals) -> ! {
     // The power button before any output is forwarded: once containers run, a shutdown
     // request must reach PID 1.
     let button = open_power_button(&button_modules);
-    let late = start_late_modules(&late_modules, &mut pid1.net);
+    // The kernel's device announcements are followed before the late modules' child looks at
+    // the devices present: one appearing in between is not missed.
+    let mut drivers = Drivers::listen();
+    if !drivers.start_late(&late_modules) {
+        pid1.net.look_for_interfaces();
+    }
     let syslog = SyslogSocket::default();
     // Armed last, once the boot's synchronous steps (a data disk's wait and check among them)
     // are done: from here on only the loop pets it.
     pid1.watchdog = watchdog.and_then(|(t, modules)| Watchdog::arm(t, &modules, Instant::now()));
-    event_loop(pid1, Sources { signals, button, control, late, syslog, kernel_log })
+    event_loop(pid1, Sources { signals, button, control, drivers, syslog, kernel_log })
 }
 
 /// Leaves the initramfs, mounts the kernel's filesystems, opens kmsg; Ctrl-Alt-Del becomes
@@ -184,6 +193,7 @@ fn mount_filesystems() {
     }
     let failures = mounts::mount_kernel_filesystems();
     log::open_kmsg();
+    log::open_console_mirrors();
     for f in failures {
         log::warn(&f);
     }
@@ -346,7 +356,9 @@ fn mount_data_disk(
     cfg: &berth_schema::config::StorageConfig,
     tool_loader: Option<&str>,
 ) -> Option<RandomSeed> {
-    match storage::setup(cfg, tool_loader) {
+    // The disks' drivers the machine needs (by modalias) load while PID 1 looks for the disk.
+    let mut drivers = coldplug::DiskDrivers::default();
+    match storage::setup(cfg, tool_loader, &mut || drivers.look()) {
         Ok(()) => Some(RandomSeed::load(Path::new(&cfg.mount), Instant::now())),
         Err(e) => {
             log::error(&format!("storage: {e}"));
@@ -369,18 +381,6 @@ fn open_power_button(modules: &[String]) -> Option<PowerButton> {
         None => log::info("no ACPI power button: a host's shutdown request will not reach berth"),
     }
     button
-}
-
-/// The other late modules (the NIC drivers, Hyper-V's helpers) load in a child process while
-/// PID 1 forwards output; when they are in, the interfaces are configured. Without a child,
-/// they load here.
-fn start_late_modules(paths: &[String], net: &mut HostNetwork) -> Option<LateModules> {
-    let late = LateModules::start(paths);
-    if late.is_none() {
-        load_modules(paths);
-        net.look_for_interfaces();
-    }
-    late
 }
 
 /// What PID 1's event loop acts on.
@@ -414,7 +414,8 @@ struct Sources {
     signals: Signals,
     button: Option<PowerButton>,
     control: Option<ControlSocket>,
-    late: Option<LateModules>,
+    /// The late modules' child, devices' drivers, the kernel's uevents.
+    drivers: Drivers,
     syslog: SyslogSocket,
     kernel_log: Option<KernelLog>,
 }
@@ -443,7 +444,7 @@ fn event_loop(mut pid1: Pid1, mut s: Sources) -> ! {
             &mut s.signals as &mut dyn EventSource,
             &mut s.button,
             &mut s.control,
-            &mut s.late,
+            &mut s.drivers,
             &mut s.syslog,
             &mut s.kernel_log,
             &mut pid1.kernel_forward,

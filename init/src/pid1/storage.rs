@@ -41,11 +41,16 @@ pub fn mount_point() -> Option<&'static Path> {
     MOUNTED.get().map(|(_, m)| m.as_path())
 }
 
-/// Finds, checks and mounts the data disk, formatting it first if it is blank. Errors are
+/// Finds, checks and mounts the data disk, formatting it first if it is blank. `look` runs
+/// before each look for the disk (it loads the drivers of disks that appeared). Errors are
 /// reported by the caller (`storage.failed`); nothing is written to a disk that holds data.
-pub fn setup(cfg: &StorageConfig, loader: Option<&str>) -> Result<(), String> {
+pub fn setup(
+    cfg: &StorageConfig,
+    loader: Option<&str>,
+    look: &mut dyn FnMut() -> bool,
+) -> Result<(), String> {
     let start = Instant::now();
-    let name = find_disk(&cfg.disk, cfg.wait, "[storage] disk")?;
+    let name = find_disk(&cfg.disk, cfg.wait, "[storage] disk", look)?;
     let dev = format!("/dev/{name}");
     let size = disk_size(&name)?;
     let content = probe(&dev, size)?;
@@ -138,13 +143,19 @@ fn matches(sel: &DiskSelector, name: &str) -> bool {
     }
 }
 
-/// Waits up to `wait` for exactly one device to match; two are an error (which one to format
-/// would be a guess).
-/// The one disk `sel` names, waiting up to `wait` for it to appear; `setting` names where the
-/// selector was written, for the errors.
-pub(crate) fn find_disk(sel: &DiskSelector, wait: Duration, setting: &str) -> Result<String, String> {
+/// The one disk `sel` names, waiting up to `wait` for it to appear; two matching are an error
+/// (which one to format would be a guess). `look` runs before each look; `setting` names where
+/// the selector was written, for the errors.
+pub(crate) fn find_disk(
+    sel: &DiskSelector,
+    wait: Duration,
+    setting: &str,
+    look: &mut dyn FnMut() -> bool,
+) -> Result<String, String> {
     let start = Instant::now();
     loop {
+        // (a driver that loaded may bring its disks a little later: the next look sees them)
+        look();
         let names = block_devices();
         let found: Vec<&String> = names.iter().filter(|n| matches(sel, n)).collect();
         match found.as_slice() {

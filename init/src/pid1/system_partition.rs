@@ -229,7 +229,9 @@ fn mount_pieces(verity: (u32, u32)) -> Result<(), String> {
 /// Returns the disk's name and the device's number.
 fn verity_device(selector: &DiskSelector, spec: VeritySpec) -> Result<(String, (u32, u32)), String> {
     use std::io::Read;
-    let disk = storage::find_disk(selector, DISK_WAIT, SELECTOR_KEY)?;
+    // The hardware sets' disk drivers (PVSCSI, AHCI, NVMe…) load by the disk's path's modalias.
+    let mut drivers = super::coldplug::DiskDrivers::default();
+    let disk = storage::find_disk(selector, DISK_WAIT, SELECTOR_KEY, &mut || drivers.look())?;
     let device = format!("/dev/{disk}");
     let target =
         Target { start: 0, length: spec.sectors(), kind: "verity".into(), params: spec.table(&device) };

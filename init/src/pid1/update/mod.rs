@@ -74,8 +74,13 @@ pub fn roll_back_failed_boot(cmdline: &str, system: &SystemSource, error: &str) 
         SystemSource::Partition(m) => Esp::mount(&m.disk),
         _ => {
             let selector = DiskSelector::PartLabel(berth_schema::slots::ESP_PARTITION_NAME.into());
-            super::storage::find_disk(&selector, Duration::from_secs(5), "the EFI system partition")
-                .and_then(|dev| Esp::mount_device(&std::path::Path::new("/dev").join(dev)))
+            super::storage::find_disk(
+                &selector,
+                Duration::from_secs(5),
+                "the EFI system partition",
+                &mut || false,
+            )
+            .and_then(|dev| Esp::mount_device(&std::path::Path::new("/dev").join(dev)))
         }
     };
     let rolled = esp.and_then(|esp| match gate::failed_trial(&esp.entries()?) {
