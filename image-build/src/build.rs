@@ -118,8 +118,9 @@ pub const VMWARE_MODULES: &[&str] = &["vmxnet3", "vmw_pvscsi", "vmw_balloon", "v
 /// Physical machines' drivers (`[kernel] hardware = ["metal"]`), loaded by modalias for the
 /// devices a machine has: the common wired NICs (Intel, Realtek, Broadcom, Mellanox), SATA,
 /// NVMe, SAS and RAID controllers and the SCSI disk driver, USB host controllers, USB storage
-/// and USB keyboards. None of them needs a firmware file from Debian's `main` (bnx2's and some
-/// r8169/tg3 chips' firmware is non-free: not packed).
+/// and USB keyboards. None of them needs a firmware file for most chips (some r8169 and tg3
+/// chips load one from Debian's non-free firmware, which is not packed; bnx2, which always
+/// needs one, is left out).
 pub const METAL_MODULES: &[&str] = &[
     // NICs
     "e1000e",
@@ -133,7 +134,6 @@ pub const METAL_MODULES: &[&str] = &[
     "8139cp",
     "8139too",
     "tg3",
-    "bnx2",
     "bnxt_en",
     "mlx4_en",
     "mlx5_core",

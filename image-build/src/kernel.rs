@@ -43,19 +43,18 @@ impl DebianFlavor {
         }
     }
 
-    /// The flavor of a Debian kernel release (`6.1.0-57-cloud-amd64`, `6.1.0-57-amd64`): what
-    /// follows the upstream version and the ABI number. Other flavors (`-rt-amd64`) are none.
+    /// The flavor of a Debian kernel release, by its suffix: `-cloud-amd64` (`6.1.0-57-cloud-amd64`,
+    /// `6.12.41+deb13-cloud-amd64`), else `-amd64` right after the version (`6.1.0-57-amd64`,
+    /// `6.12.41+deb13-amd64`). Other flavors (`-rt-amd64`) are none.
     pub fn of_release(release: &str) -> Option<DebianFlavor> {
-        let mut parts = release.splitn(3, '-');
-        let (_upstream, abi, flavor) = (parts.next()?, parts.next()?, parts.next()?);
-        if abi.is_empty() || !abi.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+        let rest = release.strip_suffix("-amd64")?;
+        if rest.ends_with("-cloud") {
+            return Some(DebianFlavor::Cloud);
         }
-        match flavor {
-            "cloud-amd64" => Some(DebianFlavor::Cloud),
-            "amd64" => Some(DebianFlavor::Generic),
-            _ => None,
-        }
+        // What precedes `-amd64` is the version (`6.1.0-57`, `6.12.41+deb13`), not a flavor
+        // word: its last part starts with a digit.
+        let last = rest.rsplit('-').next().unwrap_or(rest);
+        last.starts_with(|c: char| c.is_ascii_digit()).then_some(DebianFlavor::Generic)
     }
 
     /// For messages: "the Debian cloud kernel".
@@ -370,7 +369,7 @@ fn fetch_debian_kernel(flavor: DebianFlavor, cache_dir: &Path, progress: &dyn Fn
 
     if DebianFlavor::of_release(&version) != Some(flavor) {
         bail!(
-            "{meta} depends on {package}, whose release {version} is not {} (expected VERSION-ABI-{}); \
+            "{meta} depends on {package}, whose release {version} is not {} (expected VERSION-{}); \
              the cache would not find it again",
             flavor.describe(),
             if flavor == DebianFlavor::Cloud { "cloud-amd64" } else { "amd64" },
@@ -536,7 +535,9 @@ mod tests {
         assert_eq!(DebianFlavor::of_release("6.1.0-57-cloud-amd64"), Some(DebianFlavor::Cloud));
         assert_eq!(DebianFlavor::of_release("6.1.0-57-amd64"), Some(DebianFlavor::Generic));
         assert_eq!(DebianFlavor::of_release("6.1.0-57-rt-amd64"), None);
-        assert_eq!(DebianFlavor::of_release("6.1.0-x-amd64"), None);
+        assert_eq!(DebianFlavor::of_release("6.1.0-57-rt-amd64"), None);
+        assert_eq!(DebianFlavor::of_release("6.12.41+deb13-amd64"), Some(DebianFlavor::Generic));
+        assert_eq!(DebianFlavor::of_release("6.12.41+deb13-cloud-amd64"), Some(DebianFlavor::Cloud));
         assert_eq!(DebianFlavor::of_release("6.1.0"), None);
         assert_eq!(DebianFlavor::Generic.meta_package(), "linux-image-amd64");
     }

@@ -146,9 +146,9 @@ impl Resolver {
         // A soft dependency is optional: one this kernel has neither as a module nor built in
         // is left out.
         for pre in soft {
-            if let Some(target) =
-                soft_target(&pre, |n| self.index.contains_key(n) || self.builtin.contains(n))
-            {
+            let target = soft_target(&pre, |n| self.index.contains_key(n) || self.builtin.contains(n));
+            // (a soft cycle is no error: the one being resolved comes first)
+            if let Some(target) = target.filter(|t| !self.in_progress.contains(t)) {
                 self.visit(&target, Some(name))?;
             }
         }

@@ -1,7 +1,8 @@
 //! Drivers by device: a machine with VMware's devices and no virtio NIC finds its drivers among
 //! the packed ones by modalias (`[kernel] hardware = ["vmware"]`), loads them off PID 1's path,
 //! says so (`module.loaded`) and gets its DHCP address on the vmxnet3 NIC; without a
-//! VMware device none of those drivers is loaded.
+//! VMware device none of those drivers is loaded. The VMDK boots from a PVSCSI disk (its slim
+//! initramfs loads PVSCSI by modalias) and serves on vmxnet3.
 
 mod common;
 

@@ -232,8 +232,7 @@ fn an_nvme_disk_and_a_nic_added_while_running() {
     assert_eq!(loaded(&vm, "e1000e"), None);
     // The boot's pass over the devices (right after the containers start) is over before the
     // NIC comes.
-    vm.wait_for_event("boot.stage", |e| e.get("stage") == Some("containers"), t).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    vm.wait_for_event("drivers.pass", |e| e.get("trigger") == Some("boot"), t).unwrap();
 
     let mut qmp = vm.qmp().unwrap();
     qmp.execute("netdev_add", json!({"type": "user", "id": "hot0"})).unwrap();
@@ -248,6 +247,14 @@ fn an_nvme_disk_and_a_nic_added_while_running() {
         &common::event_names(&vm),
         &["network.waiting", "module.loaded:e1000e", "network.address", "container.started:fetch"],
     );
+    // The kernel's uevent for the new device brought a pass of its own, which loaded it.
+    let events = vm.events();
+    let at = |pred: &dyn Fn(&berth_qemu::Event) -> bool| events.iter().position(pred).unwrap();
+    let boot_pass = at(&|e| e.name == "drivers.pass" && e.get("trigger") == Some("boot"));
+    let loaded_at = at(&|e| e.name == "module.loaded" && e.get("name") == Some("e1000e"));
+    let uevent_pass = at(&|e| e.name == "drivers.pass" && e.get("trigger") == Some("uevent"));
+    assert!(boot_pass < loaded_at && loaded_at < uevent_pass, "{events:#?}");
+    assert_ne!(events[uevent_pass].get("loaded"), Some("0"), "{events:#?}");
     vm.wait_exit(t).unwrap_or_else(|e| panic!("{e}\n{}", vm.console_tail(40)));
 }
 

@@ -17,10 +17,13 @@ const DRIVE_WAIT: Duration = Duration::from_secs(3);
 const DRIVE_WAIT_LOADING: Duration = Duration::from_secs(10);
 /// How long the list of block devices must stay the same before a drive is taken to be absent.
 const DEVICES_SETTLED: Duration = Duration::from_millis(700);
+/// How long after drivers last loaded before that: usb-storage waits a second before it scans.
+const DRIVERS_SETTLED: Duration = Duration::from_millis(1500);
 
 /// The block device whose ISO 9660 or FAT label `wanted` accepts, and its file system; looked
-/// for until the list of block devices has stayed the same for a while (at most 3 s; up to
-/// 10 s while `look`, run before each look, keeps loading drivers for disks' paths).
+/// for until the list of block devices has stayed the same for a while and no driver loaded
+/// lately (at most 3 s; up to 10 s while `look`, run before each look, keeps loading drivers
+/// for disks' paths: it returns true while they load).
 pub fn find_labelled(
     wanted: impl Fn(&str) -> bool,
     look: &mut dyn FnMut() -> bool,
@@ -57,8 +60,8 @@ pub fn find_labelled(
         if start.elapsed() > DRIVE_WAIT_LOADING || limit_from.elapsed() > DRIVE_WAIT {
             return None;
         }
-        let settled = seen > 0 && stable_since.elapsed() > DEVICES_SETTLED;
-        if settled && last_load.is_none_or(|at| at.elapsed() > DRIVE_WAIT) {
+        let drivers_quiet = last_load.is_none_or(|at| at.elapsed() > DRIVERS_SETTLED);
+        if seen > 0 && stable_since.elapsed() > DEVICES_SETTLED && drivers_quiet {
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));

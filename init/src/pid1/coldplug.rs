@@ -6,16 +6,17 @@
 //! loaded driver can bring new devices (a disk controller's disks, a USB controller's devices),
 //! so passes repeat until one loads nothing (at most [`PASSES`]).
 //!
-//! Where it runs: in the late modules' child, off PID 1's path, after that child's fixed list
-//! (and again in a child for each batch of devices the kernel announces later: `drivers`); in
-//! PID 1 itself only while it waits for the data disk, for the disks' paths alone
-//! ([`is_disk_path`]): the containers need that disk before they start.
+//! Where it runs: always in a child (`late_modules`), never in PID 1 (a driver's probe may take
+//! seconds): after the late modules' fixed list, again for each batch of devices the kernel
+//! announces later (`drivers`), and while PID 1 waits for a disk (the data disk, a config
+//! drive, the system partition), for the disks' paths alone ([`is_disk_path`], [`DiskDrivers`]).
 
 use std::path::{Path, PathBuf};
 
 use berth_schema::modalias::{AliasTable, ModuleDeps};
 
-use super::{log, system};
+use super::late_modules::{Devices, LateModules};
+use super::system;
 
 /// The most passes over the devices.
 const PASSES: usize = 4;
@@ -62,7 +63,7 @@ impl Coldplug {
         let mut loaded_now = Vec::new();
         let mut failures = Vec::new();
         for _ in 0..PASSES {
-            let loaded = loaded_modules();
+            let mut loaded = loaded_modules();
             let mut any = false;
             for modalias in unbound_devices().into_iter().filter(|m| wanted(m)) {
                 let matched = self.table.modules_for(&modalias);
@@ -74,6 +75,8 @@ impl Coldplug {
                     match system::load_modules(std::slice::from_ref(&path)).pop() {
                         None => {
                             let name = berth_schema::modalias::name_of_file(&file);
+                            // (a second device needing it, or a module needing it, finds it in)
+                            loaded.push(name.clone());
                             loaded_now.push(Loaded { name, device: modalias.clone() });
                             any = true;
                         }
@@ -92,52 +95,58 @@ impl Coldplug {
     }
 }
 
-/// The drivers on the way to a disk ([`is_disk_path`]), loaded by PID 1 itself while it waits
-/// for one (the data disk, a config drive): the tables are read at the first look.
+/// The drivers on the way to a disk ([`is_disk_path`]) while PID 1 waits for one (the data
+/// disk, a config drive, the system partition): each look starts a child for the disks' paths
+/// without a driver when they changed since the last child, or collects the running child's
+/// report (`module.loaded`). PID 1 only reads sysfs and a pipe: its wait keeps its deadline.
 #[derive(Default)]
 pub struct DiskDrivers {
-    coldplug: Option<Option<Coldplug>>,
+    /// The child loading drivers, while it runs.
+    child: Option<LateModules>,
+    /// The unbound disk-path devices the last child was started for.
+    seen: Option<Vec<String>>,
 }
 
 impl DiskDrivers {
-    /// Loads what the disks' paths that appeared need (`module.loaded` for each); true when
-    /// something was loaded, so more devices may be on their way.
+    /// One look; true while drivers are loading or when some were loaded since the last
+    /// look (more devices may be on their way).
     pub fn look(&mut self) -> bool {
-        let coldplug = self.coldplug.get_or_insert_with(|| {
-            Coldplug::open().unwrap_or_else(|e| {
-                log::warn(&e);
-                None
-            })
-        });
-        let Some(c) = coldplug.as_mut() else { return false };
-        let (loaded, failures) = c.load(is_disk_path);
-        for l in &loaded {
-            log::emit(log::event("module.loaded").with("name", &l.name).with("device", &l.device));
+        if let Some(child) = self.child.as_mut() {
+            if !child.finished() {
+                return true;
+            }
+            let loaded = child.loaded();
+            self.child = None;
+            return loaded > 0;
         }
-        for f in failures {
-            log::warn(&f);
+        let now: Vec<String> = unbound_devices().into_iter().filter(|m| is_disk_path(m)).collect();
+        if now.is_empty() || self.seen.as_ref() == Some(&now) {
+            return false;
         }
-        !loaded.is_empty()
+        self.seen = Some(now);
+        self.child = LateModules::start(&[], Devices::DiskPath);
+        self.child.is_some()
     }
 }
 
-/// Every device's drivers, as report lines for the late modules' child: `loaded NAME MODALIAS`
-/// per module, or a failure.
-pub fn load_for_devices() -> Vec<String> {
+/// The drivers of the devices `wanted` accepts, as report lines for a modules child:
+/// `loaded NAME MODALIAS` per module, or a failure.
+pub fn load_for_devices(wanted: fn(&str) -> bool) -> Vec<String> {
     let mut coldplug = match Coldplug::open() {
         Ok(Some(c)) => c,
         Ok(None) => return Vec::new(),
         Err(e) => return vec![e],
     };
-    let (loaded, mut report) = coldplug.load(|_| true);
+    let (loaded, mut report) = coldplug.load(wanted);
     report.extend(loaded.iter().map(|l| format!("loaded {} {}", l.name, l.device)));
     report
 }
 
 /// Whether a device is on the way to a disk: a storage controller (PCI class 01), a USB host
 /// controller (class 0C03) and a USB mass-storage interface (class 08), a SCSI device, a
-/// virtio disk (virtio-blk, virtio-scsi) or a Hyper-V/VMBus device. These load while PID 1
-/// waits for the data disk; everything else waits for the late modules.
+/// virtio disk (virtio-blk, virtio-scsi), Hyper-V's VMBus and its disk controllers (IDE, SCSI,
+/// Fibre Channel). These load while PID 1 waits for a disk; everything else waits for the late
+/// modules.
 pub fn is_disk_path(modalias: &str) -> bool {
     let field = |key: &str, len: usize| {
         modalias.find(key).and_then(|at| modalias.get(at + key.len()..at + key.len() + len))
@@ -156,8 +165,21 @@ pub fn is_disk_path(modalias: &str) -> bool {
         // virtio-blk is device 2, virtio-scsi 8.
         return matches!(rest.get(..8), Some("00000002" | "00000008"));
     }
-    modalias.starts_with("scsi:") || modalias.starts_with("vmbus:")
+    if let Some(class) = modalias.strip_prefix("vmbus:") {
+        return STORVSC_CLASSES.contains(&class);
+    }
+    modalias.starts_with("scsi:")
+        || modalias.starts_with("acpi:VMBUS:")
+        || modalias.starts_with("acpi:VMBus:")
 }
+
+/// The VMBus device classes of Hyper-V's disks (hv_storvsc's aliases): SCSI, IDE, Fibre
+/// Channel, as the kernel prints a class's bytes.
+const STORVSC_CLASSES: [&str; 3] = [
+    "d96361baa104294db60572e2ffb1dc7f",
+    "32264132cb86a2449b5c50d1417354f5",
+    "4acc9b2f6900f34ab76b6fd0be528cda",
+];
 
 /// The modules loaded now (`/proc/modules`), names in `_` form.
 fn loaded_modules() -> Vec<String> {
@@ -169,7 +191,7 @@ fn loaded_modules() -> Vec<String> {
 }
 
 /// The modaliases of the devices no driver is bound to.
-fn unbound_devices() -> Vec<String> {
+pub fn unbound_devices() -> Vec<String> {
     let mut out = Vec::new();
     for bus in std::fs::read_dir("/sys/bus").into_iter().flatten().flatten() {
         for dev in std::fs::read_dir(bus.path().join("devices")).into_iter().flatten().flatten() {
@@ -202,7 +224,8 @@ mod tests {
             "usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00",     // a USB stick
             "scsi:t-0x00",
             "virtio:d00000002v00001AF4",
-            "vmbus:d96ef99fc56e4ae96c1a9b3b4d8a25a",
+            "vmbus:d96361baa104294db60572e2ffb1dc7f", // Hyper-V SCSI
+            "acpi:VMBUS:",
         ] {
             assert!(is_disk_path(disk), "{disk}");
         }
@@ -212,6 +235,7 @@ mod tests {
             "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc05i00", // SMBus, not USB
             "usb:v0627p0001d0000dc00dsc00dp00ic03isc01ip01in00",     // a USB keyboard
             "virtio:d00000001v00001AF4",                             // virtio-net
+            "vmbus:635161f83edfc546913ff2d2f965ed0e",                // Hyper-V's NIC
             "acpi:PNP0C0C:",
             "pci:",
             "usb:",

@@ -14,7 +14,7 @@ use std::time::Instant;
 use nix::poll::{PollFd, PollFlags};
 
 use super::event_source::{EventSource, Pid1Event};
-use super::late_modules::LateModules;
+use super::late_modules::{Devices, LateModules};
 use super::log;
 use super::uevent::UeventSocket;
 
@@ -22,8 +22,8 @@ use super::uevent::UeventSocket;
 pub struct Drivers {
     /// The kernel's uevents (none when nothing is packed to match them against).
     uevents: Option<UeventSocket>,
-    /// The child loading modules, while it runs.
-    child: Option<LateModules>,
+    /// The child loading modules, while it runs, and why it runs (`boot`, `uevent`).
+    child: Option<(LateModules, &'static str)>,
     /// Devices were announced since the running child's pass began.
     pending: bool,
     /// The boot's late modules were started: announced devices get passes of their own.
@@ -52,7 +52,7 @@ impl Drivers {
     pub fn start_late(&mut self, paths: &[String]) -> bool {
         self.started = true;
         self.pending = false;
-        self.child = LateModules::start(paths, true);
+        self.child = LateModules::start(paths, Devices::All).map(|c| (c, "boot"));
         if self.child.is_none() {
             super::load_modules(paths);
         }
@@ -63,7 +63,7 @@ impl Drivers {
 impl EventSource for Drivers {
     fn interest<'a>(&'a mut self, fds: &mut Vec<PollFd<'a>>) {
         fds.extend(self.uevents.as_ref().map(|u| PollFd::new(u.as_fd(), PollFlags::POLLIN)));
-        fds.extend(self.child.as_ref().map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)));
+        fds.extend(self.child.as_ref().map(|(c, _)| PollFd::new(c.as_fd(), PollFlags::POLLIN)));
     }
 
     fn service(&mut self, _now: Instant, out: &mut Vec<Pid1Event>) {
@@ -72,13 +72,19 @@ impl EventSource for Drivers {
             let wanted = uevents.read(&mut lost).iter().any(|e| e.wants_driver());
             self.pending |= wanted || lost;
         }
-        if self.child.as_mut().is_some_and(LateModules::finished) {
-            self.child = None;
-            out.push(Pid1Event::LateModulesLoaded);
+        if let Some((child, trigger)) = self.child.as_mut() {
+            if child.finished() {
+                log::emit(
+                    log::event("drivers.pass").with("trigger", *trigger).with("loaded", child.loaded()),
+                );
+                self.child = None;
+                out.push(Pid1Event::LateModulesLoaded);
+            }
         }
         if self.child.is_none() && self.pending && self.started {
-            self.pending = false;
-            self.child = LateModules::start(&[], true);
+            // (a child that cannot be made now is tried again after the next wait)
+            self.child = LateModules::start(&[], Devices::All).map(|c| (c, "uevent"));
+            self.pending = self.child.is_none();
         }
     }
 }

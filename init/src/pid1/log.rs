@@ -22,7 +22,46 @@ use berth_events::Event;
 
 static KMSG: Mutex<Option<File>> = Mutex::new(None);
 /// The kernel's other consoles, written after `/dev/console`.
-static MIRRORS: Mutex<Vec<File>> = Mutex::new(Vec::new());
+static MIRRORS: Mutex<Vec<Mirror>> = Mutex::new(Vec::new());
+/// How long a line may wait for a mirror console to take it (a serial port drains about
+/// 11 kB/s at 115200 baud) before the mirror counts as stalled.
+const MIRROR_WAIT_MS: u16 = 1000;
+
+/// Another console PID 1's lines go to: opened non-blocking, so a stopped one (Ctrl-S, Scroll
+/// Lock, XOFF) never stops PID 1.
+struct Mirror {
+    file: File,
+    /// It took nothing for [`MIRROR_WAIT_MS`]: lines are dropped until it takes one at once.
+    stalled: bool,
+}
+
+impl Mirror {
+    /// Writes what the console takes of `bytes`, waiting for it at most [`MIRROR_WAIT_MS`]
+    /// in all (not at all while stalled).
+    fn write(&mut self, mut bytes: &[u8]) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(MIRROR_WAIT_MS.into());
+        while !bytes.is_empty() {
+            match self.file.write(bytes) {
+                Ok(n) => {
+                    self.stalled = false;
+                    bytes = &bytes[n..];
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !self.stalled => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let left = u16::try_from(left.as_millis()).unwrap_or(MIRROR_WAIT_MS);
+                    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&self.file), PollFlags::POLLOUT)];
+                    if left == 0 || !matches!(poll(&mut fds, PollTimeout::from(left)), Ok(n) if n > 0) {
+                        self.stalled = true;
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
 /// The console log level (first field of /proc/sys/kernel/printk); -1 = unknown.
 static CONSOLE_LEVEL: AtomicI32 = AtomicI32::new(-1);
 
@@ -43,7 +82,7 @@ pub fn console_write(bytes: &[u8]) {
     let _ = out.write_all(bytes);
     if let Ok(mut mirrors) = MIRRORS.lock() {
         for m in mirrors.iter_mut() {
-            let _ = m.write_all(bytes);
+            m.write(bytes);
         }
     }
 }
@@ -62,16 +101,17 @@ pub fn other_consoles(active: &str) -> Vec<String> {
 /// left out.
 pub fn open_console_mirrors() {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
-    let opened: Vec<File> = other_consoles(&active)
+    let opened: Vec<Mirror> = other_consoles(&active)
         .iter()
         .filter_map(|name| {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
                 .write(true)
-                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
                 .open(format!("/dev/{name}"))
                 .ok()
         })
+        .map(|file| Mirror { file, stalled: false })
         .collect();
     if let Ok(mut mirrors) = MIRRORS.lock() {
         *mirrors = opened;

@@ -17,6 +17,9 @@ const KERNEL_GROUP: u32 = 1;
 const RECEIVE_BUFFER: usize = 4 << 20;
 /// The largest message: the kernel's `UEVENT_BUFFER_SIZE` is 2048 bytes of environment.
 const MESSAGE_MAX: usize = 8192;
+/// The most messages one read takes: the rest waits for the next turn of PID 1's loop (the
+/// socket stays readable), so a flood cannot keep PID 1 here.
+const READ_MAX: usize = 256;
 
 /// One uevent, the fields berth acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +78,23 @@ impl UeventSocket {
         socket
             .bind(&SocketAddr::new(0, KERNEL_GROUP))
             .map_err(|e| format!("uevent socket: bind to the kernel's group: {e}"))?;
-        // A smaller buffer only risks ENOBUFS, which `read` turns into a rescan.
-        let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER);
+        // Past rmem_max: PID 1 has CAP_NET_ADMIN. (A smaller buffer only risks ENOBUFS, which
+        // `read` turns into a rescan.)
+        if nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &RECEIVE_BUFFER)
+            .is_err()
+        {
+            let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER);
+        }
         socket.set_non_blocking(true).map_err(|e| format!("uevent socket: {e}"))?;
         Ok(UeventSocket { socket, buf: Vec::with_capacity(MESSAGE_MAX) })
     }
 
-    /// Drains what arrived: the kernel's uevents, in order. `lost` is set when the kernel
-    /// dropped some (the buffer overflowed): then every device must be looked at again.
+    /// Reads what arrived (at most [`READ_MAX`] messages): the kernel's uevents, in order.
+    /// `lost` is set when the kernel dropped some (the buffer overflowed): then every device
+    /// must be looked at again.
     pub fn read(&mut self, lost: &mut bool) -> Vec<Uevent> {
         let mut out = Vec::new();
-        loop {
+        for _ in 0..READ_MAX {
             self.buf.clear();
             match self.socket.recv_from(&mut self.buf, 0) {
                 Ok((_, from)) if from.port_number() == 0 => out.extend(Uevent::parse(&self.buf)),
