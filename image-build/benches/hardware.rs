@@ -1,6 +1,6 @@
 //! What `[kernel] hardware` costs (issue 20): the same image (examples/hello.toml) built with
 //! each driver set, against virtio only — image size, the drivers packed for the set, and the
-//! boot to the first container output on the same QEMU machine (virtio devices, TCG), runs
+//! boot to the first container output on the same QEMU machine (virtio devices), runs
 //! interleaved so load hits every variant alike.
 //!
 //!     cargo bench -p berth-image-build --bench hardware     # BENCH_RUNS=N (default 5)
@@ -43,16 +43,17 @@ fn build(dir: &Path, i: usize, kernel_lines: &str) -> (PathBuf, String) {
     (out, drivers)
 }
 
-/// QEMU start → the first line of hello's output, seconds.
-fn boot(out: &Path) -> f64 {
+/// QEMU start → the first line of hello's output, seconds; and the accelerator it ran on.
+fn boot(out: &Path) -> (f64, &'static str) {
     let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
     let cfg = VmConfig::new(out.join("vmlinuz"), out.join("initrd.img"), cmdline.trim());
     let start = Instant::now();
     let mut vm = Vm::start(cfg).expect("qemu");
     vm.wait_for_line(|l| l.contains("hello | "), Duration::from_secs(120)).expect("hello runs");
     let first = start.elapsed().as_secs_f64();
+    let accel = vm.accel().name();
     let _ = vm.wait_exit(Duration::from_secs(60));
-    first
+    (first, accel)
 }
 
 fn mib(path: &Path) -> f64 {
@@ -66,12 +67,16 @@ fn main() {
     let built: Vec<(PathBuf, String)> =
         VARIANTS.iter().enumerate().map(|(i, (_, lines))| build(dir.path(), i, lines)).collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    let mut accels = std::collections::BTreeSet::new();
     for _ in 0..runs {
         for (i, (out, _)) in built.iter().enumerate() {
-            times[i].push(boot(out));
+            let (secs, accel) = boot(out);
+            times[i].push(secs);
+            accels.insert(accel);
         }
     }
-    println!("hello on QEMU (virtio devices, TCG), medians of {runs} interleaved runs:");
+    let accels: Vec<&str> = accels.into_iter().collect();
+    println!("hello on QEMU (virtio devices, {}), medians of {runs} interleaved runs:", accels.join("+"));
     println!(
         "{:<32}{:>10}{:>10}{:>12}{:>42}",
         "variant", "kernel", "initrd", "boot", "drivers by device (uncompressed)"

@@ -115,14 +115,12 @@ pub const WATCHDOG_MODULES: &[&str] = &["watchdog", "wdat_wdt", "softdog"];
 /// VMware's drivers (`[kernel] hardware = ["vmware"]`): the vmxnet3 NIC, the PVSCSI disk
 /// controller, the balloon and VMCI (the host's channel), loaded for the devices present.
 pub const VMWARE_MODULES: &[&str] = &["vmxnet3", "vmw_pvscsi", "vmw_balloon", "vmw_vmci"];
-/// Physical machines' drivers (`[kernel] hardware = ["metal"]`), loaded by modalias for the
-/// devices a machine has: the common wired NICs (Intel, Realtek, Broadcom, Mellanox), SATA,
-/// NVMe, SAS and RAID controllers and the SCSI disk driver, USB host controllers, USB storage
-/// and USB keyboards. None of them needs a firmware file for most chips (some r8169 and tg3
-/// chips load one from Debian's non-free firmware, which is not packed; bnx2, which always
-/// needs one, is left out).
+/// Physical machines' drivers besides their disks' (`[kernel] hardware = ["metal"]`, with
+/// [`METAL_DISK_MODULES`]), loaded by modalias for the devices a machine has: the common wired
+/// NICs (Intel, Realtek, Broadcom, Mellanox) and USB keyboards. Most chips need no firmware
+/// file (some r8169 and tg3 chips load one from Debian's non-free firmware, which is not
+/// packed; bnx2, which always needs one, is left out).
 pub const METAL_MODULES: &[&str] = &[
-    // NICs
     "e1000e",
     "e1000",
     "igb",
@@ -137,25 +135,12 @@ pub const METAL_MODULES: &[&str] = &[
     "bnxt_en",
     "mlx4_en",
     "mlx5_core",
-    // storage
-    "ahci",
-    "ata_piix",
-    "nvme",
-    "mpt3sas",
-    "megaraid_sas",
-    "sd_mod",
-    "usb-storage",
-    "uas",
-    // USB host controllers, keyboards
-    "xhci_pci",
-    "ehci_pci",
-    "ohci_pci",
-    "uhci_hcd",
     "usbhid",
     "hid_generic",
 ];
-/// The disk drivers of the `metal` set: in a disk format's slim initramfs too, loaded by
-/// modalias while it looks for the system partition's disk.
+/// The disk drivers of the `metal` set: SATA, NVMe, SAS and RAID controllers, the SCSI disk,
+/// USB host controllers and USB storage. A disk format's slim initramfs carries them too,
+/// loaded by modalias while it looks for the system partition's disk.
 pub const METAL_DISK_MODULES: &[&str] = &[
     "ahci",
     "ata_piix",
@@ -274,6 +259,7 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
     let mut system_hardware = Vec::new();
     for set in HardwareSet::expand(&config.kernel.hardware) {
         hardware.extend(names(hardware_modules(set)));
+        hardware.extend(names(hardware_disk_modules(set)));
         if !system.is_empty() {
             system_hardware.extend(names(hardware_disk_modules(set)));
         }
@@ -291,7 +277,8 @@ pub fn module_plan(config: &Config, formats: &[Format]) -> ModulePlan {
     }
 }
 
-/// The drivers a `[kernel] hardware` set packs (virtio's are in every image already).
+/// The drivers a `[kernel] hardware` set packs besides its disks' ([`hardware_disk_modules`];
+/// virtio's are in every image already).
 pub fn hardware_modules(set: HardwareSet) -> &'static [&'static str] {
     match set {
         HardwareSet::Virtio | HardwareSet::All => &[],
@@ -334,6 +321,8 @@ pub fn packable_modules() -> BTreeSet<String> {
         ZRAM_MODULES,
         VMWARE_MODULES,
         METAL_MODULES,
+        METAL_DISK_MODULES,
+        VMWARE_DISK_MODULES,
     ]
     .concat()
     .into_iter()

@@ -103,15 +103,7 @@ fn uki_parts(
 /// system loads vmxnet3 and a bridge container fetches a host page.
 #[test]
 fn the_vmdk_boots_from_pvscsi_and_serves_on_vmxnet3() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for mut s in listener.incoming().flatten() {
-            let _ = s.read(&mut [0u8; 2048]);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nvmware-page!");
-        }
-    });
+    let port = common::serve_page("vmware-page!");
     let config = format!(
         r#"
 [kernel]

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -21,19 +19,7 @@ use std::time::Duration;
 use berth_qemu::{default_timeout, Vm};
 use serde_json::json;
 
-/// Serves `body` over HTTP on 127.0.0.1 (the guest's 10.0.2.2); returns the port.
-fn serve_page(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        }
-    });
-    port
-}
+use common::serve_page;
 
 fn run(cmd: &mut Command) {
     let o = cmd.output().unwrap();

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
@@ -76,15 +74,7 @@ command = ["sh", "-c", "wget -q -O /data/page http://10.0.2.2:PORT/ && sync /dat
 
 #[test]
 fn every_area_works_on_the_project_kernel() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nhost-page");
-        }
-    });
+    let port = common::serve_page("host-page");
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
     let config = common::with_project_kernel(&AREAS.replace("PORT", &port.to_string()));

@@ -354,3 +354,18 @@ pub fn layer_blob(dir: &Path, tar: Vec<u8>) -> berth_image_build::source::LayerB
         path,
     }
 }
+
+/// Serves `body` to every HTTP request on 127.0.0.1 (the guest's 10.0.2.2 on QEMU's user
+/// network), from a thread that lives as long as the test; returns the port.
+pub fn serve_page(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0u8; 2048]);
+            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
