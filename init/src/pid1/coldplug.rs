@@ -129,6 +129,29 @@ impl DiskDrivers {
     }
 }
 
+/// How long PID 1 waits, once it found its disk, for a drivers' child still running to report.
+const REPORT_WAIT_MS: u16 = 2000;
+
+impl Drop for DiskDrivers {
+    /// The disk was found (or the wait ended) while a child still runs: its report (the
+    /// `module.loaded` of the driver that brought the disk) is read for at most
+    /// [`REPORT_WAIT_MS`]; the child itself goes on and is reaped like any orphan.
+    fn drop(&mut self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let Some(child) = self.child.as_mut() else { return };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(REPORT_WAIT_MS.into());
+        while !child.finished() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = u16::try_from(left.as_millis()).unwrap_or(0);
+            let mut fds = [PollFd::new(child.as_fd(), PollFlags::POLLIN)];
+            if left == 0 || !matches!(poll(&mut fds, PollTimeout::from(left)), Ok(n) if n > 0) {
+                return;
+            }
+        }
+    }
+}
+
 /// The drivers of the devices `wanted` accepts, as report lines for a modules child:
 /// `loaded NAME MODALIAS` per module, or a failure.
 pub fn load_for_devices(wanted: fn(&str) -> bool) -> Vec<String> {
