@@ -26,14 +26,6 @@ fn run(cmd: &mut Command) {
     assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A 64 MiB raw disk image holding ext4 labelled `berth-data`.
-fn labelled_disk(dir: &Path, name: &str) -> PathBuf {
-    let img = dir.join(name);
-    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "berth-data"]).arg(&img));
-    img
-}
-
 /// A FAT image labelled CIDATA whose user-data sets the hostname.
 fn nocloud_stick(dir: &Path) -> PathBuf {
     let seed = dir.join("seed");
@@ -124,7 +116,7 @@ devices = ["/dev/kmsg"]
         fetch_service(port)
     );
     let (dir, out) = common::build_fresh("pc", &config);
-    let disk = labelled_disk(dir.path(), "sata.img");
+    let disk = common::labelled_data_disk(dir.path(), "sata.img");
     let stick = nocloud_stick(dir.path());
     let sata = format!("file={},format=raw,if=none,id=sata", disk.display());
     let usb = format!("file={},format=raw,if=none,id=stick,readonly=on", stick.display());
@@ -204,7 +196,7 @@ fn an_nvme_disk_and_a_nic_added_while_running() {
         fetch_service(port)
     );
     let (dir, out) = common::build_fresh("hotplug", &config);
-    let disk = labelled_disk(dir.path(), "nvme.img");
+    let disk = common::labelled_data_disk(dir.path(), "nvme.img");
     let nvme = format!("file={},format=raw,if=none,id=nv", disk.display());
     let mut vm = common::boot_with(&out, &["-drive", &nvme, "-device", "nvme,drive=nv,serial=berth-nvme"]);
     let t = default_timeout();

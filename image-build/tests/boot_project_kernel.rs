@@ -189,10 +189,7 @@ command = ["sh", "-c", "echo page=$(wget -q -O - http://10.0.2.2:{port}/) nic=$(
     let dir = tempfile::tempdir().unwrap();
     common::busybox_image(dir.path());
     let out = common::build(dir.path(), "pc", &common::with_project_kernel(&config));
-    let disk = dir.path().join("sata.img");
-    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
-    let o = Command::new("mkfs.ext4").args(["-q", "-F", "-L", "berth-data"]).arg(&disk).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let disk = common::labelled_data_disk(dir.path(), "sata.img");
     let sata = format!("file={},format=raw,if=none,id=sata", disk.display());
     let mut vm = common::boot_with(
         &out,

@@ -369,3 +369,13 @@ pub fn serve_page(body: &'static str) -> u16 {
     });
     port
 }
+
+/// A 64 MiB raw disk image `dir/name` holding an ext4 filesystem labelled `berth-data` (a data
+/// disk `[storage] disk = "label:berth-data"` finds).
+pub fn labelled_data_disk(dir: &Path, name: &str) -> PathBuf {
+    let img = dir.join(name);
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let o = Command::new("mkfs.ext4").args(["-q", "-F", "-L", "berth-data"]).arg(&img).output().unwrap();
+    assert!(o.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&o.stderr));
+    img
+}
