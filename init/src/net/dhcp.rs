@@ -21,6 +21,8 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(64);
 /// How long an offer is waited for after REQUEST before starting over with DISCOVER.
 const REQUEST_TRIES: u32 = 4;
+/// The least time between two DISCOVERs sent because the link changed.
+const LINK_RESEND_GAP: Duration = Duration::from_secs(1);
 
 /// What the server granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,8 @@ pub struct DhcpClient {
     state: State,
     /// Sends of the current message so far.
     attempt: u32,
+    /// When the last message was sent.
+    sent_at: Option<Instant>,
     next: Option<Instant>,
     lease: Option<(Lease, Instant)>,
 }
@@ -110,6 +114,7 @@ impl DhcpClient {
             rng: seed | 1,
             state: State::Init,
             attempt: 0,
+            sent_at: None,
             next: None,
             lease: None,
         };
@@ -160,6 +165,18 @@ impl DhcpClient {
         self.xid = self.random_xid();
         self.attempt = 0;
         self.send_current(now)
+    }
+
+    /// The interface's link changed (its carrier came up, most often: a physical NIC's link
+    /// negotiation ends seconds after the first DISCOVER went nowhere). A client still looking
+    /// for a server starts over now instead of waiting out its backoff, at most once a
+    /// [`LINK_RESEND_GAP`]; one with a lease, or asking for an offer, is left alone.
+    pub fn link_changed(&mut self, now: Instant) -> Vec<Action> {
+        let quiet = self.sent_at.is_none_or(|at| now.saturating_duration_since(at) >= LINK_RESEND_GAP);
+        if self.state != State::Selecting || !quiet {
+            return Vec::new();
+        }
+        self.start(now)
     }
 
     /// Renews the lease now instead of at T1 (`berthctl renew`); starts over without one.
@@ -230,6 +247,7 @@ impl DhcpClient {
         let jitter = Duration::from_millis(self.random() % 1000);
         let backoff = self.backoff_for(self.attempt).saturating_sub(Duration::from_millis(500)) + jitter;
         self.attempt += 1;
+        self.sent_at = Some(now);
         match self.state.clone() {
             State::Init => Vec::new(),
             State::Bound => Vec::new(),
@@ -630,6 +648,27 @@ mod tests {
         assert!(delays[1] > delays[0] && delays[2] > delays[1]);
         assert!(delays.iter().all(|d| *d <= MAX_BACKOFF + Duration::from_secs(1)));
         assert!(delays[7] >= MAX_BACKOFF - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_link_change_sends_discover_again_at_once_but_not_in_a_burst() {
+        let t0 = Instant::now();
+        let mut c = DhcpClient::new(MAC, 9, None);
+        c.start(t0);
+        // Within a second of the last DISCOVER: nothing.
+        assert!(c.link_changed(t0 + Duration::from_millis(500)).is_empty());
+        // Later (the carrier came up before the first retry): a new DISCOVER now, and the
+        // backoff starts over from it.
+        let up = t0 + Duration::from_millis(1200);
+        let acts = c.link_changed(up);
+        assert_eq!(kind_of(&sent(&acts).0), MessageType::Discover);
+        assert!(c.deadline().unwrap() >= up + Duration::from_millis(1500), "{:?}", c.deadline());
+        assert!(c.link_changed(up + Duration::from_millis(300)).is_empty());
+        // Bound, a link change does nothing.
+        let mut b = DhcpClient::new(MAC, 3, None);
+        bind(&mut b, t0, 86_400);
+        assert!(b.link_changed(t0 + Duration::from_secs(10)).is_empty());
+        assert_eq!(b.state_name(), "bound");
     }
 
     #[test]

@@ -516,12 +516,22 @@ impl HostNetwork {
             }
             self.run_actions(i, actions);
         }
-        // A link appeared or changed: look again now if an interface is still missing.
+        // A link appeared or changed: look again now if an interface is still missing, and a
+        // DHCP client still without an answer asks again (its carrier may have just come up).
         let mut notified = false;
         if let Some(sock) = &self.link_events {
             let mut buf = vec![0u8; 16 * 1024];
             while sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT).is_ok_and(|n| n > 0) {
                 notified = true;
+            }
+        }
+        if notified {
+            for i in 0..self.ifaces.len() {
+                let actions = match self.ifaces[i].dhcp.as_mut() {
+                    Some((client, _)) => client.link_changed(now),
+                    None => continue,
+                };
+                self.run_actions(i, actions);
             }
         }
         let missing = self.ifaces.iter().any(|i| i.link.is_none());
