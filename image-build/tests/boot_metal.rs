@@ -118,34 +118,20 @@ devices = ["/dev/kmsg"]
     let (dir, out) = common::build_fresh("pc", &config);
     let disk = common::labelled_data_disk(dir.path(), "sata.img");
     let stick = nocloud_stick(dir.path());
-    let sata = format!("file={},format=raw,if=none,id=sata", disk.display());
     let usb = format!("file={},format=raw,if=none,id=stick,readonly=on", stick.display());
-    let vm = common::boot_with(
-        &out,
-        &[
-            // No PS/2 keyboard: keys can only come from the USB one.
-            "-machine",
-            "i8042=off",
-            "-netdev",
-            "user,id=n0",
-            "-device",
-            "e1000e,netdev=n0",
-            "-device",
-            "ahci,id=ahci0",
-            "-drive",
-            &sata,
-            "-device",
-            "ide-hd,drive=sata,bus=ahci0.0",
-            "-device",
-            "qemu-xhci,id=xhci",
-            "-drive",
-            &usb,
-            "-device",
-            "usb-storage,bus=xhci.0,drive=stick",
-            "-device",
-            "usb-kbd,bus=xhci.0",
-        ],
+    // No PS/2 keyboard: keys can only come from the USB one.
+    let mut args: Vec<String> =
+        ["-machine", "i8042=off", "-netdev", "user,id=n0", "-device", "e1000e,netdev=n0"]
+            .map(String::from)
+            .to_vec();
+    args.extend(common::ahci_disk_args(&disk));
+    args.extend(
+        ["-device", "qemu-xhci,id=xhci", "-drive", &usb, "-device", "usb-storage,bus=xhci.0,drive=stick"]
+            .into_iter()
+            .chain(["-device", "usb-kbd,bus=xhci.0"])
+            .map(String::from),
     );
+    let vm = common::boot_with(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let t = default_timeout();
     let line = vm
         .wait_for_line(|l| l.contains("fetch | machine="), t * 2)

@@ -190,22 +190,10 @@ command = ["sh", "-c", "echo page=$(wget -q -O - http://10.0.2.2:{port}/) nic=$(
     common::busybox_image(dir.path());
     let out = common::build(dir.path(), "pc", &common::with_project_kernel(&config));
     let disk = common::labelled_data_disk(dir.path(), "sata.img");
-    let sata = format!("file={},format=raw,if=none,id=sata", disk.display());
-    let mut vm = common::boot_with(
-        &out,
-        &[
-            "-netdev",
-            "user,id=n0",
-            "-device",
-            "e1000e,netdev=n0",
-            "-device",
-            "ahci,id=ahci0",
-            "-drive",
-            &sata,
-            "-device",
-            "ide-hd,drive=sata,bus=ahci0.0",
-        ],
-    );
+    let mut args: Vec<String> =
+        ["-netdev", "user,id=n0", "-device", "e1000e,netdev=n0"].map(String::from).to_vec();
+    args.extend(common::ahci_disk_args(&disk));
+    let mut vm = common::boot_with(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
     vm.wait_exit(default_timeout() * 2).unwrap_or_else(|e| panic!("{e}\n{}", vm.console_tail(40)));
     let c = vm.console_text();
     assert!(c.contains("fetch | page=built-in-page nic=1"), "{c}");

@@ -379,3 +379,16 @@ pub fn labelled_data_disk(dir: &Path, name: &str) -> PathBuf {
     assert!(o.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&o.stderr));
     img
 }
+
+/// QEMU arguments for `disk` (raw) as a SATA disk on an AHCI controller.
+pub fn ahci_disk_args(disk: &Path) -> Vec<String> {
+    [
+        "-device".to_string(),
+        "ahci,id=ahci0".to_string(),
+        "-drive".to_string(),
+        format!("file={},format=raw,if=none,id=sata", disk.display()),
+        "-device".to_string(),
+        "ide-hd,drive=sata,bus=ahci0.0".to_string(),
+    ]
+    .to_vec()
+}

@@ -40,14 +40,19 @@ pub struct Coldplug {
     failed: Vec<String>,
 }
 
+/// The running kernel's modules directory, `/lib/modules/RELEASE`, where the packed modules
+/// and their `modules.alias` / `modules.dep` are.
+pub fn modules_dir() -> PathBuf {
+    let release =
+        nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    Path::new("/lib/modules").join(release)
+}
+
 impl Coldplug {
     /// The tables of the running kernel's packed modules; `Ok(None)` when there are none (a
     /// kernel without modules, or none packed by modalias).
     pub fn open() -> Result<Option<Coldplug>, String> {
-        let release = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = Path::new("/lib/modules").join(release);
+        let dir = modules_dir();
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         let (Some(aliases), Some(deps)) = (read("modules.alias"), read("modules.dep")) else {
             return Ok(None);
@@ -105,6 +110,8 @@ pub struct DiskDrivers {
     child: Option<LateModules>,
     /// The unbound disk-path devices the last child was started for.
     seen: Option<Vec<String>>,
+    /// The packed modules' aliases, read at the first look (`None` inside: none packed).
+    table: Option<Option<AliasTable>>,
 }
 
 impl DiskDrivers {
@@ -119,7 +126,17 @@ impl DiskDrivers {
             self.child = None;
             return loaded > 0;
         }
-        let now: Vec<String> = unbound_devices().into_iter().filter(|m| is_disk_path(m)).collect();
+        // Only a device some packed driver matches is worth a child (an IDE controller whose
+        // driver is not packed stays unbound on every look).
+        let table = self.table.get_or_insert_with(|| {
+            let text = std::fs::read_to_string(modules_dir().join("modules.alias")).ok()?;
+            AliasTable::parse(&text).ok()
+        });
+        let Some(table) = table.as_ref() else { return false };
+        let now: Vec<String> = unbound_devices()
+            .into_iter()
+            .filter(|m| is_disk_path(m) && !table.modules_for(m).is_empty())
+            .collect();
         if now.is_empty() || self.seen.as_ref() == Some(&now) {
             return false;
         }

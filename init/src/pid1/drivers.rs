@@ -8,7 +8,6 @@
 //! ended. A burst of devices is one pass; a pass over nothing new loads nothing.
 
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags};
@@ -34,10 +33,7 @@ impl Drivers {
     /// Follows the kernel's uevents when packed modules can be matched to devices
     /// (`modules.alias` of the running kernel).
     pub fn listen() -> Drivers {
-        let release = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let by_alias = Path::new("/lib/modules").join(release).join("modules.alias").is_file();
+        let by_alias = super::coldplug::modules_dir().join("modules.alias").is_file();
         let uevents = by_alias
             .then(|| {
                 UeventSocket::open()

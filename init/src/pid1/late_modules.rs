@@ -21,8 +21,6 @@ use super::{coldplug, log, system};
 /// Which devices' drivers a child loads after its fixed list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Devices {
-    /// None: the fixed list only.
-    None,
     /// Every device without a driver.
     All,
     /// The devices on the way to a disk (`coldplug::is_disk_path`).
@@ -41,12 +39,9 @@ pub struct LateModules {
 
 impl LateModules {
     /// Starts loading `paths`, then the packed drivers `devices` match (`coldplug`). Returns
-    /// `None` when there is nothing to load, or when no child can be made (after logging why):
-    /// the caller then loads `paths` itself.
+    /// `None` when no child can be made (after logging why): the caller then loads `paths`
+    /// itself.
     pub fn start(paths: &[String], devices: Devices) -> Option<LateModules> {
-        if paths.is_empty() && devices == Devices::None {
-            return None;
-        }
         let (read, write): (OwnedFd, OwnedFd) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         {
             Ok(p) => p,
@@ -65,7 +60,6 @@ impl LateModules {
                     let mut lines = system::load_modules(paths);
                     // Then the drivers the devices present need, from the packed ones.
                     match devices {
-                        Devices::None => {}
                         Devices::All => lines.extend(coldplug::load_for_devices(|_| true)),
                         Devices::DiskPath => lines.extend(coldplug::load_for_devices(coldplug::is_disk_path)),
                     }
